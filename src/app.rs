@@ -1,0 +1,17 @@
+//! The application layer: the command side's single writer, the read model and its
+//! projection, and subscriptions. It drives the domain and the log; it knows nothing of gRPC.
+
+pub mod clock;
+pub mod command;
+pub mod projection;
+pub mod shutdown;
+pub mod subscription;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{
+    CommandError, CommandHandle, CommandOutcome, CommandRequest, CommandSide,
+    IDEMPOTENCY_WINDOW_MILLIS, fingerprint,
+};
+pub use projection::{ReadModel, StockView};
+pub use shutdown::{Shutdown, ShutdownSignal};
+pub use subscription::{SubscriptionItem, subscribe};

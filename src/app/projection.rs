@@ -1,0 +1,203 @@
+//! The read side's model: every stock item as a fold of the log, kept in concurrent maps so
+//! queries never wait for the writer, and a projection task that follows a log.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use super::shutdown::Shutdown;
+use crate::domain::{
+    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockItem, StockLevel,
+    StoreId, StreamKey, StreamVersion,
+};
+use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
+
+/// One stock item as the read model holds it.
+#[derive(Clone, Debug, Default)]
+pub struct StockView {
+    pub item: StockItem,
+    /// The position of the item's last event.
+    pub position: LogPosition,
+}
+
+impl StockView {
+    pub fn level(&self) -> StockLevel {
+        self.item.level()
+    }
+
+    pub fn version(&self) -> StreamVersion {
+        self.item.version()
+    }
+}
+
+/// The query side's state. Readers see each item either before or after an event, never
+/// half-applied.
+pub struct ReadModel {
+    items: DashMap<StreamKey, StockView>,
+    stores_by_product: DashMap<ProductId, BTreeSet<StoreId>>,
+    applied: watch::Sender<LogPosition>,
+}
+
+impl Default for ReadModel {
+    fn default() -> ReadModel {
+        ReadModel::new()
+    }
+}
+
+impl ReadModel {
+    pub fn new() -> ReadModel {
+        ReadModel {
+            items: DashMap::new(),
+            stores_by_product: DashMap::new(),
+            applied: watch::channel(LogPosition::START).0,
+        }
+    }
+
+    /// The position of the last event applied.
+    pub fn position(&self) -> LogPosition {
+        *self.applied.borrow()
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Applies the next event of the log. Events must come in log order with no gap; the
+    /// recorded stock must match the fold.
+    pub fn apply(&self, event: &RecordedEvent) -> Result<(), LogError> {
+        let expected = self.position().next();
+        if event.position != expected {
+            return Err(LogError::Corrupt {
+                offset: 0,
+                problem: format!(
+                    "read model expected position {expected}, got {}",
+                    event.position
+                ),
+            });
+        }
+        let new_stream = {
+            let mut view = self.items.entry(event.stream.clone()).or_default();
+            if event.version != view.version().next() {
+                return Err(LogError::Corrupt {
+                    offset: 0,
+                    problem: format!(
+                        "stream {} expected version {}, got {}",
+                        event.stream,
+                        view.version().next(),
+                        event.version
+                    ),
+                });
+            }
+            view.item.evolve(&event.event);
+            view.position = event.position;
+            if view.level() != event.stock_after {
+                return Err(LogError::Corrupt {
+                    offset: 0,
+                    problem: format!(
+                        "event at {} records stock {:?}, the fold gives {:?}",
+                        event.position,
+                        event.stock_after,
+                        view.level()
+                    ),
+                });
+            }
+            event.version == StreamVersion(1)
+        };
+        if new_stream {
+            self.stores_by_product
+                .entry(event.stream.product_id.clone())
+                .or_default()
+                .insert(event.stream.store_id.clone());
+        }
+        self.applied.send_replace(event.position);
+        Ok(())
+    }
+
+    pub fn get(&self, stream: &StreamKey) -> Option<StockView> {
+        self.items.get(stream).map(|view| view.clone())
+    }
+
+    /// The level, version and position of one item, without copying its reservations.
+    pub fn stock(&self, stream: &StreamKey) -> Option<(StockLevel, StreamVersion, LogPosition)> {
+        self.items
+            .get(stream)
+            .map(|view| (view.level(), view.version(), view.position))
+    }
+
+    /// Every store that has had the product, ordered by store id.
+    pub fn product(
+        &self,
+        product_id: &ProductId,
+    ) -> Vec<(StoreId, StockLevel, StreamVersion, LogPosition)> {
+        let Some(stores) = self
+            .stores_by_product
+            .get(product_id)
+            .map(|stores| stores.clone())
+        else {
+            return Vec::new();
+        };
+        stores
+            .into_iter()
+            .filter_map(|store_id| {
+                let stream = StreamKey::new(product_id.clone(), store_id.clone());
+                self.stock(&stream)
+                    .map(|(level, version, position)| (store_id, level, version, position))
+            })
+            .collect()
+    }
+
+    /// The active reservations of one item, soonest expiry first.
+    pub fn reservations(&self, stream: &StreamKey) -> Vec<(ReservationId, ActiveReservation)> {
+        let mut reservations: Vec<_> = self
+            .items
+            .get(stream)
+            .map(|view| {
+                view.item
+                    .reservations()
+                    .map(|(id, reservation)| (id.clone(), reservation.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        reservations.sort_by(|a, b| (a.1.expires_at, &a.0).cmp(&(b.1.expires_at, &b.0)));
+        reservations
+    }
+
+    /// Waits until the model has applied `position`, for at most `timeout`. Returns whether it
+    /// got there.
+    pub async fn wait_for(&self, position: LogPosition, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= position))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+
+    /// Follows `log` from the model's position, applying every event, until `shutdown`.
+    pub async fn follow(
+        self: Arc<ReadModel>,
+        log: Arc<dyn EventLog>,
+        mut shutdown: Shutdown,
+    ) -> Result<(), LogError> {
+        let mut head = log.watch_head();
+        loop {
+            let head_now = *head.borrow_and_update();
+            if self.position() < head_now {
+                let events = log.read_all(self.position(), MAX_READ_EVENTS).await?;
+                for event in &events {
+                    self.apply(event)?;
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = shutdown.wait() => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The inventory domain: stock items, reservations, the rules that decide commands and the fold
+//! that applies events.
+//!
+//! This module is pure: no I/O, no clock, no randomness, no tokio, tonic or prost types. Time
+//! and ids come in as data, so every rule can be tested with plain values and the same events
+//! always fold into the same state.
+
+mod ids;
+mod inventory;
+mod stock;
+mod values;
+
+pub use ids::{
+    CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
+    StoreId, StreamKey,
+};
+pub use inventory::{Decision, Inventory, ReservationStatus};
+pub use stock::{ActiveReservation, Command, DomainError, RecordedEvent, StockEvent, StockItem};
+pub use values::{
+    LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,
+    StockLevel, StreamVersion, TimeToLive, Timestamp, TtlError,
+};

@@ -1,0 +1,200 @@
+//! The inventory: every stock item, every reservation id ever used, and the schedule of
+//! reservation expiries. The command side holds one and decides every command against it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use super::ids::{ReservationId, StreamKey};
+use super::stock::{Command, DomainError, StockEvent, StockItem};
+use super::values::{StockLevel, StreamVersion, Timestamp};
+
+/// Where a reservation is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ReservationStatus {
+    Active,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl fmt::Display for ReservationStatus {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            ReservationStatus::Active => "active",
+            ReservationStatus::Committed => "committed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        })
+    }
+}
+
+/// An accepted command: the event to append to a stream.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Decision {
+    pub stream: StreamKey,
+    pub event: StockEvent,
+}
+
+#[derive(Clone, Debug)]
+struct ReservationEntry {
+    stream: StreamKey,
+    status: ReservationStatus,
+}
+
+/// Every stock item and reservation: the command side's state, a fold of the whole log.
+#[derive(Default, Debug)]
+pub struct Inventory {
+    items: HashMap<StreamKey, StockItem>,
+    /// Every reservation id ever used, so a reused id is refused and a late commit or release
+    /// is told what happened to its reservation.
+    reservations: HashMap<ReservationId, ReservationEntry>,
+    /// Active reservations by expiry time.
+    expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
+}
+
+impl Inventory {
+    pub fn new() -> Inventory {
+        Inventory::default()
+    }
+
+    pub fn item(&self, stream: &StreamKey) -> Option<&StockItem> {
+        self.items.get(stream)
+    }
+
+    pub fn version(&self, stream: &StreamKey) -> StreamVersion {
+        self.items
+            .get(stream)
+            .map_or(StreamVersion::INITIAL, StockItem::version)
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn reservation_status(&self, reservation_id: &ReservationId) -> Option<ReservationStatus> {
+        self.reservations
+            .get(reservation_id)
+            .map(|entry| entry.status)
+    }
+
+    /// Decides whether a command is accepted, and if so which event it becomes. Pure: the
+    /// inventory does not change until the caller applies the event with [`Inventory::evolve`].
+    pub fn decide(&self, command: &Command, now: Timestamp) -> Result<Decision, DomainError> {
+        let stream = match command {
+            Command::AddStock { stream, .. } | Command::AdjustStock { stream, .. } => {
+                stream.clone()
+            }
+            Command::ReserveStock {
+                stream,
+                reservation_id,
+                ..
+            } => {
+                if self.reservations.contains_key(reservation_id) {
+                    return Err(DomainError::ReservationAlreadyExists {
+                        reservation_id: reservation_id.clone(),
+                    });
+                }
+                stream.clone()
+            }
+            Command::CommitReservation { reservation_id, .. }
+            | Command::ReleaseReservation { reservation_id, .. }
+            | Command::ExpireReservation { reservation_id } => {
+                let Some(entry) = self.reservations.get(reservation_id) else {
+                    return Err(DomainError::ReservationNotFound {
+                        reservation_id: reservation_id.clone(),
+                    });
+                };
+                if entry.status != ReservationStatus::Active {
+                    return Err(DomainError::ReservationNotActive {
+                        reservation_id: reservation_id.clone(),
+                        status: entry.status,
+                    });
+                }
+                entry.stream.clone()
+            }
+        };
+        let empty = StockItem::default();
+        let item = self.items.get(&stream).unwrap_or(&empty);
+        let event = item.decide(command, now)?;
+        Ok(Decision { stream, event })
+    }
+
+    /// Applies one event to its stream and returns the stream's new version and stock. Holds
+    /// no rule and cannot fail.
+    pub fn evolve(
+        &mut self,
+        stream: &StreamKey,
+        event: &StockEvent,
+    ) -> (StreamVersion, StockLevel) {
+        let item = match self.items.get_mut(stream) {
+            Some(item) => item,
+            None => self.items.entry(stream.clone()).or_default(),
+        };
+        let (status_change, expiry_removed) = match event {
+            StockEvent::StockAdded { .. } | StockEvent::StockAdjusted { .. } => (None, None),
+            StockEvent::StockReserved {
+                reservation_id,
+                expires_at,
+                ..
+            } => {
+                self.expiry_schedule
+                    .insert((*expires_at, reservation_id.clone()));
+                (Some((reservation_id, ReservationStatus::Active)), None)
+            }
+            StockEvent::ReservationCommitted { reservation_id, .. } => {
+                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
+                (
+                    Some((reservation_id, ReservationStatus::Committed)),
+                    expires_at,
+                )
+            }
+            StockEvent::ReservationReleased { reservation_id, .. } => {
+                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
+                (
+                    Some((reservation_id, ReservationStatus::Released)),
+                    expires_at,
+                )
+            }
+            StockEvent::ReservationExpired { reservation_id, .. } => {
+                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
+                (
+                    Some((reservation_id, ReservationStatus::Expired)),
+                    expires_at,
+                )
+            }
+        };
+        item.evolve(event);
+        let result = (item.version(), item.level());
+        if let Some((reservation_id, status)) = status_change {
+            if let Some(expires_at) = expiry_removed {
+                self.expiry_schedule
+                    .remove(&(expires_at, reservation_id.clone()));
+            }
+            self.reservations.insert(
+                reservation_id.clone(),
+                ReservationEntry {
+                    stream: stream.clone(),
+                    status,
+                },
+            );
+        }
+        result
+    }
+
+    /// Active reservations whose time is up at `now`, soonest first, at most `limit`.
+    pub fn due_reservations(&self, now: Timestamp, limit: usize) -> Vec<ReservationId> {
+        self.expiry_schedule
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(limit)
+            .map(|(_, reservation_id)| reservation_id.clone())
+            .collect()
+    }
+
+    /// When the next active reservation expires, if any is active.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.expiry_schedule
+            .first()
+            .map(|(expires_at, _)| *expires_at)
+    }
+}

@@ -1,0 +1,350 @@
+//! One stock item (a product in a store): its state, the commands and events that concern it,
+//! and the fold from events to state.
+
+use std::collections::HashMap;
+
+use super::ids::{CommandId, CustomerId, EventId, OrderId, ReservationId, StreamKey};
+use super::inventory::ReservationStatus;
+use super::values::{
+    LogPosition, MAX_ON_HAND, Quantity, Reason, StockLevel, StreamVersion, TimeToLive, Timestamp,
+};
+
+/// What a client asks the inventory to do. Commands are in the imperative; each accepted
+/// command becomes exactly one event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Command {
+    AddStock {
+        stream: StreamKey,
+        quantity: Quantity,
+        reason: Reason,
+    },
+    AdjustStock {
+        stream: StreamKey,
+        on_hand: u64,
+        reason: Reason,
+    },
+    ReserveStock {
+        stream: StreamKey,
+        reservation_id: ReservationId,
+        quantity: Quantity,
+        customer_id: CustomerId,
+        ttl: TimeToLive,
+    },
+    CommitReservation {
+        reservation_id: ReservationId,
+        order_id: OrderId,
+    },
+    ReleaseReservation {
+        reservation_id: ReservationId,
+        reason: Reason,
+    },
+    /// Sent by the server itself when a reservation's time is up.
+    ExpireReservation { reservation_id: ReservationId },
+}
+
+/// What happened to a stock item. Events are in the past tense and carry everything the fold
+/// needs: applying them never consults a rule.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum StockEvent {
+    StockAdded {
+        quantity: Quantity,
+        reason: Reason,
+    },
+    StockAdjusted {
+        previous_on_hand: u64,
+        on_hand: u64,
+        reason: Reason,
+    },
+    StockReserved {
+        reservation_id: ReservationId,
+        quantity: Quantity,
+        customer_id: CustomerId,
+        expires_at: Timestamp,
+    },
+    ReservationCommitted {
+        reservation_id: ReservationId,
+        quantity: Quantity,
+        order_id: OrderId,
+    },
+    ReservationReleased {
+        reservation_id: ReservationId,
+        quantity: Quantity,
+        reason: Reason,
+    },
+    ReservationExpired {
+        reservation_id: ReservationId,
+        quantity: Quantity,
+    },
+}
+
+impl StockEvent {
+    /// The short name of the event's kind, as in the protobuf contract.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StockEvent::StockAdded { .. } => "StockAdded",
+            StockEvent::StockAdjusted { .. } => "StockAdjusted",
+            StockEvent::StockReserved { .. } => "StockReserved",
+            StockEvent::ReservationCommitted { .. } => "ReservationCommitted",
+            StockEvent::ReservationReleased { .. } => "ReservationReleased",
+            StockEvent::ReservationExpired { .. } => "ReservationExpired",
+        }
+    }
+}
+
+/// An event as the log holds it: the event with its place in the log and its context.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RecordedEvent {
+    pub position: LogPosition,
+    pub event_id: EventId,
+    pub stream: StreamKey,
+    pub version: StreamVersion,
+    pub occurred_at: Timestamp,
+    /// The stock item right after the event.
+    pub stock_after: StockLevel,
+    /// The idempotency key of the command that caused the event, if it had one.
+    pub command_id: Option<CommandId>,
+    /// A hash of that command's request (0 when there is no command id).
+    pub command_fingerprint: u64,
+    pub event: StockEvent,
+}
+
+/// Why a command is refused. Every variant is a business-rule outcome, not a fault.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("insufficient stock: requested {requested}, available {available}")]
+    InsufficientStock { requested: u64, available: u64 },
+    #[error("on_hand {requested_on_hand} is below the reserved quantity {reserved}")]
+    AdjustBelowReserved {
+        requested_on_hand: u64,
+        reserved: u64,
+    },
+    #[error("on_hand would exceed {MAX_ON_HAND}: on_hand {on_hand} + quantity {quantity}")]
+    OnHandOverflow { on_hand: u64, quantity: u64 },
+    #[error("reservation {reservation_id} not found")]
+    ReservationNotFound { reservation_id: ReservationId },
+    #[error("reservation {reservation_id} is already {status}")]
+    ReservationNotActive {
+        reservation_id: ReservationId,
+        status: ReservationStatus,
+    },
+    #[error("reservation {reservation_id} already exists")]
+    ReservationAlreadyExists { reservation_id: ReservationId },
+}
+
+/// A reservation that still holds stock.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ActiveReservation {
+    pub quantity: Quantity,
+    pub customer_id: CustomerId,
+    pub expires_at: Timestamp,
+}
+
+/// The state of one stock item: a fold of its stream's events.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct StockItem {
+    level: StockLevel,
+    version: StreamVersion,
+    reservations: HashMap<ReservationId, ActiveReservation>,
+}
+
+impl StockItem {
+    pub fn level(&self) -> StockLevel {
+        self.level
+    }
+
+    pub fn version(&self) -> StreamVersion {
+        self.version
+    }
+
+    pub fn reservation(&self, reservation_id: &ReservationId) -> Option<&ActiveReservation> {
+        self.reservations.get(reservation_id)
+    }
+
+    pub fn reservations(&self) -> impl Iterator<Item = (&ReservationId, &ActiveReservation)> {
+        self.reservations.iter()
+    }
+
+    /// Applies one event. It holds no rule and cannot fail: events are facts. Quantities
+    /// saturate instead of wrapping, so even a log written by a faulty version folds into a
+    /// state whose `level` a caller can compare with the event's recorded `stock_after`.
+    pub fn evolve(&mut self, event: &StockEvent) {
+        let (on_hand, reserved) = (self.level.on_hand(), self.level.reserved());
+        let (on_hand, reserved) = match event {
+            StockEvent::StockAdded { quantity, .. } => {
+                (on_hand.saturating_add(quantity.get()), reserved)
+            }
+            StockEvent::StockAdjusted { on_hand, .. } => (*on_hand, reserved),
+            StockEvent::StockReserved {
+                reservation_id,
+                quantity,
+                customer_id,
+                expires_at,
+            } => {
+                self.reservations.insert(
+                    reservation_id.clone(),
+                    ActiveReservation {
+                        quantity: *quantity,
+                        customer_id: customer_id.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+                (on_hand, reserved.saturating_add(quantity.get()))
+            }
+            StockEvent::ReservationCommitted {
+                reservation_id,
+                quantity,
+                ..
+            } => {
+                self.reservations.remove(reservation_id);
+                (
+                    on_hand.saturating_sub(quantity.get()),
+                    reserved.saturating_sub(quantity.get()),
+                )
+            }
+            StockEvent::ReservationReleased {
+                reservation_id,
+                quantity,
+                ..
+            }
+            | StockEvent::ReservationExpired {
+                reservation_id,
+                quantity,
+            } => {
+                self.reservations.remove(reservation_id);
+                (on_hand, reserved.saturating_sub(quantity.get()))
+            }
+        };
+        let on_hand = on_hand.min(MAX_ON_HAND);
+        self.level = StockLevel::new(on_hand, reserved.min(on_hand))
+            .expect("reserved is clamped to on_hand and on_hand to MAX_ON_HAND");
+        self.version = self.version.next();
+    }
+
+    /// The rules for commands that name this item, once the inventory has checked what only it
+    /// can see (whether a reservation id is taken or has ended).
+    pub(super) fn decide(
+        &self,
+        command: &Command,
+        now: Timestamp,
+    ) -> Result<StockEvent, DomainError> {
+        match command {
+            Command::AddStock {
+                quantity, reason, ..
+            } => {
+                let on_hand = self.level.on_hand();
+                if on_hand
+                    .checked_add(quantity.get())
+                    .is_none_or(|sum| sum > MAX_ON_HAND)
+                {
+                    return Err(DomainError::OnHandOverflow {
+                        on_hand,
+                        quantity: quantity.get(),
+                    });
+                }
+                Ok(StockEvent::StockAdded {
+                    quantity: *quantity,
+                    reason: reason.clone(),
+                })
+            }
+            Command::AdjustStock {
+                on_hand, reason, ..
+            } => {
+                if *on_hand < self.level.reserved() {
+                    return Err(DomainError::AdjustBelowReserved {
+                        requested_on_hand: *on_hand,
+                        reserved: self.level.reserved(),
+                    });
+                }
+                if *on_hand > MAX_ON_HAND {
+                    return Err(DomainError::OnHandOverflow {
+                        on_hand: *on_hand,
+                        quantity: 0,
+                    });
+                }
+                Ok(StockEvent::StockAdjusted {
+                    previous_on_hand: self.level.on_hand(),
+                    on_hand: *on_hand,
+                    reason: reason.clone(),
+                })
+            }
+            Command::ReserveStock {
+                reservation_id,
+                quantity,
+                customer_id,
+                ttl,
+                ..
+            } => {
+                let available = self.level.available();
+                if quantity.get() > available {
+                    return Err(DomainError::InsufficientStock {
+                        requested: quantity.get(),
+                        available,
+                    });
+                }
+                Ok(StockEvent::StockReserved {
+                    reservation_id: reservation_id.clone(),
+                    quantity: *quantity,
+                    customer_id: customer_id.clone(),
+                    expires_at: now.saturating_add(*ttl),
+                })
+            }
+            Command::CommitReservation {
+                reservation_id,
+                order_id,
+            } => {
+                let reservation = self.unexpired_reservation(reservation_id, now)?;
+                Ok(StockEvent::ReservationCommitted {
+                    reservation_id: reservation_id.clone(),
+                    quantity: reservation.quantity,
+                    order_id: order_id.clone(),
+                })
+            }
+            Command::ReleaseReservation {
+                reservation_id,
+                reason,
+            } => {
+                let reservation = self.unexpired_reservation(reservation_id, now)?;
+                Ok(StockEvent::ReservationReleased {
+                    reservation_id: reservation_id.clone(),
+                    quantity: reservation.quantity,
+                    reason: reason.clone(),
+                })
+            }
+            Command::ExpireReservation { reservation_id } => {
+                let reservation = self.active_reservation(reservation_id)?;
+                Ok(StockEvent::ReservationExpired {
+                    reservation_id: reservation_id.clone(),
+                    quantity: reservation.quantity,
+                })
+            }
+        }
+    }
+
+    fn active_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<&ActiveReservation, DomainError> {
+        self.reservations
+            .get(reservation_id)
+            .ok_or_else(|| DomainError::ReservationNotFound {
+                reservation_id: reservation_id.clone(),
+            })
+    }
+
+    /// An active reservation whose time is not up. One whose time is up but whose expiry event
+    /// is not written yet is already expired for every command.
+    fn unexpired_reservation(
+        &self,
+        reservation_id: &ReservationId,
+        now: Timestamp,
+    ) -> Result<&ActiveReservation, DomainError> {
+        let reservation = self.active_reservation(reservation_id)?;
+        if reservation.expires_at <= now {
+            return Err(DomainError::ReservationNotActive {
+                reservation_id: reservation_id.clone(),
+                status: ReservationStatus::Expired,
+            });
+        }
+        Ok(reservation)
+    }
+}

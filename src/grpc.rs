@@ -1,0 +1,39 @@
+//! The gRPC adapters: tonic services over the application layer, the conversions from wire
+//! requests to domain commands (validated once, here), the one mapping from errors to gRPC
+//! status codes, and the follower that copies a command server's log into a query server.
+//! Only this layer knows tonic.
+
+pub mod command_service;
+pub mod convert;
+pub mod event_service;
+pub mod follower;
+pub mod query_service;
+pub mod status;
+
+use std::time::Duration;
+
+/// The largest request a server decodes. Every valid request is far smaller (ids of at most
+/// 128 bytes, reasons of at most 256); anything bigger is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The largest response a server encodes (a page of history is the largest).
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a query with `min_position` waits when the client set no deadline.
+pub const MAX_MIN_POSITION_WAIT: Duration = Duration::from_secs(10);
+
+/// The client's deadline from the `grpc-timeout` header, if it sent one.
+pub fn request_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}

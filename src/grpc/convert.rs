@@ -1,0 +1,252 @@
+//! Wire → domain conversions for requests. Each checks every field once, here at the edge, and
+//! reports every invalid field by name; past this point the types carry the guarantees.
+
+use crate::app::{CommandRequest, fingerprint};
+use crate::domain::{
+    Command, CommandId, CustomerId, LogPosition, MAX_ON_HAND, OrderId, ProductId, Quantity, Reason,
+    ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
+};
+use crate::proto::pb;
+
+use super::status::{FieldViolation, invalid_argument};
+
+/// Collects field violations while a request is converted.
+#[derive(Default)]
+pub struct Fields {
+    violations: Vec<FieldViolation>,
+}
+
+impl Fields {
+    pub fn new() -> Fields {
+        Fields::default()
+    }
+
+    /// Records a violation for `field` when `result` is an error.
+    pub fn check<T, E: ToString>(
+        &mut self,
+        field: &'static str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.violations.push(FieldViolation::new(field, error));
+                None
+            }
+        }
+    }
+
+    pub fn product_id(&mut self, field: &'static str, text: &str) -> Option<ProductId> {
+        self.check(field, ProductId::parse(text))
+    }
+
+    pub fn store_id(&mut self, field: &'static str, text: &str) -> Option<StoreId> {
+        self.check(field, StoreId::parse(text))
+    }
+
+    pub fn stream(&mut self, product_id: &str, store_id: &str) -> Option<StreamKey> {
+        let product_id = self.product_id("product_id", product_id);
+        let store_id = self.store_id("store_id", store_id);
+        Some(StreamKey::new(product_id?, store_id?))
+    }
+
+    pub fn quantity(&mut self, field: &'static str, value: i64) -> Option<Quantity> {
+        self.check(field, Quantity::from_signed(value))
+    }
+
+    pub fn reason(&mut self, field: &'static str, text: &str) -> Option<Reason> {
+        self.check(field, Reason::parse(text))
+    }
+
+    pub fn reservation_id(&mut self, field: &'static str, text: &str) -> Option<ReservationId> {
+        self.check(field, ReservationId::parse(text))
+    }
+
+    fn optional_command_id(&mut self, text: &str) -> Option<Option<CommandId>> {
+        if text.is_empty() {
+            return Some(None);
+        }
+        self.check("command_id", CommandId::parse(text)).map(Some)
+    }
+
+    pub fn min_position(&mut self, value: Option<u64>) -> Option<LogPosition> {
+        Some(LogPosition(value.unwrap_or(0)))
+    }
+
+    /// `Ok` with the value when every field was valid, else `INVALID_ARGUMENT` naming each
+    /// invalid field.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, tonic::Status> {
+        match value {
+            Some(value) if self.violations.is_empty() => Ok(value),
+            _ => Err(invalid_argument(&self.violations)),
+        }
+    }
+}
+
+fn envelope(
+    fields: &mut Fields,
+    command: Option<Command>,
+    command_id: &str,
+    expected_version: Option<u64>,
+    generated_reservation_id: bool,
+) -> Option<CommandRequest> {
+    let command_id = fields.optional_command_id(command_id)?;
+    let command = command?;
+    let expected_version = expected_version.map(StreamVersion);
+    let fingerprint = fingerprint(&command, expected_version, generated_reservation_id);
+    Some(CommandRequest {
+        command,
+        command_id,
+        expected_version,
+        fingerprint,
+    })
+}
+
+pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let quantity = fields.quantity("quantity", request.quantity);
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(Command::AddStock {
+            stream: stream?,
+            quantity: quantity?,
+            reason: reason?,
+        })
+    })();
+    let request = envelope(
+        &mut fields,
+        command,
+        &request.command_id,
+        request.expected_version,
+        false,
+    );
+    fields.finish(request)
+}
+
+pub fn adjust_stock(request: &pb::AdjustStockRequest) -> Result<CommandRequest, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let on_hand = fields.check(
+        "on_hand",
+        u64::try_from(request.on_hand)
+            .map_err(|_| format!("must not be negative, got {}", request.on_hand))
+            .and_then(|value| {
+                if value > MAX_ON_HAND {
+                    Err(format!("must be at most {MAX_ON_HAND}"))
+                } else {
+                    Ok(value)
+                }
+            }),
+    );
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(Command::AdjustStock {
+            stream: stream?,
+            on_hand: on_hand?,
+            reason: reason?,
+        })
+    })();
+    let request = envelope(
+        &mut fields,
+        command,
+        &request.command_id,
+        request.expected_version,
+        false,
+    );
+    fields.finish(request)
+}
+
+pub fn reserve_stock(request: &pb::ReserveStockRequest) -> Result<CommandRequest, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let quantity = fields.quantity("quantity", request.quantity);
+    let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
+    let ttl = match &request.ttl {
+        None => Some(TimeToLive::DEFAULT),
+        Some(duration) => fields.check("ttl", ttl_from_pb(duration)),
+    };
+    let generated = request.reservation_id.is_empty();
+    let reservation_id = if generated {
+        Some(
+            ReservationId::parse(&uuid::Uuid::now_v7().to_string())
+                .expect("a UUID is a valid identifier"),
+        )
+    } else {
+        fields.reservation_id("reservation_id", &request.reservation_id)
+    };
+    let command = (|| {
+        Some(Command::ReserveStock {
+            stream: stream?,
+            reservation_id: reservation_id?,
+            quantity: quantity?,
+            customer_id: customer_id?,
+            ttl: ttl?,
+        })
+    })();
+    let request = envelope(
+        &mut fields,
+        command,
+        &request.command_id,
+        request.expected_version,
+        generated,
+    );
+    fields.finish(request)
+}
+
+fn ttl_from_pb(duration: &prost_types::Duration) -> Result<TimeToLive, String> {
+    if duration.seconds < 0 || duration.nanos < 0 {
+        return Err("must not be negative".to_owned());
+    }
+    if !(0..1_000_000_000).contains(&duration.nanos) {
+        return Err("nanos out of range".to_owned());
+    }
+    let millis = (duration.seconds as u64)
+        .saturating_mul(1000)
+        .saturating_add(duration.nanos as u64 / 1_000_000);
+    TimeToLive::from_millis(millis).map_err(|error| error.to_string())
+}
+
+pub fn commit_reservation(
+    request: &pb::CommitReservationRequest,
+) -> Result<CommandRequest, tonic::Status> {
+    let mut fields = Fields::new();
+    let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
+    let order_id = fields.check("order_id", OrderId::parse(&request.order_id));
+    let command = (|| {
+        Some(Command::CommitReservation {
+            reservation_id: reservation_id?,
+            order_id: order_id?,
+        })
+    })();
+    let request = envelope(
+        &mut fields,
+        command,
+        &request.command_id,
+        request.expected_version,
+        false,
+    );
+    fields.finish(request)
+}
+
+pub fn release_reservation(
+    request: &pb::ReleaseReservationRequest,
+) -> Result<CommandRequest, tonic::Status> {
+    let mut fields = Fields::new();
+    let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(Command::ReleaseReservation {
+            reservation_id: reservation_id?,
+            reason: reason?,
+        })
+    })();
+    let request = envelope(
+        &mut fields,
+        command,
+        &request.command_id,
+        request.expected_version,
+        false,
+    );
+    fields.finish(request)
+}

@@ -1,0 +1,12 @@
+//! A distributed inventory service for multi-store retail: event-sourced, CQRS, over gRPC.
+//!
+//! Layers point one way: [`domain`] ← [`log`] ← [`app`] ← [`grpc`] ← the binary. See
+//! ARCHITECTURE.md for the map and the invariants.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod domain;
+pub mod grpc;
+pub mod log;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,90 @@
+//! The append-only event log: the only source of truth. Everything else (the command side's
+//! inventory, the read model, subscriptions) is a fold of what the log holds.
+//!
+//! [`EventLog`] is the seam between the application and a storage engine; [`embedded`] is the
+//! default engine, a checksummed file on local disk.
+
+pub mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+
+pub use embedded::{EmbeddedLog, OpenReport};
+
+/// A boxed future, so the log trait can be used as `dyn EventLog` and chosen at start-up.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The most events one append may carry, so one write stays bounded in size and time.
+pub const MAX_APPEND_EVENTS: usize = 4096;
+
+/// The most events one read returns.
+pub const MAX_READ_EVENTS: usize = 4096;
+
+/// Why the log could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log i/o failed while {context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The events of an append do not continue the log's positions. A programmer error in the
+    /// writer; the append is refused whole.
+    #[error("append does not continue the log: expected position {expected}, got {got}")]
+    PositionGap {
+        expected: LogPosition,
+        got: LogPosition,
+    },
+    /// An event's version does not follow its stream's current version: someone else wrote to
+    /// the stream. The append is refused whole.
+    #[error("stream {stream} is at version {current}, the event has version {got}")]
+    VersionConflict {
+        stream: StreamKey,
+        current: StreamVersion,
+        got: StreamVersion,
+    },
+    #[error("append of {count} events is over the limit of {MAX_APPEND_EVENTS}")]
+    AppendTooLarge { count: usize },
+    /// Stored data is damaged or does not make sense; the log refuses to guess.
+    #[error("log is corrupt at byte offset {offset}: {problem}")]
+    Corrupt { offset: u64, problem: String },
+}
+
+/// An append-only, totally ordered log of inventory events.
+///
+/// Invariants every implementation keeps:
+/// - positions are gapless from 1, and an event is readable only once it is durable;
+/// - each stream's versions are contiguous from 1;
+/// - an append is all or nothing.
+pub trait EventLog: Send + Sync + 'static {
+    /// Makes `events` durable, all or nothing. Their positions must continue the log
+    /// (`head + 1`, `head + 2`, …) and each event's version must be its stream's current
+    /// version + 1 (the expected-version check). Returns once the events are durable.
+    fn append(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<(), LogError>>;
+
+    /// Up to `limit` events with positions after `after`, in order.
+    fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>>;
+
+    /// Up to `limit` events of one stream with versions after `after`, in order.
+    fn read_stream(
+        &self,
+        stream: StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>>;
+
+    /// The position of the last durable event (0 when the log is empty).
+    fn head(&self) -> LogPosition;
+
+    /// Follows `head`: wait on it for positions past N.
+    fn watch_head(&self) -> watch::Receiver<LogPosition>;
+}

@@ -1,0 +1,589 @@
+//! The embedded event log: one append-only file on local disk.
+//!
+//! File format (all integers little-endian):
+//! - an 8-byte header, `INVLOG` followed by the format version `0x00 0x01`;
+//! - then records, each `[payload length: u32][crc32c: u32][payload]`, where the checksum
+//!   covers the length bytes and the payload, and the payload is one protobuf
+//!   `inventory.v1.InventoryEvent` (the stored-event contract in `proto/`).
+//!
+//! Durability: an append is one positioned write of all its records followed by one
+//! `fdatasync`; only then are the events indexed, made readable and reported durable (group
+//! commit: the command side hands over every command decided while the previous sync ran).
+//!
+//! Recovery: opening replays every record, checking checksums, gapless positions and
+//! contiguous stream versions. A damaged record with no valid record after it is a torn tail
+//! (a crash mid-write, never acknowledged): it is cut off and reported. A damaged record with a
+//! valid record after it is corruption of acknowledged data: opening fails and says where.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
+use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::proto::{decode_event, encode_event};
+
+/// The file name of the log inside its directory.
+pub const LOG_FILE_NAME: &str = "events.log";
+
+const HEADER: [u8; 8] = *b"INVLOG\x00\x01";
+const FRAME_HEADER_LEN: usize = 8;
+
+/// The largest payload of one record. Events are small (ids of at most 128 bytes, reasons of at
+/// most 256); a length above this in a frame header means damage, not a big event.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+
+/// How much of a damaged tail is searched for a later valid record. One unacknowledged append
+/// is at most this long, so a torn write cannot hide a valid record further away.
+const MAX_TORN_TAIL_BYTES: u64 = (MAX_APPEND_EVENTS * (MAX_RECORD_BYTES + FRAME_HEADER_LEN)) as u64;
+
+/// What opening the log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub events: u64,
+    pub head: LogPosition,
+    /// Bytes of a torn tail that were cut off (0 when the log was whole).
+    pub truncated_bytes: u64,
+    pub created: bool,
+}
+
+/// The default log: a checksummed append-only file. Cloning shares the same log.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The file for reads (positioned reads need no lock).
+    reader: File,
+    /// The writer side: one append at a time.
+    writer: Mutex<Writer>,
+    index: RwLock<Index>,
+    head: watch::Sender<LogPosition>,
+}
+
+struct Writer {
+    file: File,
+    /// Where the next record goes: the end of the last durable record.
+    end_offset: u64,
+    /// Set when a write or sync failed: the bytes after `end_offset` are unknown, so the next
+    /// append first cuts the file back to `end_offset`.
+    needs_truncate: bool,
+}
+
+#[derive(Default)]
+struct Index {
+    /// `record_offsets[p - 1]` is where the record at position `p` starts.
+    record_offsets: Vec<u64>,
+    /// The end of the last durable record.
+    end_offset: u64,
+    /// For each stream, the position of each version: `positions[v - 1]`.
+    streams: HashMap<StreamKey, Vec<LogPosition>>,
+}
+
+impl Index {
+    fn head(&self) -> LogPosition {
+        LogPosition(self.record_offsets.len() as u64)
+    }
+
+    fn stream_version(&self, stream: &StreamKey) -> StreamVersion {
+        StreamVersion(self.streams.get(stream).map_or(0, |p| p.len() as u64))
+    }
+
+    fn record(&mut self, event: &RecordedEvent, offset: u64) {
+        self.record_offsets.push(offset);
+        match self.streams.get_mut(&event.stream) {
+            Some(positions) => positions.push(event.position),
+            None => {
+                self.streams
+                    .insert(event.stream.clone(), vec![event.position]);
+            }
+        }
+    }
+}
+
+fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> LogError {
+    move |source| LogError::Io { context, source }
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log in `directory`, replaying every event into `visit` in order.
+    /// `visit` may refuse an event (for example when its recorded stock does not match the
+    /// fold), which stops the opening with that error.
+    pub fn open(
+        directory: &Path,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    ) -> Result<(EmbeddedLog, OpenReport), LogError> {
+        std::fs::create_dir_all(directory).map_err(io_error("creating the data directory"))?;
+        let path = directory.join(LOG_FILE_NAME);
+        let mut report = OpenReport::default();
+        if !path.exists() {
+            create_log_file(directory, &path)?;
+            report.created = true;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("opening the log file"))?;
+        let mut index = Index::default();
+        let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
+        let file_length = file
+            .metadata()
+            .map_err(io_error("reading the log file's size"))?
+            .len();
+        if file_length > end_offset {
+            report.truncated_bytes = file_length - end_offset;
+            file.set_len(end_offset)
+                .map_err(io_error("cutting off a torn tail"))?;
+            file.sync_all()
+                .map_err(io_error("syncing after cutting off a torn tail"))?;
+            tracing::warn!(
+                path = %path.display(),
+                truncated_bytes = report.truncated_bytes,
+                head = index.head().0,
+                "cut off a torn tail of the log (a write that was never acknowledged)"
+            );
+        }
+        index.end_offset = end_offset;
+        report.head = index.head();
+        report.events = index.head().0;
+        let reader = file
+            .try_clone()
+            .map_err(io_error("opening the log file for reads"))?;
+        let (head, _) = watch::channel(index.head());
+        let log = EmbeddedLog {
+            inner: Arc::new(Inner {
+                path,
+                reader,
+                writer: Mutex::new(Writer {
+                    file,
+                    end_offset,
+                    needs_truncate: false,
+                }),
+                index: RwLock::new(index),
+                head,
+            }),
+        };
+        Ok((log, report))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The number of events of one stream (its current version).
+    pub fn stream_version(&self, stream: &StreamKey) -> StreamVersion {
+        self.inner
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .stream_version(stream)
+    }
+
+    fn append_blocking(&self, events: &[RecordedEvent]) -> Result<(), LogError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if events.len() > MAX_APPEND_EVENTS {
+            return Err(LogError::AppendTooLarge {
+                count: events.len(),
+            });
+        }
+        let mut writer = self.inner.writer.lock().expect("writer lock poisoned");
+        if writer.needs_truncate {
+            let end_offset = writer.end_offset;
+            writer
+                .file
+                .set_len(end_offset)
+                .and_then(|()| writer.file.sync_all())
+                .map_err(io_error("cutting off a failed append"))?;
+            writer.needs_truncate = false;
+        }
+        // Check the batch against the log before a byte is written: positions continue the
+        // log, versions continue their streams (the expected-version check).
+        {
+            let index = self.inner.index.read().expect("index lock poisoned");
+            let mut expected_position = index.head().next();
+            let mut batch_versions: HashMap<&StreamKey, StreamVersion> = HashMap::new();
+            for event in events {
+                if event.position != expected_position {
+                    return Err(LogError::PositionGap {
+                        expected: expected_position,
+                        got: event.position,
+                    });
+                }
+                expected_position = expected_position.next();
+                let current = *batch_versions
+                    .entry(&event.stream)
+                    .or_insert_with(|| index.stream_version(&event.stream));
+                if event.version != current.next() {
+                    return Err(LogError::VersionConflict {
+                        stream: event.stream.clone(),
+                        current,
+                        got: event.version,
+                    });
+                }
+                batch_versions.insert(&event.stream, event.version);
+            }
+        }
+        let mut buffer = Vec::with_capacity(events.len() * 160);
+        let mut offsets = Vec::with_capacity(events.len());
+        for event in events {
+            offsets.push(writer.end_offset + buffer.len() as u64);
+            let payload = encode_event(event);
+            assert!(
+                payload.len() <= MAX_RECORD_BYTES,
+                "an event of {} bytes is over MAX_RECORD_BYTES; validation let it through",
+                payload.len()
+            );
+            push_frame(&mut buffer, &payload);
+        }
+        let write_offset = writer.end_offset;
+        let written = writer
+            .file
+            .write_all_at(&buffer, write_offset)
+            .map_err(io_error("writing events"))
+            .and_then(|()| writer.file.sync_data().map_err(io_error("syncing events")));
+        if let Err(error) = written {
+            // After a failed write or fsync the file's tail is unknown; cut it off before the
+            // next append rather than trust it.
+            writer.needs_truncate = true;
+            return Err(error);
+        }
+        writer.end_offset += buffer.len() as u64;
+        let head = {
+            let mut index = self.inner.index.write().expect("index lock poisoned");
+            for (event, offset) in events.iter().zip(offsets) {
+                index.record(event, offset);
+            }
+            index.end_offset = writer.end_offset;
+            index.head()
+        };
+        drop(writer);
+        self.inner.head.send_replace(head);
+        Ok(())
+    }
+
+    fn read_all_blocking(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let (start, end, count) = {
+            let index = self.inner.index.read().expect("index lock poisoned");
+            let head = index.head();
+            if after >= head || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let first = after.0 as usize; // index of position after + 1
+            let last_exclusive = (first + limit).min(head.0 as usize);
+            let start = index.record_offsets[first];
+            let end = index
+                .record_offsets
+                .get(last_exclusive)
+                .copied()
+                .unwrap_or(index.end_offset);
+            (start, end, last_exclusive - first)
+        };
+        let mut buffer = vec![0; (end - start) as usize];
+        self.inner
+            .reader
+            .read_exact_at(&mut buffer, start)
+            .map_err(io_error("reading events"))?;
+        let mut events = Vec::with_capacity(count);
+        let mut cursor = 0;
+        while cursor < buffer.len() {
+            let (payload, frame_len) =
+                parse_frame(&buffer[cursor..]).map_err(|problem| LogError::Corrupt {
+                    offset: start + cursor as u64,
+                    problem: problem.to_owned(),
+                })?;
+            events.push(decode_checked(payload, start + cursor as u64)?);
+            cursor += frame_len;
+        }
+        let expected_first = after.next();
+        assert!(
+            events.first().is_none_or(|e| e.position == expected_first),
+            "read_all returned a record that is not the one after {after}"
+        );
+        Ok(events)
+    }
+
+    fn read_stream_blocking(
+        &self,
+        stream: &StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let locations: Vec<(u64, u64)> = {
+            let index = self.inner.index.read().expect("index lock poisoned");
+            let Some(positions) = index.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            positions
+                .iter()
+                .skip(after.0 as usize)
+                .take(limit)
+                .map(|position| {
+                    let i = (position.0 - 1) as usize;
+                    let start = index.record_offsets[i];
+                    let end = index
+                        .record_offsets
+                        .get(i + 1)
+                        .copied()
+                        .unwrap_or(index.end_offset);
+                    (start, end)
+                })
+                .collect()
+        };
+        let mut events = Vec::with_capacity(locations.len());
+        let mut buffer = Vec::new();
+        for (start, end) in locations {
+            buffer.resize((end - start) as usize, 0);
+            self.inner
+                .reader
+                .read_exact_at(&mut buffer, start)
+                .map_err(io_error("reading a stream"))?;
+            let (payload, _) = parse_frame(&buffer).map_err(|problem| LogError::Corrupt {
+                offset: start,
+                problem: problem.to_owned(),
+            })?;
+            let event = decode_checked(payload, start)?;
+            assert_eq!(
+                &event.stream, stream,
+                "stream index points at another stream"
+            );
+            events.push(event);
+        }
+        Ok(events)
+    }
+}
+
+impl EventLog for EmbeddedLog {
+    fn append(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<(), LogError>> {
+        let log = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || log.append_blocking(&events))
+                .await
+                .expect("append task panicked")
+        })
+    }
+
+    fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        let log = self.clone();
+        let limit = limit.min(super::MAX_READ_EVENTS);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || log.read_all_blocking(after, limit))
+                .await
+                .expect("read task panicked")
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        let log = self.clone();
+        let limit = limit.min(super::MAX_READ_EVENTS);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || log.read_stream_blocking(&stream, after, limit))
+                .await
+                .expect("read task panicked")
+        })
+    }
+
+    fn head(&self) -> LogPosition {
+        *self.inner.head.borrow()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<LogPosition> {
+        self.inner.head.subscribe()
+    }
+}
+
+fn create_log_file(directory: &Path, path: &Path) -> Result<(), LogError> {
+    // Write the header to a temporary name and rename it into place, so a crash never leaves
+    // a log file without its header.
+    let temporary = directory.join(format!("{LOG_FILE_NAME}.new"));
+    let file = File::create(&temporary).map_err(io_error("creating the log file"))?;
+    file.write_all_at(&HEADER, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("writing the log header"))?;
+    std::fs::rename(&temporary, path).map_err(io_error("renaming the new log file"))?;
+    File::open(directory)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("syncing the data directory"))?;
+    Ok(())
+}
+
+fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
+    let length = (payload.len() as u32).to_le_bytes();
+    let checksum = crc32c::crc32c_append(crc32c::crc32c(&length), payload);
+    buffer.extend_from_slice(&length);
+    buffer.extend_from_slice(&checksum.to_le_bytes());
+    buffer.extend_from_slice(payload);
+}
+
+/// The payload and whole length of the frame at the start of `bytes`.
+fn parse_frame(bytes: &[u8]) -> Result<(&[u8], usize), &'static str> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err("frame header cut short");
+    }
+    let length_bytes: [u8; 4] = bytes[0..4].try_into().expect("4 bytes");
+    let length = u32::from_le_bytes(length_bytes) as usize;
+    if length == 0 || length > MAX_RECORD_BYTES {
+        return Err("frame length out of range");
+    }
+    if bytes.len() < FRAME_HEADER_LEN + length {
+        return Err("frame payload cut short");
+    }
+    let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + length];
+    if crc32c::crc32c_append(crc32c::crc32c(&length_bytes), payload) != stored {
+        return Err("checksum mismatch");
+    }
+    Ok((payload, FRAME_HEADER_LEN + length))
+}
+
+fn decode_checked(payload: &[u8], offset: u64) -> Result<RecordedEvent, LogError> {
+    decode_event(payload).map_err(|error| LogError::Corrupt {
+        offset,
+        problem: error.to_string(),
+    })
+}
+
+/// Reads every record from the start, indexing and visiting each; returns the offset just past
+/// the last whole record. Stops with an error on corruption that is not a torn tail.
+fn replay(
+    file: &File,
+    index: &mut Index,
+    visit: &mut impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    report: &mut OpenReport,
+) -> Result<u64, LogError> {
+    let file_length = file
+        .metadata()
+        .map_err(io_error("reading the log file's size"))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; 8];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| LogError::Corrupt {
+            offset: 0,
+            problem: "file is shorter than its header".to_owned(),
+        })?;
+    if header != HEADER {
+        return Err(LogError::Corrupt {
+            offset: 0,
+            problem: format!("not an inventory log (header {header:?})"),
+        });
+    }
+    let mut offset = HEADER.len() as u64;
+    let mut frame_header = [0u8; FRAME_HEADER_LEN];
+    let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    let mut frame = Vec::with_capacity(MAX_RECORD_BYTES + FRAME_HEADER_LEN);
+    loop {
+        if offset == file_length {
+            return Ok(offset);
+        }
+        let damaged = |problem: &str| -> Result<u64, LogError> {
+            check_torn_tail(file, offset, file_length, index.head(), problem)?;
+            Ok(offset)
+        };
+        if file_length - offset < FRAME_HEADER_LEN as u64 {
+            return damaged("frame header cut short");
+        }
+        reader
+            .read_exact(&mut frame_header)
+            .map_err(io_error("reading the log"))?;
+        let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
+        if length == 0 || length > MAX_RECORD_BYTES {
+            return damaged("frame length out of range");
+        }
+        if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
+            return damaged("frame payload cut short");
+        }
+        payload.resize(length, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(io_error("reading the log"))?;
+        frame.clear();
+        frame.extend_from_slice(&frame_header);
+        frame.extend_from_slice(&payload);
+        if parse_frame(&frame).is_err() {
+            return damaged("checksum mismatch");
+        }
+        let event = decode_checked(&payload, offset)?;
+        let expected_position = index.head().next();
+        if event.position != expected_position {
+            return Err(LogError::Corrupt {
+                offset,
+                problem: format!(
+                    "position {} where {expected_position} was expected",
+                    event.position
+                ),
+            });
+        }
+        let expected_version = index.stream_version(&event.stream).next();
+        if event.version != expected_version {
+            return Err(LogError::Corrupt {
+                offset,
+                problem: format!(
+                    "stream {} has version {} where {expected_version} was expected",
+                    event.stream, event.version
+                ),
+            });
+        }
+        visit(&event)?;
+        index.record(&event, offset);
+        report.events += 1;
+        offset += frame.len() as u64;
+    }
+}
+
+/// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
+fn check_torn_tail(
+    file: &File,
+    offset: u64,
+    file_length: u64,
+    head: LogPosition,
+    problem: &str,
+) -> Result<(), LogError> {
+    let tail_length = file_length - offset;
+    let corrupt = |detail: String| LogError::Corrupt {
+        offset,
+        problem: format!("{problem} after position {head}; {detail}"),
+    };
+    if tail_length > MAX_TORN_TAIL_BYTES {
+        return Err(corrupt(format!(
+            "{tail_length} bytes follow, more than one append can leave behind"
+        )));
+    }
+    let mut tail = vec![0; tail_length as usize];
+    file.read_exact_at(&mut tail, offset)
+        .map_err(io_error("reading the log's tail"))?;
+    for start in 1..tail.len() {
+        if let Ok((payload, _)) = parse_frame(&tail[start..])
+            && decode_event(payload).is_ok()
+        {
+            return Err(corrupt(format!(
+                "a valid record follows at byte offset {}",
+                offset + start as u64
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! The protobuf types generated from `proto/`, and the hand-written conversions between them
+//! and the domain. Only this module and its callers at the edges know prost.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("inventory.v1");
+}
+
+/// The encoded descriptors of every proto file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/inventory_descriptor.bin"));
+
+use prost::Message;
+
+use crate::domain::{
+    CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
+    RecordedEvent, ReservationId, StockEvent, StockLevel, StoreId, StreamKey, StreamVersion,
+    Timestamp,
+};
+
+/// Why bytes or a message are not a valid stored event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("not a protobuf InventoryEvent: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("field {field} is invalid: {problem}")]
+    InvalidField {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// Encodes an event in its stored (and wire) form.
+pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
+    event_to_pb(event).encode_to_vec()
+}
+
+/// Decodes a stored event and checks every field the domain relies on.
+pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, EventDecodeError> {
+    event_from_pb(pb::InventoryEvent::decode(bytes)?)
+}
+
+pub fn timestamp_to_pb(timestamp: Timestamp) -> prost_types::Timestamp {
+    let millis = timestamp.unix_millis();
+    prost_types::Timestamp {
+        seconds: (millis / 1000) as i64,
+        nanos: ((millis % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A protobuf timestamp as milliseconds since the epoch; `None` before the epoch or when
+/// `nanos` is out of range.
+pub fn timestamp_from_pb(timestamp: &prost_types::Timestamp) -> Option<Timestamp> {
+    if timestamp.seconds < 0 || !(0..1_000_000_000).contains(&timestamp.nanos) {
+        return None;
+    }
+    let millis = (timestamp.seconds as u64)
+        .checked_mul(1000)?
+        .checked_add(timestamp.nanos as u64 / 1_000_000)?;
+    Some(Timestamp::from_unix_millis(millis))
+}
+
+pub fn stock_level_to_pb(level: StockLevel) -> pb::StockLevel {
+    pb::StockLevel {
+        on_hand: level.on_hand() as i64,
+        reserved: level.reserved() as i64,
+        available: level.available() as i64,
+    }
+}
+
+pub fn uuid_string(id: u128) -> String {
+    uuid::Uuid::from_u128(id).to_string()
+}
+
+pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
+    use pb::inventory_event::Kind;
+    let kind = match &event.event {
+        StockEvent::StockAdded { quantity, reason } => Kind::StockAdded(pb::StockAdded {
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::StockAdjusted {
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => Kind::StockAdjusted(pb::StockAdjusted {
+            previous_on_hand: *previous_on_hand as i64,
+            on_hand: *on_hand as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::StockReserved {
+            reservation_id,
+            quantity,
+            customer_id,
+            expires_at,
+        } => Kind::StockReserved(pb::StockReserved {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+            customer_id: customer_id.to_string(),
+            expires_at: Some(timestamp_to_pb(*expires_at)),
+        }),
+        StockEvent::ReservationCommitted {
+            reservation_id,
+            quantity,
+            order_id,
+        } => Kind::ReservationCommitted(pb::ReservationCommitted {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+            order_id: order_id.to_string(),
+        }),
+        StockEvent::ReservationReleased {
+            reservation_id,
+            quantity,
+            reason,
+        } => Kind::ReservationReleased(pb::ReservationReleased {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::ReservationExpired {
+            reservation_id,
+            quantity,
+        } => Kind::ReservationExpired(pb::ReservationExpired {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+    };
+    pb::InventoryEvent {
+        event_id: uuid_string(event.event_id.0),
+        position: event.position.0,
+        product_id: event.stream.product_id.to_string(),
+        store_id: event.stream.store_id.to_string(),
+        version: event.version.0,
+        occurred_at: Some(timestamp_to_pb(event.occurred_at)),
+        stock: Some(stock_level_to_pb(event.stock_after)),
+        command_id: event
+            .command_id
+            .as_ref()
+            .map(CommandId::to_string)
+            .unwrap_or_default(),
+        command_fingerprint: event.command_fingerprint,
+        kind: Some(kind),
+    }
+}
+
+fn invalid(field: &'static str, problem: impl ToString) -> EventDecodeError {
+    EventDecodeError::InvalidField {
+        field,
+        problem: problem.to_string(),
+    }
+}
+
+fn stored_quantity(field: &'static str, value: i64) -> Result<Quantity, EventDecodeError> {
+    Quantity::from_signed(value).map_err(|error| invalid(field, error))
+}
+
+fn stored_count(field: &'static str, value: i64) -> Result<u64, EventDecodeError> {
+    u64::try_from(value).map_err(|_| invalid(field, format!("negative: {value}")))
+}
+
+fn stored_timestamp(
+    field: &'static str,
+    value: Option<&prost_types::Timestamp>,
+) -> Result<Timestamp, EventDecodeError> {
+    value
+        .and_then(timestamp_from_pb)
+        .ok_or_else(|| invalid(field, "missing or out of range"))
+}
+
+fn stored_reason(field: &'static str, value: &str) -> Result<Reason, EventDecodeError> {
+    Reason::parse(value).map_err(|error| invalid(field, error))
+}
+
+pub fn event_from_pb(message: pb::InventoryEvent) -> Result<RecordedEvent, EventDecodeError> {
+    use pb::inventory_event::Kind;
+    let event = match message.kind.as_ref() {
+        None => return Err(invalid("kind", "missing")),
+        Some(Kind::StockAdded(added)) => StockEvent::StockAdded {
+            quantity: stored_quantity("stock_added.quantity", added.quantity)?,
+            reason: stored_reason("stock_added.reason", &added.reason)?,
+        },
+        Some(Kind::StockAdjusted(adjusted)) => StockEvent::StockAdjusted {
+            previous_on_hand: stored_count(
+                "stock_adjusted.previous_on_hand",
+                adjusted.previous_on_hand,
+            )?,
+            on_hand: stored_count("stock_adjusted.on_hand", adjusted.on_hand)?,
+            reason: stored_reason("stock_adjusted.reason", &adjusted.reason)?,
+        },
+        Some(Kind::StockReserved(reserved)) => StockEvent::StockReserved {
+            reservation_id: ReservationId::parse(&reserved.reservation_id)
+                .map_err(|error| invalid("stock_reserved.reservation_id", error))?,
+            quantity: stored_quantity("stock_reserved.quantity", reserved.quantity)?,
+            customer_id: CustomerId::parse(&reserved.customer_id)
+                .map_err(|error| invalid("stock_reserved.customer_id", error))?,
+            expires_at: stored_timestamp(
+                "stock_reserved.expires_at",
+                reserved.expires_at.as_ref(),
+            )?,
+        },
+        Some(Kind::ReservationCommitted(committed)) => StockEvent::ReservationCommitted {
+            reservation_id: ReservationId::parse(&committed.reservation_id)
+                .map_err(|error| invalid("reservation_committed.reservation_id", error))?,
+            quantity: stored_quantity("reservation_committed.quantity", committed.quantity)?,
+            order_id: OrderId::parse(&committed.order_id)
+                .map_err(|error| invalid("reservation_committed.order_id", error))?,
+        },
+        Some(Kind::ReservationReleased(released)) => StockEvent::ReservationReleased {
+            reservation_id: ReservationId::parse(&released.reservation_id)
+                .map_err(|error| invalid("reservation_released.reservation_id", error))?,
+            quantity: stored_quantity("reservation_released.quantity", released.quantity)?,
+            reason: stored_reason("reservation_released.reason", &released.reason)?,
+        },
+        Some(Kind::ReservationExpired(expired)) => StockEvent::ReservationExpired {
+            reservation_id: ReservationId::parse(&expired.reservation_id)
+                .map_err(|error| invalid("reservation_expired.reservation_id", error))?,
+            quantity: stored_quantity("reservation_expired.quantity", expired.quantity)?,
+        },
+    };
+    let stock = message
+        .stock
+        .as_ref()
+        .ok_or_else(|| invalid("stock", "missing"))?;
+    let on_hand = stored_count("stock.on_hand", stock.on_hand)?;
+    let reserved = stored_count("stock.reserved", stock.reserved)?;
+    let stock_after = StockLevel::new(on_hand, reserved)
+        .filter(|level| level.available() as i64 == stock.available)
+        .ok_or_else(|| invalid("stock", format!("inconsistent: {stock:?}")))?;
+    let event_id = uuid::Uuid::parse_str(&message.event_id)
+        .map_err(|error| invalid("event_id", error))?
+        .as_u128();
+    let command_id = if message.command_id.is_empty() {
+        None
+    } else {
+        Some(CommandId::parse(&message.command_id).map_err(|error| invalid("command_id", error))?)
+    };
+    if message.position == 0 {
+        return Err(invalid("position", "must be at least 1"));
+    }
+    if message.version == 0 {
+        return Err(invalid("version", "must be at least 1"));
+    }
+    Ok(RecordedEvent {
+        position: LogPosition(message.position),
+        event_id: EventId(event_id),
+        stream: StreamKey::new(
+            ProductId::parse(&message.product_id).map_err(|error| invalid("product_id", error))?,
+            StoreId::parse(&message.store_id).map_err(|error| invalid("store_id", error))?,
+        ),
+        version: StreamVersion(message.version),
+        occurred_at: stored_timestamp("occurred_at", message.occurred_at.as_ref())?,
+        stock_after,
+        command_id,
+        command_fingerprint: message.command_fingerprint,
+        event,
+    })
+}

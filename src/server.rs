@@ -1,0 +1,287 @@
+//! Wiring: opens the log, starts the command side, the read model and the tonic servers, and
+//! stops them all on one shutdown signal. The binary and the tests both start servers through
+//! these functions, on listeners they bind themselves (tests use `127.0.0.1:0`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Endpoint, Server};
+use tonic_health::server::HealthReporter;
+
+use crate::app::command::CommandState;
+use crate::app::{Clock, CommandSide, ReadModel, Shutdown};
+use crate::grpc::command_service::CommandApi;
+use crate::grpc::event_service::EventApi;
+use crate::grpc::follower::{self, FollowerState};
+use crate::grpc::query_service::QueryApi;
+use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport};
+use crate::proto::{FILE_DESCRIPTOR_SET, pb};
+
+type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
+type QueryServiceServer = pb::query_service_server::QueryServiceServer<QueryApi>;
+type EventServiceServer = pb::event_service_server::EventServiceServer<EventApi>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the event log: {0}")]
+    Log(#[from] LogError),
+    #[error("grpc transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("invalid upstream address {address:?}: {problem}")]
+    Upstream { address: String, problem: String },
+}
+
+/// Where the command side keeps its log, and its clock.
+#[derive(Clone)]
+pub struct CommandConfig {
+    pub data_dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Runs the command server and the query server in one process, sharing the embedded log,
+/// until `shutdown`. In-flight commands finish and are durable before it returns.
+pub async fn run_combined(
+    config: CommandConfig,
+    command_listener: TcpListener,
+    query_listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let model = Arc::new(ReadModel::new());
+    let (log, state, _) =
+        open_command_log(&config.data_dir, config.clock.now(), Some(&model)).await?;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
+    let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
+    let command_server = serve_command(
+        command_listener,
+        CommandApi::new(command_side.handle.clone()),
+        log.clone(),
+        shutdown.clone(),
+    );
+    let query_server = serve_query(query_listener, model, log, None, shutdown.clone());
+    let CommandSide { handle, writer } = command_side;
+    drop(handle);
+    let (command_result, query_result) = tokio::join!(command_server, query_server);
+    // The servers are gone, and with them every command handle: the writer answers what it
+    // accepted and stops.
+    writer.await.expect("command writer panicked");
+    projection_result(projection.await);
+    command_result?;
+    query_result?;
+    Ok(())
+}
+
+/// Runs only the command server (with `EventService`) until `shutdown`.
+pub async fn run_command_server(
+    config: CommandConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let (log, state, _) = open_command_log(&config.data_dir, config.clock.now(), None).await?;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let CommandSide { handle, writer } = CommandSide::start(state, log.clone(), config.clock);
+    let result = serve_command(listener, CommandApi::new(handle), log, shutdown).await;
+    writer.await.expect("command writer panicked");
+    result
+}
+
+/// Runs a query server that follows the command server at `upstream`, copying its log into
+/// `data_dir` and serving queries and subscriptions from that copy, until `shutdown`.
+pub async fn run_query_server(
+    data_dir: &Path,
+    upstream: &str,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let endpoint =
+        Endpoint::from_shared(upstream.to_owned()).map_err(|error| ServerError::Upstream {
+            address: upstream.to_owned(),
+            problem: error.to_string(),
+        })?;
+    let model = Arc::new(ReadModel::new());
+    let directory = data_dir.to_owned();
+    let opened_model = model.clone();
+    let (log, report) = tokio::task::spawn_blocking(move || {
+        EmbeddedLog::open(&directory, |event| opened_model.apply(event))
+    })
+    .await
+    .expect("opening the log panicked")?;
+    report_open(data_dir, &report);
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (follower_state, follower_watch) = watch::channel(FollowerState::Connecting);
+    let follower = tokio::spawn(follower::follow(
+        endpoint,
+        log.clone(),
+        follower_state,
+        shutdown.clone(),
+    ));
+    let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
+    let result = serve_query(listener, model, log, Some(follower_watch), shutdown).await;
+    follower.await.expect("follower panicked");
+    projection_result(projection.await);
+    result
+}
+
+fn projection_result(result: Result<Result<(), LogError>, tokio::task::JoinError>) {
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the read model stopped following the log"),
+        Err(error) => tracing::error!(%error, "the projection task failed"),
+    }
+}
+
+/// Opens the embedded log, folding it into the command state (and into `model`, if given).
+async fn open_command_log(
+    data_dir: &Path,
+    now: crate::domain::Timestamp,
+    model: Option<&Arc<ReadModel>>,
+) -> Result<(EmbeddedLog, CommandState, OpenReport), ServerError> {
+    let directory = data_dir.to_owned();
+    let model = model.cloned();
+    let (log, state, report) = tokio::task::spawn_blocking(move || {
+        let mut state = CommandState::new();
+        let (log, report) = EmbeddedLog::open(&directory, |event| {
+            state.apply(event)?;
+            if let Some(model) = &model {
+                model.apply(event)?;
+            }
+            Ok(())
+        })?;
+        state.forget_old_commands(now);
+        Ok::<_, LogError>((log, state, report))
+    })
+    .await
+    .expect("opening the log panicked")?;
+    report_open(data_dir, &report);
+    Ok((log, state, report))
+}
+
+fn report_open(data_dir: &Path, report: &OpenReport) {
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        events = report.events,
+        head = report.head.0,
+        created = report.created,
+        truncated_bytes = report.truncated_bytes,
+        "event log opened"
+    );
+}
+
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServerError,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+async fn serve_command(
+    listener: TcpListener,
+    api: CommandApi,
+    log: Arc<dyn EventLog>,
+    mut shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CommandServiceServer>().await;
+    health.set_serving::<EventServiceServer>().await;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let events = EventApi::new(log, shutdown.clone());
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            CommandServiceServer::new(api)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            EventServiceServer::new(events)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.wait().await;
+        })
+        .await?;
+    tracing::info!("command server stopped");
+    Ok(())
+}
+
+async fn serve_query(
+    listener: TcpListener,
+    model: Arc<ReadModel>,
+    log: Arc<dyn EventLog>,
+    follower: Option<watch::Receiver<FollowerState>>,
+    mut shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    match follower {
+        None => {
+            health.set_serving::<QueryServiceServer>().await;
+            health.set_serving::<EventServiceServer>().await;
+        }
+        Some(follower) => {
+            health.set_not_serving::<QueryServiceServer>().await;
+            health.set_not_serving::<EventServiceServer>().await;
+            tokio::spawn(report_when_caught_up(health, follower));
+        }
+    }
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let events = EventApi::new(log.clone(), shutdown.clone());
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            QueryServiceServer::new(QueryApi::new(model, log))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            EventServiceServer::new(events)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.wait().await;
+        })
+        .await?;
+    tracing::info!("query server stopped");
+    Ok(())
+}
+
+/// A replica is `NOT_SERVING` until it has caught up with its upstream once.
+async fn report_when_caught_up(
+    health: HealthReporter,
+    mut follower: watch::Receiver<FollowerState>,
+) {
+    if follower
+        .wait_for(|state| *state == FollowerState::CaughtUp)
+        .await
+        .is_ok()
+    {
+        health.set_serving::<QueryServiceServer>().await;
+        health.set_serving::<EventServiceServer>().await;
+    }
+}
