@@ -22,6 +22,35 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How long a query with `min_position` waits when the client set no deadline.
 pub const MAX_MIN_POSITION_WAIT: Duration = Duration::from_secs(10);
 
+/// Rewrites tonic's answer to an oversized request (`OUT_OF_RANGE`, "decoded message length
+/// too large") into `INVALID_ARGUMENT` with a `BadRequest` naming the request, like every other
+/// invalid input. Nothing was decoded, so nothing changed.
+pub fn oversized_request_as_invalid_argument(
+    response: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let headers = response.headers();
+    let is_out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"11");
+    let is_too_large = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        // grpc-message is percent-encoded on the wire.
+        .is_some_and(|message| {
+            message
+                .replace("%20", " ")
+                .contains("message length too large")
+        });
+    if !(is_out_of_range && is_too_large) {
+        return response;
+    }
+    status::invalid_argument(&[status::FieldViolation::new(
+        "request",
+        format!("the message is over the limit of {MAX_REQUEST_BYTES} bytes"),
+    )])
+    .into_http()
+}
+
 /// The client's deadline from the `grpc-timeout` header, if it sent one.
 pub fn request_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;

@@ -17,7 +17,7 @@ use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
 use crate::grpc::query_service::QueryApi;
-use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
 use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport};
 use crate::proto::{FILE_DESCRIPTOR_SET, pb};
 
@@ -207,6 +207,9 @@ async fn serve_command(
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log, shutdown.clone());
     Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_request_as_invalid_argument,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -250,6 +253,9 @@ async fn serve_query(
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log.clone(), shutdown.clone());
     Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_request_as_invalid_argument,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

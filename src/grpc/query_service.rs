@@ -39,8 +39,10 @@ impl QueryApi {
         if applied >= min_position {
             return Ok(applied);
         }
+        // Answer a little before the client's deadline, so the client gets DEADLINE_EXCEEDED
+        // with the position reached instead of a bare timeout of its own.
         let deadline = request_deadline(request.metadata())
-            .unwrap_or(MAX_MIN_POSITION_WAIT)
+            .map_or(MAX_MIN_POSITION_WAIT, |deadline| deadline.mul_f64(0.9))
             .min(MAX_MIN_POSITION_WAIT);
         if self.model.wait_for(min_position, deadline).await {
             Ok(self.model.position())

@@ -1,0 +1,144 @@
+//! A crash loses no acknowledged write: the real binary is killed with SIGKILL in the middle of
+//! concurrent commands, restarted on the same data directory, and every command it had
+//! acknowledged must still be there.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use inventory::proto::pb;
+use inventory::proto::pb::command_service_client::CommandServiceClient;
+use inventory::proto::pb::query_service_client::QueryServiceClient;
+use support::{add_stock, get_stock, level};
+
+struct Service {
+    child: Child,
+    command_addr: SocketAddr,
+    query_addr: SocketAddr,
+}
+
+/// Starts the binary and reads the addresses it prints once it listens.
+async fn start(data_dir: &std::path::Path) -> Service {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args([
+            "serve",
+            "--command-addr",
+            "127.0.0.1:0",
+            "--query-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data_dir)
+        .env("INVENTORY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the inventory binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut command_addr, mut query_addr) = (None, None);
+    while command_addr.is_none() || query_addr.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the binary prints its addresses within 30 s")
+            .unwrap()
+            .expect("the binary is still running");
+        let address = line.rsplit(' ').next().unwrap().parse::<SocketAddr>().ok();
+        if line.starts_with("command server listening on") {
+            command_addr = address;
+        } else if line.starts_with("query server listening on") {
+            query_addr = address;
+        }
+    }
+    Service {
+        child,
+        command_addr: command_addr.unwrap(),
+        query_addr: query_addr.unwrap(),
+    }
+}
+
+fn request(task: usize, sequence: usize) -> pb::AddStockRequest {
+    pb::AddStockRequest {
+        command_id: format!("crash-{task}-{sequence}"),
+        ..add_stock(&format!("p{}", task % 4), "s", 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_load_loses_no_acknowledged_command() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut service = start(directory.path()).await;
+    let acknowledged: Arc<Mutex<Vec<(usize, usize, u64)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for task in 0..16 {
+        let channel = support::channel(service.command_addr).await;
+        let acknowledged = acknowledged.clone();
+        clients.push(tokio::spawn(async move {
+            let mut commands = CommandServiceClient::new(channel);
+            for sequence in 0.. {
+                match commands.add_stock(request(task, sequence)).await {
+                    Ok(response) => {
+                        let position = response.into_inner().result.unwrap().position;
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((task, sequence, position));
+                    }
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    // Let the load run until a good number of commands were acknowledged, then kill -9.
+    let mut waited = Duration::ZERO;
+    while acknowledged.lock().unwrap().len() < 400 && waited < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    service.child.start_kill().unwrap(); // SIGKILL
+    service.child.wait().await.unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 400,
+        "load ran: {} acks",
+        acknowledged.len()
+    );
+
+    let service = start(directory.path()).await;
+    let mut commands = CommandServiceClient::new(support::channel(service.command_addr).await);
+    // Every acknowledged command is in the log: retrying it returns the stored answer.
+    for (task, sequence, position) in &acknowledged {
+        let result = commands
+            .add_stock(request(*task, *sequence))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        assert!(result.replayed, "command {task}-{sequence} was lost");
+        assert_eq!(result.position, *position);
+    }
+    // And the state is the fold of exactly what is in the log: one unit per event.
+    let mut queries = QueryServiceClient::new(support::channel(service.query_addr).await);
+    let mut on_hand_total = 0;
+    let mut head = 0;
+    for product in 0..4 {
+        let response = queries
+            .get_stock(get_stock(&format!("p{product}"), "s", 0))
+            .await
+            .unwrap()
+            .into_inner();
+        head = response.read_position;
+        on_hand_total += level(response.item.unwrap().stock).0 as u64;
+    }
+    assert_eq!(on_hand_total, head, "one unit per event in the log");
+    assert!(head >= acknowledged.len() as u64);
+}

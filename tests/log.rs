@@ -1,0 +1,309 @@
+//! The embedded event log on real files: append and read back, reopen, torn tails, corruption,
+//! and gapless positions under concurrent commands.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use inventory::app::command::CommandState;
+use inventory::app::{CommandRequest, CommandSide, SystemClock, fingerprint};
+use inventory::domain::{
+    Command, EventId, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId,
+    StreamKey, StreamVersion, Timestamp,
+};
+use inventory::log::embedded::LOG_FILE_NAME;
+use inventory::log::{EmbeddedLog, EventLog, LogError};
+
+fn stream(product: &str) -> StreamKey {
+    StreamKey::new(
+        ProductId::parse(product).unwrap(),
+        StoreId::parse("s1").unwrap(),
+    )
+}
+
+/// `count` StockAdded events spread over `streams` products, starting after `head`.
+fn added_events(
+    inventory: &mut Inventory,
+    head: LogPosition,
+    count: u64,
+    streams: u64,
+) -> Vec<RecordedEvent> {
+    (1..=count)
+        .map(|i| {
+            let key = stream(&format!("p{}", (head.0 + i) % streams));
+            let command = Command::AddStock {
+                stream: key.clone(),
+                quantity: Quantity::new(i).unwrap(),
+                reason: Reason::parse("delivery").unwrap(),
+            };
+            let decision = inventory.decide(&command, Timestamp(1_000)).unwrap();
+            let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
+            RecordedEvent {
+                position: LogPosition(head.0 + i),
+                event_id: EventId(u128::from(head.0 + i)),
+                stream: key,
+                version,
+                occurred_at: Timestamp(1_000 + i),
+                stock_after,
+                command_id: None,
+                command_fingerprint: 0,
+                event: decision.event,
+            }
+        })
+        .collect()
+}
+
+fn open(directory: &std::path::Path) -> (EmbeddedLog, Vec<RecordedEvent>, u64) {
+    let mut replayed = Vec::new();
+    let (log, report) = EmbeddedLog::open(directory, |event| {
+        replayed.push(event.clone());
+        Ok(())
+    })
+    .expect("log opens");
+    (log, replayed, report.truncated_bytes)
+}
+
+#[tokio::test]
+async fn it_reads_back_what_was_appended_by_position_and_by_stream() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, replayed, _) = open(directory.path());
+    assert!(replayed.is_empty());
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 30, 3);
+    log.append(events[..10].to_vec()).await.unwrap();
+    log.append(events[10..].to_vec()).await.unwrap();
+    assert_eq!(log.head(), LogPosition(30));
+
+    let all = log.read_all(LogPosition(0), 1000).await.unwrap();
+    assert_eq!(all, events);
+    let page = log.read_all(LogPosition(12), 5).await.unwrap();
+    assert_eq!(page, events[12..17].to_vec());
+    assert!(log.read_all(LogPosition(30), 10).await.unwrap().is_empty());
+
+    let one_stream = log
+        .read_stream(stream("p1"), StreamVersion(0), 1000)
+        .await
+        .unwrap();
+    let expected: Vec<_> = events
+        .iter()
+        .filter(|e| e.stream == stream("p1"))
+        .cloned()
+        .collect();
+    assert_eq!(one_stream, expected);
+    let versions: Vec<u64> = one_stream.iter().map(|e| e.version.0).collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+    let later = log
+        .read_stream(stream("p1"), StreamVersion(8), 1000)
+        .await
+        .unwrap();
+    assert_eq!(later, expected[8..].to_vec());
+}
+
+#[tokio::test]
+async fn it_replays_every_event_in_order_after_a_reopen() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 50, 7);
+    {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+    }
+    let (log, replayed, truncated) = open(directory.path());
+    assert_eq!(replayed, events);
+    assert_eq!(truncated, 0);
+    assert_eq!(log.head(), LogPosition(50));
+    // And it keeps going from there.
+    let more = added_events(&mut inventory, LogPosition(50), 5, 7);
+    log.append(more.clone()).await.unwrap();
+    assert_eq!(log.read_all(LogPosition(50), 10).await.unwrap(), more);
+}
+
+#[tokio::test]
+async fn it_cuts_off_a_torn_tail_and_reports_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 20, 4);
+    let file_length = {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+        std::fs::metadata(log.path()).unwrap().len()
+    };
+    // A crash in the middle of writing the last record: its last 5 bytes never reached disk.
+    let path = directory.path().join(LOG_FILE_NAME);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(file_length - 5)
+        .unwrap();
+    let (log, replayed, truncated) = open(directory.path());
+    assert_eq!(replayed, events[..19].to_vec());
+    assert!(truncated > 0, "the torn record was reported");
+    assert_eq!(log.head(), LogPosition(19));
+    drop(log);
+    // The cut is durable: opening again finds a whole log.
+    let (log, replayed, truncated) = open(directory.path());
+    assert_eq!(replayed.len(), 19);
+    assert_eq!(truncated, 0);
+    // Position 20 is free again and versions continue from the surviving events.
+    let mut inventory = Inventory::new();
+    for event in &replayed {
+        inventory.evolve(&event.stream, &event.event);
+    }
+    let next = added_events(&mut inventory, LogPosition(19), 1, 4);
+    log.append(next).await.unwrap();
+    assert_eq!(log.head(), LogPosition(20));
+}
+
+#[tokio::test]
+async fn it_cuts_off_garbage_after_the_last_record() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 3, 1);
+    let file_length = {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+        std::fs::metadata(log.path()).unwrap().len()
+    };
+    // A half-written frame header and zeros: what a crash while extending the file leaves.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(directory.path().join(LOG_FILE_NAME))
+        .unwrap();
+    file.write_all_at(&[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], file_length)
+        .unwrap();
+    let (_, replayed, truncated) = open(directory.path());
+    assert_eq!(replayed, events);
+    assert_eq!(truncated, 11);
+}
+
+#[tokio::test]
+async fn it_refuses_to_open_a_log_corrupted_before_its_tail() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 10, 2);
+    {
+        let (log, _, _) = open(directory.path());
+        log.append(events).await.unwrap();
+    }
+    // Flip one bit inside the first record's payload (header 8 bytes + frame header 8 bytes).
+    let path = directory.path().join(LOG_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, 20).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], 20).unwrap();
+    let length_before = std::fs::metadata(&path).unwrap().len();
+
+    let error = EmbeddedLog::open(directory.path(), |_| Ok(()))
+        .err()
+        .expect("a corrupt log must not open");
+    match error {
+        LogError::Corrupt { offset, problem } => {
+            assert_eq!(offset, 8, "the damaged record is named");
+            assert!(problem.contains("checksum"), "{problem}");
+            assert!(problem.contains("valid record follows"), "{problem}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    // Nothing was cut off: the data stays for an operator to inspect.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), length_before);
+}
+
+#[tokio::test]
+async fn it_refuses_a_file_that_is_not_a_log() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join(LOG_FILE_NAME), b"hello, world").unwrap();
+    let error = EmbeddedLog::open(directory.path(), |_| Ok(())).err();
+    assert!(matches!(error, Some(LogError::Corrupt { offset: 0, .. })));
+}
+
+#[tokio::test]
+async fn it_refuses_appends_that_skip_a_position_or_a_version_and_writes_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(directory.path());
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 4, 1);
+    log.append(events[..2].to_vec()).await.unwrap();
+
+    let gap = log.append(vec![events[3].clone()]).await;
+    assert!(matches!(gap, Err(LogError::PositionGap { .. })), "{gap:?}");
+
+    let mut stale = events[2].clone();
+    stale.version = StreamVersion(2); // the stream is already at version 2
+    let conflict = log.append(vec![stale]).await;
+    assert!(
+        matches!(
+            conflict,
+            Err(LogError::VersionConflict {
+                current: StreamVersion(2),
+                ..
+            })
+        ),
+        "{conflict:?}"
+    );
+
+    assert_eq!(log.head(), LogPosition(2));
+    log.append(events[2..].to_vec()).await.unwrap();
+    drop(log);
+    let (_, replayed, truncated) = open(directory.path());
+    assert_eq!(replayed, events);
+    assert_eq!(truncated, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_stay_gapless_and_versions_contiguous_under_concurrent_commands() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(directory.path());
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let side = CommandSide::start(CommandState::new(), log.clone(), Arc::new(SystemClock));
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let handle = side.handle.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut positions = Vec::new();
+            for i in 0..25 {
+                let command = Command::AddStock {
+                    stream: stream(&format!("p{}", (task + i) % 5)),
+                    quantity: Quantity::new(1).unwrap(),
+                    reason: Reason::default(),
+                };
+                let request = CommandRequest {
+                    fingerprint: fingerprint(&command, None, false),
+                    command,
+                    command_id: None,
+                    expected_version: None,
+                };
+                positions.push(handle.execute(request).await.unwrap().position);
+            }
+            positions
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    acknowledged.sort();
+    let expected: Vec<LogPosition> = (1..=800).map(LogPosition).collect();
+    assert_eq!(
+        acknowledged, expected,
+        "every position acknowledged exactly once"
+    );
+
+    let events = log.read_all(LogPosition(0), 1000).await.unwrap();
+    assert_eq!(events.len(), 800);
+    let mut versions: HashMap<StreamKey, u64> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event.position, LogPosition(index as u64 + 1));
+        let version = versions.entry(event.stream.clone()).or_default();
+        *version += 1;
+        assert_eq!(event.version, StreamVersion(*version));
+        assert_eq!(event.stock_after.on_hand(), *version);
+    }
+    drop(side.handle);
+    side.writer.await.unwrap();
+}
