@@ -994,6 +994,13 @@ async fn both_servers_offer_reflection_and_health() {
                 host: String::new(),
                 message_request: Some(MessageRequest::FileContainingSymbol(expected.into())),
             },
+            // grpcurl's `describe` also fetches every import by name.
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileByFilename(
+                    "google/protobuf/timestamp.proto".into(),
+                )),
+            },
         ]);
         let mut responses = reflection
             .server_reflection_info(requests)
@@ -1019,7 +1026,25 @@ async fn both_servers_offer_reflection_and_health() {
         else {
             panic!("expected file descriptors, got {described:?}");
         };
-        assert!(!files.file_descriptor_proto.is_empty());
+        let names: Vec<String> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| {
+                <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                    .unwrap()
+                    .name
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            names.contains(&"inventory/v1/inventory.proto".to_owned()),
+            "{names:?}"
+        );
+        let import = responses.next().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = import.message_response else {
+            panic!("the well-known types are served too, got {import:?}");
+        };
+        assert_eq!(files.file_descriptor_proto.len(), 1);
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let status = health
