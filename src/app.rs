@@ -14,4 +14,4 @@ pub use command::{
 };
 pub use projection::{ReadModel, StockView};
 pub use shutdown::{Shutdown, ShutdownSignal};
-pub use subscription::{SubscriptionItem, subscribe};
+pub use subscription::{EventFilter, SubscriptionItem, subscribe};

@@ -15,7 +15,9 @@ pub use ids::{
     StoreId, StreamKey,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
-pub use stock::{ActiveReservation, Command, DomainError, RecordedEvent, StockEvent, StockItem};
+pub use stock::{
+    ActiveReservation, Command, DomainError, EventKind, RecordedEvent, StockEvent, StockItem,
+};
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,
     StockLevel, StreamVersion, TimeToLive, Timestamp, TtlError,

@@ -552,7 +552,10 @@ async fn reservations_expire_by_themselves_also_while_the_server_was_down() {
     let mut events = server
         .events()
         .await
-        .subscribe(pb::SubscribeRequest { from_position: 3 })
+        .subscribe(pb::SubscribeRequest {
+            from_position: 3,
+            filter: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -586,7 +589,10 @@ async fn reservations_expire_by_themselves_also_while_the_server_was_down() {
     let mut events = server
         .events()
         .await
-        .subscribe(pb::SubscribeRequest { from_position: 4 })
+        .subscribe(pb::SubscribeRequest {
+            from_position: 4,
+            filter: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -844,7 +850,10 @@ async fn subscribe_sends_history_then_caught_up_then_live_events() {
     let mut stream = server
         .events()
         .await
-        .subscribe(pb::SubscribeRequest { from_position: 2 })
+        .subscribe(pb::SubscribeRequest {
+            from_position: 2,
+            filter: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -857,6 +866,7 @@ async fn subscribe_sends_history_then_caught_up_then_live_events() {
                 assert_eq!(caught_up.position, 5);
                 break;
             }
+            Message::Checkpoint(checkpoint) => panic!("no filter, no checkpoint: {checkpoint:?}"),
         }
     }
     assert_eq!(received, [3, 4, 5]);

@@ -1,16 +1,21 @@
 //! Subscriptions: the log's events after a position, then live ones as they become durable.
 //!
-//! A subscription reads from the log itself, history and live alike: it never waits on a
-//! shared in-memory buffer, so there is no switch-over where an event could be skipped or sent
-//! twice, and a slow consumer only slows its own reads (its channel is bounded; the writer and
-//! other subscribers never wait for it).
+//! A subscription reads from the log itself, history and live alike. There is no shared
+//! in-memory broadcast to fall behind: the "live buffer" is the log (and the operating
+//! system's page cache over it), so there is no switch-over where an event could be skipped or
+//! sent twice, and a slow consumer only slows its own reads. Each subscription's channel is
+//! bounded ([`SUBSCRIPTION_BUFFER`]); when it is full the reader task waits, holding nothing
+//! but its position, and the writer and other subscribers never wait for it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::shutdown::Shutdown;
-use crate::domain::{LogPosition, RecordedEvent};
+use crate::domain::{EventKind, LogPosition, ProductId, RecordedEvent, StoreId};
 use crate::log::{EventLog, LogError};
 
 /// How many items may wait between a subscription's reader task and its consumer.
@@ -19,70 +24,135 @@ pub const SUBSCRIPTION_BUFFER: usize = 1024;
 /// The most events read from the log at once for one subscription.
 pub const SUBSCRIPTION_READ_BATCH: usize = 512;
 
+/// How often a subscriber whose filter dropped events is told how far the server has looked.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A checkpoint is also sent after this many examined events that the filter dropped, so a
+/// busy log moves a filtered consumer's saved position along between intervals.
+pub const CHECKPOINT_EVERY_DROPPED: u64 = 10_000;
+
+/// The most ids in one filter list.
+pub const MAX_FILTER_IDS: usize = 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriptionItem {
     Event(RecordedEvent),
-    /// Every event that was durable when the subscription started has been sent.
+    /// Every event that was durable when the subscription started has been examined.
     CaughtUp(LogPosition),
+    /// Every event up to this position has been examined; none after the last one sent matched.
+    Checkpoint(LogPosition),
 }
 
-/// Starts a subscription to events after `from`. The returned channel ends when the consumer
-/// drops it, on shutdown, or after an error item.
+/// Which events a subscriber wants. Each set is a list of alternatives; an empty set matches
+/// everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub product_ids: HashSet<ProductId>,
+    pub store_ids: HashSet<StoreId>,
+    pub kinds: HashSet<EventKind>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        (self.product_ids.is_empty() || self.product_ids.contains(&event.stream.product_id))
+            && (self.store_ids.is_empty() || self.store_ids.contains(&event.stream.store_id))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.event.kind()))
+    }
+}
+
+/// Starts a subscription to the events after `from` that match `filter`. The returned channel
+/// ends when the consumer drops it, on shutdown, or after an error item.
 pub fn subscribe(
     log: Arc<dyn EventLog>,
     from: LogPosition,
-    mut shutdown: Shutdown,
+    filter: EventFilter,
+    shutdown: Shutdown,
 ) -> mpsc::Receiver<Result<SubscriptionItem, LogError>> {
     let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-    tokio::spawn(async move {
-        let mut head = log.watch_head();
-        let caught_up_at = *head.borrow_and_update();
-        let mut position = from;
-        let mut caught_up_sent = false;
-        loop {
-            if !caught_up_sent && position >= caught_up_at {
-                if sender
-                    .send(Ok(SubscriptionItem::CaughtUp(position)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                caught_up_sent = true;
-            }
-            let head_now = *head.borrow_and_update();
-            if position < head_now {
-                let events = match log.read_all(position, SUBSCRIPTION_READ_BATCH).await {
-                    Ok(events) => events,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                        return;
-                    }
-                };
-                for event in events {
-                    assert_eq!(event.position, position.next(), "subscription skipped");
-                    position = event.position;
-                    tokio::select! {
-                        sent = sender.send(Ok(SubscriptionItem::Event(event))) => {
-                            if sent.is_err() {
-                                return;
-                            }
-                        }
-                        () = shutdown.wait() => return,
-                    }
-                }
-                continue;
-            }
+    tokio::spawn(run(log, from, filter, sender, shutdown));
+    receiver
+}
+
+async fn run(
+    log: Arc<dyn EventLog>,
+    from: LogPosition,
+    filter: EventFilter,
+    sender: mpsc::Sender<Result<SubscriptionItem, LogError>>,
+    mut shutdown: Shutdown,
+) {
+    let mut head = log.watch_head();
+    let caught_up_at = *head.borrow_and_update();
+    // The last position examined, and the last one the consumer was told about.
+    let mut position = from;
+    let mut reported = from;
+    let mut dropped_since_report = 0u64;
+    let mut last_sent = Instant::now();
+    let mut caught_up_sent = false;
+    // Sends one item unless the consumer is gone or the server stops; false means stop.
+    macro_rules! send {
+        ($item:expr) => {{
+            let item = $item;
             tokio::select! {
-                changed = head.changed() => {
-                    if changed.is_err() {
+                sent = sender.send(Ok(item)) => {
+                    if sent.is_err() {
                         return;
                     }
                 }
-                () = sender.closed() => return,
                 () = shutdown.wait() => return,
             }
+            last_sent = Instant::now();
+        }};
+    }
+    loop {
+        if !caught_up_sent && position >= caught_up_at {
+            send!(SubscriptionItem::CaughtUp(position));
+            reported = position;
+            caught_up_sent = true;
         }
-    });
-    receiver
+        let head_now = *head.borrow_and_update();
+        if position < head_now {
+            let events = match log.read_all(position, SUBSCRIPTION_READ_BATCH).await {
+                Ok(events) => events,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            for event in events {
+                assert_eq!(event.position, position.next(), "subscription skipped");
+                position = event.position;
+                if filter.matches(&event) {
+                    send!(SubscriptionItem::Event(event));
+                    reported = position;
+                    dropped_since_report = 0;
+                } else {
+                    dropped_since_report += 1;
+                }
+            }
+            if position > reported
+                && (dropped_since_report >= CHECKPOINT_EVERY_DROPPED
+                    || last_sent.elapsed() >= CHECKPOINT_INTERVAL)
+            {
+                send!(SubscriptionItem::Checkpoint(position));
+                reported = position;
+                dropped_since_report = 0;
+            }
+            continue;
+        }
+        let checkpoint_due = position > reported;
+        tokio::select! {
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(last_sent + CHECKPOINT_INTERVAL), if checkpoint_due => {
+                send!(SubscriptionItem::Checkpoint(position));
+                reported = position;
+                dropped_since_report = 0;
+            }
+            () = sender.closed() => return,
+            () = shutdown.wait() => return,
+        }
+    }
 }

@@ -77,16 +77,26 @@ pub enum StockEvent {
     },
 }
 
+/// The kind of an event, without its data: what subscribers filter on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum EventKind {
+    StockAdded,
+    StockAdjusted,
+    StockReserved,
+    ReservationCommitted,
+    ReservationReleased,
+    ReservationExpired,
+}
+
 impl StockEvent {
-    /// The short name of the event's kind, as in the protobuf contract.
-    pub fn kind_name(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            StockEvent::StockAdded { .. } => "StockAdded",
-            StockEvent::StockAdjusted { .. } => "StockAdjusted",
-            StockEvent::StockReserved { .. } => "StockReserved",
-            StockEvent::ReservationCommitted { .. } => "ReservationCommitted",
-            StockEvent::ReservationReleased { .. } => "ReservationReleased",
-            StockEvent::ReservationExpired { .. } => "ReservationExpired",
+            StockEvent::StockAdded { .. } => EventKind::StockAdded,
+            StockEvent::StockAdjusted { .. } => EventKind::StockAdjusted,
+            StockEvent::StockReserved { .. } => EventKind::StockReserved,
+            StockEvent::ReservationCommitted { .. } => EventKind::ReservationCommitted,
+            StockEvent::ReservationReleased { .. } => EventKind::ReservationReleased,
+            StockEvent::ReservationExpired { .. } => EventKind::ReservationExpired,
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Wire → domain conversions for requests. Each checks every field once, here at the edge, and
 //! reports every invalid field by name; past this point the types carry the guarantees.
 
-use crate::app::{CommandRequest, fingerprint};
+use crate::app::subscription::MAX_FILTER_IDS;
+use crate::app::{CommandRequest, EventFilter, fingerprint};
 use crate::domain::{
-    Command, CommandId, CustomerId, LogPosition, MAX_ON_HAND, OrderId, ProductId, Quantity, Reason,
-    ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
+    Command, CommandId, CustomerId, EventKind, LogPosition, MAX_ON_HAND, OrderId, ProductId,
+    Quantity, Reason, ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
 };
 use crate::proto::pb;
 
@@ -249,4 +250,55 @@ pub fn release_reservation(
         false,
     );
     fields.finish(request)
+}
+
+/// A subscription's filter: every id valid, at most [`MAX_FILTER_IDS`] of each, and no
+/// unspecified event type.
+pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilter, tonic::Status> {
+    let Some(filter) = filter else {
+        return Ok(EventFilter::default());
+    };
+    let mut fields = Fields::new();
+    let mut result = EventFilter::default();
+    let lists = [
+        ("filter.product_ids", filter.product_ids.len()),
+        ("filter.store_ids", filter.store_ids.len()),
+        ("filter.event_types", filter.event_types.len()),
+    ];
+    for (field, length) in lists {
+        if length > MAX_FILTER_IDS {
+            fields.check::<(), _>(
+                field,
+                Err(format!("at most {MAX_FILTER_IDS}, got {length}")),
+            );
+        }
+    }
+    for text in &filter.product_ids {
+        if let Some(id) = fields.product_id("filter.product_ids", text) {
+            result.product_ids.insert(id);
+        }
+    }
+    for text in &filter.store_ids {
+        if let Some(id) = fields.store_id("filter.store_ids", text) {
+            result.store_ids.insert(id);
+        }
+    }
+    for value in &filter.event_types {
+        let kind = match pb::EventType::try_from(*value) {
+            Ok(pb::EventType::StockAdded) => Some(EventKind::StockAdded),
+            Ok(pb::EventType::StockAdjusted) => Some(EventKind::StockAdjusted),
+            Ok(pb::EventType::StockReserved) => Some(EventKind::StockReserved),
+            Ok(pb::EventType::ReservationCommitted) => Some(EventKind::ReservationCommitted),
+            Ok(pb::EventType::ReservationReleased) => Some(EventKind::ReservationReleased),
+            Ok(pb::EventType::ReservationExpired) => Some(EventKind::ReservationExpired),
+            Ok(pb::EventType::Unspecified) | Err(_) => fields.check(
+                "filter.event_types",
+                Err(format!("{value} is not an event type")),
+            ),
+        };
+        if let Some(kind) = kind {
+            result.kinds.insert(kind);
+        }
+    }
+    fields.finish(Some(result))
 }

@@ -1,8 +1,10 @@
-//! `EventService`: streams the log's events to subscribers.
+//! `EventService`: streams the log's events to subscribers, at most
+//! [`MAX_SUBSCRIPTIONS`] at once per server.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,16 +15,31 @@ use crate::domain::LogPosition;
 use crate::log::EventLog;
 use crate::proto::{event_to_pb, pb};
 
+use super::convert;
 use super::status::log_error;
+
+/// The most concurrent subscriptions one server serves; past it, `RESOURCE_EXHAUSTED`.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
 pub struct EventApi {
     log: Arc<dyn EventLog>,
     shutdown: Shutdown,
+    subscriptions: Arc<Semaphore>,
+    subscriptions_limit: usize,
 }
 
 impl EventApi {
     pub fn new(log: Arc<dyn EventLog>, shutdown: Shutdown) -> EventApi {
-        EventApi { log, shutdown }
+        EventApi::with_limit(log, shutdown, MAX_SUBSCRIPTIONS)
+    }
+
+    pub fn with_limit(log: Arc<dyn EventLog>, shutdown: Shutdown, limit: usize) -> EventApi {
+        EventApi {
+            log,
+            shutdown,
+            subscriptions: Arc::new(Semaphore::new(limit)),
+            subscriptions_limit: limit,
+        }
     }
 }
 
@@ -36,21 +53,39 @@ impl pb::event_service_server::EventService for EventApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let from = LogPosition(request.get_ref().from_position);
-        let items = subscribe(self.log.clone(), from, self.shutdown.clone());
-        let stream = ReceiverStream::new(items).map(|item| {
+        let body = request.get_ref();
+        let filter = convert::event_filter(body.filter.as_ref())?;
+        let from = LogPosition(body.from_position);
+        let permit = self
+            .subscriptions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "this server already serves its limit of {} subscriptions; \
+                     retry later or subscribe to another server",
+                    self.subscriptions_limit
+                ))
+            })?;
+        let items = subscribe(self.log.clone(), from, filter, self.shutdown.clone());
+        let stream = ReceiverStream::new(items).map(move |item| {
+            // The permit lives as long as the stream: it is released when the subscriber
+            // disconnects or the stream ends.
+            let _permit = &permit;
             use pb::subscribe_response::Message;
-            match item {
-                Ok(SubscriptionItem::Event(event)) => Ok(pb::SubscribeResponse {
-                    message: Some(Message::Event(event_to_pb(&event))),
+            let message = match item {
+                Ok(SubscriptionItem::Event(event)) => Message::Event(event_to_pb(&event)),
+                Ok(SubscriptionItem::CaughtUp(position)) => Message::CaughtUp(pb::CaughtUp {
+                    position: position.0,
                 }),
-                Ok(SubscriptionItem::CaughtUp(position)) => Ok(pb::SubscribeResponse {
-                    message: Some(Message::CaughtUp(pb::CaughtUp {
-                        position: position.0,
-                    })),
+                Ok(SubscriptionItem::Checkpoint(position)) => Message::Checkpoint(pb::Checkpoint {
+                    position: position.0,
                 }),
-                Err(error) => Err(log_error(&error)),
-            }
+                Err(error) => return Err(log_error(&error)),
+            };
+            Ok(pb::SubscribeResponse {
+                message: Some(message),
+            })
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -68,6 +68,7 @@ async fn copy_from(
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             from_position: from.0,
+            filter: None,
         })
         .await
         .map_err(|status| status.to_string())?
@@ -120,7 +121,7 @@ async fn copy_from(
                 }
                 state.send_replace(FollowerState::CaughtUp);
             }
-            None => {}
+            Some(Message::Checkpoint(_)) | None => {}
         }
     }
 }

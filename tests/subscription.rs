@@ -1,0 +1,454 @@
+//! Subscriptions: no gap and no duplicate from any position under concurrent writes, filters
+//! and checkpoints, slow consumers, and the per-server limit.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+use tonic::transport::{Channel, Server};
+
+use inventory::app::command::CommandState;
+use inventory::app::subscription::SUBSCRIPTION_BUFFER;
+use inventory::app::{
+    CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, fingerprint,
+    subscribe,
+};
+use inventory::domain::{Command, LogPosition, ProductId, Quantity, Reason, StoreId, StreamKey};
+use inventory::grpc::event_service::EventApi;
+use inventory::log::{EmbeddedLog, EventLog};
+use inventory::proto::pb;
+use inventory::proto::pb::event_service_client::EventServiceClient;
+use pb::subscribe_response::Message;
+use support::{Combined, add_stock, reserve_stock};
+
+/// Everything in the log, read from the file after the server stopped: the truth.
+async fn log_contents(directory: &std::path::Path) -> Vec<(u64, String)> {
+    let (log, _) = EmbeddedLog::open(directory, |_| Ok(())).unwrap();
+    let mut events = Vec::new();
+    loop {
+        let page = log
+            .read_all(LogPosition(events.len() as u64), 4096)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page.into_iter().map(|e| {
+            (
+                e.position.0,
+                uuid::Uuid::from_u128(e.event_id.0).to_string(),
+            )
+        }));
+    }
+}
+
+async fn next_message(stream: &mut tonic::Streaming<pb::SubscribeResponse>) -> Message {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a message within 20 s")
+        .expect("the stream is open")
+        .expect("no error")
+        .message
+        .expect("a message")
+}
+
+fn subscribe_request(from_position: u64) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        from_position,
+        filter: None,
+    }
+}
+
+/// Writers and subscribers at random positions, all at once.
+async fn interleaving(writers: usize, commands_per_writer: usize, starts: Vec<(u64, u64)>) {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let (done, done_watch) = tokio::sync::watch::channel(None::<u64>);
+    let mut subscribers = Vec::new();
+    for (from, delay_ms) in starts {
+        let mut events = server.events().await;
+        let mut done_watch = done_watch.clone();
+        subscribers.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let mut stream = events
+                .subscribe(subscribe_request(from))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut received = Vec::new();
+            let mut last = from;
+            loop {
+                if let Some(target) = *done_watch.borrow()
+                    && last >= target
+                {
+                    break;
+                }
+                tokio::select! {
+                    message = next_message(&mut stream) => match message {
+                        Message::Event(event) => {
+                            last = event.position;
+                            received.push((event.position, event.event_id));
+                        }
+                        Message::CaughtUp(_) | Message::Checkpoint(_) => {}
+                    },
+                    _ = done_watch.changed() => {}
+                }
+            }
+            (from, received)
+        }));
+    }
+    let mut writer_tasks = Vec::new();
+    for writer in 0..writers {
+        let mut commands = server.commands().await;
+        writer_tasks.push(tokio::spawn(async move {
+            for i in 0..commands_per_writer {
+                let product = format!("p{}", (writer + i) % 3);
+                if i % 3 == 2 {
+                    // May be refused for lack of stock: refusals write nothing.
+                    let _ = commands
+                        .reserve_stock(reserve_stock(&product, "s", 2))
+                        .await;
+                } else {
+                    commands
+                        .add_stock(add_stock(&product, "s", 1))
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for task in writer_tasks {
+        task.await.unwrap();
+    }
+    // Every acknowledged command is in the log; a new subscription's caught-up position is
+    // its head.
+    let mut events = server.events().await;
+    let mut probe = events
+        .subscribe(subscribe_request(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let head = loop {
+        if let Message::CaughtUp(caught_up) = next_message(&mut probe).await {
+            break caught_up.position;
+        }
+    };
+    drop(probe);
+    done.send_replace(Some(head));
+    let mut results = Vec::new();
+    for subscriber in subscribers {
+        results.push(subscriber.await.unwrap());
+    }
+    server.stop().await;
+    let log = log_contents(directory.path()).await;
+    assert_eq!(log.len() as u64, head);
+    for (from, received) in results {
+        let expected: Vec<_> = log.iter().skip(from as usize).cloned().collect();
+        assert_eq!(received, expected, "subscriber from position {from}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+    /// Each subscriber receives exactly the log's events after its position, in order, with no
+    /// gap and no duplicate, however its start interleaves with concurrent writes.
+    #[test]
+    fn every_subscriber_receives_exactly_the_events_after_its_position(
+        writers in 1usize..4,
+        commands_per_writer in 1usize..40,
+        starts in proptest::collection::vec((0u64..60, 0u64..30), 1..5),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(interleaving(writers, commands_per_writer, starts));
+    }
+}
+
+#[tokio::test]
+async fn filters_send_only_matching_events_and_checkpoints_still_advance() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let mut commands = server.commands().await;
+    commands
+        .add_stock(add_stock("apple", "s1", 10))
+        .await
+        .unwrap(); // 1
+    commands
+        .add_stock(add_stock("apple", "s2", 10))
+        .await
+        .unwrap(); // 2
+    commands
+        .add_stock(add_stock("pear", "s1", 10))
+        .await
+        .unwrap(); // 3
+    commands
+        .reserve_stock(reserve_stock("apple", "s1", 1))
+        .await
+        .unwrap(); // 4
+    commands
+        .reserve_stock(reserve_stock("pear", "s1", 1))
+        .await
+        .unwrap(); // 5
+    commands
+        .reserve_stock(reserve_stock("apple", "s2", 1))
+        .await
+        .unwrap(); // 6
+
+    let mut events = server.events().await;
+    let filtered =
+        |products: &[&str], stores: &[&str], types: &[pb::EventType]| pb::SubscribeRequest {
+            from_position: 0,
+            filter: Some(pb::SubscriptionFilter {
+                product_ids: products.iter().map(|p| p.to_string()).collect(),
+                store_ids: stores.iter().map(|s| s.to_string()).collect(),
+                event_types: types.iter().map(|t| *t as i32).collect(),
+            }),
+        };
+    let cases = [
+        (filtered(&["apple"], &[], &[]), vec![1, 2, 4, 6]),
+        (filtered(&[], &["s1"], &[]), vec![1, 3, 4, 5]),
+        (
+            filtered(&[], &[], &[pb::EventType::StockReserved]),
+            vec![4, 5, 6],
+        ),
+        (
+            filtered(&["apple", "pear"], &["s1"], &[pb::EventType::StockReserved]),
+            vec![4, 5],
+        ),
+        (filtered(&["nothing"], &[], &[]), vec![]),
+    ];
+    for (request, expected) in cases {
+        let mut stream = events
+            .subscribe(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut received = Vec::new();
+        loop {
+            match next_message(&mut stream).await {
+                Message::Event(event) => received.push(event.position),
+                Message::CaughtUp(caught_up) => {
+                    assert_eq!(
+                        caught_up.position, 6,
+                        "caught up covers everything examined"
+                    );
+                    break;
+                }
+                Message::Checkpoint(_) => {}
+            }
+        }
+        assert_eq!(received, expected, "{:?}", request.filter);
+    }
+
+    // A filter that drops everything still hears how far the server has looked.
+    let mut stream = events
+        .subscribe(filtered(&["nothing"], &[], &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next_message(&mut stream).await,
+        Message::CaughtUp(_)
+    ));
+    for _ in 0..3 {
+        commands
+            .add_stock(add_stock("apple", "s1", 1))
+            .await
+            .unwrap();
+    }
+    loop {
+        match next_message(&mut stream).await {
+            Message::Checkpoint(checkpoint) if checkpoint.position == 9 => break,
+            Message::Checkpoint(checkpoint) => assert!(checkpoint.position < 9),
+            other => panic!("only checkpoints can come, got {other:?}"),
+        }
+    }
+
+    // Bad filters are refused with the field named.
+    let status = events
+        .subscribe(pb::SubscribeRequest {
+            from_position: 0,
+            filter: Some(pb::SubscriptionFilter {
+                product_ids: vec!["bad id".into()],
+                store_ids: vec![],
+                event_types: vec![0],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("filter.product_ids"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("filter.event_types"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_never_holds_up_the_writer_and_later_gets_everything() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let mut events = server.events().await;
+    // Subscribes, then reads nothing while the writes happen.
+    let mut stalled = events
+        .subscribe(subscribe_request(0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    const TOTAL: usize = 6000;
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let mut commands = server.commands().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..TOTAL / 8 {
+                commands
+                    .add_stock(add_stock(&format!("p{}", (writer * 31 + i) % 50), "s", 1))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(60), writer)
+            .await
+            .expect("commands complete while a subscriber stalls")
+            .unwrap();
+    }
+
+    // The stalled gRPC subscriber now reads, and receives every event in order.
+    let mut expected = 1;
+    while expected <= TOTAL as u64 {
+        match next_message(&mut stalled).await {
+            Message::Event(event) => {
+                assert_eq!(event.position, expected);
+                expected += 1;
+            }
+            Message::CaughtUp(_) | Message::Checkpoint(_) => {}
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let side = CommandSide::start(CommandState::new(), log.clone(), Arc::new(SystemClock));
+    let receiver = subscribe(
+        log.clone(),
+        LogPosition(0),
+        EventFilter::default(),
+        Shutdown::never(),
+    );
+    for i in 0..3 * SUBSCRIPTION_BUFFER {
+        let command = Command::AddStock {
+            stream: StreamKey::new(
+                ProductId::parse(&format!("p{}", i % 7)).unwrap(),
+                StoreId::parse("s").unwrap(),
+            ),
+            quantity: Quantity::new(1).unwrap(),
+            reason: Reason::default(),
+        };
+        side.handle
+            .execute(CommandRequest {
+                fingerprint: fingerprint(&command, None, false),
+                command,
+                command_id: None,
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Let the reader task run as far as it can.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.len(),
+        SUBSCRIPTION_BUFFER,
+        "it filled up to its bound and stopped"
+    );
+    assert_eq!(log.head(), LogPosition(3 * SUBSCRIPTION_BUFFER as u64));
+    drop(receiver);
+    drop(side.handle);
+    side.writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn subscriptions_past_the_limit_are_refused_with_resource_exhausted() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (signal, shutdown) = ShutdownSignal::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let api = EventApi::with_limit(log, shutdown.clone(), 2);
+    let mut server_shutdown = shutdown.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(pb::event_service_server::EventServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                server_shutdown.wait().await
+            }),
+    );
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EventServiceClient::new(channel);
+    let first = client
+        .subscribe(subscribe_request(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut second = client
+        .subscribe(subscribe_request(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = client.subscribe(subscribe_request(0)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // Ending one subscription frees its place.
+    drop(first);
+    let mut third = None;
+    for _ in 0..100 {
+        match client.subscribe(subscribe_request(0)).await {
+            Ok(stream) => {
+                third = Some(stream.into_inner());
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(third.is_some(), "a freed place is reused");
+    // Streams end cleanly when the server shuts down.
+    signal.trigger();
+    assert!(matches!(
+        next_message(&mut second).await,
+        Message::CaughtUp(_)
+    ));
+    let end = tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .expect("the stream ends at shutdown");
+    assert!(end.is_none(), "{end:?}");
+    server.await.unwrap().unwrap();
+}
