@@ -4,62 +4,29 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use inventory::proto::pb;
 use inventory::proto::pb::command_service_client::CommandServiceClient;
 use inventory::proto::pb::query_service_client::QueryServiceClient;
-use support::{add_stock, get_stock, level};
+use support::{Process, add_stock, get_stock, level};
 
-struct Service {
-    child: Child,
-    command_addr: SocketAddr,
-    query_addr: SocketAddr,
-}
-
-/// Starts the binary and reads the addresses it prints once it listens.
-async fn start(data_dir: &std::path::Path) -> Service {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args([
+async fn start(data_dir: &std::path::Path) -> Process {
+    let data = data_dir.to_str().unwrap();
+    Process::start(
+        &[
             "serve",
+            "--data",
+            data,
             "--command-addr",
             "127.0.0.1:0",
             "--query-addr",
             "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(data_dir)
-        .env("INVENTORY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the inventory binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut command_addr, mut query_addr) = (None, None);
-    while command_addr.is_none() || query_addr.is_none() {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the binary prints its addresses within 30 s")
-            .unwrap()
-            .expect("the binary is still running");
-        let address = line.rsplit(' ').next().unwrap().parse::<SocketAddr>().ok();
-        if line.starts_with("command server listening on") {
-            command_addr = address;
-        } else if line.starts_with("query server listening on") {
-            query_addr = address;
-        }
-    }
-    Service {
-        child,
-        command_addr: command_addr.unwrap(),
-        query_addr: query_addr.unwrap(),
-    }
+        ],
+        &["command", "query"],
+    )
+    .await
 }
 
 fn request(task: usize, sequence: usize) -> pb::AddStockRequest {
@@ -76,7 +43,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_command() {
     let acknowledged: Arc<Mutex<Vec<(usize, usize, u64)>>> = Arc::default();
     let mut clients = Vec::new();
     for task in 0..16 {
-        let channel = support::channel(service.command_addr).await;
+        let channel = support::channel(service.address("command")).await;
         let acknowledged = acknowledged.clone();
         clients.push(tokio::spawn(async move {
             let mut commands = CommandServiceClient::new(channel);
@@ -100,8 +67,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_command() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         waited += Duration::from_millis(10);
     }
-    service.child.start_kill().unwrap(); // SIGKILL
-    service.child.wait().await.unwrap();
+    service.kill().await;
     for client in clients {
         client.await.unwrap();
     }
@@ -113,7 +79,8 @@ async fn sigkill_mid_load_loses_no_acknowledged_command() {
     );
 
     let service = start(directory.path()).await;
-    let mut commands = CommandServiceClient::new(support::channel(service.command_addr).await);
+    let mut commands =
+        CommandServiceClient::new(support::channel(service.address("command")).await);
     // Every acknowledged command is in the log: retrying it returns the stored answer.
     for (task, sequence, position) in &acknowledged {
         let result = commands
@@ -127,7 +94,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_command() {
         assert_eq!(result.position, *position);
     }
     // And the state is the fold of exactly what is in the log: one unit per event.
-    let mut queries = QueryServiceClient::new(support::channel(service.query_addr).await);
+    let mut queries = QueryServiceClient::new(support::channel(service.address("query")).await);
     let mut on_hand_total = 0;
     let mut head = 0;
     for product in 0..4 {

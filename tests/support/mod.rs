@@ -176,3 +176,50 @@ pub fn level(stock: Option<pb::StockLevel>) -> (i64, i64, i64) {
     let stock = stock.expect("stock level present");
     (stock.on_hand, stock.reserved, stock.available)
 }
+
+/// The real `inventory` binary, run as a child process.
+pub struct Process {
+    pub child: tokio::process::Child,
+    /// The addresses it printed, by role ("command", "query").
+    pub addresses: std::collections::HashMap<String, SocketAddr>,
+}
+
+impl Process {
+    /// Starts the binary with `arguments` and waits until it has printed a listening line for
+    /// each of `roles`.
+    pub async fn start(arguments: &[&str], roles: &[&str]) -> Process {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+            .args(arguments)
+            .env("INVENTORY_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the inventory binary starts");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addresses = std::collections::HashMap::new();
+        while roles.iter().any(|role| !addresses.contains_key(*role)) {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("the binary prints its addresses within 30 s")
+                .unwrap()
+                .expect("the binary is still running");
+            if let Some((role, address)) = line.split_once(" server listening on ") {
+                addresses.insert(role.to_owned(), address.parse().unwrap());
+            }
+        }
+        // Keep reading stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Process { child, addresses }
+    }
+
+    pub fn address(&self, role: &str) -> SocketAddr {
+        self.addresses[role]
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
