@@ -33,12 +33,18 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    /// The events of an append do not continue the log's positions. A programmer error in the
-    /// writer; the append is refused whole.
-    #[error("append does not continue the log: expected position {expected}, got {got}")]
-    PositionGap {
+    /// The events of an append do not continue the log: its head is not where the writer
+    /// expected (another writer appended first). Nothing was written; catch up and retry.
+    #[error("the log's head is at {current}, the append expected {expected}")]
+    HeadMoved {
         expected: LogPosition,
-        got: LogPosition,
+        current: LogPosition,
+    },
+    /// The storage engine failed (a lost connection, a failed transaction).
+    #[error("the log's database failed while {context}: {message}")]
+    Backend {
+        context: &'static str,
+        message: String,
     },
     /// An event's version does not follow its stream's current version: someone else wrote to
     /// the stream. The append is refused whole.

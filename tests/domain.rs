@@ -492,3 +492,67 @@ proptest! {
         }
     }
 }
+
+type Observed = (
+    Vec<Option<inventory::domain::StockItem>>,
+    Vec<Option<ReservationStatus>>,
+    Vec<ReservationId>,
+);
+
+/// Everything observable about the inventory, for comparing before and after a rollback.
+fn observe(inventory: &Inventory, ids: &[String]) -> Observed {
+    (
+        ["apple", "pear"]
+            .iter()
+            .map(|product| inventory.item(&stream(product)).cloned())
+            .collect(),
+        ids.iter()
+            .map(|id| inventory.reservation_status(&reservation(id)))
+            .collect(),
+        inventory.due_reservations(Timestamp(u64::MAX), usize::MAX),
+    )
+}
+
+proptest! {
+    /// A rolled-back batch leaves no trace: items, reservation ids and the expiry schedule are
+    /// exactly as before it, whatever the batch did.
+    #[test]
+    fn a_rolled_back_batch_leaves_no_trace(
+        before in proptest::collection::vec(step(), 0..40),
+        batch in proptest::collection::vec(step(), 1..40),
+    ) {
+        let mut inventory = Inventory::new();
+        let mut ids: Vec<String> = Vec::new();
+        let run = |inventory: &mut Inventory, steps: &[Step], ids: &mut Vec<String>| {
+            let mut now = START;
+            for (index, step) in steps.iter().enumerate() {
+                let product = if index % 3 == 0 { "pear" } else { "apple" };
+                let pick = |ids: &Vec<String>, i: usize| ids.get(i % ids.len().max(1)).cloned().unwrap_or_else(|| "none".into());
+                let command = match step {
+                    Step::Add(units) => add(product, *units),
+                    Step::Adjust(on_hand) => adjust(product, *on_hand),
+                    Step::Reserve(units) => {
+                        let id = format!("r{}", ids.len());
+                        ids.push(id.clone());
+                        reserve(product, &id, *units)
+                    }
+                    Step::Commit(i) => commit(&pick(ids, *i)),
+                    Step::Release(i) => release(&pick(ids, *i)),
+                    Step::Expire(i) => expire(&pick(ids, *i)),
+                    Step::Wait(millis) => { now = Timestamp(now.0 + millis); continue; }
+                };
+                if let Ok(decision) = inventory.decide(&command, now) {
+                    inventory.evolve(&decision.stream, &decision.event);
+                }
+            }
+        };
+        // The same history twice; only one of the two then runs the batch and rolls it back.
+        let mut untouched = Inventory::new();
+        run(&mut inventory, &before, &mut ids);
+        run(&mut untouched, &before, &mut Vec::new());
+        inventory.begin_batch();
+        run(&mut inventory, &batch, &mut ids);
+        inventory.rollback_batch();
+        prop_assert_eq!(observe(&inventory, &ids), observe(&untouched, &ids));
+    }
+}

@@ -231,7 +231,7 @@ async fn it_refuses_appends_that_skip_a_position_or_a_version_and_writes_nothing
     log.append(events[..2].to_vec()).await.unwrap();
 
     let gap = log.append(vec![events[3].clone()]).await;
-    assert!(matches!(gap, Err(LogError::PositionGap { .. })), "{gap:?}");
+    assert!(matches!(gap, Err(LogError::HeadMoved { .. })), "{gap:?}");
 
     let mut stale = events[2].clone();
     stale.version = StreamVersion(2); // the stream is already at version 2

@@ -209,6 +209,8 @@ pub struct CommandState {
     remembered: HashMap<CommandId, RememberedCommand>,
     /// Remembered ids in the order they were accepted, to forget the oldest first.
     remembered_order: VecDeque<(Timestamp, CommandId)>,
+    /// While a batch is open: the head before it, and how many ids it remembered.
+    open_batch: Option<(LogPosition, usize)>,
 }
 
 impl CommandState {
@@ -218,6 +220,47 @@ impl CommandState {
             head: LogPosition::START,
             remembered: HashMap::new(),
             remembered_order: VecDeque::new(),
+            open_batch: None,
+        }
+    }
+
+    /// Starts a batch whose changes can be rolled back if the log refuses its events.
+    fn begin_batch(&mut self) {
+        assert!(self.open_batch.is_none(), "a batch is already open");
+        self.inventory.begin_batch();
+        self.open_batch = Some((self.head, self.remembered_order.len()));
+    }
+
+    fn commit_batch(&mut self) {
+        self.open_batch.take().expect("no batch is open");
+        self.inventory.commit_batch();
+    }
+
+    /// Forgets everything the open batch did.
+    fn rollback_batch(&mut self) {
+        let (head, remembered) = self.open_batch.take().expect("no batch is open");
+        self.inventory.rollback_batch();
+        self.head = head;
+        while self.remembered_order.len() > remembered {
+            let (_, command_id) = self
+                .remembered_order
+                .pop_back()
+                .expect("longer than before");
+            self.remembered.remove(&command_id);
+        }
+    }
+
+    /// Applies every event the log has past this state's head (written by another command
+    /// server sharing the log, or left by an append that failed after it wrote).
+    pub async fn catch_up(&mut self, log: &dyn EventLog) -> Result<(), LogError> {
+        loop {
+            let events = log.read_all(self.head, MAX_READ_EVENTS).await?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for event in &events {
+                self.apply(event)?;
+            }
         }
     }
 
@@ -403,15 +446,7 @@ impl CommandState {
     /// Rebuilds the state from the whole log.
     pub async fn load(log: &dyn EventLog, now: Timestamp) -> Result<CommandState, LogError> {
         let mut state = CommandState::new();
-        loop {
-            let events = log.read_all(state.head, MAX_READ_EVENTS).await?;
-            if events.is_empty() {
-                break;
-            }
-            for event in &events {
-                state.apply(event)?;
-            }
-        }
+        state.catch_up(log).await?;
         state.forget_old_commands(now);
         Ok(state)
     }
@@ -431,6 +466,10 @@ enum Job {
     /// Wakes the writer to expire reservations when no command arrives.
     Tick,
 }
+
+/// How many times one batch is decided again after the log's head moved under it (another
+/// command server appended first) before its commands fail with `LogUnavailable`.
+pub const MAX_APPEND_ATTEMPTS: usize = 32;
 
 /// A cheap, cloneable way to send commands to the writer.
 #[derive(Clone)]
@@ -496,66 +535,79 @@ async fn run_writer(
     mut jobs: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH_COMMANDS);
+    let mut requests = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut replies = Vec::with_capacity(MAX_BATCH_COMMANDS);
-    let mut events = Vec::with_capacity(MAX_APPEND_EVENTS);
     while jobs.recv_many(&mut batch, MAX_BATCH_COMMANDS).await > 0 {
-        let now = clock.now();
-        let head_before = state.head();
-        state.expire_due(now, &mut events);
         for job in batch.drain(..) {
-            match job {
-                Job::Execute { request, reply } => {
-                    let result = state.execute(&request, now, &mut events);
-                    replies.push((reply, result));
-                }
-                Job::Tick => {}
+            if let Job::Execute { request, reply } = job {
+                requests.push(request);
+                replies.push(reply);
             }
         }
-        if !events.is_empty() {
-            let count = events.len();
-            let appended = log.append(std::mem::take(&mut events)).await;
-            if let Err(error) = appended {
-                tracing::error!(%error, events = count, "append failed; no command of the batch was stored");
-                for (_, result) in &mut replies {
-                    if result.is_ok() {
-                        *result = Err(CommandError::LogUnavailable(error.to_string()));
-                    }
-                }
-                // The state already holds the batch's events: rebuild it from what the log
-                // really holds.
-                state = reload_after_failure(&*log, &*clock, head_before).await;
-            }
-        }
-        for (reply, result) in replies.drain(..) {
+        let results = execute_batch(&mut state, &*log, &*clock, &requests).await;
+        for (reply, result) in replies.drain(..).zip(results) {
             // A caller that went away still had its command executed; nothing to undo.
             let _ = reply.send(result);
         }
-        state.forget_old_commands(now);
+        requests.clear();
+        state.forget_old_commands(clock.now());
     }
     tracing::debug!(head = state.head().0, "command writer stopped");
 }
 
-async fn reload_after_failure(
+/// Decides a batch, appends its events in one append, and returns each command's result.
+/// When the log's head moved (another command server shares the log), the batch is rolled
+/// back, the state catches up, and the batch is decided again, up to [`MAX_APPEND_ATTEMPTS`].
+async fn execute_batch(
+    state: &mut CommandState,
     log: &dyn EventLog,
     clock: &dyn Clock,
-    head_before: LogPosition,
-) -> CommandState {
-    let mut delay = Duration::from_millis(10);
+    requests: &[CommandRequest],
+) -> Vec<Result<CommandOutcome, CommandError>> {
+    let mut attempt = 0;
     loop {
-        match CommandState::load(log, clock.now()).await {
-            Ok(state) => {
-                assert_eq!(
-                    state.head(),
-                    head_before,
-                    "the log changed under the single writer"
-                );
-                return state;
+        attempt += 1;
+        let now = clock.now();
+        let mut events = Vec::with_capacity(requests.len() + 1);
+        state.begin_batch();
+        state.expire_due(now, &mut events);
+        let results: Vec<_> = requests
+            .iter()
+            .map(|request| state.execute(request, now, &mut events))
+            .collect();
+        if events.is_empty() {
+            state.commit_batch();
+            return results;
+        }
+        let count = events.len();
+        let error = match log.append(events).await {
+            Ok(()) => {
+                state.commit_batch();
+                return results;
             }
-            Err(error) => {
-                tracing::error!(%error, "reloading the command state failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            Err(error) => error,
+        };
+        state.rollback_batch();
+        let head_moved = matches!(error, LogError::HeadMoved { .. });
+        if head_moved && attempt < MAX_APPEND_ATTEMPTS {
+            tracing::debug!(attempt, %error, "the log moved on; catching up and deciding again");
+        } else {
+            tracing::error!(%error, events = count, attempt, "append failed; no command of the batch was stored");
+        }
+        // Whatever happened, the log may hold events this state has not seen (another
+        // server's, or ours if the append failed after writing): catch up before deciding.
+        if let Err(catch_up_error) = state.catch_up(log).await {
+            tracing::error!(error = %catch_up_error, "catching up with the log failed");
+            return failed(requests.len(), &catch_up_error);
+        }
+        if !head_moved || attempt >= MAX_APPEND_ATTEMPTS {
+            return failed(requests.len(), &error);
         }
     }
+}
+
+fn failed(count: usize, error: &LogError) -> Vec<Result<CommandOutcome, CommandError>> {
+    (0..count)
+        .map(|_| Err(CommandError::LogUnavailable(error.to_string())))
+        .collect()
 }

@@ -50,6 +50,25 @@ pub struct Inventory {
     reservations: HashMap<ReservationId, ReservationEntry>,
     /// Active reservations by expiry time.
     expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
+    /// While a batch is open: how to put back everything it changed.
+    undo: Option<Undo>,
+}
+
+/// What a batch changed, to roll it back when its events could not be stored.
+#[derive(Default, Debug)]
+struct Undo {
+    /// Each touched item as it was before the batch (`None`: it did not exist).
+    items: HashMap<StreamKey, Option<StockItem>>,
+    /// Each touched reservation entry as it was before the batch.
+    reservations: HashMap<ReservationId, Option<ReservationEntry>>,
+    /// Changes to the expiry schedule in order, to be undone in reverse.
+    schedule: Vec<ScheduleChange>,
+}
+
+#[derive(Debug)]
+enum ScheduleChange {
+    Inserted((Timestamp, ReservationId)),
+    Removed((Timestamp, ReservationId)),
 }
 
 impl Inventory {
@@ -119,6 +138,46 @@ impl Inventory {
         Ok(Decision { stream, event })
     }
 
+    /// Starts a batch: every change until [`Inventory::commit_batch`] can be undone by
+    /// [`Inventory::rollback_batch`]. The command side opens one per group commit, so a batch
+    /// whose events the log refused leaves no trace.
+    pub fn begin_batch(&mut self) {
+        assert!(self.undo.is_none(), "a batch is already open");
+        self.undo = Some(Undo::default());
+    }
+
+    /// Keeps every change of the open batch.
+    pub fn commit_batch(&mut self) {
+        assert!(self.undo.take().is_some(), "no batch is open");
+    }
+
+    /// Puts back the state from before the open batch.
+    pub fn rollback_batch(&mut self) {
+        let undo = self.undo.take().expect("no batch is open");
+        for change in undo.schedule.into_iter().rev() {
+            match change {
+                ScheduleChange::Inserted(key) => {
+                    self.expiry_schedule.remove(&key);
+                }
+                ScheduleChange::Removed(key) => {
+                    self.expiry_schedule.insert(key);
+                }
+            }
+        }
+        for (reservation_id, entry) in undo.reservations {
+            match entry {
+                Some(entry) => self.reservations.insert(reservation_id, entry),
+                None => self.reservations.remove(&reservation_id),
+            };
+        }
+        for (stream, item) in undo.items {
+            match item {
+                Some(item) => self.items.insert(stream, item),
+                None => self.items.remove(&stream),
+            };
+        }
+    }
+
     /// Applies one event to its stream and returns the stream's new version and stock. Holds
     /// no rule and cannot fail.
     pub fn evolve(
@@ -126,6 +185,12 @@ impl Inventory {
         stream: &StreamKey,
         event: &StockEvent,
     ) -> (StreamVersion, StockLevel) {
+        if let Some(undo) = &mut self.undo
+            && !undo.items.contains_key(stream)
+        {
+            undo.items
+                .insert(stream.clone(), self.items.get(stream).cloned());
+        }
         let item = match self.items.get_mut(stream) {
             Some(item) => item,
             None => self.items.entry(stream.clone()).or_default(),
@@ -137,8 +202,11 @@ impl Inventory {
                 expires_at,
                 ..
             } => {
-                self.expiry_schedule
-                    .insert((*expires_at, reservation_id.clone()));
+                let key = (*expires_at, reservation_id.clone());
+                if let Some(undo) = &mut self.undo {
+                    undo.schedule.push(ScheduleChange::Inserted(key.clone()));
+                }
+                self.expiry_schedule.insert(key);
                 (Some((reservation_id, ReservationStatus::Active)), None)
             }
             StockEvent::ReservationCommitted { reservation_id, .. } => {
@@ -167,8 +235,20 @@ impl Inventory {
         let result = (item.version(), item.level());
         if let Some((reservation_id, status)) = status_change {
             if let Some(expires_at) = expiry_removed {
-                self.expiry_schedule
-                    .remove(&(expires_at, reservation_id.clone()));
+                let key = (expires_at, reservation_id.clone());
+                if self.expiry_schedule.remove(&key)
+                    && let Some(undo) = &mut self.undo
+                {
+                    undo.schedule.push(ScheduleChange::Removed(key));
+                }
+            }
+            if let Some(undo) = &mut self.undo
+                && !undo.reservations.contains_key(reservation_id)
+            {
+                undo.reservations.insert(
+                    reservation_id.clone(),
+                    self.reservations.get(reservation_id).cloned(),
+                );
             }
             self.reservations.insert(
                 reservation_id.clone(),

@@ -182,8 +182,10 @@ pub fn command_error(error: CommandError) -> Status {
 pub fn log_error(error: &LogError) -> Status {
     tracing::error!(%error, "event log read failed");
     match error {
-        LogError::Io { .. } => Status::unavailable("the event log could not be read; retry later"),
-        LogError::PositionGap { .. }
+        LogError::Io { .. } | LogError::Backend { .. } => {
+            Status::unavailable("the event log could not be read; retry later")
+        }
+        LogError::HeadMoved { .. }
         | LogError::VersionConflict { .. }
         | LogError::AppendTooLarge { .. }
         | LogError::Corrupt { .. } => Status::internal("internal error in the event log"),

@@ -210,15 +210,20 @@ impl EmbeddedLog {
         // log, versions continue their streams (the expected-version check).
         {
             let index = self.inner.index.read().expect("index lock poisoned");
-            let mut expected_position = index.head().next();
+            let first = events[0].position;
+            if first != index.head().next() {
+                return Err(LogError::HeadMoved {
+                    expected: LogPosition(first.0 - 1),
+                    current: index.head(),
+                });
+            }
+            let mut expected_position = first;
             let mut batch_versions: HashMap<&StreamKey, StreamVersion> = HashMap::new();
             for event in events {
-                if event.position != expected_position {
-                    return Err(LogError::PositionGap {
-                        expected: expected_position,
-                        got: event.position,
-                    });
-                }
+                assert_eq!(
+                    event.position, expected_position,
+                    "the positions of one append are contiguous"
+                );
                 expected_position = expected_position.next();
                 let current = *batch_versions
                     .entry(&event.stream)
