@@ -5,6 +5,7 @@
 //! default engine, a checksummed file on local disk.
 
 pub mod embedded;
+pub mod postgres;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
 
 pub use embedded::{EmbeddedLog, OpenReport};
+pub use postgres::PostgresLog;
 
 /// A boxed future, so the log trait can be used as `dyn EventLog` and chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +56,11 @@ pub enum LogError {
         current: StreamVersion,
         got: StreamVersion,
     },
+    /// Command ids of the append are already in the log, from commands older than the
+    /// idempotency window (a shared log keeps every command id unique forever). Nothing was
+    /// written.
+    #[error("command ids already used: {command_ids:?}")]
+    CommandIdsTaken { command_ids: Vec<String> },
     #[error("append of {count} events is over the limit of {MAX_APPEND_EVENTS}")]
     AppendTooLarge { count: usize },
     /// Stored data is damaged or does not make sense; the log refuses to guess.

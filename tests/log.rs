@@ -9,49 +9,20 @@ use std::sync::Arc;
 use inventory::app::command::CommandState;
 use inventory::app::{CommandRequest, CommandSide, SystemClock, fingerprint};
 use inventory::domain::{
-    Command, EventId, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId,
-    StreamKey, StreamVersion, Timestamp,
+    Command, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId,
+    StreamKey, StreamVersion,
 };
 use inventory::log::embedded::LOG_FILE_NAME;
 use inventory::log::{EmbeddedLog, EventLog, LogError};
+
+mod support;
+use support::added_events;
 
 fn stream(product: &str) -> StreamKey {
     StreamKey::new(
         ProductId::parse(product).unwrap(),
         StoreId::parse("s1").unwrap(),
     )
-}
-
-/// `count` StockAdded events spread over `streams` products, starting after `head`.
-fn added_events(
-    inventory: &mut Inventory,
-    head: LogPosition,
-    count: u64,
-    streams: u64,
-) -> Vec<RecordedEvent> {
-    (1..=count)
-        .map(|i| {
-            let key = stream(&format!("p{}", (head.0 + i) % streams));
-            let command = Command::AddStock {
-                stream: key.clone(),
-                quantity: Quantity::new(i).unwrap(),
-                reason: Reason::parse("delivery").unwrap(),
-            };
-            let decision = inventory.decide(&command, Timestamp(1_000)).unwrap();
-            let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
-            RecordedEvent {
-                position: LogPosition(head.0 + i),
-                event_id: EventId(u128::from(head.0 + i)),
-                stream: key,
-                version,
-                occurred_at: Timestamp(1_000 + i),
-                stock_after,
-                command_id: None,
-                command_fingerprint: 0,
-                event: decision.event,
-            }
-        })
-        .collect()
 }
 
 fn open(directory: &std::path::Path) -> (EmbeddedLog, Vec<RecordedEvent>, u64) {

@@ -565,6 +565,8 @@ async fn execute_batch(
     requests: &[CommandRequest],
 ) -> Vec<Result<CommandOutcome, CommandError>> {
     let mut attempt = 0;
+    // Command ids the log already holds from before the idempotency window: refused.
+    let mut taken: Vec<CommandId> = Vec::new();
     loop {
         attempt += 1;
         let now = clock.now();
@@ -573,7 +575,14 @@ async fn execute_batch(
         state.expire_due(now, &mut events);
         let results: Vec<_> = requests
             .iter()
-            .map(|request| state.execute(request, now, &mut events))
+            .map(|request| match &request.command_id {
+                Some(command_id) if taken.contains(command_id) => {
+                    Err(CommandError::CommandIdReused {
+                        command_id: command_id.clone(),
+                    })
+                }
+                _ => state.execute(request, now, &mut events),
+            })
             .collect();
         if events.is_empty() {
             state.commit_batch();
@@ -588,6 +597,16 @@ async fn execute_batch(
             Err(error) => error,
         };
         state.rollback_batch();
+        if let LogError::CommandIdsTaken { command_ids } = &error
+            && attempt < MAX_APPEND_ATTEMPTS
+        {
+            taken.extend(
+                command_ids
+                    .iter()
+                    .filter_map(|text| CommandId::parse(text).ok()),
+            );
+            continue;
+        }
         let head_moved = matches!(error, LogError::HeadMoved { .. });
         if head_moved && attempt < MAX_APPEND_ATTEMPTS {
             tracing::debug!(attempt, %error, "the log moved on; catching up and deciding again");

@@ -186,6 +186,7 @@ pub fn log_error(error: &LogError) -> Status {
             Status::unavailable("the event log could not be read; retry later")
         }
         LogError::HeadMoved { .. }
+        | LogError::CommandIdsTaken { .. }
         | LogError::VersionConflict { .. }
         | LogError::AppendTooLarge { .. }
         | LogError::Corrupt { .. } => Status::internal("internal error in the event log"),

@@ -223,3 +223,69 @@ impl Process {
         self.child.wait().await.unwrap();
     }
 }
+
+/// `count` StockAdded events spread over `streams` products in store `s1`, continuing the
+/// positions after `head` and the versions in `inventory`.
+pub fn added_events(
+    inventory: &mut inventory::domain::Inventory,
+    head: inventory::domain::LogPosition,
+    count: u64,
+    streams: u64,
+) -> Vec<inventory::domain::RecordedEvent> {
+    use inventory::domain::*;
+    (1..=count)
+        .map(|i| {
+            let key = StreamKey::new(
+                ProductId::parse(&format!("p{}", (head.0 + i) % streams)).unwrap(),
+                StoreId::parse("s1").unwrap(),
+            );
+            let command = Command::AddStock {
+                stream: key.clone(),
+                quantity: Quantity::new(i).unwrap(),
+                reason: Reason::parse("delivery").unwrap(),
+            };
+            let decision = inventory.decide(&command, Timestamp(1_000)).unwrap();
+            let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
+            RecordedEvent {
+                position: LogPosition(head.0 + i),
+                event_id: EventId(u128::from(head.0 + i)),
+                stream: key,
+                version,
+                occurred_at: Timestamp(1_000 + i),
+                stock_after,
+                command_id: None,
+                command_fingerprint: 0,
+                event: decision.event,
+            }
+        })
+        .collect()
+}
+
+/// The PostgreSQL server the tests use, from `INVENTORY_TEST_POSTGRES_URL`; `None` (and a
+/// printed notice) when it is not set, so `cargo test` passes on a machine without one.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("INVENTORY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped: INVENTORY_TEST_POSTGRES_URL is not set, PostgreSQL tests did not run"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL schema name, so tests run in parallel without seeing each other.
+pub fn fresh_schema() -> String {
+    format!("test_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Drops a test's schema (best effort).
+pub async fn drop_schema(url: &str, schema: &str) {
+    if let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await;
+    }
+}

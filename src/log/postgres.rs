@@ -1,0 +1,480 @@
+//! The event log on PostgreSQL, for running many command and query servers on one log.
+//!
+//! Schema (created at start-up, in its own PostgreSQL schema, default `inventory`):
+//! - `events(position PRIMARY KEY, product_id, store_id, version, command_id, payload)` with
+//!   `UNIQUE (product_id, store_id, version)` and a unique index on `command_id`; `payload` is
+//!   the protobuf `inventory.v1.InventoryEvent`, the same bytes the embedded log stores.
+//! - `head(position)`: one row, the last position.
+//!
+//! **Positions a tailing reader can trust.** Every append locks the head row
+//! (`SELECT … FOR UPDATE`), checks that the head is where the writer decided its batch, inserts
+//! the batch at the next positions, moves the head and commits. The lock serializes appends in
+//! position order: an append cannot take position N+1 before the append holding N has committed
+//! and released the lock. So a reader that has seen position N+1 can never later find a
+//! committed N it skipped — the failure mode of sequence-based logs (a transaction that took a
+//! lower sequence number and committed later). The price is one append transaction at a time
+//! across all servers; group commit makes each carry many events.
+//!
+//! **Waking readers.** Each append `NOTIFY`s on the schema's channel inside its transaction
+//! (delivered at commit). One connection per log `LISTEN`s and also polls the head every
+//! [`HEAD_POLL_INTERVAL`], so a lost notification only delays readers, never loses events.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{Notify, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
+use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::proto::{decode_event, encode_event};
+
+/// How often the head is read when no notification arrives.
+pub const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Connections per log (appends use one at a time; reads use the rest).
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The schema version this code creates and understands.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The event log in a PostgreSQL database. Cloning shares the same pool.
+#[derive(Clone)]
+pub struct PostgresLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// The PostgreSQL schema holding the tables, already quoted for SQL.
+    schema: String,
+    channel: String,
+    head: watch::Sender<LogPosition>,
+    statements: Statements,
+}
+
+/// The SQL of every statement, with the schema filled in once.
+struct Statements {
+    lock_head: String,
+    taken_command_ids: String,
+    insert_events: String,
+    set_head: String,
+    notify: String,
+    read_all: String,
+    read_stream: String,
+    read_head: String,
+}
+
+fn backend(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LogError {
+    move |error| LogError::Backend {
+        context,
+        message: error.to_string(),
+    }
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> LogError {
+    LogError::Backend {
+        context: "getting a connection",
+        message: error.to_string(),
+    }
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PostgresLog {
+    /// Connects, creates the schema and tables if they are missing, and starts following the
+    /// head. `schema` separates independent logs in one database (tests use one each).
+    pub async fn connect(url: &str, schema: &str) -> Result<PostgresLog, LogError> {
+        let config: tokio_postgres::Config = url.parse().map_err(backend("parsing the url"))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(MAX_CONNECTIONS)
+            .build()
+            .map_err(|error| LogError::Backend {
+                context: "building the connection pool",
+                message: error.to_string(),
+            })?;
+        let quoted = quote_identifier(schema);
+        migrate(&pool, &quoted).await?;
+        let statements = Statements {
+            lock_head: format!("SELECT position FROM {quoted}.head FOR UPDATE"),
+            taken_command_ids: format!(
+                "SELECT command_id FROM {quoted}.events WHERE command_id = ANY($1)"
+            ),
+            insert_events: format!(
+                "INSERT INTO {quoted}.events (position, product_id, store_id, version, command_id, payload) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[])"
+            ),
+            set_head: format!("UPDATE {quoted}.head SET position = $1"),
+            notify: "SELECT pg_notify($1, $2)".to_owned(),
+            read_all: format!(
+                "SELECT payload FROM {quoted}.events WHERE position > $1 ORDER BY position LIMIT $2"
+            ),
+            read_stream: format!(
+                "SELECT payload FROM {quoted}.events WHERE product_id = $1 AND store_id = $2 \
+                 AND version > $3 ORDER BY version LIMIT $4"
+            ),
+            read_head: format!("SELECT position FROM {quoted}.head"),
+        };
+        let client = pool.get().await.map_err(pool_error)?;
+        let head: i64 = client
+            .query_one(&statements.read_head, &[])
+            .await
+            .map_err(backend("reading the head"))?
+            .get(0);
+        drop(client);
+        let (head, _) = watch::channel(LogPosition(head as u64));
+        let inner = Arc::new(Inner {
+            pool,
+            channel: format!("inventory_events_{schema}"),
+            schema: quoted,
+            head,
+            statements,
+        });
+        tokio::spawn(follow_head(config, Arc::downgrade(&inner)));
+        Ok(PostgresLog { inner })
+    }
+
+    /// The quoted schema name, for tools and tests.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    async fn append_events(&self, events: Vec<RecordedEvent>) -> Result<(), LogError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        if events.len() > MAX_APPEND_EVENTS {
+            return Err(LogError::AppendTooLarge {
+                count: events.len(),
+            });
+        }
+        let expected_head = LogPosition(first.position.0 - 1);
+        let mut positions = Vec::with_capacity(events.len());
+        let mut products = Vec::with_capacity(events.len());
+        let mut stores = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut command_ids: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            assert_eq!(
+                event.position.0,
+                first.position.0 + offset as u64,
+                "the positions of one append are contiguous"
+            );
+            positions.push(event.position.0 as i64);
+            products.push(event.stream.product_id.as_str().to_owned());
+            stores.push(event.stream.store_id.as_str().to_owned());
+            versions.push(event.version.0 as i64);
+            command_ids.push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
+            payloads.push(encode_event(event));
+        }
+        let last = events.last().expect("not empty").position;
+        let statements = &self.inner.statements;
+        let mut client = self.inner.pool.get().await.map_err(pool_error)?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(backend("starting an append"))?;
+        let current: i64 = transaction
+            .query_one(&statements.lock_head, &[])
+            .await
+            .map_err(backend("locking the head"))?
+            .get(0);
+        let current = LogPosition(current as u64);
+        if current != expected_head {
+            // Dropping the transaction rolls it back.
+            return Err(LogError::HeadMoved {
+                expected: expected_head,
+                current,
+            });
+        }
+        let ids: Vec<&String> = command_ids.iter().flatten().collect();
+        if !ids.is_empty() {
+            let taken = transaction
+                .query(&statements.taken_command_ids, &[&ids])
+                .await
+                .map_err(backend("checking command ids"))?;
+            if !taken.is_empty() {
+                return Err(LogError::CommandIdsTaken {
+                    command_ids: taken.iter().map(|row| row.get(0)).collect(),
+                });
+            }
+        }
+        transaction
+            .execute(
+                &statements.insert_events,
+                &[
+                    &positions,
+                    &products,
+                    &stores,
+                    &versions,
+                    &command_ids,
+                    &payloads,
+                ],
+            )
+            .await
+            .map_err(backend("inserting events"))?;
+        transaction
+            .execute(&statements.set_head, &[&(last.0 as i64)])
+            .await
+            .map_err(backend("moving the head"))?;
+        transaction
+            .execute(
+                &statements.notify,
+                &[&self.inner.channel, &last.0.to_string()],
+            )
+            .await
+            .map_err(backend("notifying readers"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(backend("committing an append"))?;
+        self.inner.head.send_if_modified(|head| {
+            let moved = *head < last;
+            if moved {
+                *head = last;
+            }
+            moved
+        });
+        Ok(())
+    }
+
+    async fn read_after(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &self.inner.statements.read_all,
+                &[&(after.0 as i64), &(limit.min(MAX_READ_EVENTS) as i64)],
+            )
+            .await
+            .map_err(backend("reading events"))?;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut expected = after.next();
+        for row in rows {
+            let event = decode_row(&row)?;
+            if event.position != expected {
+                return Err(LogError::Corrupt {
+                    offset: event.position.0,
+                    problem: format!("position {} where {expected} was expected", event.position),
+                });
+            }
+            expected = expected.next();
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    async fn read_stream_after(
+        &self,
+        stream: StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                &self.inner.statements.read_stream,
+                &[
+                    &stream.product_id.as_str(),
+                    &stream.store_id.as_str(),
+                    &(after.0 as i64),
+                    &(limit.min(MAX_READ_EVENTS) as i64),
+                ],
+            )
+            .await
+            .map_err(backend("reading a stream"))?;
+        rows.iter().map(decode_row).collect()
+    }
+}
+
+fn decode_row(row: &tokio_postgres::Row) -> Result<RecordedEvent, LogError> {
+    let payload: &[u8] = row.get(0);
+    decode_event(payload).map_err(|error| LogError::Corrupt {
+        offset: 0,
+        problem: error.to_string(),
+    })
+}
+
+impl EventLog for PostgresLog {
+    fn append(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(self.append_events(events))
+    }
+
+    fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        Box::pin(self.read_after(after, limit))
+    }
+
+    fn read_stream(
+        &self,
+        stream: StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        Box::pin(self.read_stream_after(stream, after, limit))
+    }
+
+    fn head(&self) -> LogPosition {
+        *self.inner.head.borrow()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<LogPosition> {
+        self.inner.head.subscribe()
+    }
+}
+
+async fn migrate(pool: &Pool, schema: &str) -> Result<(), LogError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(backend("starting the migration"))?;
+    // Serialize concurrent start-ups of several servers on one database.
+    transaction
+        .execute("SELECT pg_advisory_xact_lock(7243890011)", &[])
+        .await
+        .map_err(backend("locking for the migration"))?;
+    transaction
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.schema_version (version integer NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.events (
+                 position bigint PRIMARY KEY CHECK (position > 0),
+                 product_id text NOT NULL,
+                 store_id text NOT NULL,
+                 version bigint NOT NULL CHECK (version > 0),
+                 command_id text,
+                 payload bytea NOT NULL,
+                 UNIQUE (product_id, store_id, version)
+             );
+             CREATE UNIQUE INDEX IF NOT EXISTS events_command_id ON {schema}.events (command_id)
+                 WHERE command_id IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS {schema}.head (
+                 single boolean PRIMARY KEY DEFAULT true CHECK (single),
+                 position bigint NOT NULL
+             );
+             INSERT INTO {schema}.head (single, position) VALUES (true, 0) ON CONFLICT DO NOTHING;"
+        ))
+        .await
+        .map_err(backend("creating the schema"))?;
+    let version: Option<i32> = transaction
+        .query_opt(
+            &format!("SELECT max(version) FROM {schema}.schema_version"),
+            &[],
+        )
+        .await
+        .map_err(backend("reading the schema version"))?
+        .and_then(|row| row.get(0));
+    match version {
+        None => {
+            transaction
+                .execute(
+                    &format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)"),
+                    &[&SCHEMA_VERSION],
+                )
+                .await
+                .map_err(backend("recording the schema version"))?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => {
+            return Err(LogError::Backend {
+                context: "checking the schema version",
+                message: format!(
+                    "the database has schema version {other}; this server understands {SCHEMA_VERSION}"
+                ),
+            });
+        }
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(backend("committing the migration"))?;
+    Ok(())
+}
+
+/// Keeps `head` current with appends made by other servers: LISTEN for notifications, and
+/// poll as a safety net. Stops when the log is dropped.
+async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inner>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(log) = inner.upgrade() else { return };
+        let channel = log.channel.clone();
+        drop(log);
+        match listen(&config, &channel, &inner).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "following the log's head failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Returns `Ok` when the log was dropped, `Err` when the connection failed.
+async fn listen(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    inner: &Weak<Inner>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let notified = Arc::new(Notify::new());
+    let connection_notified = notified.clone();
+    let driver = tokio::spawn(async move {
+        while let Some(message) =
+            std::future::poll_fn(|context| connection.poll_message(context)).await
+        {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => connection_notified.notify_one(),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", quote_identifier(channel)))
+        .await?;
+    let result = loop {
+        let Some(log) = inner.upgrade() else {
+            break Ok(());
+        };
+        match client.query_one(&log.statements.read_head, &[]).await {
+            Ok(row) => {
+                let position = LogPosition(row.get::<_, i64>(0) as u64);
+                log.head.send_if_modified(|head| {
+                    let moved = *head < position;
+                    if moved {
+                        *head = position;
+                    }
+                    moved
+                });
+            }
+            Err(error) => break Err(error),
+        }
+        drop(log);
+        tokio::select! {
+            () = notified.notified() => {}
+            () = tokio::time::sleep(HEAD_POLL_INTERVAL) => {}
+        }
+    };
+    driver.abort();
+    result
+}
