@@ -95,8 +95,13 @@ pub trait EventLog: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>>;
 
-    /// The position of the last durable event (0 when the log is empty).
+    /// The position of the last durable event (0 when the log is empty), as this process
+    /// last saw it: cheap, and possibly behind other writers of a shared log.
     fn head(&self) -> LogPosition;
+
+    /// The head as the storage knows it right now, asking it if other processes may write
+    /// (a shared database). A decision made against state at this head is current.
+    fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>>;
 
     /// Follows `head`: wait on it for positions past N.
     fn watch_head(&self) -> watch::Receiver<LogPosition>;

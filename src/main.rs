@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use inventory::app::{ShutdownSignal, SystemClock};
-use inventory::server::{self, CommandConfig};
+use inventory::server::{self, CommandConfig, LogConfig, QuerySource};
 
 /// A distributed inventory service for multi-store retail (gRPC, event-sourced, CQRS).
 #[derive(Parser, Debug)]
@@ -25,7 +25,7 @@ enum Mode {
     /// Run the command server and the query server in one process (the default).
     Serve {
         #[command(flatten)]
-        data: DataDir,
+        log: LogArgs,
         /// Address of the command server (CommandService, EventService).
         #[arg(
             long,
@@ -40,7 +40,7 @@ enum Mode {
     /// Run only the command server.
     Command {
         #[command(flatten)]
-        data: DataDir,
+        log: LogArgs,
         #[arg(
             long,
             env = "INVENTORY_COMMAND_ADDR",
@@ -48,12 +48,19 @@ enum Mode {
         )]
         command_addr: SocketAddr,
     },
-    /// Run only a query server that follows a command server in another process.
+    /// Run only a query server: following a command server (--follow), or reading a shared
+    /// PostgreSQL log (--log postgres://…).
     Query {
         /// The command server to follow, e.g. http://127.0.0.1:50051.
-        #[arg(long, env = "INVENTORY_FOLLOW")]
-        follow: String,
-        /// Where this query server keeps its copy of the log.
+        #[arg(long, env = "INVENTORY_FOLLOW", conflicts_with = "log")]
+        follow: Option<String>,
+        /// A PostgreSQL log to read directly, e.g. postgres://inventory@db/inventory.
+        #[arg(long, env = "INVENTORY_EVENT_LOG")]
+        log: Option<String>,
+        /// Schema of the PostgreSQL log.
+        #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
+        pg_schema: String,
+        /// Where a following query server keeps its copy of the log.
         #[arg(long, env = "INVENTORY_DATA", default_value = "./data-replica")]
         data: PathBuf,
         #[arg(long, env = "INVENTORY_QUERY_ADDR", default_value = "127.0.0.1:50052")]
@@ -62,10 +69,25 @@ enum Mode {
 }
 
 #[derive(clap::Args, Debug)]
-struct DataDir {
-    /// Directory of the embedded event log; created if missing.
-    #[arg(long = "data", env = "INVENTORY_DATA", default_value = "./data")]
-    path: PathBuf,
+struct LogArgs {
+    /// The event log: a directory for the embedded log (created if missing), or a
+    /// postgres:// URL for a log shared by several servers.
+    #[arg(
+        long = "log",
+        visible_alias = "data",
+        env = "INVENTORY_EVENT_LOG",
+        default_value = "./data"
+    )]
+    target: String,
+    /// Schema of the PostgreSQL log (several logs can share one database).
+    #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
+    pg_schema: String,
+}
+
+impl LogArgs {
+    fn config(&self) -> LogConfig {
+        LogConfig::parse(&self.target, &self.pg_schema)
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,7 +95,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INVENTORY_LOG")
+            tracing_subscriber::EnvFilter::try_from_env("INVENTORY_LOG_LEVEL")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
@@ -81,14 +103,15 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    match runtime.block_on(run(cli.mode.unwrap_or(Mode::Serve {
-        data: DataDir {
-            path: std::env::var_os("INVENTORY_DATA")
-                .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
+    let mode = match cli.mode {
+        Some(mode) => mode,
+        // No subcommand: `serve` with its defaults (and environment variables).
+        None => match Cli::parse_from(["inventory", "serve"]).mode {
+            Some(mode) => mode,
+            None => unreachable!("serve was given"),
         },
-        command_addr: env_addr("INVENTORY_COMMAND_ADDR", "127.0.0.1:50051"),
-        query_addr: env_addr("INVENTORY_QUERY_ADDR", "127.0.0.1:50052"),
-    }))) {
+    };
+    match runtime.block_on(run(mode)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -96,14 +119,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn env_addr(variable: &str, default: &str) -> SocketAddr {
-    let text = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
-    text.parse().unwrap_or_else(|error| {
-        eprintln!("inventory: {variable}={text:?} is not an address: {error}");
-        std::process::exit(2);
-    })
 }
 
 async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, String> {
@@ -129,33 +144,53 @@ async fn run(mode: Mode) -> Result<(), String> {
     let clock = Arc::new(SystemClock);
     let result = match mode {
         Mode::Serve {
-            data,
+            log,
             command_addr,
             query_addr,
         } => {
             let command_listener = bind("command", command_addr).await?;
             let query_listener = bind("query", query_addr).await?;
             let config = CommandConfig {
-                data_dir: data.path,
+                log: log.config(),
                 clock,
             };
             server::run_combined(config, command_listener, query_listener, shutdown).await
         }
-        Mode::Command { data, command_addr } => {
+        Mode::Command { log, command_addr } => {
             let listener = bind("command", command_addr).await?;
             let config = CommandConfig {
-                data_dir: data.path,
+                log: log.config(),
                 clock,
             };
             server::run_command_server(config, listener, shutdown).await
         }
         Mode::Query {
             follow,
+            log,
+            pg_schema,
             data,
             query_addr,
         } => {
+            let source = match (follow, log) {
+                (Some(upstream), None) => QuerySource::Follow {
+                    upstream,
+                    data_dir: data,
+                },
+                (None, Some(log)) => match LogConfig::parse(&log, &pg_schema) {
+                    LogConfig::Postgres { url, schema } => QuerySource::Postgres { url, schema },
+                    LogConfig::Embedded { .. } => {
+                        return Err(format!(
+                            "--log {log}: a query server on its own reads only a PostgreSQL log; \
+                             to follow a command server's embedded log use --follow URL"
+                        ));
+                    }
+                },
+                _ => {
+                    return Err("a query server needs --follow URL or --log postgres://…".into());
+                }
+            };
             let listener = bind("query", query_addr).await?;
-            server::run_query_server(&data, &follow, listener, shutdown).await
+            server::run_query_server(source, listener, shutdown).await
         }
     };
     result.map_err(|error| error.to_string())

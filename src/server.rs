@@ -2,7 +2,7 @@
 //! stops them all on one shutdown signal. The binary and the tests both start servers through
 //! these functions, on listeners they bind themselves (tests use `127.0.0.1:0`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -18,7 +18,7 @@ use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
 use crate::grpc::query_service::QueryApi;
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
-use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport};
+use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog};
 use crate::proto::{FILE_DESCRIPTOR_SET, pb};
 
 type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
@@ -37,15 +37,50 @@ pub enum ServerError {
     Upstream { address: String, problem: String },
 }
 
+/// Where the event log lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogConfig {
+    /// The embedded log in a local directory (the default): one process writes it.
+    Embedded { data_dir: PathBuf },
+    /// A PostgreSQL database shared by any number of command and query servers.
+    Postgres { url: String, schema: String },
+}
+
+impl LogConfig {
+    /// A `postgres://` or `postgresql://` URL selects PostgreSQL; anything else is a directory.
+    pub fn parse(text: &str, postgres_schema: &str) -> LogConfig {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            LogConfig::Postgres {
+                url: text.to_owned(),
+                schema: postgres_schema.to_owned(),
+            }
+        } else {
+            LogConfig::Embedded {
+                data_dir: PathBuf::from(text),
+            }
+        }
+    }
+}
+
 /// Where the command side keeps its log, and its clock.
 #[derive(Clone)]
 pub struct CommandConfig {
-    pub data_dir: PathBuf,
+    pub log: LogConfig,
     pub clock: Arc<dyn Clock>,
 }
 
-/// Runs the command server and the query server in one process, sharing the embedded log,
-/// until `shutdown`. In-flight commands finish and are durable before it returns.
+/// What a query server builds its read model from.
+#[derive(Clone, Debug)]
+pub enum QuerySource {
+    /// Follow a command server through `EventService.Subscribe`, keeping a copy of its log in
+    /// `data_dir`.
+    Follow { upstream: String, data_dir: PathBuf },
+    /// Read a shared PostgreSQL log directly.
+    Postgres { url: String, schema: String },
+}
+
+/// Runs the command server and the query server in one process, sharing the log, until
+/// `shutdown`. In-flight commands finish and are durable before it returns.
 pub async fn run_combined(
     config: CommandConfig,
     command_listener: TcpListener,
@@ -53,9 +88,7 @@ pub async fn run_combined(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let model = Arc::new(ReadModel::new());
-    let (log, state, _) =
-        open_command_log(&config.data_dir, config.clock.now(), Some(&model)).await?;
-    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (log, state) = open_command_log(&config.log, config.clock.now(), Some(&model)).await?;
     let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let command_server = serve_command(
@@ -83,47 +116,66 @@ pub async fn run_command_server(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    let (log, state, _) = open_command_log(&config.data_dir, config.clock.now(), None).await?;
-    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (log, state) = open_command_log(&config.log, config.clock.now(), None).await?;
     let CommandSide { handle, writer } = CommandSide::start(state, log.clone(), config.clock);
     let result = serve_command(listener, CommandApi::new(handle), log, shutdown).await;
     writer.await.expect("command writer panicked");
     result
 }
 
-/// Runs a query server that follows the command server at `upstream`, copying its log into
-/// `data_dir` and serving queries and subscriptions from that copy, until `shutdown`.
+/// Runs a query server until `shutdown`: it follows a command server (keeping a copy of its
+/// log) or reads a shared PostgreSQL log, and serves queries and subscriptions from that.
 pub async fn run_query_server(
-    data_dir: &Path,
-    upstream: &str,
+    source: QuerySource,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    let endpoint =
-        Endpoint::from_shared(upstream.to_owned()).map_err(|error| ServerError::Upstream {
-            address: upstream.to_owned(),
-            problem: error.to_string(),
-        })?;
     let model = Arc::new(ReadModel::new());
-    let directory = data_dir.to_owned();
-    let opened_model = model.clone();
-    let (log, report) = tokio::task::spawn_blocking(move || {
-        EmbeddedLog::open(&directory, |event| opened_model.apply(event))
-    })
-    .await
-    .expect("opening the log panicked")?;
-    report_open(data_dir, &report);
-    let log: Arc<dyn EventLog> = Arc::new(log);
     let (follower_state, follower_watch) = watch::channel(FollowerState::Connecting);
-    let follower = tokio::spawn(follower::follow(
-        endpoint,
-        log.clone(),
-        follower_state,
-        shutdown.clone(),
-    ));
+    let (log, background): (Arc<dyn EventLog>, tokio::task::JoinHandle<()>) = match source {
+        QuerySource::Follow { upstream, data_dir } => {
+            let endpoint =
+                Endpoint::from_shared(upstream.clone()).map_err(|error| ServerError::Upstream {
+                    address: upstream.clone(),
+                    problem: error.to_string(),
+                })?;
+            let directory = data_dir.clone();
+            let opened_model = model.clone();
+            let (log, report) = tokio::task::spawn_blocking(move || {
+                EmbeddedLog::open(&directory, |event| opened_model.apply(event))
+            })
+            .await
+            .expect("opening the log panicked")?;
+            report_open(&data_dir.display().to_string(), &report);
+            let log: Arc<dyn EventLog> = Arc::new(log);
+            let follower = tokio::spawn(follower::follow(
+                endpoint,
+                log.clone(),
+                follower_state,
+                shutdown.clone(),
+            ));
+            (log, follower)
+        }
+        QuerySource::Postgres { url, schema } => {
+            let log: Arc<dyn EventLog> = Arc::new(PostgresLog::connect(&url, &schema).await?);
+            tracing::info!(schema, head = log.head().0, "reading the PostgreSQL log");
+            // Serving once the read model has applied what the log held at start-up.
+            let start_head = log.head();
+            let caught_up_model = model.clone();
+            let reporter = tokio::spawn(async move {
+                while !caught_up_model
+                    .wait_for(start_head, std::time::Duration::from_secs(3600))
+                    .await
+                {}
+                follower_state.send_replace(FollowerState::CaughtUp);
+            });
+            (log, reporter)
+        }
+    };
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let result = serve_query(listener, model, log, Some(follower_watch), shutdown).await;
-    follower.await.expect("follower panicked");
+    background.abort();
+    let _ = background.await;
     projection_result(projection.await);
     result
 }
@@ -136,35 +188,46 @@ fn projection_result(result: Result<Result<(), LogError>, tokio::task::JoinError
     }
 }
 
-/// Opens the embedded log, folding it into the command state (and into `model`, if given).
+/// Opens the log and folds it into the command state (and into `model`, if given, when the
+/// log is read at opening anyway).
 async fn open_command_log(
-    data_dir: &Path,
+    config: &LogConfig,
     now: crate::domain::Timestamp,
     model: Option<&Arc<ReadModel>>,
-) -> Result<(EmbeddedLog, CommandState, OpenReport), ServerError> {
-    let directory = data_dir.to_owned();
-    let model = model.cloned();
-    let (log, state, report) = tokio::task::spawn_blocking(move || {
-        let mut state = CommandState::new();
-        let (log, report) = EmbeddedLog::open(&directory, |event| {
-            state.apply(event)?;
-            if let Some(model) = &model {
-                model.apply(event)?;
-            }
-            Ok(())
-        })?;
-        state.forget_old_commands(now);
-        Ok::<_, LogError>((log, state, report))
-    })
-    .await
-    .expect("opening the log panicked")?;
-    report_open(data_dir, &report);
-    Ok((log, state, report))
+) -> Result<(Arc<dyn EventLog>, CommandState), ServerError> {
+    match config {
+        LogConfig::Embedded { data_dir } => {
+            let directory = data_dir.clone();
+            let model = model.cloned();
+            let (log, state, report) = tokio::task::spawn_blocking(move || {
+                let mut state = CommandState::new();
+                let (log, report) = EmbeddedLog::open(&directory, |event| {
+                    state.apply(event)?;
+                    if let Some(model) = &model {
+                        model.apply(event)?;
+                    }
+                    Ok(())
+                })?;
+                state.forget_old_commands(now);
+                Ok::<_, LogError>((log, state, report))
+            })
+            .await
+            .expect("opening the log panicked")?;
+            report_open(&data_dir.display().to_string(), &report);
+            Ok((Arc::new(log), state))
+        }
+        LogConfig::Postgres { url, schema } => {
+            let log = PostgresLog::connect(url, schema).await?;
+            let state = CommandState::load(&log, now).await?;
+            tracing::info!(schema, head = state.head().0, "PostgreSQL event log loaded");
+            Ok((Arc::new(log), state))
+        }
+    }
 }
 
-fn report_open(data_dir: &Path, report: &OpenReport) {
+fn report_open(data_dir: &str, report: &OpenReport) {
     tracing::info!(
-        data_dir = %data_dir.display(),
+        data_dir,
         events = report.events,
         head = report.head.0,
         created = report.created,

@@ -567,6 +567,12 @@ async fn execute_batch(
     let mut attempt = 0;
     // Command ids the log already holds from before the idempotency window: refused.
     let mut taken: Vec<CommandId> = Vec::new();
+    // Another server may have appended since the last batch: start from what the log holds.
+    if log.head() > state.head()
+        && let Err(error) = state.catch_up(log).await
+    {
+        return failed(requests.len(), &error);
+    }
     loop {
         attempt += 1;
         let now = clock.now();
@@ -586,7 +592,24 @@ async fn execute_batch(
             .collect();
         if events.is_empty() {
             state.commit_batch();
-            return results;
+            // Nothing to append, so no append checks that the state was current: a refusal
+            // decided on a state behind a shared log (another server added stock) would be
+            // wrong. Confirm the head, or catch up and decide again.
+            let refused = results.iter().any(Result::is_err);
+            if !refused {
+                return results;
+            }
+            match log.latest_head().await {
+                Ok(head) if head == state.head() => return results,
+                Ok(_) if attempt < MAX_APPEND_ATTEMPTS => {
+                    if let Err(error) = state.catch_up(log).await {
+                        return failed(requests.len(), &error);
+                    }
+                    continue;
+                }
+                Ok(_) => return results,
+                Err(error) => return failed(requests.len(), &error),
+            }
         }
         let count = events.len();
         let error = match log.append(events).await {

@@ -417,6 +417,12 @@ impl EventLog for EmbeddedLog {
     fn watch_head(&self) -> watch::Receiver<LogPosition> {
         self.inner.head.subscribe()
     }
+
+    fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>> {
+        // One process writes the file: what it knows is the latest.
+        let head = self.head();
+        Box::pin(async move { Ok(head) })
+    }
 }
 
 fn create_log_file(directory: &Path, path: &Path) -> Result<(), LogError> {

@@ -338,6 +338,26 @@ impl EventLog for PostgresLog {
     fn watch_head(&self) -> watch::Receiver<LogPosition> {
         self.inner.head.subscribe()
     }
+
+    fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>> {
+        Box::pin(async move {
+            let client = self.inner.pool.get().await.map_err(pool_error)?;
+            let position: i64 = client
+                .query_one(&self.inner.statements.read_head, &[])
+                .await
+                .map_err(backend("reading the head"))?
+                .get(0);
+            let position = LogPosition(position as u64);
+            self.inner.head.send_if_modified(|head| {
+                let moved = *head < position;
+                if moved {
+                    *head = position;
+                }
+                moved
+            });
+            Ok(position)
+        })
+    }
 }
 
 async fn migrate(pool: &Pool, schema: &str) -> Result<(), LogError> {

@@ -15,7 +15,7 @@ use inventory::proto::pb;
 use inventory::proto::pb::command_service_client::CommandServiceClient;
 use inventory::proto::pb::event_service_client::EventServiceClient;
 use inventory::proto::pb::query_service_client::QueryServiceClient;
-use inventory::server::{self, CommandConfig, ServerError};
+use inventory::server::{self, CommandConfig, LogConfig, QuerySource, ServerError};
 
 /// Both servers in one process on one data directory, as `cargo run` starts them.
 pub struct Combined {
@@ -50,7 +50,9 @@ impl Combined {
         let (query_listener, query_addr) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
         let config = CommandConfig {
-            data_dir: data_dir.to_owned(),
+            log: LogConfig::Embedded {
+                data_dir: data_dir.to_owned(),
+            },
             clock,
         };
         let task = tokio::spawn(server::run_combined(
@@ -103,7 +105,9 @@ impl Running {
         let (listener, address) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
         let config = CommandConfig {
-            data_dir: data_dir.to_owned(),
+            log: LogConfig::Embedded {
+                data_dir: data_dir.to_owned(),
+            },
             clock: Arc::new(SystemClock),
         };
         let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
@@ -114,14 +118,42 @@ impl Running {
         }
     }
 
+    /// A command server on any log.
+    pub async fn command_on(log: LogConfig) -> Running {
+        let (listener, address) = listener().await;
+        let (signal, shutdown) = ShutdownSignal::new();
+        let config = CommandConfig {
+            log,
+            clock: Arc::new(SystemClock),
+        };
+        let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
+        Running {
+            address,
+            signal,
+            task,
+        }
+    }
+
+    /// A query server reading from `source`.
+    pub async fn query_from(source: QuerySource) -> Running {
+        let (listener, address) = listener().await;
+        let (signal, shutdown) = ShutdownSignal::new();
+        let task = tokio::spawn(server::run_query_server(source, listener, shutdown));
+        Running {
+            address,
+            signal,
+            task,
+        }
+    }
+
     pub async fn query(data_dir: &Path, upstream: SocketAddr) -> Running {
         let (listener, address) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
-        let data_dir = data_dir.to_owned();
-        let upstream = format!("http://{upstream}");
-        let task = tokio::spawn(async move {
-            server::run_query_server(&data_dir, &upstream, listener, shutdown).await
-        });
+        let source = QuerySource::Follow {
+            upstream: format!("http://{upstream}"),
+            data_dir: data_dir.to_owned(),
+        };
+        let task = tokio::spawn(server::run_query_server(source, listener, shutdown));
         Running {
             address,
             signal,
@@ -191,7 +223,7 @@ impl Process {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
             .args(arguments)
-            .env("INVENTORY_LOG", "warn")
+            .env("INVENTORY_LOG_LEVEL", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()

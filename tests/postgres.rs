@@ -1,0 +1,381 @@
+//! Several command servers and query servers on one PostgreSQL log. These tests run when
+//! `INVENTORY_TEST_POSTGRES_URL` is set (CI sets it) and say so when they are skipped.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::Code;
+
+use inventory::domain::{Inventory, LogPosition};
+use inventory::log::{EventLog, PostgresLog};
+use inventory::proto::pb;
+use inventory::proto::pb::command_service_client::CommandServiceClient;
+use inventory::proto::pb::query_service_client::QueryServiceClient;
+use inventory::server::{LogConfig, QuerySource};
+use support::{Running, add_stock, get_stock, level, reserve_stock};
+
+struct Database {
+    url: String,
+    schema: String,
+}
+
+impl Database {
+    fn new() -> Option<Database> {
+        support::postgres_url().map(|url| Database {
+            url,
+            schema: support::fresh_schema(),
+        })
+    }
+
+    fn log(&self) -> LogConfig {
+        LogConfig::Postgres {
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+
+    async fn query_server(&self) -> Running {
+        Running::query_from(QuerySource::Postgres {
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+        })
+        .await
+    }
+
+    async fn drop(self) {
+        support::drop_schema(&self.url, &self.schema).await;
+    }
+}
+
+async fn commands(
+    address: std::net::SocketAddr,
+) -> CommandServiceClient<tonic::transport::Channel> {
+    CommandServiceClient::new(support::channel(address).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_command_servers_never_oversell_and_never_fail_a_command_a_retry_resolves() {
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let first = Running::command_on(database.log()).await;
+    let second = Running::command_on(database.log()).await;
+    commands(first.address)
+        .await
+        .add_stock(add_stock("hot", "s", 100))
+        .await
+        .unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for client in 0..64 {
+        let address = if client % 2 == 0 {
+            first.address
+        } else {
+            second.address
+        };
+        let accepted = accepted.clone();
+        let mut commands = commands(address).await;
+        clients.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                match commands.reserve_stock(reserve_stock("hot", "s", 1)).await {
+                    Ok(_) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                        assert!(
+                            status.message().contains("insufficient stock"),
+                            "{status:?}"
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        100,
+        "exactly the stock, through both servers"
+    );
+
+    // A query server reading the database directly sees the same.
+    let query = database.query_server().await;
+    let mut queries = QueryServiceClient::new(support::channel(query.address).await);
+    let item = queries
+        .get_stock(get_stock("hot", "s", 101))
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(level(item.stock), (100, 100, 0));
+    assert_eq!(item.version, 101);
+
+    // Idempotency is shared: a retry sent to the other server gets the original answer.
+    let mut request = add_stock("other", "s", 5);
+    request.command_id = "shared-retry".into();
+    let original = commands(first.address)
+        .await
+        .add_stock(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    let retry = commands(second.address)
+        .await
+        .add_stock(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.position, original.position);
+
+    query.stop().await;
+    first.stop().await;
+    second.stop().await;
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_server_restarted_mid_load_loses_nothing_and_oversells_nothing() {
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let first = Running::command_on(database.log()).await;
+    let second = Running::command_on(database.log()).await;
+    let mut setup = commands(first.address).await;
+    for item in 0..4 {
+        setup
+            .add_stock(add_stock(&format!("i{item}"), "s", 50))
+            .await
+            .unwrap();
+    }
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let load = |address, accepted: Arc<AtomicUsize>, seed: usize| async move {
+        let mut commands = commands(address).await;
+        for i in 0..40 {
+            let item = format!("i{}", (seed + i) % 4);
+            match commands.reserve_stock(reserve_stock(&item, "s", 1)).await {
+                Ok(_) => {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(status) if status.code() == Code::FailedPrecondition => {}
+                // The server went away under this client: stop, like a client would fail over.
+                Err(_) => return,
+            }
+        }
+    };
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        clients.push(tokio::spawn(load(first.address, accepted.clone(), client)));
+        clients.push(tokio::spawn(load(
+            second.address,
+            accepted.clone(),
+            client + 1,
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    second.stop().await;
+    let restarted = Running::command_on(database.log()).await;
+    for client in 0..4 {
+        clients.push(tokio::spawn(load(
+            restarted.address,
+            accepted.clone(),
+            client,
+        )));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let accepted = accepted.load(Ordering::SeqCst);
+    let query = database.query_server().await;
+    let mut queries = QueryServiceClient::new(support::channel(query.address).await);
+    let head = PostgresLog::connect(&database.url, &database.schema)
+        .await
+        .unwrap()
+        .head();
+    let mut reserved = 0;
+    for item in 0..4 {
+        let item = queries
+            .get_stock(get_stock(&format!("i{item}"), "s", head.0))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        let (on_hand, item_reserved, available) = level(item.stock);
+        assert_eq!(on_hand, 50);
+        assert!(available >= 0);
+        reserved += item_reserved as usize;
+    }
+    assert_eq!(
+        reserved, accepted,
+        "every acknowledged reservation is stored, nothing else"
+    );
+    assert_eq!(head, LogPosition(4 + accepted as u64));
+    query.stop().await;
+    first.stop().await;
+    restarted.stop().await;
+    database.drop().await;
+}
+
+/// A writer that holds its transaction open (here by hand, in SQL, as a slow node would):
+/// readers must not move past it, and the next append must wait for it and then continue the
+/// positions — never leave a hole that a reader could skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_skips_an_append_that_commits_late() {
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let log = PostgresLog::connect(&database.url, &database.schema)
+        .await
+        .unwrap();
+    let mut inventory = Inventory::new();
+    let first = support::added_events(&mut inventory, LogPosition(0), 3, 2);
+    log.append(first).await.unwrap();
+
+    // A second node, connected before the slow writer starts (connecting creates the schema
+    // if missing, which waits for a transaction holding the head row).
+    let fast_log = PostgresLog::connect(&database.url, &database.schema)
+        .await
+        .unwrap();
+
+    // The slow writer: locks the head, writes position 4, and waits before committing.
+    let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let schema = format!("\"{}\"", database.schema);
+    let slow_event = support::added_events(&mut inventory, LogPosition(3), 1, 2).remove(0);
+    let payload = inventory::proto::encode_event(&slow_event);
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .query_one(
+            &format!("SELECT position FROM {schema}.head FOR UPDATE"),
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.events (position, product_id, store_id, version, payload) \
+                 VALUES (4, $1, $2, $3, $4)"
+            ),
+            &[
+                &slow_event.stream.product_id.as_str(),
+                &slow_event.stream.store_id.as_str(),
+                &(slow_event.version.0 as i64),
+                &payload,
+            ],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(&format!("UPDATE {schema}.head SET position = 4"), &[])
+        .await
+        .unwrap();
+
+    // Meanwhile a fast writer that knows head 4 would follow (as if it had seen the slow
+    // writer's decision) must wait on the lock, not slip in.
+    let fast_events = support::added_events(&mut inventory, LogPosition(4), 2, 2);
+    let fast = tokio::spawn(async move { fast_log.append(fast_events).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !fast.is_finished(),
+        "the fast writer waits for the slow one"
+    );
+    let visible = log.read_all(LogPosition(3), 100).await.unwrap();
+    assert!(
+        visible.is_empty(),
+        "nothing past 3 is visible before the slow commit"
+    );
+
+    client.batch_execute("COMMIT").await.unwrap();
+    fast.await.unwrap().unwrap();
+    let after = log.read_all(LogPosition(3), 100).await.unwrap();
+    let positions: Vec<u64> = after.iter().map(|event| event.position.0).collect();
+    assert_eq!(positions, [4, 5, 6]);
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn reservations_expire_once_although_every_server_sweeps() {
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let first = Running::command_on(database.log()).await;
+    let second = Running::command_on(database.log()).await;
+    let mut commands = commands(first.address).await;
+    commands.add_stock(add_stock("p", "s", 10)).await.unwrap();
+    let mut request = reserve_stock("p", "s", 3);
+    request.ttl = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    commands.reserve_stock(request).await.unwrap();
+    // Both servers sweep for due reservations; wait for the expiry and a little more.
+    let query = database.query_server().await;
+    let mut queries = QueryServiceClient::new(support::channel(query.address).await);
+    let mut request = tonic::Request::new(get_stock("p", "s", 3));
+    request.set_timeout(Duration::from_secs(10));
+    let item = queries
+        .get_stock(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .item
+        .unwrap();
+    assert_eq!(level(item.stock), (10, 0, 10));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let history = queries
+        .get_history(pb::GetHistoryRequest {
+            product_id: "p".into(),
+            store_id: "s".into(),
+            page_size: 100,
+            page_token: String::new(),
+            min_position: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expiries = history
+        .events
+        .iter()
+        .filter(|event| {
+            matches!(
+                event.kind,
+                Some(pb::inventory_event::Kind::ReservationExpired(_))
+            )
+        })
+        .count();
+    assert_eq!(expiries, 1, "one expiry event, not one per server");
+    query.stop().await;
+    first.stop().await;
+    second.stop().await;
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn the_log_trait_object_works_for_postgres() {
+    // A smoke check that the shared log is usable as `dyn EventLog` by the application.
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let log: Arc<dyn EventLog> = Arc::new(
+        PostgresLog::connect(&database.url, &database.schema)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(log.head(), LogPosition(0));
+    database.drop().await;
+}
