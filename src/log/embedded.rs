@@ -62,6 +62,8 @@ struct Inner {
     path: PathBuf,
     /// The file for reads (positioned reads need no lock).
     reader: File,
+    /// False for a read-only handle (tools): appends are refused.
+    writable: bool,
     /// The writer side: one append at a time.
     writer: Mutex<Writer>,
     index: RwLock<Index>,
@@ -118,18 +120,35 @@ impl EmbeddedLog {
     /// fold), which stops the opening with that error.
     pub fn open(
         directory: &Path,
-        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
     ) -> Result<(EmbeddedLog, OpenReport), LogError> {
-        std::fs::create_dir_all(directory).map_err(io_error("creating the data directory"))?;
+        EmbeddedLog::open_with(directory, visit, true)
+    }
+
+    /// Opens an existing log for reading only: nothing is created, cut off or appended. A
+    /// server may be writing the same file meanwhile; this handle sees what was durable when
+    /// it opened.
+    pub fn open_read_only(directory: &Path) -> Result<EmbeddedLog, LogError> {
+        EmbeddedLog::open_with(directory, |_| Ok(()), false).map(|(log, _)| log)
+    }
+
+    fn open_with(
+        directory: &Path,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        writable: bool,
+    ) -> Result<(EmbeddedLog, OpenReport), LogError> {
         let path = directory.join(LOG_FILE_NAME);
         let mut report = OpenReport::default();
-        if !path.exists() {
-            create_log_file(directory, &path)?;
-            report.created = true;
+        if writable {
+            std::fs::create_dir_all(directory).map_err(io_error("creating the data directory"))?;
+            if !path.exists() {
+                create_log_file(directory, &path)?;
+                report.created = true;
+            }
         }
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(&path)
             .map_err(io_error("opening the log file"))?;
         let mut index = Index::default();
@@ -138,7 +157,7 @@ impl EmbeddedLog {
             .metadata()
             .map_err(io_error("reading the log file's size"))?
             .len();
-        if file_length > end_offset {
+        if writable && file_length > end_offset {
             report.truncated_bytes = file_length - end_offset;
             file.set_len(end_offset)
                 .map_err(io_error("cutting off a torn tail"))?;
@@ -162,6 +181,7 @@ impl EmbeddedLog {
             inner: Arc::new(Inner {
                 path,
                 reader,
+                writable,
                 writer: Mutex::new(Writer {
                     file,
                     end_offset,
@@ -172,6 +192,27 @@ impl EmbeddedLog {
             }),
         };
         Ok((log, report))
+    }
+
+    /// Reads every record of the log in `directory` into `visit` without changing anything:
+    /// a torn tail is reported in `truncated_bytes` but not cut off. For tools that inspect a
+    /// log (`verify`, `export`), also while a server runs on it.
+    pub fn scan(
+        directory: &Path,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    ) -> Result<OpenReport, LogError> {
+        let path = directory.join(LOG_FILE_NAME);
+        let file = File::open(&path).map_err(io_error("opening the log file"))?;
+        let mut index = Index::default();
+        let mut report = OpenReport::default();
+        let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
+        let file_length = file
+            .metadata()
+            .map_err(io_error("reading the log file's size"))?
+            .len();
+        report.truncated_bytes = file_length.saturating_sub(end_offset);
+        report.head = index.head();
+        Ok(report)
     }
 
     pub fn path(&self) -> &Path {
@@ -194,6 +235,12 @@ impl EmbeddedLog {
         if events.len() > MAX_APPEND_EVENTS {
             return Err(LogError::AppendTooLarge {
                 count: events.len(),
+            });
+        }
+        if !self.inner.writable {
+            return Err(LogError::Io {
+                context: "appending to a log opened read-only",
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             });
         }
         let mut writer = self.inner.writer.lock().expect("writer lock poisoned");

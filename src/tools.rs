@@ -1,0 +1,263 @@
+//! Operator tools over a log, as subcommands of the binary: `verify` (every record and every
+//! invariant), `export` (JSON lines for audits and migrations) and `migrate` (copy an embedded
+//! log into PostgreSQL). They read through the same code as the servers, so what they accept
+//! is what a server would replay.
+
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::app::command::CommandState;
+use crate::domain::{LogPosition, RecordedEvent, StockEvent};
+use crate::log::{
+    EmbeddedLog, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS, PostgresLog,
+};
+use crate::proto::uuid_string;
+use crate::server::LogConfig;
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub head: LogPosition,
+    pub streams: usize,
+    /// Bytes of a torn tail (a write never acknowledged) that the next start will cut off.
+    pub torn_tail_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn progress(length: Option<u64>, message: &'static str) -> ProgressBar {
+    let bar = match length {
+        Some(length) => ProgressBar::new(length),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} events ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(message);
+    bar
+}
+
+/// Replays the whole log and checks checksums, gapless positions, contiguous versions and
+/// every domain invariant (each event's recorded stock equals the fold). Changes nothing.
+pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
+    let mut state = CommandState::new();
+    match log {
+        LogConfig::Embedded { data_dir } => {
+            let directory = data_dir.clone();
+            let (state, report) = tokio::task::spawn_blocking(move || {
+                let bar = progress(None, "verifying");
+                let result = EmbeddedLog::scan(&directory, |event| {
+                    bar.inc(1);
+                    state.apply(event)
+                });
+                bar.finish_and_clear();
+                result.map(|report| (state, report))
+            })
+            .await
+            .expect("verify task panicked")?;
+            Ok(VerifyReport {
+                events: report.events,
+                head: report.head,
+                streams: state.inventory().item_count(),
+                torn_tail_bytes: report.truncated_bytes,
+            })
+        }
+        LogConfig::Postgres { url, schema } => {
+            let postgres = PostgresLog::connect(url, schema).await?;
+            let head = postgres.latest_head().await?;
+            let bar = progress(Some(head.0), "verifying");
+            while state.head() < head {
+                let events = postgres.read_all(state.head(), MAX_READ_EVENTS).await?;
+                if events.is_empty() {
+                    break;
+                }
+                for event in &events {
+                    state.apply(event)?;
+                }
+                bar.inc(events.len() as u64);
+            }
+            bar.finish_and_clear();
+            if state.head() != head {
+                return Err(ToolError::Refused(format!(
+                    "the head says {head} but events end at {}",
+                    state.head()
+                )));
+            }
+            Ok(VerifyReport {
+                events: head.0,
+                head,
+                streams: state.inventory().item_count(),
+                torn_tail_bytes: 0,
+            })
+        }
+    }
+}
+
+/// One event as a JSON object: the audit and migration format of `export`.
+pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
+    let (kind, details) = match &event.event {
+        StockEvent::StockAdded { quantity, reason } => (
+            "StockAdded",
+            json!({"quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        StockEvent::StockAdjusted {
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => (
+            "StockAdjusted",
+            json!({"previous_on_hand": previous_on_hand, "on_hand": on_hand, "reason": reason.as_str()}),
+        ),
+        StockEvent::StockReserved {
+            reservation_id,
+            quantity,
+            customer_id,
+            expires_at,
+        } => (
+            "StockReserved",
+            json!({
+                "reservation_id": reservation_id.as_str(),
+                "quantity": quantity.get(),
+                "customer_id": customer_id.as_str(),
+                "expires_at_unix_ms": expires_at.unix_millis(),
+            }),
+        ),
+        StockEvent::ReservationCommitted {
+            reservation_id,
+            quantity,
+            order_id,
+        } => (
+            "ReservationCommitted",
+            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get(), "order_id": order_id.as_str()}),
+        ),
+        StockEvent::ReservationReleased {
+            reservation_id,
+            quantity,
+            reason,
+        } => (
+            "ReservationReleased",
+            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        StockEvent::ReservationExpired {
+            reservation_id,
+            quantity,
+        } => (
+            "ReservationExpired",
+            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get()}),
+        ),
+    };
+    json!({
+        "position": event.position.0,
+        "event_id": uuid_string(event.event_id.0),
+        "product_id": event.stream.product_id.as_str(),
+        "store_id": event.stream.store_id.as_str(),
+        "version": event.version.0,
+        "occurred_at_unix_ms": event.occurred_at.unix_millis(),
+        "type": kind,
+        "data": details,
+        "stock": {
+            "on_hand": event.stock_after.on_hand(),
+            "reserved": event.stock_after.reserved(),
+            "available": event.stock_after.available(),
+        },
+        "command_id": event.command_id.as_ref().map(|id| id.as_str()),
+    })
+}
+
+/// Writes every event after `from` as one JSON object per line. Returns how many.
+pub async fn export(
+    log: &LogConfig,
+    from: LogPosition,
+    output: &mut (dyn Write + Send),
+) -> Result<u64, ToolError> {
+    let source = open_for_reading(log).await?;
+    let head = source.latest_head().await?;
+    let bar = progress(Some(head.0.saturating_sub(from.0)), "exporting");
+    let mut position = from;
+    let mut written = 0;
+    loop {
+        let events = source.read_all(position, MAX_READ_EVENTS).await?;
+        let Some(last) = events.last() else { break };
+        position = last.position;
+        for event in &events {
+            serde_json::to_writer(&mut *output, &event_json(event))
+                .map_err(std::io::Error::other)?;
+            output.write_all(b"\n")?;
+        }
+        written += events.len() as u64;
+        bar.inc(events.len() as u64);
+    }
+    output.flush()?;
+    bar.finish_and_clear();
+    Ok(written)
+}
+
+/// Copies an embedded log into a PostgreSQL log. The target must be empty or hold a prefix of
+/// the source (an interrupted migration resumes); anything else is refused.
+pub async fn migrate(source_dir: &Path, target: &PostgresLog) -> Result<u64, ToolError> {
+    let source = open_for_reading(&LogConfig::Embedded {
+        data_dir: source_dir.to_owned(),
+    })
+    .await?;
+    let source_head = source.latest_head().await?;
+    let target_head = target.latest_head().await?;
+    if target_head > source_head {
+        return Err(ToolError::Refused(format!(
+            "the target holds {target_head} events, more than the source's {source_head}"
+        )));
+    }
+    if target_head > LogPosition::START {
+        let at = LogPosition(target_head.0 - 1);
+        let theirs = target.read_all(at, 1).await?;
+        let ours = source.read_all(at, 1).await?;
+        if theirs != ours {
+            return Err(ToolError::Refused(format!(
+                "the target's event at {target_head} differs from the source's: not a prefix"
+            )));
+        }
+    }
+    let bar = progress(Some(source_head.0 - target_head.0), "migrating");
+    let mut position = target_head;
+    let mut copied = 0;
+    while position < source_head {
+        let events = source.read_all(position, MAX_APPEND_EVENTS).await?;
+        let Some(last) = events.last() else { break };
+        position = last.position;
+        let count = events.len() as u64;
+        target.append(events).await?;
+        copied += count;
+        bar.inc(count);
+    }
+    bar.finish_and_clear();
+    Ok(copied)
+}
+
+/// A log to read from. An embedded log is opened through a copy-free read-only path when a
+/// server may be running on it: the tools never cut a torn tail.
+async fn open_for_reading(log: &LogConfig) -> Result<Box<dyn EventLog>, ToolError> {
+    match log {
+        LogConfig::Embedded { data_dir } => {
+            let directory = data_dir.clone();
+            let log = tokio::task::spawn_blocking(move || EmbeddedLog::open_read_only(&directory))
+                .await
+                .expect("open task panicked")?;
+            Ok(Box::new(log))
+        }
+        LogConfig::Postgres { url, schema } => {
+            Ok(Box::new(PostgresLog::connect(url, schema).await?))
+        }
+    }
+}
