@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::domain::LogPosition;
 use inventory::log::PostgresLog;
-use inventory::server::{self, CommandConfig, LogConfig, QuerySource};
+use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource};
 use inventory::tools;
 
 /// A distributed inventory service for multi-store retail (gRPC, event-sourced, CQRS).
@@ -29,6 +29,8 @@ enum Mode {
     Serve {
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Address of the command server (CommandService, EventService).
         #[arg(
             long,
@@ -44,6 +46,8 @@ enum Mode {
     Command {
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[arg(
             long,
             env = "INVENTORY_COMMAND_ADDR",
@@ -68,6 +72,8 @@ enum Mode {
         data: PathBuf,
         #[arg(long, env = "INVENTORY_QUERY_ADDR", default_value = "127.0.0.1:50052")]
         query_addr: SocketAddr,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     #[command(flatten)]
     Tool(Tool),
@@ -120,6 +126,21 @@ struct LogArgs {
     /// Schema of the PostgreSQL log (several logs can share one database).
     #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
     pg_schema: String,
+}
+
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct LimitArgs {
+    /// Requests a server works on at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "INVENTORY_MAX_IN_FLIGHT", default_value_t = inventory::grpc::overload::MAX_IN_FLIGHT_REQUESTS)]
+    max_in_flight: usize,
+}
+
+impl LimitArgs {
+    fn limits(self) -> Limits {
+        Limits {
+            max_in_flight_requests: self.max_in_flight.max(1),
+        }
+    }
 }
 
 impl LogArgs {
@@ -187,6 +208,7 @@ async fn run(mode: Mode) -> Result<(), String> {
     let result = match mode {
         Mode::Serve {
             log,
+            limits,
             command_addr,
             query_addr,
         } => {
@@ -195,14 +217,20 @@ async fn run(mode: Mode) -> Result<(), String> {
             let config = CommandConfig {
                 log: log.config(),
                 clock,
+                limits: limits.limits(),
             };
             server::run_combined(config, command_listener, query_listener, shutdown).await
         }
-        Mode::Command { log, command_addr } => {
+        Mode::Command {
+            log,
+            limits,
+            command_addr,
+        } => {
             let listener = bind("command", command_addr).await?;
             let config = CommandConfig {
                 log: log.config(),
                 clock,
+                limits: limits.limits(),
             };
             server::run_command_server(config, listener, shutdown).await
         }
@@ -212,6 +240,7 @@ async fn run(mode: Mode) -> Result<(), String> {
             pg_schema,
             data,
             query_addr,
+            limits,
         } => {
             let source = match (follow, log) {
                 (Some(upstream), None) => QuerySource::Follow {
@@ -232,7 +261,7 @@ async fn run(mode: Mode) -> Result<(), String> {
                 }
             };
             let listener = bind("query", query_addr).await?;
-            server::run_query_server(source, listener, shutdown).await
+            server::run_query_server(source, limits.limits(), listener, shutdown).await
         }
         Mode::Tool(_) => unreachable!("tools return above"),
     };

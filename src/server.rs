@@ -16,6 +16,7 @@ use crate::app::{Clock, CommandSide, ReadModel, Shutdown};
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
+use crate::grpc::overload;
 use crate::grpc::query_service::QueryApi;
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
 use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog};
@@ -62,11 +63,27 @@ impl LogConfig {
     }
 }
 
-/// Where the command side keeps its log, and its clock.
+/// Where the command side keeps its log, its clock and its limits.
 #[derive(Clone)]
 pub struct CommandConfig {
     pub log: LogConfig,
     pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+/// Per-server limits that operators may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests worked on at once; more are refused with `RESOURCE_EXHAUSTED`.
+    pub max_in_flight_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight_requests: overload::MAX_IN_FLIGHT_REQUESTS,
+        }
+    }
 }
 
 /// What a query server builds its read model from.
@@ -95,9 +112,17 @@ pub async fn run_combined(
         command_listener,
         CommandApi::new(command_side.handle.clone()),
         log.clone(),
+        config.limits,
         shutdown.clone(),
     );
-    let query_server = serve_query(query_listener, model, log, None, shutdown.clone());
+    let query_server = serve_query(
+        query_listener,
+        model,
+        log,
+        None,
+        config.limits,
+        shutdown.clone(),
+    );
     let CommandSide { handle, writer } = command_side;
     drop(handle);
     let (command_result, query_result) = tokio::join!(command_server, query_server);
@@ -117,8 +142,16 @@ pub async fn run_command_server(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (log, state) = open_command_log(&config.log, config.clock.now(), None).await?;
-    let CommandSide { handle, writer } = CommandSide::start(state, log.clone(), config.clock);
-    let result = serve_command(listener, CommandApi::new(handle), log, shutdown).await;
+    let CommandSide { handle, writer } =
+        CommandSide::start(state, log.clone(), config.clock.clone());
+    let result = serve_command(
+        listener,
+        CommandApi::new(handle),
+        log,
+        config.limits,
+        shutdown,
+    )
+    .await;
     writer.await.expect("command writer panicked");
     result
 }
@@ -127,6 +160,7 @@ pub async fn run_command_server(
 /// log) or reads a shared PostgreSQL log, and serves queries and subscriptions from that.
 pub async fn run_query_server(
     source: QuerySource,
+    limits: Limits,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
@@ -173,7 +207,7 @@ pub async fn run_query_server(
         }
     };
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
-    let result = serve_query(listener, model, log, Some(follower_watch), shutdown).await;
+    let result = serve_query(listener, model, log, Some(follower_watch), limits, shutdown).await;
     background.abort();
     let _ = background.await;
     projection_result(projection.await);
@@ -262,6 +296,7 @@ async fn serve_command(
     listener: TcpListener,
     api: CommandApi,
     log: Arc<dyn EventLog>,
+    limits: Limits,
     mut shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -270,6 +305,11 @@ async fn serve_command(
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log, shutdown.clone());
     Server::builder()
+        .timeout(overload::MAX_REQUEST_DURATION)
+        .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        .layer(overload::InFlightLimitLayer::new(
+            limits.max_in_flight_requests,
+        ))
         .layer(tower::util::MapResponseLayer::new(
             oversized_request_as_invalid_argument,
         ))
@@ -299,6 +339,7 @@ async fn serve_query(
     model: Arc<ReadModel>,
     log: Arc<dyn EventLog>,
     follower: Option<watch::Receiver<FollowerState>>,
+    limits: Limits,
     mut shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -316,6 +357,11 @@ async fn serve_query(
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log.clone(), shutdown.clone());
     Server::builder()
+        .timeout(overload::MAX_REQUEST_DURATION)
+        .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        .layer(overload::InFlightLimitLayer::new(
+            limits.max_in_flight_requests,
+        ))
         .layer(tower::util::MapResponseLayer::new(
             oversized_request_as_invalid_argument,
         ))

@@ -15,7 +15,7 @@ use inventory::proto::pb;
 use inventory::proto::pb::command_service_client::CommandServiceClient;
 use inventory::proto::pb::event_service_client::EventServiceClient;
 use inventory::proto::pb::query_service_client::QueryServiceClient;
-use inventory::server::{self, CommandConfig, LogConfig, QuerySource, ServerError};
+use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
 /// Both servers in one process on one data directory, as `cargo run` starts them.
 pub struct Combined {
@@ -46,6 +46,10 @@ impl Combined {
     }
 
     pub async fn start_with_clock(data_dir: &Path, clock: Arc<dyn Clock>) -> Combined {
+        Combined::start_with(data_dir, clock, Limits::default()).await
+    }
+
+    pub async fn start_with(data_dir: &Path, clock: Arc<dyn Clock>, limits: Limits) -> Combined {
         let (command_listener, command_addr) = listener().await;
         let (query_listener, query_addr) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
@@ -54,6 +58,7 @@ impl Combined {
                 data_dir: data_dir.to_owned(),
             },
             clock,
+            limits,
         };
         let task = tokio::spawn(server::run_combined(
             config,
@@ -109,6 +114,7 @@ impl Running {
                 data_dir: data_dir.to_owned(),
             },
             clock: Arc::new(SystemClock),
+            limits: Limits::default(),
         };
         let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
         Running {
@@ -125,6 +131,7 @@ impl Running {
         let config = CommandConfig {
             log,
             clock: Arc::new(SystemClock),
+            limits: Limits::default(),
         };
         let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
         Running {
@@ -138,7 +145,12 @@ impl Running {
     pub async fn query_from(source: QuerySource) -> Running {
         let (listener, address) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
-        let task = tokio::spawn(server::run_query_server(source, listener, shutdown));
+        let task = tokio::spawn(server::run_query_server(
+            source,
+            Limits::default(),
+            listener,
+            shutdown,
+        ));
         Running {
             address,
             signal,
@@ -153,7 +165,12 @@ impl Running {
             upstream: format!("http://{upstream}"),
             data_dir: data_dir.to_owned(),
         };
-        let task = tokio::spawn(server::run_query_server(source, listener, shutdown));
+        let task = tokio::spawn(server::run_query_server(
+            source,
+            Limits::default(),
+            listener,
+            shutdown,
+        ));
         Running {
             address,
             signal,
