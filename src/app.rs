@@ -1,12 +1,14 @@
 //! The application layer: the command side's single writer, the read model and its
 //! projection, and subscriptions. It drives the domain and the log; it knows nothing of gRPC.
 
+pub mod breaker;
 pub mod clock;
 pub mod command;
 pub mod projection;
 pub mod shutdown;
 pub mod subscription;
 
+pub use breaker::BreakerState;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{
     CommandError, CommandHandle, CommandOutcome, CommandRequest, CommandSide,

@@ -12,7 +12,7 @@ use tonic::transport::{Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
 use crate::app::command::CommandState;
-use crate::app::{Clock, CommandSide, ReadModel, Shutdown};
+use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
@@ -112,6 +112,7 @@ pub async fn run_combined(
         command_listener,
         CommandApi::new(command_side.handle.clone()),
         log.clone(),
+        command_side.breaker.clone(),
         config.limits,
         shutdown.clone(),
     );
@@ -123,7 +124,7 @@ pub async fn run_combined(
         config.limits,
         shutdown.clone(),
     );
-    let CommandSide { handle, writer } = command_side;
+    let CommandSide { handle, writer, .. } = command_side;
     drop(handle);
     let (command_result, query_result) = tokio::join!(command_server, query_server);
     // The servers are gone, and with them every command handle: the writer answers what it
@@ -142,12 +143,16 @@ pub async fn run_command_server(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (log, state) = open_command_log(&config.log, config.clock.now(), None).await?;
-    let CommandSide { handle, writer } =
-        CommandSide::start(state, log.clone(), config.clock.clone());
+    let CommandSide {
+        handle,
+        writer,
+        breaker,
+    } = CommandSide::start(state, log.clone(), config.clock.clone());
     let result = serve_command(
         listener,
         CommandApi::new(handle),
         log,
+        breaker,
         config.limits,
         shutdown,
     )
@@ -296,12 +301,14 @@ async fn serve_command(
     listener: TcpListener,
     api: CommandApi,
     log: Arc<dyn EventLog>,
+    breaker: watch::Receiver<BreakerState>,
     limits: Limits,
     mut shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CommandServiceServer>().await;
     health.set_serving::<EventServiceServer>().await;
+    let breaker_health = tokio::spawn(report_breaker(health.clone(), breaker));
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log, shutdown.clone());
     Server::builder()
@@ -330,8 +337,24 @@ async fn serve_command(
             shutdown.wait().await;
         })
         .await?;
+    breaker_health.abort();
     tracing::info!("command server stopped");
     Ok(())
+}
+
+/// `CommandService` is `NOT_SERVING` while the circuit breaker is open.
+async fn report_breaker(health: HealthReporter, mut breaker: watch::Receiver<BreakerState>) {
+    loop {
+        let state = *breaker.borrow_and_update();
+        if state == BreakerState::Open {
+            health.set_not_serving::<CommandServiceServer>().await;
+        } else {
+            health.set_serving::<CommandServiceServer>().await;
+        }
+        if breaker.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn serve_query(

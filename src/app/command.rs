@@ -10,9 +10,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::breaker::{BreakerState, CircuitBreaker};
 use super::clock::Clock;
 use crate::domain::{
     Command, CommandId, DomainError, EventId, Inventory, LogPosition, RecordedEvent, ReservationId,
@@ -81,6 +83,9 @@ pub enum CommandError {
     /// The log could not store the command: nothing was written.
     #[error("the event log is unavailable: {0}")]
     LogUnavailable(String),
+    /// The log's storage kept failing; commands are refused at once until `retry_after`.
+    #[error("the event log's storage is failing; retry in {retry_after:?}")]
+    CircuitOpen { retry_after: Duration },
     #[error("the command side is shutting down")]
     ShuttingDown,
 }
@@ -489,11 +494,13 @@ impl CommandHandle {
     }
 }
 
-/// The running command side: the handle to send commands and the writer task. The writer
-/// stops once every handle is dropped, after answering every command it accepted.
+/// The running command side: the handle to send commands, the writer task, and the state of
+/// its circuit breaker. The writer stops once every handle is dropped, after answering every
+/// command it accepted.
 pub struct CommandSide {
     pub handle: CommandHandle,
     pub writer: JoinHandle<()>,
+    pub breaker: watch::Receiver<BreakerState>,
 }
 
 impl CommandSide {
@@ -520,10 +527,12 @@ impl CommandSide {
                 let _ = jobs.try_send(Job::Tick);
             }
         });
-        let writer = tokio::spawn(run_writer(state, log, clock, receiver));
+        let (breaker, breaker_state) = CircuitBreaker::new();
+        let writer = tokio::spawn(run_writer(state, log, clock, breaker, receiver));
         CommandSide {
             handle: CommandHandle { jobs },
             writer,
+            breaker: breaker_state,
         }
     }
 }
@@ -532,6 +541,7 @@ async fn run_writer(
     mut state: CommandState,
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
+    mut breaker: CircuitBreaker,
     mut jobs: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH_COMMANDS);
@@ -544,7 +554,25 @@ async fn run_writer(
                 replies.push(reply);
             }
         }
-        let results = execute_batch(&mut state, &*log, &*clock, &requests).await;
+        let results = match breaker.admit(Instant::now()) {
+            Err(retry_after) => requests
+                .iter()
+                .map(|_| Err(CommandError::CircuitOpen { retry_after }))
+                .collect(),
+            Ok(()) => {
+                let results = execute_batch(&mut state, &*log, &*clock, &requests).await;
+                // Only storage failures count; refusals and conflicts mean it works.
+                if results
+                    .iter()
+                    .any(|result| matches!(result, Err(CommandError::LogUnavailable(_))))
+                {
+                    breaker.record_failure(Instant::now());
+                } else {
+                    breaker.record_success();
+                }
+                results
+            }
+        };
         for (reply, result) in replies.drain(..).zip(results) {
             // A caller that went away still had its command executed; nothing to undo.
             let _ = reply.send(result);

@@ -168,6 +168,19 @@ pub fn command_error(error: CommandError) -> Status {
                 details,
             )
         }
+        CommandError::CircuitOpen { retry_after } => {
+            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+            details.set_error_info("CIRCUIT_OPEN", ERROR_DOMAIN, HashMap::new());
+            Status::with_error_details(
+                Code::Unavailable,
+                format!(
+                    "the event log's storage is failing; commands are refused until it recovers \
+                     (retry in {} ms); nothing was written",
+                    retry_after.as_millis()
+                ),
+                details,
+            )
+        }
         CommandError::ShuttingDown => {
             let details = ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
             Status::with_error_details(

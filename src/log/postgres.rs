@@ -36,6 +36,11 @@ pub const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections per log (appends use one at a time; reads use the rest).
 pub const MAX_CONNECTIONS: usize = 16;
 
+/// How long connecting, waiting for a pooled connection, or one log operation may take before
+/// it counts as a storage failure (and feeds the command side's circuit breaker).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The schema version this code creates and understands.
 const SCHEMA_VERSION: i32 = 1;
 
@@ -88,7 +93,10 @@ impl PostgresLog {
     /// Connects, creates the schema and tables if they are missing, and starts following the
     /// head. `schema` separates independent logs in one database (tests use one each).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresLog, LogError> {
-        let config: tokio_postgres::Config = url.parse().map_err(backend("parsing the url"))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(backend("parsing the url"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -98,6 +106,10 @@ impl PostgresLog {
         );
         let pool = Pool::builder(manager)
             .max_size(MAX_CONNECTIONS)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| LogError::Backend {
                 context: "building the connection pool",
@@ -309,9 +321,24 @@ fn decode_row(row: &tokio_postgres::Row) -> Result<RecordedEvent, LogError> {
     })
 }
 
+/// Bounds one operation: a database that stops answering becomes an error, not a hang.
+async fn bounded<T>(
+    context: &'static str,
+    operation: impl std::future::Future<Output = Result<T, LogError>>,
+) -> Result<T, LogError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LogError::Backend {
+                context,
+                message: format!("no answer within {OPERATION_TIMEOUT:?}"),
+            })
+        })
+}
+
 impl EventLog for PostgresLog {
     fn append(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<(), LogError>> {
-        Box::pin(self.append_events(events))
+        Box::pin(bounded("appending", self.append_events(events)))
     }
 
     fn read_all(
@@ -319,7 +346,7 @@ impl EventLog for PostgresLog {
         after: LogPosition,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
-        Box::pin(self.read_after(after, limit))
+        Box::pin(bounded("reading events", self.read_after(after, limit)))
     }
 
     fn read_stream(
@@ -328,7 +355,10 @@ impl EventLog for PostgresLog {
         after: StreamVersion,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
-        Box::pin(self.read_stream_after(stream, after, limit))
+        Box::pin(bounded(
+            "reading a stream",
+            self.read_stream_after(stream, after, limit),
+        ))
     }
 
     fn head(&self) -> LogPosition {

@@ -1,0 +1,229 @@
+//! PostgreSQL goes away under load and comes back. The connection is cut by a TCP proxy the
+//! test controls (so other tests sharing the database are not disturbed). During the outage
+//! commands fail fast once the circuit breaker opens and the command service reports
+//! NOT_SERVING; afterwards commands succeed without restarting anything, every acknowledged
+//! command is in the log, and the log holds nothing that was not sent.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use inventory::domain::LogPosition;
+use inventory::log::{EventLog, PostgresLog};
+use inventory::proto::pb;
+use inventory::proto::pb::command_service_client::CommandServiceClient;
+use inventory::server::LogConfig;
+use support::{Running, add_stock};
+
+/// A TCP proxy that can cut every connection and refuse new ones, then let them through again.
+struct Proxy {
+    address: SocketAddr,
+    cut: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (cut, cut_watch) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cut_watch.borrow() {
+                    drop(client); // refused: the database is "down"
+                    continue;
+                }
+                let mut cut_watch = cut_watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_watch.wait_for(|cut| *cut) => {} // dropping both ends cuts it
+                    }
+                });
+            }
+        });
+        Proxy { address, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+async fn command_serving(address: SocketAddr) -> bool {
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(support::channel(address).await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "inventory.v1.CommandService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    let direct: tokio_postgres::Config = url.parse().unwrap();
+    let port = direct.get_ports().first().copied().unwrap_or(5432);
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let proxied_url = format!("postgres://postgres@{}/test", proxy.address);
+    let server = Running::command_on(LogConfig::Postgres {
+        url: proxied_url,
+        schema: schema.clone(),
+    })
+    .await;
+
+    // Load: clients that keep sending commands with unique ids through the outage.
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (stop, stop_watch) = watch::channel(false);
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let channel = support::channel(server.address).await;
+        let (sent, acknowledged, stop_watch) =
+            (sent.clone(), acknowledged.clone(), stop_watch.clone());
+        clients.push(tokio::spawn(async move {
+            let mut commands = CommandServiceClient::new(channel);
+            let mut sequence = 0;
+            while !*stop_watch.borrow() {
+                sequence += 1;
+                let command_id = format!("load-{client}-{sequence}");
+                sent.lock().unwrap().push(command_id.clone());
+                let mut request = tonic::Request::new(pb::AddStockRequest {
+                    command_id: command_id.clone(),
+                    ..add_stock(&format!("p{client}"), "s", 1)
+                });
+                request.set_timeout(Duration::from_secs(20));
+                match commands.add_stock(request).await {
+                    Ok(_) => acknowledged.lock().unwrap().push(command_id),
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let acknowledged_count = || acknowledged.lock().unwrap().len();
+    while acknowledged_count() < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    proxy.cut();
+    // The breaker opens: commands are refused without touching the storage.
+    let mut probe = CommandServiceClient::new(support::channel(server.address).await);
+    let mut opened = false;
+    for attempt in 0..300 {
+        let mut request = tonic::Request::new(add_stock("probe", "s", 1));
+        request.set_timeout(Duration::from_secs(20));
+        match probe.add_stock(request).await {
+            Err(status) if reason(&status) == "CIRCUIT_OPEN" => {
+                assert_eq!(status.code(), Code::Unavailable);
+                assert!(
+                    status.get_details_retry_info().is_some(),
+                    "a retry delay is given"
+                );
+                opened = true;
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+            Ok(_) => assert!(
+                attempt < 5,
+                "commands kept succeeding with the database cut off"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(opened, "the circuit breaker opened");
+    assert!(
+        !command_serving(server.address).await,
+        "NOT_SERVING while the breaker is open"
+    );
+    let acknowledged_during_outage = acknowledged_count();
+
+    proxy.restore();
+    // It recovers by itself: no restart.
+    let mut recovered = false;
+    for _ in 0..400 {
+        let mut request = tonic::Request::new(add_stock("probe", "s", 1));
+        request.set_timeout(Duration::from_secs(20));
+        if probe.add_stock(request).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "commands succeed again once the database is back"
+    );
+    assert!(command_serving(server.address).await, "SERVING again");
+    while acknowledged_count() < acknowledged_during_outage + 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send_replace(true);
+    for client in clients {
+        client.await.unwrap();
+    }
+    server.stop().await;
+
+    // The log, read directly: every acknowledged command is there, nothing unsent is.
+    let log = PostgresLog::connect(&url, &schema).await.unwrap();
+    let mut stored = HashSet::new();
+    let mut position = LogPosition(0);
+    loop {
+        let events = log.read_all(position, 1000).await.unwrap();
+        let Some(last) = events.last() else { break };
+        position = last.position;
+        for event in events {
+            if let Some(command_id) = event.command_id {
+                assert!(
+                    stored.insert(command_id.to_string()),
+                    "stored twice: {command_id}"
+                );
+            }
+        }
+    }
+    let sent: HashSet<String> = sent.lock().unwrap().iter().cloned().collect();
+    for command_id in acknowledged.lock().unwrap().iter() {
+        assert!(
+            stored.contains(command_id),
+            "acknowledged but lost: {command_id}"
+        );
+    }
+    for command_id in &stored {
+        assert!(
+            sent.contains(command_id),
+            "stored but never sent: {command_id}"
+        );
+    }
+    support::drop_schema(&url, &schema).await;
+}
