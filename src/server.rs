@@ -187,6 +187,18 @@ pub async fn run_query_server(
             .expect("opening the log panicked")?;
             report_open(&data_dir.display().to_string(), &report);
             let log: Arc<dyn EventLog> = Arc::new(log);
+            // The read model tells queries since when the command server is unreachable.
+            let mut upstream = follower_state.subscribe();
+            let upstream_model = model.clone();
+            tokio::spawn(async move {
+                loop {
+                    let state = *upstream.borrow_and_update();
+                    upstream_model.set_upstream_reachable(state != FollowerState::Connecting);
+                    if upstream.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
             let follower = tokio::spawn(follower::follow(
                 endpoint,
                 log.clone(),

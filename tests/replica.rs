@@ -204,14 +204,27 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
     let acknowledged_before = load_task.await.unwrap();
     assert!(acknowledged_before > 0);
 
-    // With the upstream gone, replicas keep answering from what they have.
+    // With the upstream gone, replicas keep answering from what they have, and say since when
+    // it may be stale.
     let mut queries = QueryServiceClient::new(support::channel(first.address("query")).await);
-    let answer = queries
-        .get_stock(get_stock("item-0", "s", 0))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(answer.read_position > 0);
+    let mut marked_stale = false;
+    for _ in 0..200 {
+        let answer = queries
+            .get_stock(get_stock("item-0", "s", 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.read_position > 0);
+        if answer.upstream_unreachable_since.is_some() {
+            marked_stale = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        marked_stale,
+        "answers carry upstream_unreachable_since during the outage"
+    );
     // A replica started while the upstream is down reports NOT_SERVING until it caught up.
     let late = replica(&path("replica-3"), command_addr).await;
     assert!(!serving(late.address("query")).await);
@@ -225,6 +238,15 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
     for replica in [&first, &second, &late] {
         assert_replica_matches(replica.address("query"), &expected, head).await;
     }
+    let answer = queries
+        .get_stock(get_stock("item-0", "s", head))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        answer.upstream_unreachable_since.is_none(),
+        "fresh again once it caught up"
+    );
     let mut caught_up = false;
     for _ in 0..200 {
         if serving(late.address("query")).await {

@@ -15,6 +15,10 @@ use crate::domain::{
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
+/// The first and the longest wait before reading a failing log again.
+pub const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(50);
+pub const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// One stock item as the read model holds it.
 #[derive(Clone, Debug, Default)]
 pub struct StockView {
@@ -39,6 +43,10 @@ pub struct ReadModel {
     items: DashMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>>,
     applied: watch::Sender<LogPosition>,
+    /// Since when the model's upstream (the command server it follows, or the database) is
+    /// unreachable; `None` while it is reachable. Queries report it, so clients know how
+    /// stale an answer may be.
+    upstream_unreachable_since: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Default for ReadModel {
@@ -53,7 +61,28 @@ impl ReadModel {
             items: DashMap::new(),
             stores_by_product: DashMap::new(),
             applied: watch::channel(LogPosition::START).0,
+            upstream_unreachable_since: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records whether the upstream answers. Only the first failure of an outage sets the time.
+    pub fn set_upstream_reachable(&self, reachable: bool) {
+        let mut since = self
+            .upstream_unreachable_since
+            .lock()
+            .expect("upstream lock poisoned");
+        match (reachable, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(std::time::SystemTime::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
+    pub fn upstream_unreachable_since(&self) -> Option<std::time::SystemTime> {
+        *self
+            .upstream_unreachable_since
+            .lock()
+            .expect("upstream lock poisoned")
     }
 
     /// The position of the last event applied.
@@ -174,17 +203,34 @@ impl ReadModel {
             .is_ok_and(|result| result.is_ok())
     }
 
-    /// Follows `log` from the model's position, applying every event, until `shutdown`.
+    /// Follows `log` from the model's position, applying every event, until `shutdown`. A log
+    /// that cannot be read (a database gone away) is retried with backoff while the model
+    /// keeps answering from what it has; damaged data stops the projection.
     pub async fn follow(
         self: Arc<ReadModel>,
         log: Arc<dyn EventLog>,
         mut shutdown: Shutdown,
     ) -> Result<(), LogError> {
         let mut head = log.watch_head();
+        let mut delay = FOLLOW_RETRY_MIN;
         loop {
             let head_now = *head.borrow_and_update();
             if self.position() < head_now {
-                let events = log.read_all(self.position(), MAX_READ_EVENTS).await?;
+                let events = match log.read_all(self.position(), MAX_READ_EVENTS).await {
+                    Ok(events) => events,
+                    Err(error @ (LogError::Io { .. } | LogError::Backend { .. })) => {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "the read model cannot read its log");
+                        self.set_upstream_reachable(false);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.wait() => return Ok(()),
+                        }
+                        delay = (delay * 2).min(FOLLOW_RETRY_MAX);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                delay = FOLLOW_RETRY_MIN;
                 for event in &events {
                     self.apply(event)?;
                 }

@@ -29,6 +29,14 @@ impl QueryApi {
         QueryApi { model, log }
     }
 
+    fn upstream_unreachable_since(&self) -> Option<prost_types::Timestamp> {
+        let since = self.model.upstream_unreachable_since()?;
+        let millis = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        Some(timestamp_to_pb(Timestamp::from_unix_millis(millis)))
+    }
+
     /// Waits until the read model has applied `min_position`, within the client's deadline.
     async fn wait_for<T>(
         &self,
@@ -97,6 +105,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         Ok(Response::new(pb::GetStockResponse {
             item: Some(stock_item(&stream, level, version, position)),
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 
@@ -132,6 +141,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             stores,
             total: Some(total),
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 
@@ -155,6 +165,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             available: available >= quantity.get(),
             available_quantity: available as i64,
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 
@@ -182,6 +193,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         Ok(Response::new(pb::ListReservationsResponse {
             reservations,
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 
@@ -233,6 +245,7 @@ impl pb::query_service_server::QueryService for QueryApi {
             events: events.iter().map(event_to_pb).collect(),
             next_page_token,
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 
@@ -289,6 +302,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         Ok(Response::new(pb::GetStockAtResponse {
             item: Some(stock_item(&stream, item.level(), item.version(), position)),
             read_position: read_position.0,
+            upstream_unreachable_since: self.upstream_unreachable_since(),
         }))
     }
 }
