@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -489,12 +490,52 @@ impl CommandSide {
     }
 }
 
+/// The writer's Prometheus metrics, looked up once when the writer starts so that counting a
+/// command only adds to an atomic (no-ops when no recorder is installed).
+struct WriterMetrics {
+    accepted: Counter,
+    refused: Counter,
+    replayed: Counter,
+    failed: Counter,
+    batch_size: Histogram,
+}
+
+impl WriterMetrics {
+    fn register() -> WriterMetrics {
+        let commands = |outcome: &'static str| metrics::counter!("inventory_commands_total", "outcome" => outcome);
+        WriterMetrics {
+            accepted: commands("accepted"),
+            refused: commands("refused"),
+            replayed: commands("replayed"),
+            failed: commands("failed"),
+            batch_size: metrics::histogram!("inventory_command_batch_size"),
+        }
+    }
+
+    /// Counts the answer one command is about to get.
+    fn count(&self, result: &Result<CommandOutcome, CommandError>) {
+        let counter = match result {
+            Ok(outcome) if outcome.replayed => &self.replayed,
+            Ok(_) => &self.accepted,
+            // The command was decided but could not be stored (or never reached a decision).
+            Err(CommandError::LogUnavailable(_) | CommandError::ShuttingDown) => &self.failed,
+            Err(
+                CommandError::Domain(_)
+                | CommandError::WrongExpectedVersion { .. }
+                | CommandError::CommandIdReused { .. },
+            ) => &self.refused,
+        };
+        counter.increment(1);
+    }
+}
+
 async fn run_writer(
     mut state: CommandState,
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     mut jobs: mpsc::Receiver<Job>,
 ) {
+    let metrics = WriterMetrics::register();
     let mut batch = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut replies = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut events = Vec::with_capacity(MAX_APPEND_EVENTS);
@@ -510,6 +551,9 @@ async fn run_writer(
                 }
                 Job::Tick => {}
             }
+        }
+        if !replies.is_empty() {
+            metrics.batch_size.record(replies.len() as f64);
         }
         if !events.is_empty() {
             let count = events.len();
@@ -527,6 +571,7 @@ async fn run_writer(
             }
         }
         for (reply, result) in replies.drain(..) {
+            metrics.count(&result);
             // A caller that went away still had its command executed; nothing to undo.
             let _ = reply.send(result);
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use metrics::Gauge;
 use tokio::sync::watch;
 
 use super::shutdown::Shutdown;
@@ -39,6 +40,9 @@ pub struct ReadModel {
     items: DashMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>>,
     applied: watch::Sender<LogPosition>,
+    /// `inventory_read_model_position`, looked up once so applying an event only stores a
+    /// number.
+    position_gauge: Gauge,
 }
 
 impl Default for ReadModel {
@@ -53,6 +57,7 @@ impl ReadModel {
             items: DashMap::new(),
             stores_by_product: DashMap::new(),
             applied: watch::channel(LogPosition::START).0,
+            position_gauge: metrics::gauge!("inventory_read_model_position"),
         }
     }
 
@@ -112,6 +117,8 @@ impl ReadModel {
                 .or_default()
                 .insert(event.stream.store_id.clone());
         }
+        // Set before publishing the position, so whoever waited for it also sees the gauge.
+        self.position_gauge.set(event.position.0 as f64);
         self.applied.send_replace(event.position);
         Ok(())
     }
