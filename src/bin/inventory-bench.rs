@@ -155,6 +155,7 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
                     .map_err(BenchError::io("finding this executable"))?
                     .with_file_name("inventory"),
             };
+            warn_if_stale(&server_binary);
             Target::Spawn { server_binary }
         }
     };
@@ -181,6 +182,23 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
         replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
         replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
     })
+}
+
+/// `cargo run --bin inventory-bench` rebuilds only this binary: a server binary older than it
+/// may be stale (built from older code), which would measure the wrong thing without a word.
+fn warn_if_stale(server_binary: &std::path::Path) {
+    let modified =
+        |path: &std::path::Path| std::fs::metadata(path).and_then(|meta| meta.modified());
+    let bench_binary = std::env::current_exe().and_then(|path| modified(&path));
+    if let (Ok(server), Ok(bench)) = (modified(server_binary), bench_binary)
+        && server < bench
+    {
+        eprintln!(
+            "inventory-bench: warning: {} is older than this executable and may be stale; \
+             build both with `cargo build --release --bins`",
+            server_binary.display()
+        );
+    }
 }
 
 async fn run(flags: Flags) -> Result<(), BenchError> {
