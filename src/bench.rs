@@ -37,6 +37,9 @@ pub struct BenchConfig {
     pub stores: u64,
     /// Subscriber counts of the subscription-lag scenario.
     pub lag_subscribers: Vec<usize>,
+    /// Commands per second during the subscription-lag scenario; by default half the best
+    /// reserve-uniform rate of the run.
+    pub lag_command_rate: Option<f64>,
     /// Events in the log whose replay is timed.
     pub replay_events: u64,
     /// Distinct stock items (and then active reservations) loaded to measure RSS per item.

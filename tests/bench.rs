@@ -49,20 +49,22 @@ fn random_picks_stay_below_the_bound_and_repeat_per_seed() {
 #[test]
 fn only_insufficient_stock_is_an_expected_refusal() {
     let mut details = ErrorDetails::new();
-    details.set_error_info("INSUFFICIENT_STOCK", "inventory", std::collections::HashMap::new());
-    let insufficient = tonic::Status::with_error_details(
-        tonic::Code::FailedPrecondition,
-        "not enough",
-        details,
+    details.set_error_info(
+        "INSUFFICIENT_STOCK",
+        "inventory",
+        std::collections::HashMap::new(),
     );
+    let insufficient =
+        tonic::Status::with_error_details(tonic::Code::FailedPrecondition, "not enough", details);
     assert!(matches!(load::classify(&insufficient), Outcome::Refused));
     let mut details = ErrorDetails::new();
-    details.set_error_info("RESERVATION_RELEASED", "inventory", std::collections::HashMap::new());
-    let released = tonic::Status::with_error_details(
-        tonic::Code::FailedPrecondition,
-        "released",
-        details,
+    details.set_error_info(
+        "RESERVATION_RELEASED",
+        "inventory",
+        std::collections::HashMap::new(),
     );
+    let released =
+        tonic::Status::with_error_details(tonic::Code::FailedPrecondition, "released", details);
     assert!(matches!(load::classify(&released), Outcome::Failed(_)));
     let unavailable = tonic::Status::unavailable("disk full");
     assert!(matches!(load::classify(&unavailable), Outcome::Failed(_)));

@@ -725,9 +725,10 @@ async fn subscription_lag(
     let setup = setup(config, Scenario::SubscriptionLag).await?;
     let items = uniform_items(config);
     stock_items(setup.command_addr, &items, STOCK_PER_ITEM).await?;
-    let maximum = match reserve_uniform_max {
-        Some(maximum) => maximum,
-        None => {
+    let maximum = match (config.lag_command_rate, reserve_uniform_max) {
+        (Some(rate), _) => 2.0 * rate,
+        (None, Some(maximum)) => maximum,
+        (None, None) => {
             // reserve-uniform did not run: measure its rate briefly, at 64 in flight.
             let connections = load::connections_for_level(LAG_COMMAND_IN_FLIGHT);
             let channels = load::connect_all(setup.command_addr, connections).await?;

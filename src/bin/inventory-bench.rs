@@ -65,6 +65,10 @@ struct Flags {
     /// Subscriber counts of the subscription-lag scenario.
     #[arg(long, value_delimiter = ',', default_value = "1,100")]
     lag_subscribers: Vec<usize>,
+    /// Commands per second while subscribers are measured (default: half the best
+    /// reserve-uniform rate of the run, measured briefly if reserve-uniform does not run).
+    #[arg(long)]
+    lag_command_rate: Option<f64>,
     /// Events in the log whose replay is timed (the issue asks for 10,000,000).
     #[arg(long)]
     replay_events: Option<u64>,
@@ -179,6 +183,7 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
         products,
         stores: flags.stores,
         lag_subscribers: flags.lag_subscribers,
+        lag_command_rate: flags.lag_command_rate.filter(|rate| *rate > 0.0),
         replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
         replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
     })
