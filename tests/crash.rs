@@ -32,6 +32,9 @@ async fn start(data_dir: &std::path::Path) -> Service {
             "127.0.0.1:0",
             "--query-addr",
             "127.0.0.1:0",
+            // The metrics endpoint's default port is fixed; a test must not depend on it.
+            "--metrics-addr",
+            "off",
         ])
         .arg("--data")
         .arg(data_dir)
