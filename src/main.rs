@@ -7,13 +7,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 
+use inventory::app::command::MAX_BATCH_COMMANDS;
 use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::domain::LogPosition;
 use inventory::log::PostgresLog;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource};
 use inventory::tools;
+
+/// Buckets of the `inventory_command_batch_size` histogram: powers of two up to the largest
+/// batch, so a scrape shows how much group commit is grouping.
+const COMMAND_BATCH_SIZE_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+
+const _: () = assert!(COMMAND_BATCH_SIZE_BUCKETS[11] as usize == MAX_BATCH_COMMANDS);
 
 /// A distributed inventory service for multi-store retail (gRPC, event-sourced, CQRS).
 #[derive(Parser, Debug)]
@@ -41,6 +51,9 @@ enum Mode {
         /// Address of the query server (QueryService, EventService).
         #[arg(long, env = "INVENTORY_QUERY_ADDR", default_value = "127.0.0.1:50052")]
         query_addr: SocketAddr,
+        /// Address of the Prometheus metrics endpoint (`/metrics`), or `off`.
+        #[arg(long, env = "INVENTORY_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+        metrics_addr: MetricsAddr,
     },
     /// Run only the command server.
     Command {
@@ -54,6 +67,9 @@ enum Mode {
             default_value = "127.0.0.1:50051"
         )]
         command_addr: SocketAddr,
+        /// Address of the Prometheus metrics endpoint (`/metrics`), or `off`.
+        #[arg(long, env = "INVENTORY_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+        metrics_addr: MetricsAddr,
     },
     /// Run only a query server: following a command server (--follow), or reading a shared
     /// PostgreSQL log (--log postgres://…).
@@ -72,6 +88,10 @@ enum Mode {
         data: PathBuf,
         #[arg(long, env = "INVENTORY_QUERY_ADDR", default_value = "127.0.0.1:50052")]
         query_addr: SocketAddr,
+        /// Address of the Prometheus metrics endpoint (`/metrics`), or `off`. Not the command
+        /// server's default, so both can run on one host.
+        #[arg(long, env = "INVENTORY_METRICS_ADDR", default_value = "127.0.0.1:9465", value_parser = parse_metrics_addr)]
+        metrics_addr: MetricsAddr,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -110,6 +130,33 @@ enum Tool {
         #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
         pg_schema: String,
     },
+}
+
+impl Mode {
+    fn metrics_addr(&self) -> MetricsAddr {
+        match self {
+            Mode::Serve { metrics_addr, .. }
+            | Mode::Command { metrics_addr, .. }
+            | Mode::Query { metrics_addr, .. } => *metrics_addr,
+            Mode::Tool(_) => MetricsAddr::Off,
+        }
+    }
+}
+
+/// Where the Prometheus metrics endpoint listens, if anywhere.
+#[derive(Clone, Copy, Debug)]
+enum MetricsAddr {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text == "off" {
+        return Ok(MetricsAddr::Off);
+    }
+    text.parse()
+        .map(MetricsAddr::On)
+        .map_err(|error| format!("{error} (expected an address such as 127.0.0.1:9464, or off)"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -162,14 +209,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    let mode = match cli.mode {
-        Some(mode) => mode,
-        // No subcommand: `serve` with its defaults (and environment variables).
-        None => match Cli::parse_from(["inventory", "serve"]).mode {
+    // No mode given means `serve` with its defaults and environment variables.
+    let mode = cli
+        .mode
+        .unwrap_or_else(|| match Cli::parse_from(["inventory", "serve"]).mode {
             Some(mode) => mode,
-            None => unreachable!("serve was given"),
-        },
-    };
+            None => unreachable!("parsing `serve` gives the serve mode"),
+        });
     match runtime.block_on(run(mode)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -191,7 +237,41 @@ async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, String> {
     Ok(listener)
 }
 
+/// Installs the Prometheus recorder and its HTTP listener (on the running tokio runtime) and
+/// prints the address it serves `/metrics` on. Must run before the servers start: the log, the
+/// writer and the read model look their metrics up once, when they are created.
+fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
+    let cannot =
+        |error: &dyn std::fmt::Display| format!("cannot serve metrics on {requested}: {error}");
+    // The exporter binds its listener itself and cannot say which port it got for port 0, so
+    // a free port is picked here first by binding one and letting it go. Another process could
+    // take that port in between; the exporter then fails to bind and start-up stops with an
+    // error, which is better than printing an address nobody listens on.
+    let address = if requested.port() == 0 {
+        std::net::TcpListener::bind(requested)
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| cannot(&error))?
+    } else {
+        requested
+    };
+    PrometheusBuilder::new()
+        .with_http_listener(address)
+        .set_buckets_for_metric(
+            Matcher::Full("inventory_command_batch_size".to_owned()),
+            &COMMAND_BATCH_SIZE_BUCKETS,
+        )
+        .and_then(|builder| builder.install())
+        .map_err(|error| cannot(&error))?;
+    // A machine-readable line on stdout, like the servers' own.
+    println!("metrics listening on {address}");
+    tracing::info!(%address, "metrics listening");
+    Ok(address)
+}
+
 async fn run(mode: Mode) -> Result<(), String> {
+    if let MetricsAddr::On(address) = mode.metrics_addr() {
+        install_metrics(address)?;
+    }
     let (signal, shutdown) = ShutdownSignal::new();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -211,6 +291,7 @@ async fn run(mode: Mode) -> Result<(), String> {
             limits,
             command_addr,
             query_addr,
+            metrics_addr: _,
         } => {
             let command_listener = bind("command", command_addr).await?;
             let query_listener = bind("query", query_addr).await?;
@@ -225,6 +306,7 @@ async fn run(mode: Mode) -> Result<(), String> {
             log,
             limits,
             command_addr,
+            metrics_addr: _,
         } => {
             let listener = bind("command", command_addr).await?;
             let config = CommandConfig {
@@ -241,6 +323,7 @@ async fn run(mode: Mode) -> Result<(), String> {
             data,
             query_addr,
             limits,
+            metrics_addr: _,
         } => {
             let source = match (follow, log) {
                 (Some(upstream), None) => QuerySource::Follow {

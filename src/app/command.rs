@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -537,6 +538,49 @@ impl CommandSide {
     }
 }
 
+/// The writer's Prometheus metrics, looked up once when the writer starts so that counting a
+/// command only adds to an atomic (no-ops when no recorder is installed).
+struct WriterMetrics {
+    accepted: Counter,
+    refused: Counter,
+    replayed: Counter,
+    failed: Counter,
+    batch_size: Histogram,
+}
+
+impl WriterMetrics {
+    fn register() -> WriterMetrics {
+        let commands = |outcome: &'static str| metrics::counter!("inventory_commands_total", "outcome" => outcome);
+        WriterMetrics {
+            accepted: commands("accepted"),
+            refused: commands("refused"),
+            replayed: commands("replayed"),
+            failed: commands("failed"),
+            batch_size: metrics::histogram!("inventory_command_batch_size"),
+        }
+    }
+
+    /// Counts the answer one command is about to get.
+    fn count(&self, result: &Result<CommandOutcome, CommandError>) {
+        let counter = match result {
+            Ok(outcome) if outcome.replayed => &self.replayed,
+            Ok(_) => &self.accepted,
+            // The command was decided but could not be stored (or never reached a decision).
+            Err(
+                CommandError::LogUnavailable(_)
+                | CommandError::CircuitOpen { .. }
+                | CommandError::ShuttingDown,
+            ) => &self.failed,
+            Err(
+                CommandError::Domain(_)
+                | CommandError::WrongExpectedVersion { .. }
+                | CommandError::CommandIdReused { .. },
+            ) => &self.refused,
+        };
+        counter.increment(1);
+    }
+}
+
 async fn run_writer(
     mut state: CommandState,
     log: Arc<dyn EventLog>,
@@ -544,6 +588,7 @@ async fn run_writer(
     mut breaker: CircuitBreaker,
     mut jobs: mpsc::Receiver<Job>,
 ) {
+    let metrics = WriterMetrics::register();
     let mut batch = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut requests = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut replies = Vec::with_capacity(MAX_BATCH_COMMANDS);
@@ -553,6 +598,9 @@ async fn run_writer(
                 requests.push(request);
                 replies.push(reply);
             }
+        }
+        if !requests.is_empty() {
+            metrics.batch_size.record(requests.len() as f64);
         }
         let results = match breaker.admit(Instant::now()) {
             Err(retry_after) => requests
@@ -574,6 +622,7 @@ async fn run_writer(
             }
         };
         for (reply, result) in replies.drain(..).zip(results) {
+            metrics.count(&result);
             // A caller that went away still had its command executed; nothing to undo.
             let _ = reply.send(result);
         }

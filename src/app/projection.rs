@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use metrics::Gauge;
 use tokio::sync::watch;
 
 use super::shutdown::Shutdown;
@@ -47,6 +48,9 @@ pub struct ReadModel {
     /// unreachable; `None` while it is reachable. Queries report it, so clients know how
     /// stale an answer may be.
     upstream_unreachable_since: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// `inventory_read_model_position`, looked up once so applying an event only stores a
+    /// number.
+    position_gauge: Gauge,
 }
 
 impl Default for ReadModel {
@@ -62,6 +66,7 @@ impl ReadModel {
             stores_by_product: DashMap::new(),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
+            position_gauge: metrics::gauge!("inventory_read_model_position"),
         }
     }
 
@@ -141,6 +146,8 @@ impl ReadModel {
                 .or_default()
                 .insert(event.stream.store_id.clone());
         }
+        // Set before publishing the position, so whoever waited for it also sees the gauge.
+        self.position_gauge.set(event.position.0 as f64);
         self.applied.send_replace(event.position);
         Ok(())
     }

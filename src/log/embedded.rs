@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
@@ -68,6 +69,27 @@ struct Inner {
     writer: Mutex<Writer>,
     index: RwLock<Index>,
     head: watch::Sender<LogPosition>,
+    metrics: LogMetrics,
+}
+
+/// The log's Prometheus metrics. The handles are looked up once, when the log opens, so an
+/// append only adds to atomics instead of hashing metric names on the hot path. They are
+/// no-ops when no recorder is installed (tests, the library used on its own).
+struct LogMetrics {
+    /// One per successful append: one write and one fdatasync.
+    appends: Counter,
+    events_appended: Counter,
+    head_position: Gauge,
+}
+
+impl LogMetrics {
+    fn register() -> LogMetrics {
+        LogMetrics {
+            appends: metrics::counter!("inventory_log_appends_total"),
+            events_appended: metrics::counter!("inventory_log_events_appended_total"),
+            head_position: metrics::gauge!("inventory_log_head_position"),
+        }
+    }
 }
 
 struct Writer {
@@ -177,6 +199,8 @@ impl EmbeddedLog {
             .try_clone()
             .map_err(io_error("opening the log file for reads"))?;
         let (head, _) = watch::channel(index.head());
+        let metrics = LogMetrics::register();
+        metrics.head_position.set(index.head().0 as f64);
         let log = EmbeddedLog {
             inner: Arc::new(Inner {
                 path,
@@ -189,6 +213,7 @@ impl EmbeddedLog {
                 }),
                 index: RwLock::new(index),
                 head,
+                metrics,
             }),
         };
         Ok((log, report))
@@ -319,6 +344,10 @@ impl EmbeddedLog {
             index.head()
         };
         drop(writer);
+        let metrics = &self.inner.metrics;
+        metrics.appends.increment(1);
+        metrics.events_appended.increment(events.len() as u64);
+        metrics.head_position.set(head.0 as f64);
         self.inner.head.send_replace(head);
         Ok(())
     }

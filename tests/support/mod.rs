@@ -238,8 +238,13 @@ impl Process {
     /// each of `roles`.
     pub async fn start(arguments: &[&str], roles: &[&str]) -> Process {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
-            .args(arguments)
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
+        command.args(arguments);
+        // The metrics endpoint's default port is fixed; tests must not depend on it being free.
+        if !arguments.contains(&"--metrics-addr") {
+            command.args(["--metrics-addr", "off"]);
+        }
+        let mut child = command
             .env("INVENTORY_LOG_LEVEL", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

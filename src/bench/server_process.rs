@@ -1,0 +1,278 @@
+//! The server under test: the `inventory` binary started as a child process on ports chosen by
+//! the kernel, with a fresh data directory, and the figures read from outside it (CPU time and
+//! RSS from `/proc`, counters from its Prometheus endpoint).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::BenchError;
+use super::machine;
+
+/// How long a started server may take to print its addresses.
+const LISTENING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a server may take to replay its log and answer its first health check. Replaying
+/// ten million events at the target speed takes ten seconds; this is far above it.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A started `inventory serve` process. Killed (SIGKILL) when dropped; its data directory is
+/// kept (a restart reuses it) until the [`DataDir`] is dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub command_addr: SocketAddr,
+    pub query_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    spawned_at: Instant,
+    /// From spawn to the last `listening` line (ports bound; the log is not replayed yet).
+    pub listening_after: Duration,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `data_dir` and waits for the lines with its three addresses.
+    pub async fn spawn(binary: &Path, data_dir: &Path) -> Result<ServerProcess, BenchError> {
+        let spawned_at = Instant::now();
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--command-addr",
+                "127.0.0.1:0",
+                "--query-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(data_dir)
+            .env("INVENTORY_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| BenchError::ServerBinary {
+                path: binary.to_owned(),
+                source,
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Server("has no stdout pipe".to_owned()))?;
+        // A plain thread reads the pipe to its end, so the server never blocks on a full pipe.
+        let (lines_sender, mut lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_sender.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                    continue;
+                }
+            }
+        });
+        let (mut command_addr, mut query_addr, mut metrics_addr) = (None, None, None);
+        let deadline = tokio::time::Instant::now() + LISTENING_TIMEOUT;
+        while command_addr.is_none() || query_addr.is_none() || metrics_addr.is_none() {
+            let line = tokio::time::timeout_at(deadline, lines.recv())
+                .await
+                .map_err(|_| BenchError::Server("did not print its addresses in time".into()))?
+                .ok_or_else(|| BenchError::Server("exited before it listened".into()))?;
+            let address = line
+                .rsplit(' ')
+                .next()
+                .and_then(|text| text.parse::<SocketAddr>().ok());
+            if line.starts_with("command server listening on") {
+                command_addr = address;
+            } else if line.starts_with("query server listening on") {
+                query_addr = address;
+            } else if line.starts_with("metrics listening on") {
+                metrics_addr = address;
+            }
+        }
+        let listening_after = spawned_at.elapsed();
+        let missing = || BenchError::Server("printed an address that does not parse".into());
+        Ok(ServerProcess {
+            child,
+            command_addr: command_addr.ok_or_else(missing)?,
+            query_addr: query_addr.ok_or_else(missing)?,
+            metrics_addr: metrics_addr.ok_or_else(missing)?,
+            spawned_at,
+            listening_after,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the command server answers a health check, which it does only after the
+    /// whole log is replayed; returns the time from spawn to that answer (the start-up time).
+    /// The `listening` lines come earlier: the ports are bound before the replay.
+    pub async fn wait_ready(&self) -> Result<Duration, BenchError> {
+        // One request that waits in the listen backlog until the server starts serving, so
+        // the time has no polling interval in it.
+        let channel = lazy_channel(self.command_addr)?;
+        let mut health = HealthClient::new(channel);
+        tokio::time::timeout(
+            READY_TIMEOUT,
+            health.check(HealthCheckRequest {
+                service: String::new(),
+            }),
+        )
+        .await
+        .map_err(|_| BenchError::Server("did not answer a health check in time".into()))?
+        .map_err(BenchError::rpc("the first health check"))?;
+        Ok(self.spawned_at.elapsed())
+    }
+
+    /// Kills the server (SIGKILL; every acknowledged command is durable, so nothing of the
+    /// data set is lost) and waits for it to exit.
+    pub fn stop(mut self) -> Result<(), BenchError> {
+        self.kill_and_wait()
+    }
+
+    fn kill_and_wait(&mut self) -> Result<(), BenchError> {
+        if self
+            .child
+            .try_wait()
+            .map_err(BenchError::io("checking the server"))?
+            .is_none()
+        {
+            self.child
+                .kill()
+                .map_err(BenchError::io("killing the server"))?;
+        }
+        self.child
+            .wait()
+            .map_err(BenchError::io("waiting for the server"))?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Err(error) = self.kill_and_wait() {
+            eprintln!("inventory-bench: {error}");
+        }
+    }
+}
+
+/// A fresh data directory under the data root, removed when dropped.
+pub struct DataDir {
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn create(data_root: &Path, label: &str) -> Result<DataDir, BenchError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = data_root.join(format!(
+            "inventory-bench-{}-{number}-{label}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path)
+            .map_err(BenchError::io(format!("creating {}", path.display())))?;
+        Ok(DataDir { path })
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            eprintln!(
+                "inventory-bench: cannot remove {}: {error}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A channel that connects on first use (and reconnects after a failure).
+pub fn lazy_channel(address: SocketAddr) -> Result<Channel, BenchError> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map(|endpoint| endpoint.connect_lazy())
+        .map_err(|source| BenchError::Connect { address, source })
+}
+
+/// A connected channel: one HTTP/2 connection.
+pub async fn connect(address: SocketAddr) -> Result<Channel, BenchError> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|source| BenchError::Connect { address, source })?
+        .connect()
+        .await
+        .map_err(|source| BenchError::Connect { address, source })
+}
+
+/// Where the bench reads server-side figures from, when it can.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerProbe {
+    pub pid: Option<u32>,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The server-side figures at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerSnapshot {
+    pub cpu_ticks: Option<u64>,
+    pub rss_bytes: Option<u64>,
+    pub log_appends: Option<f64>,
+    pub log_events: Option<f64>,
+}
+
+impl ServerProbe {
+    pub async fn snapshot(&self) -> Result<ServerSnapshot, BenchError> {
+        let mut snapshot = ServerSnapshot::default();
+        if let Some(pid) = self.pid {
+            snapshot.cpu_ticks = Some(machine::cpu_ticks(pid)?);
+            snapshot.rss_bytes = Some(machine::resident_bytes(pid)?);
+        }
+        if let Some(address) = self.metrics_addr {
+            let samples = scrape_metrics(address).await?;
+            snapshot.log_appends = samples.get("inventory_log_appends_total").copied();
+            snapshot.log_events = samples.get("inventory_log_events_appended_total").copied();
+        }
+        Ok(snapshot)
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.0: each sample's series (name and labels) and value.
+pub async fn scrape_metrics(address: SocketAddr) -> Result<HashMap<String, f64>, BenchError> {
+    let problem = |problem: String| BenchError::Metrics { address, problem };
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(|error| problem(error.to_string()))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .map_err(|error| problem(error.to_string()))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .map_err(|error| problem(error.to_string()))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| problem("not an HTTP response".to_owned()))?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(problem(format!(
+            "answered {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect())
+}

@@ -1,0 +1,248 @@
+//! `inventory-bench`: the load generator of the project (see BENCHMARKS.md). Parses flags,
+//! runs the scenarios from the library's `bench` module, writes the reports.
+//!
+//! Run it optimised: `cargo run --release --bin inventory-bench` (which also needs the release
+//! `inventory` binary beside it: `cargo build --release` builds both).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use inventory::bench::{self, BenchConfig, BenchError, Scenario, Target};
+
+/// Drives the inventory service over gRPC and reports throughput, latency, server CPU and
+/// memory for each scenario of the project's benchmark issue.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Flags {
+    /// Seconds measured per scenario and level, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before each measurement starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Requests in flight, comma-separated; each level uses ⌊√level⌋ connections.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    levels: Vec<usize>,
+    /// Scenarios to run, comma-separated (default: all): baseline-rpc, baseline-disk,
+    /// reserve-uniform, reserve-hot, reads, mixed, subscription-lag, replay.
+    #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
+    scenarios: Vec<Scenario>,
+    /// A quick run that only proves the tool works (for CI): about a second per scenario,
+    /// 1 and 16 in flight, small data sets. Flags given explicitly still win.
+    #[arg(long)]
+    smoke: bool,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the markdown report to this file too.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Where the started servers' data directories go (default: the system temp dir).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// The `inventory` binary to start (default: the one beside this executable).
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
+    /// Target a running command server instead of starting one (needs --target-query).
+    #[arg(long, requires = "target_query")]
+    target_command: Option<SocketAddr>,
+    /// The running server's query server.
+    #[arg(long, requires = "target_command")]
+    target_query: Option<SocketAddr>,
+    /// The running server's metrics endpoint, for events per fsync.
+    #[arg(long, requires = "target_command")]
+    target_metrics: Option<SocketAddr>,
+    /// Products of the uniform data set (× --stores items).
+    #[arg(long)]
+    products: Option<u64>,
+    /// Stores of the uniform data set.
+    #[arg(long, default_value_t = 10)]
+    stores: u64,
+    /// Subscriber counts of the subscription-lag scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    lag_subscribers: Vec<usize>,
+    /// Commands per second while subscribers are measured (default: half the best
+    /// reserve-uniform rate of the run, measured briefly if reserve-uniform does not run).
+    #[arg(long)]
+    lag_command_rate: Option<f64>,
+    /// Events in the log whose replay is timed (the issue asks for 10,000,000).
+    #[arg(long)]
+    replay_events: Option<u64>,
+    /// Distinct items, then one active reservation on each, for the memory measurement.
+    #[arg(long)]
+    replay_items: Option<u64>,
+}
+
+fn parse_scenario(name: &str) -> Result<Scenario, String> {
+    Scenario::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL
+            .iter()
+            .map(|scenario| scenario.name())
+            .collect();
+        format!("unknown scenario; one of {}", names.join(", "))
+    })
+}
+
+/// Flag defaults of a full run and of `--smoke`.
+struct Defaults {
+    duration: f64,
+    warmup: f64,
+    levels: &'static [usize],
+    products: u64,
+    replay_events: u64,
+    replay_items: u64,
+}
+
+const FULL_RUN: Defaults = Defaults {
+    duration: 10.0,
+    warmup: 2.0,
+    levels: &[1, 16, 64, 256],
+    products: 10_000,
+    replay_events: 1_000_000,
+    replay_items: 1_000_000,
+};
+
+const SMOKE_RUN: Defaults = Defaults {
+    duration: 1.0,
+    warmup: 0.25,
+    levels: &[1, 16],
+    products: 100,
+    replay_events: 5_000,
+    replay_items: 2_000,
+};
+
+fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
+    let defaults = if flags.smoke { SMOKE_RUN } else { FULL_RUN };
+    // clap cannot tell a default from an explicit value, so the flags whose default depends
+    // on --smoke compare against the full run's default.
+    let pick = |given: f64, full: f64, smoke: f64| {
+        if (given - full).abs() > f64::EPSILON {
+            given
+        } else {
+            smoke
+        }
+    };
+    let duration = pick(flags.duration, FULL_RUN.duration, defaults.duration);
+    let warmup = pick(flags.warmup, FULL_RUN.warmup, defaults.warmup);
+    let levels = if flags.levels == FULL_RUN.levels {
+        defaults.levels.to_vec()
+    } else {
+        flags.levels
+    };
+    if levels.is_empty() || levels.contains(&0) {
+        return Err(BenchError::Invalid(
+            "--levels must be positive numbers".into(),
+        ));
+    }
+    let seconds = |value: f64, flag: &str| {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|duration| !duration.is_zero() || flag == "--warmup")
+            .ok_or_else(|| {
+                BenchError::Invalid(format!("{flag} must be a positive number of seconds"))
+            })
+    };
+    let target = match (flags.target_command, flags.target_query) {
+        (Some(command_addr), Some(query_addr)) => Target::Running {
+            command_addr,
+            query_addr,
+            metrics_addr: flags.target_metrics,
+        },
+        _ => {
+            let server_binary = match flags.server_binary {
+                Some(path) => path,
+                None => std::env::current_exe()
+                    .map_err(BenchError::io("finding this executable"))?
+                    .with_file_name("inventory"),
+            };
+            warn_if_stale(&server_binary);
+            Target::Spawn { server_binary }
+        }
+    };
+    let products = flags.products.unwrap_or(defaults.products);
+    if products == 0 || flags.stores == 0 {
+        return Err(BenchError::Invalid(
+            "--products and --stores must be positive".into(),
+        ));
+    }
+    Ok(BenchConfig {
+        scenarios: if flags.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            flags.scenarios
+        },
+        levels,
+        warmup: seconds(warmup, "--warmup")?,
+        duration: seconds(duration, "--duration")?,
+        data_root: flags.data_root.unwrap_or_else(std::env::temp_dir),
+        target,
+        products,
+        stores: flags.stores,
+        lag_subscribers: flags.lag_subscribers,
+        lag_command_rate: flags.lag_command_rate.filter(|rate| *rate > 0.0),
+        replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
+        replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
+    })
+}
+
+/// `cargo run --bin inventory-bench` rebuilds only this binary: a server binary older than it
+/// may be stale (built from older code), which would measure the wrong thing without a word.
+fn warn_if_stale(server_binary: &std::path::Path) {
+    let modified =
+        |path: &std::path::Path| std::fs::metadata(path).and_then(|meta| meta.modified());
+    let bench_binary = std::env::current_exe().and_then(|path| modified(&path));
+    if let (Ok(server), Ok(bench)) = (modified(server_binary), bench_binary)
+        && server < bench
+    {
+        eprintln!(
+            "inventory-bench: warning: {} is older than this executable and may be stale; \
+             build both with `cargo build --release --bins`",
+            server_binary.display()
+        );
+    }
+}
+
+async fn run(flags: Flags) -> Result<(), BenchError> {
+    let json_path = flags.json.clone();
+    let markdown_path = flags.markdown.clone();
+    let config = config(flags)?;
+    let report = bench::run(&config).await?;
+    let markdown = report.markdown();
+    println!("{markdown}");
+    if let Some(path) = markdown_path {
+        std::fs::write(&path, &markdown)
+            .map_err(BenchError::io(format!("writing {}", path.display())))?;
+    }
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&report.to_json())
+            .map_err(|error| BenchError::Invalid(format!("cannot encode the JSON: {error}")))?;
+        std::fs::write(&path, text + "\n")
+            .map_err(BenchError::io(format!("writing {}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("inventory-bench: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("inventory-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The Prometheus endpoint of the real binary: started with every port on `:0`, it prints the
+//! metrics address it really listens on, and `/metrics` counts what the commands did.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use inventory::proto::pb;
+use inventory::proto::pb::command_service_client::CommandServiceClient;
+use inventory::proto::pb::query_service_client::QueryServiceClient;
+use support::{add_stock, get_stock, reserve_stock};
+
+struct Service {
+    // Held so the server lives as long as the test (it is killed on drop).
+    _child: Child,
+    command_addr: SocketAddr,
+    query_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+/// Starts the binary and reads the three addresses it prints once it listens.
+async fn start(data_dir: &std::path::Path) -> Service {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args([
+            "serve",
+            "--command-addr",
+            "127.0.0.1:0",
+            "--query-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data_dir)
+        .env("INVENTORY_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the inventory binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut command_addr, mut query_addr, mut metrics_addr) = (None, None, None);
+    while command_addr.is_none() || query_addr.is_none() || metrics_addr.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the binary prints its addresses within 30 s")
+            .unwrap()
+            .expect("the binary is still running");
+        let address = line.rsplit(' ').next().unwrap().parse::<SocketAddr>().ok();
+        if line.starts_with("command server listening on") {
+            command_addr = address;
+        } else if line.starts_with("query server listening on") {
+            query_addr = address;
+        } else if line.starts_with("metrics listening on") {
+            metrics_addr = address;
+        }
+    }
+    let metrics_addr = metrics_addr.unwrap();
+    assert_ne!(metrics_addr.port(), 0, "the real port is printed, not :0");
+    Service {
+        _child: child,
+        command_addr: command_addr.unwrap(),
+        query_addr: query_addr.unwrap(),
+        metrics_addr,
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.0; returns each sample line's series (name and labels)
+/// with its value.
+async fn scrape(address: SocketAddr) -> HashMap<String, f64> {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} is missing from {samples:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_appends_events_and_command_outcomes() {
+    let directory = tempfile::tempdir().unwrap();
+    let service = start(directory.path()).await;
+    let mut commands = CommandServiceClient::new(support::channel(service.command_addr).await);
+    // One command at a time, so each is its own batch: one append and one fsync each.
+    let added = 5;
+    let mut last_position = 0;
+    for product in 0..added {
+        let request = pb::AddStockRequest {
+            command_id: format!("add-{product}"),
+            ..add_stock(&format!("p{product}"), "s", 1)
+        };
+        let result = commands.add_stock(request).await.unwrap().into_inner();
+        last_position = result.result.unwrap().position;
+    }
+    // The same command id again: answered from memory, nothing appended.
+    let retry = pb::AddStockRequest {
+        command_id: "add-0".to_owned(),
+        ..add_stock("p0", "s", 1)
+    };
+    let replayed = commands.add_stock(retry).await.unwrap().into_inner();
+    assert!(replayed.result.unwrap().replayed);
+    // More than there is: refused, nothing appended.
+    let refused = commands.reserve_stock(reserve_stock("p0", "s", 2)).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    // Wait (without sleeping) until the read model has applied every event.
+    let mut queries = QueryServiceClient::new(support::channel(service.query_addr).await);
+    queries
+        .get_stock(get_stock("p0", "s", last_position))
+        .await
+        .unwrap();
+
+    let samples = scrape(service.metrics_addr).await;
+    let added = f64::from(added);
+    assert_eq!(
+        sample(&samples, "inventory_log_events_appended_total"),
+        added
+    );
+    assert_eq!(sample(&samples, "inventory_log_appends_total"), added);
+    assert_eq!(sample(&samples, "inventory_log_head_position"), added);
+    assert_eq!(sample(&samples, "inventory_read_model_position"), added);
+    assert_eq!(
+        sample(&samples, r#"inventory_commands_total{outcome="accepted"}"#),
+        added
+    );
+    assert_eq!(
+        sample(&samples, r#"inventory_commands_total{outcome="replayed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&samples, r#"inventory_commands_total{outcome="refused"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&samples, "inventory_command_batch_size_count"),
+        added + 2.0
+    );
+}
