@@ -68,6 +68,19 @@ pub enum LogError {
     Corrupt { offset: u64, problem: String },
 }
 
+/// The right to append, held while a batch is decided: no other writer can move the log's
+/// head until it is used or dropped. Dropping it writes nothing and releases it.
+pub trait AppendLock: Send {
+    /// The log's head, which cannot move while the lock is held.
+    fn head(&self) -> LogPosition;
+
+    /// Appends `events` (positions continuing [`AppendLock::head`]) and releases the lock.
+    fn append(
+        self: Box<Self>,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<(), LogError>>;
+}
+
 /// An append-only, totally ordered log of inventory events.
 ///
 /// Invariants every implementation keeps:
@@ -98,6 +111,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the last durable event (0 when the log is empty), as this process
     /// last saw it: cheap, and possibly behind other writers of a shared log.
     fn head(&self) -> LogPosition;
+
+    /// Takes the right to append. On a log that several processes write (PostgreSQL) this
+    /// waits for the other writers, so a batch decided under the lock is never out of date;
+    /// on the embedded log, which one process writes, it is free.
+    fn lock(&self) -> BoxFuture<'_, Result<Box<dyn AppendLock>, LogError>>;
 
     /// The head as the storage knows it right now, asking it if other processes may write
     /// (a shared database). A decision made against state at this head is current.

@@ -633,8 +633,13 @@ async fn run_writer(
 }
 
 /// Decides a batch, appends its events in one append, and returns each command's result.
-/// When the log's head moved (another command server shares the log), the batch is rolled
-/// back, the state catches up, and the batch is decided again, up to [`MAX_APPEND_ATTEMPTS`].
+///
+/// The batch is decided while holding the log's append lock, after catching up with whatever
+/// the log holds: on a log shared by several command servers no other server can append
+/// between the decision and the write, so a batch is decided once and its refusals are as
+/// current as its acceptances. If the append still fails because the head moved (it should
+/// not), the batch is rolled back, the state catches up and the batch is decided again, up to
+/// [`MAX_APPEND_ATTEMPTS`].
 async fn execute_batch(
     state: &mut CommandState,
     log: &dyn EventLog,
@@ -644,14 +649,22 @@ async fn execute_batch(
     let mut attempt = 0;
     // Command ids the log already holds from before the idempotency window: refused.
     let mut taken: Vec<CommandId> = Vec::new();
-    // Another server may have appended since the last batch: start from what the log holds.
-    if log.head() > state.head()
-        && let Err(error) = state.catch_up(log).await
-    {
-        return failed(requests.len(), &error);
-    }
     loop {
         attempt += 1;
+        let lock = match log.lock().await {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::error!(%error, "cannot lock the log for an append");
+                return failed(requests.len(), &error);
+            }
+        };
+        // Another server may have appended since our last batch; nobody can now.
+        if lock.head() != state.head()
+            && let Err(error) = state.catch_up(log).await
+        {
+            tracing::error!(%error, "catching up with the log failed");
+            return failed(requests.len(), &error);
+        }
         let now = clock.now();
         let mut events = Vec::with_capacity(requests.len() + 1);
         state.begin_batch();
@@ -668,28 +681,13 @@ async fn execute_batch(
             })
             .collect();
         if events.is_empty() {
+            // Refusals and replays only: decided under the lock, so current. Dropping the
+            // lock releases it.
             state.commit_batch();
-            // Nothing to append, so no append checks that the state was current: a refusal
-            // decided on a state behind a shared log (another server added stock) would be
-            // wrong. Confirm the head, or catch up and decide again.
-            let refused = results.iter().any(Result::is_err);
-            if !refused {
-                return results;
-            }
-            match log.latest_head().await {
-                Ok(head) if head == state.head() => return results,
-                Ok(_) if attempt < MAX_APPEND_ATTEMPTS => {
-                    if let Err(error) = state.catch_up(log).await {
-                        return failed(requests.len(), &error);
-                    }
-                    continue;
-                }
-                Ok(_) => return results,
-                Err(error) => return failed(requests.len(), &error),
-            }
+            return results;
         }
         let count = events.len();
-        let error = match log.append(events).await {
+        let error = match lock.append(events).await {
             Ok(()) => {
                 state.commit_batch();
                 return results;
@@ -713,8 +711,8 @@ async fn execute_batch(
         } else {
             tracing::error!(%error, events = count, attempt, "append failed; no command of the batch was stored");
         }
-        // Whatever happened, the log may hold events this state has not seen (another
-        // server's, or ours if the append failed after writing): catch up before deciding.
+        // Whatever happened, the log may hold events this state has not seen (ours, if the
+        // append failed after writing): catch up before deciding again.
         if let Err(catch_up_error) = state.catch_up(log).await {
             tracing::error!(error = %catch_up_error, "catching up with the log failed");
             return failed(requests.len(), &catch_up_error);

@@ -494,6 +494,14 @@ impl EventLog for EmbeddedLog {
         self.inner.head.subscribe()
     }
 
+    fn lock(&self) -> BoxFuture<'_, Result<Box<dyn super::AppendLock>, LogError>> {
+        let lock: Box<dyn super::AppendLock> = Box::new(EmbeddedAppendLock {
+            log: self.clone(),
+            head: self.head(),
+        });
+        Box::pin(async move { Ok(lock) })
+    }
+
     fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>> {
         // One process writes the file: what it knows is the latest.
         let head = self.head();
@@ -673,4 +681,24 @@ fn check_torn_tail(
         }
     }
     Ok(())
+}
+
+/// The embedded log has one writer (the command side of its process), so its lock is only the
+/// head it saw; the append still checks the head.
+struct EmbeddedAppendLock {
+    log: EmbeddedLog,
+    head: LogPosition,
+}
+
+impl super::AppendLock for EmbeddedAppendLock {
+    fn head(&self) -> LogPosition {
+        self.head
+    }
+
+    fn append(
+        self: Box<Self>,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<(), LogError>> {
+        Box::pin(async move { EventLog::append(&self.log, events).await })
+    }
 }

@@ -165,100 +165,39 @@ impl PostgresLog {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        if events.len() > MAX_APPEND_EVENTS {
-            return Err(LogError::AppendTooLarge {
-                count: events.len(),
+        let expected_head = LogPosition(first.position.0 - 1);
+        let lock = self.lock_head().await?;
+        if lock.head != expected_head {
+            // Dropping the lock rolls its transaction back.
+            return Err(LogError::HeadMoved {
+                expected: expected_head,
+                current: lock.head,
             });
         }
-        let expected_head = LogPosition(first.position.0 - 1);
-        let mut positions = Vec::with_capacity(events.len());
-        let mut products = Vec::with_capacity(events.len());
-        let mut stores = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut command_ids: Vec<Option<String>> = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for (offset, event) in events.iter().enumerate() {
-            assert_eq!(
-                event.position.0,
-                first.position.0 + offset as u64,
-                "the positions of one append are contiguous"
-            );
-            positions.push(event.position.0 as i64);
-            products.push(event.stream.product_id.as_str().to_owned());
-            stores.push(event.stream.store_id.as_str().to_owned());
-            versions.push(event.version.0 as i64);
-            command_ids.push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
-            payloads.push(encode_event(event));
-        }
-        let last = events.last().expect("not empty").position;
-        let statements = &self.inner.statements;
-        let mut client = self.inner.pool.get().await.map_err(pool_error)?;
-        let transaction = client
-            .transaction()
+        lock.write(events).await
+    }
+
+    /// Starts a transaction holding the head row's lock: no other writer can append until it
+    /// commits or rolls back.
+    async fn lock_head(&self) -> Result<PostgresAppendLock, LogError> {
+        let client = self.inner.pool.get().await.map_err(pool_error)?;
+        let mut lock = PostgresAppendLock {
+            client: Some(client),
+            inner: self.inner.clone(),
+            head: LogPosition::START,
+        };
+        let client = lock.client.as_ref().expect("just set");
+        client
+            .batch_execute("BEGIN")
             .await
             .map_err(backend("starting an append"))?;
-        let current: i64 = transaction
-            .query_one(&statements.lock_head, &[])
+        let head: i64 = client
+            .query_one(&self.inner.statements.lock_head, &[])
             .await
             .map_err(backend("locking the head"))?
             .get(0);
-        let current = LogPosition(current as u64);
-        if current != expected_head {
-            // Dropping the transaction rolls it back.
-            return Err(LogError::HeadMoved {
-                expected: expected_head,
-                current,
-            });
-        }
-        let ids: Vec<&String> = command_ids.iter().flatten().collect();
-        if !ids.is_empty() {
-            let taken = transaction
-                .query(&statements.taken_command_ids, &[&ids])
-                .await
-                .map_err(backend("checking command ids"))?;
-            if !taken.is_empty() {
-                return Err(LogError::CommandIdsTaken {
-                    command_ids: taken.iter().map(|row| row.get(0)).collect(),
-                });
-            }
-        }
-        transaction
-            .execute(
-                &statements.insert_events,
-                &[
-                    &positions,
-                    &products,
-                    &stores,
-                    &versions,
-                    &command_ids,
-                    &payloads,
-                ],
-            )
-            .await
-            .map_err(backend("inserting events"))?;
-        transaction
-            .execute(&statements.set_head, &[&(last.0 as i64)])
-            .await
-            .map_err(backend("moving the head"))?;
-        transaction
-            .execute(
-                &statements.notify,
-                &[&self.inner.channel, &last.0.to_string()],
-            )
-            .await
-            .map_err(backend("notifying readers"))?;
-        transaction
-            .commit()
-            .await
-            .map_err(backend("committing an append"))?;
-        self.inner.head.send_if_modified(|head| {
-            let moved = *head < last;
-            if moved {
-                *head = last;
-            }
-            moved
-        });
-        Ok(())
+        lock.head = LogPosition(head as u64);
+        Ok(lock)
     }
 
     async fn read_after(
@@ -310,6 +249,139 @@ impl PostgresLog {
             .await
             .map_err(backend("reading a stream"))?;
         rows.iter().map(decode_row).collect()
+    }
+}
+
+/// A transaction holding the log's head row. Dropped unused, it rolls back.
+struct PostgresAppendLock {
+    /// `None` once the transaction has ended.
+    client: Option<deadpool_postgres::Object>,
+    inner: Arc<Inner>,
+    head: LogPosition,
+}
+
+impl PostgresAppendLock {
+    /// Writes `events` at the positions after the locked head and commits.
+    async fn write(mut self, events: Vec<RecordedEvent>) -> Result<(), LogError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        if events.len() > MAX_APPEND_EVENTS {
+            return Err(LogError::AppendTooLarge {
+                count: events.len(),
+            });
+        }
+        if first.position != self.head.next() {
+            return Err(LogError::HeadMoved {
+                expected: LogPosition(first.position.0 - 1),
+                current: self.head,
+            });
+        }
+        let mut positions = Vec::with_capacity(events.len());
+        let mut products = Vec::with_capacity(events.len());
+        let mut stores = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut command_ids: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            assert_eq!(
+                event.position.0,
+                first.position.0 + offset as u64,
+                "the positions of one append are contiguous"
+            );
+            positions.push(event.position.0 as i64);
+            products.push(event.stream.product_id.as_str().to_owned());
+            stores.push(event.stream.store_id.as_str().to_owned());
+            versions.push(event.version.0 as i64);
+            command_ids.push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
+            payloads.push(encode_event(event));
+        }
+        let last = events.last().expect("not empty").position;
+        let statements = &self.inner.statements;
+        let client = self.client.as_ref().expect("the transaction is open");
+        let ids: Vec<&String> = command_ids.iter().flatten().collect();
+        if !ids.is_empty() {
+            let taken = client
+                .query(&statements.taken_command_ids, &[&ids])
+                .await
+                .map_err(backend("checking command ids"))?;
+            if !taken.is_empty() {
+                return Err(LogError::CommandIdsTaken {
+                    command_ids: taken.iter().map(|row| row.get(0)).collect(),
+                });
+            }
+        }
+        client
+            .execute(
+                &statements.insert_events,
+                &[
+                    &positions,
+                    &products,
+                    &stores,
+                    &versions,
+                    &command_ids,
+                    &payloads,
+                ],
+            )
+            .await
+            .map_err(backend("inserting events"))?;
+        client
+            .execute(&statements.set_head, &[&(last.0 as i64)])
+            .await
+            .map_err(backend("moving the head"))?;
+        client
+            .execute(
+                &statements.notify,
+                &[&self.inner.channel, &last.0.to_string()],
+            )
+            .await
+            .map_err(backend("notifying readers"))?;
+        let client = self.client.take().expect("the transaction is open");
+        if let Err(error) = client.batch_execute("COMMIT").await {
+            // The outcome of a failed COMMIT is unknown; the connection is not reused.
+            drop(deadpool_postgres::Object::take(client));
+            return Err(backend("committing an append")(error));
+        }
+        self.inner.head.send_if_modified(|head| {
+            let moved = *head < last;
+            if moved {
+                *head = last;
+            }
+            moved
+        });
+        Ok(())
+    }
+}
+
+impl Drop for PostgresAppendLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Release the head row: roll back before the connection goes back to the pool. If
+            // no runtime is left, close the connection instead (PostgreSQL rolls back).
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        if client.batch_execute("ROLLBACK").await.is_err() {
+                            drop(deadpool_postgres::Object::take(client));
+                        }
+                    });
+                }
+                Err(_) => drop(deadpool_postgres::Object::take(client)),
+            }
+        }
+    }
+}
+
+impl super::AppendLock for PostgresAppendLock {
+    fn head(&self) -> LogPosition {
+        self.head
+    }
+
+    fn append(
+        self: Box<Self>,
+        events: Vec<RecordedEvent>,
+    ) -> BoxFuture<'static, Result<(), LogError>> {
+        Box::pin(bounded("appending", self.write(events)))
     }
 }
 
@@ -367,6 +439,14 @@ impl EventLog for PostgresLog {
 
     fn watch_head(&self) -> watch::Receiver<LogPosition> {
         self.inner.head.subscribe()
+    }
+
+    fn lock(&self) -> BoxFuture<'_, Result<Box<dyn super::AppendLock>, LogError>> {
+        Box::pin(async move {
+            let lock: Box<dyn super::AppendLock> =
+                Box::new(bounded("locking the log", self.lock_head()).await?);
+            Ok(lock)
+        })
     }
 
     fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>> {
