@@ -71,20 +71,6 @@ fn reason(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
-async fn command_serving(address: SocketAddr) -> bool {
-    let mut health =
-        tonic_health::pb::health_client::HealthClient::new(support::channel(address).await);
-    health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "inventory.v1.CommandService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
     let Some(url) = support::postgres_url() else {
@@ -164,7 +150,7 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
     }
     assert!(opened, "the circuit breaker opened");
     assert!(
-        !command_serving(server.address).await,
+        !support::serving(server.address, "inventory.v1.CommandService").await,
         "NOT_SERVING while the breaker is open"
     );
     let acknowledged_during_outage = acknowledged_count();
@@ -185,7 +171,10 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
         recovered,
         "commands succeed again once the database is back"
     );
-    assert!(command_serving(server.address).await, "SERVING again");
+    assert!(
+        support::serving(server.address, "inventory.v1.CommandService").await,
+        "SERVING again"
+    );
     while acknowledged_count() < acknowledged_during_outage + 20 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -156,20 +156,6 @@ async fn assert_replica_matches(
     }
 }
 
-async fn serving(address: SocketAddr) -> bool {
-    let mut health =
-        tonic_health::pb::health_client::HealthClient::new(support::channel(address).await);
-    health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "inventory.v1.QueryService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart() {
     let directory = tempfile::tempdir().unwrap();
@@ -227,7 +213,7 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
     );
     // A replica started while the upstream is down reports NOT_SERVING until it caught up.
     let late = replica(&path("replica-3"), command_addr).await;
-    assert!(!serving(late.address("query")).await);
+    assert!(!support::serving(late.address("query"), "inventory.v1.QueryService").await);
 
     // Restart on the same address and write some more.
     let command = command_server(&path("command"), &command_addr.to_string()).await;
@@ -249,7 +235,7 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
     );
     let mut caught_up = false;
     for _ in 0..200 {
-        if serving(late.address("query")).await {
+        if support::serving(late.address("query"), "inventory.v1.QueryService").await {
             caught_up = true;
             break;
         }

@@ -107,21 +107,10 @@ pub struct Running {
 
 impl Running {
     pub async fn command(data_dir: &Path) -> Running {
-        let (listener, address) = listener().await;
-        let (signal, shutdown) = ShutdownSignal::new();
-        let config = CommandConfig {
-            log: LogConfig::Embedded {
-                data_dir: data_dir.to_owned(),
-            },
-            clock: Arc::new(SystemClock),
-            limits: Limits::default(),
-        };
-        let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
-        Running {
-            address,
-            signal,
-            task,
-        }
+        Running::command_on(LogConfig::Embedded {
+            data_dir: data_dir.to_owned(),
+        })
+        .await
     }
 
     /// A command server on any log.
@@ -342,4 +331,18 @@ pub async fn drop_schema(url: &str, schema: &str) {
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
             .await;
     }
+}
+
+/// Whether the server at `address` reports `service` as SERVING on its health service.
+pub async fn serving(address: SocketAddr, service: &str) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(address).await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
 }
