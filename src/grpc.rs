@@ -7,6 +7,7 @@ pub mod command_service;
 pub mod convert;
 pub mod event_service;
 pub mod follower;
+pub mod observe;
 pub mod overload;
 pub mod query_service;
 pub mod status;

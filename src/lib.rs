@@ -11,4 +11,5 @@ pub mod grpc;
 pub mod log;
 pub mod proto;
 pub mod server;
+pub mod telemetry;
 pub mod tools;

@@ -15,7 +15,10 @@ use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::domain::LogPosition;
 use inventory::log::PostgresLog;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource};
+use inventory::telemetry::{self, LogFormat};
 use inventory::tools;
+
+mod metrics_endpoint;
 
 /// Buckets of the `inventory_command_batch_size` histogram: powers of two up to the largest
 /// batch, so a scrape shows how much group commit is grouping.
@@ -31,6 +34,20 @@ const _: () = assert!(COMMAND_BATCH_SIZE_BUCKETS[11] as usize == MAX_BATCH_COMMA
 struct Cli {
     #[command(subcommand)]
     mode: Option<Mode>,
+    /// Log lines on stderr: `human` (readable lines) or `json` (one object per line). What is
+    /// logged is set by INVENTORY_LOG_LEVEL (default `info`), e.g. `inventory=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "INVENTORY_LOG_FORMAT",
+        default_value = "human"
+    )]
+    log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317. Off when
+    /// absent. The service name is OTEL_SERVICE_NAME, or inventory / inventory-command /
+    /// inventory-query.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,12 +197,16 @@ struct LimitArgs {
     /// Requests a server works on at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INVENTORY_MAX_IN_FLIGHT", default_value_t = inventory::grpc::overload::MAX_IN_FLIGHT_REQUESTS)]
     max_in_flight: usize,
+    /// Client connections a server keeps open at once; more are closed when accepted.
+    #[arg(long, env = "INVENTORY_MAX_CONNECTIONS", default_value_t = inventory::grpc::overload::MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 impl LimitArgs {
     fn limits(self) -> Limits {
         Limits {
             max_in_flight_requests: self.max_in_flight.max(1),
+            max_connections: self.max_connections.max(1),
         }
     }
 }
@@ -198,13 +219,6 @@ impl LogArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INVENTORY_LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,7 +230,33 @@ fn main() -> ExitCode {
             Some(mode) => mode,
             None => unreachable!("parsing `serve` gives the serve mode"),
         });
-    match runtime.block_on(run(mode)) {
+    let service_name = match &mode {
+        Mode::Command { .. } => "inventory-command",
+        Mode::Query { .. } => "inventory-query",
+        _ => "inventory",
+    };
+    let filter = std::env::var("INVENTORY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+    // Tools export no traces.
+    let otlp_endpoint = cli
+        .otlp_endpoint
+        .as_deref()
+        .filter(|endpoint| !endpoint.is_empty() && !matches!(mode, Mode::Tool(_)));
+    // The OTLP exporter's channel lives on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(cli.log_format, &filter, otlp_endpoint, service_name)
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("inventory: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(mode));
+    // Flushes the spans not yet exported, while the runtime still runs.
+    drop(telemetry);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -237,31 +277,32 @@ async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, String> {
     Ok(listener)
 }
 
-/// Installs the Prometheus recorder and its HTTP listener (on the running tokio runtime) and
-/// prints the address it serves `/metrics` on. Must run before the servers start: the log, the
-/// writer and the read model look their metrics up once, when they are created.
-fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
+/// Installs the Prometheus recorder, binds the metrics listener and prints the address it
+/// serves `/metrics` on. Must run before the servers start: the log, the writer and the read
+/// model look their metrics up once, when they are created.
+async fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
     let cannot =
         |error: &dyn std::fmt::Display| format!("cannot serve metrics on {requested}: {error}");
-    // The exporter binds its listener itself and cannot say which port it got for port 0, so
-    // a free port is picked here first by binding one and letting it go. Another process could
-    // take that port in between; the exporter then fails to bind and start-up stops with an
-    // error, which is better than printing an address nobody listens on.
-    let address = if requested.port() == 0 {
-        std::net::TcpListener::bind(requested)
-            .and_then(|listener| listener.local_addr())
-            .map_err(|error| cannot(&error))?
-    } else {
-        requested
-    };
-    PrometheusBuilder::new()
-        .with_http_listener(address)
+    // Bound here rather than by the exporter, so that port 0 gets a port nobody else can take
+    // between choosing and binding, and the address printed is the one listened on.
+    let listener = TcpListener::bind(requested)
+        .await
+        .map_err(|error| cannot(&error))?;
+    let address = listener.local_addr().map_err(|error| cannot(&error))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("inventory_command_batch_size".to_owned()),
             &COMMAND_BATCH_SIZE_BUCKETS,
         )
-        .and_then(|builder| builder.install())
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("inventory_grpc_request_duration_seconds".to_owned()),
+                &inventory::grpc::observe::DURATION_BUCKETS,
+            )
+        })
+        .and_then(|builder| builder.install_recorder())
         .map_err(|error| cannot(&error))?;
+    tokio::spawn(metrics_endpoint::serve(listener, handle));
     // A machine-readable line on stdout, like the servers' own.
     println!("metrics listening on {address}");
     tracing::info!(%address, "metrics listening");
@@ -270,7 +311,7 @@ fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
 
 async fn run(mode: Mode) -> Result<(), String> {
     if let MetricsAddr::On(address) = mode.metrics_addr() {
-        install_metrics(address)?;
+        install_metrics(address).await?;
     }
     let (signal, shutdown) = ShutdownSignal::new();
     tokio::spawn(async move {

@@ -139,6 +139,7 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             .map(CommandId::to_string)
             .unwrap_or_default(),
         command_fingerprint: event.command_fingerprint,
+        trace_parent: event.trace_parent.as_deref().unwrap_or_default().to_owned(),
         kind: Some(kind),
     }
 }
@@ -252,6 +253,7 @@ pub fn event_from_pb(message: pb::InventoryEvent) -> Result<RecordedEvent, Event
         stock_after,
         command_id,
         command_fingerprint: message.command_fingerprint,
+        trace_parent: (!message.trace_parent.is_empty()).then(|| message.trace_parent.into()),
         event,
     })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::{Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
@@ -16,6 +16,7 @@ use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
+use crate::grpc::observe::ObserveLayer;
 use crate::grpc::overload;
 use crate::grpc::query_service::QueryApi;
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
@@ -76,12 +77,15 @@ pub struct CommandConfig {
 pub struct Limits {
     /// Requests worked on at once; more are refused with `RESOURCE_EXHAUSTED`.
     pub max_in_flight_requests: usize,
+    /// Client connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_in_flight_requests: overload::MAX_IN_FLIGHT_REQUESTS,
+            max_connections: overload::MAX_CONNECTIONS,
         }
     }
 }
@@ -287,26 +291,62 @@ fn report_open(data_dir: &str, report: &OpenReport) {
     );
 }
 
-fn reflection() -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    ServerError,
-> {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    Ok((v1, v1alpha))
+/// The services every server runs: health, reflection (v1 and v1alpha, for grpcurl) and
+/// `EventService`.
+fn routes(
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    events: EventApi,
+) -> Result<RoutesBuilder, ServerError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let mut routes = Routes::builder();
+    routes
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(
+            EventServiceServer::new(events)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        );
+    Ok(routes)
+}
+
+/// Serves `routes` on `listener` until `shutdown`, with what every server has: per-RPC
+/// metrics and traces, the in-flight and connection limits, the request size limit and the
+/// longest request duration.
+async fn serve(
+    server: &'static str,
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    Server::builder()
+        .timeout(overload::MAX_REQUEST_DURATION)
+        .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        // Outermost, so that refusals by the layers below are counted too.
+        .layer(ObserveLayer::new(server))
+        .layer(overload::InFlightLimitLayer::new(
+            limits.max_in_flight_requests,
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_request_as_invalid_argument,
+        ))
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(
+            overload::incoming(server, listener, limits.max_connections),
+            async move {
+                shutdown.wait().await;
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 async fn serve_command(
@@ -315,60 +355,23 @@ async fn serve_command(
     log: Arc<dyn EventLog>,
     breaker: watch::Receiver<BreakerState>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CommandServiceServer>().await;
     health.set_serving::<EventServiceServer>().await;
     let breaker_health = tokio::spawn(report_breaker(health.clone(), breaker));
-    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log, shutdown.clone());
-    Server::builder()
-        .timeout(overload::MAX_REQUEST_DURATION)
-        .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
-        .layer(overload::InFlightLimitLayer::new(
-            limits.max_in_flight_requests,
-        ))
-        .layer(tower::util::MapResponseLayer::new(
-            oversized_request_as_invalid_argument,
-        ))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            CommandServiceServer::new(api)
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        )
-        .add_service(
-            EventServiceServer::new(events)
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            shutdown.wait().await;
-        })
-        .await?;
+    let mut routes = routes(health_service, events)?;
+    routes.add_service(
+        CommandServiceServer::new(api)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+    );
+    serve("command", listener, routes, limits, shutdown).await?;
     breaker_health.abort();
     tracing::info!("command server stopped");
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only on listeners
-/// it binds itself; without it a small write (a subscription's event, a response) can wait for
-/// the peer's delayed ACK, up to 40 ms on Linux. The benchmark found exactly that tail.
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|connection| {
-        if let Ok(stream) = &connection
-            && let Err(error) = stream.set_nodelay(true)
-        {
-            tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
-        }
-        connection
-    })
 }
 
 /// `CommandService` is `NOT_SERVING` while the circuit breaker is open.
@@ -392,7 +395,7 @@ async fn serve_query(
     log: Arc<dyn EventLog>,
     follower: Option<watch::Receiver<FollowerState>>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     match follower {
@@ -406,34 +409,14 @@ async fn serve_query(
             tokio::spawn(report_when_caught_up(health, follower));
         }
     }
-    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let events = EventApi::new(log.clone(), shutdown.clone());
-    Server::builder()
-        .timeout(overload::MAX_REQUEST_DURATION)
-        .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
-        .layer(overload::InFlightLimitLayer::new(
-            limits.max_in_flight_requests,
-        ))
-        .layer(tower::util::MapResponseLayer::new(
-            oversized_request_as_invalid_argument,
-        ))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            QueryServiceServer::new(QueryApi::new(model, log))
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        )
-        .add_service(
-            EventServiceServer::new(events)
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            shutdown.wait().await;
-        })
-        .await?;
+    let mut routes = routes(health_service, events)?;
+    routes.add_service(
+        QueryServiceServer::new(QueryApi::new(model, log))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+    );
+    serve("query", listener, routes, limits, shutdown).await?;
     tracing::info!("query server stopped");
     Ok(())
 }
@@ -450,20 +433,5 @@ async fn report_when_caught_up(
     {
         health.set_serving::<QueryServiceServer>().await;
         health.set_serving::<EventServiceServer>().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_stream::StreamExt;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut connections = Box::pin(super::incoming(listener));
-        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
-        let accepted = connections.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
     }
 }

@@ -248,6 +248,7 @@ async fn positions_stay_gapless_and_versions_contiguous_under_concurrent_command
                     command,
                     command_id: None,
                     expected_version: None,
+                    trace: None,
                 };
                 positions.push(handle.execute(request).await.unwrap().position);
             }

@@ -157,3 +157,132 @@ async fn metrics_count_appends_events_and_command_outcomes() {
         added + 2.0
     );
 }
+
+/// The value of the one series named `name` whose labels include every pair in `labels`,
+/// whatever their order.
+fn labelled(samples: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(series, _)| {
+            series.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with('{')
+                    && labels
+                        .iter()
+                        .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
+            })
+        })
+        .map(|(_, value)| *value)
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} matches {matching:?}"
+    );
+    matching.first().copied()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_is_counted_by_status_code_and_timed() {
+    let directory = tempfile::tempdir().unwrap();
+    let service = start(directory.path()).await;
+    let mut commands = CommandServiceClient::new(support::channel(service.command_addr).await);
+    for _ in 0..3 {
+        commands.add_stock(add_stock("p", "s", 1)).await.unwrap();
+    }
+    let invalid = commands.add_stock(add_stock("", "s", 1)).await.unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    let refused = commands.reserve_stock(reserve_stock("p", "s", 99)).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    let mut queries = QueryServiceClient::new(support::channel(service.query_addr).await);
+    queries.get_stock(get_stock("p", "s", 3)).await.unwrap();
+
+    // A subscription is active until its client goes away; then it counts as cancelled.
+    let mut events = pb::event_service_client::EventServiceClient::new(
+        support::channel(service.query_addr).await,
+    );
+    let mut stream = events
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    stream
+        .message()
+        .await
+        .unwrap()
+        .expect("caught_up or an event");
+
+    let samples = scrape(service.metrics_addr).await;
+    let requests = |server: &str, method: &str, code: &str| {
+        labelled(
+            &samples,
+            "inventory_grpc_requests_total",
+            &[("server", server), ("method", method), ("code", code)],
+        )
+    };
+    const ADD: &str = "inventory.v1.CommandService/AddStock";
+    const RESERVE: &str = "inventory.v1.CommandService/ReserveStock";
+    const GET: &str = "inventory.v1.QueryService/GetStock";
+    assert_eq!(requests("command", ADD, "OK"), Some(3.0));
+    assert_eq!(requests("command", ADD, "INVALID_ARGUMENT"), Some(1.0));
+    assert_eq!(
+        requests("command", RESERVE, "FAILED_PRECONDITION"),
+        Some(1.0)
+    );
+    assert_eq!(requests("query", GET, "OK"), Some(1.0));
+    assert_eq!(
+        labelled(
+            &samples,
+            "inventory_grpc_request_duration_seconds_count",
+            &[("server", "command"), ("method", ADD)],
+        ),
+        Some(4.0)
+    );
+    let slowest_add = labelled(
+        &samples,
+        "inventory_grpc_request_duration_seconds_bucket",
+        &[("server", "command"), ("method", ADD), ("le", "+Inf")],
+    );
+    assert_eq!(slowest_add, Some(4.0));
+    assert_eq!(sample(&samples, "inventory_subscriptions_active"), 1.0);
+    assert_eq!(sample(&samples, "inventory_breaker_state"), 0.0);
+    assert_eq!(sample(&samples, "inventory_read_model_lag_events"), 0.0);
+    // This scrape's own connections are not gRPC ones; the test holds two to each server.
+    assert_eq!(
+        labelled(
+            &samples,
+            "inventory_connections_open",
+            &[("server", "command")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        labelled(
+            &samples,
+            "inventory_connections_open",
+            &[("server", "query")]
+        ),
+        Some(2.0)
+    );
+
+    drop(stream);
+    drop(events);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let samples = scrape(service.metrics_addr).await;
+        let cancelled = labelled(
+            &samples,
+            "inventory_grpc_requests_total",
+            &[
+                ("method", "inventory.v1.EventService/Subscribe"),
+                ("code", "CANCELLED"),
+            ],
+        );
+        if cancelled == Some(1.0) && sample(&samples, "inventory_subscriptions_active") == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended subscription was not counted: {cancelled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

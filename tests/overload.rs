@@ -7,6 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::error::Error as _;
+
 use tonic::Code;
 
 use inventory::app::SystemClock;
@@ -18,6 +20,7 @@ async fn requests_past_the_limit_are_refused_at_once_and_the_rest_complete() {
     let directory = tempfile::tempdir().unwrap();
     let limits = Limits {
         max_in_flight_requests: 4,
+        ..Limits::default()
     };
     let server = Combined::start_with(directory.path(), Arc::new(SystemClock), limits).await;
     server
@@ -92,4 +95,90 @@ async fn requests_past_the_limit_are_refused_at_once_and_the_rest_complete() {
         .unwrap();
     assert_eq!(item.version, 1);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_fail_at_once_and_the_open_ones_keep_working() {
+    let directory = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = Combined::start_with(directory.path(), Arc::new(SystemClock), limits).await;
+    // Two connections, each used, fill the command server's limit.
+    let mut first = server.commands().await;
+    let mut second = server.commands().await;
+    first.add_stock(add_stock("p", "s", 1)).await.unwrap();
+    second.add_stock(add_stock("p", "s", 1)).await.unwrap();
+
+    // A third is closed as soon as it is accepted: the call fails fast with a connection
+    // error rather than hanging until its deadline.
+    let started = tokio::time::Instant::now();
+    let refused = match connect(server.command_addr).await {
+        Err(_) => true,
+        Ok(mut client) => {
+            let mut request = tonic::Request::new(add_stock("p", "s", 1));
+            request.set_timeout(Duration::from_secs(10));
+            let status = client.add_stock(request).await.unwrap_err();
+            // The client sees its connection fail, not an answer from the server. Which code
+            // tonic gives that depends on when the close arrives (UNAVAILABLE, UNKNOWN
+            // "transport error", CANCELLED "connection closed"); the cause is always a
+            // transport error.
+            assert!(
+                status
+                    .source()
+                    .and_then(|cause| cause.downcast_ref::<tonic::transport::Error>())
+                    .is_some(),
+                "{status:?}"
+            );
+            true
+        }
+    };
+    assert!(refused);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused after {:?}",
+        started.elapsed()
+    );
+
+    // The open connections are unaffected, and the query server has a limit of its own.
+    first.add_stock(add_stock("p", "s", 1)).await.unwrap();
+    server
+        .queries()
+        .await
+        .get_stock(get_stock("p", "s", 0))
+        .await
+        .unwrap();
+
+    // Once one closes, a new connection is admitted.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = match connect(server.command_addr).await {
+            Ok(mut client) => client.add_stock(add_stock("p", "s", 1)).await.is_ok(),
+            Err(_) => false,
+        };
+        if answered {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection admitted after one closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+async fn connect(
+    address: std::net::SocketAddr,
+) -> Result<
+    inventory::proto::pb::command_service_client::CommandServiceClient<tonic::transport::Channel>,
+    tonic::transport::Error,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await?;
+    Ok(inventory::proto::pb::command_service_client::CommandServiceClient::new(channel))
 }

@@ -372,6 +372,7 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
                 command,
                 command_id: None,
                 expected_version: None,
+                trace: None,
             })
             .await
             .unwrap();

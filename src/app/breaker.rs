@@ -24,6 +24,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The value of the `inventory_breaker_state` gauge: 0 closed, 1 half-open, 2 open.
+    pub fn gauge_value(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+}
+
 pub struct CircuitBreaker {
     state: BreakerState,
     failures_in_a_row: u32,
@@ -42,6 +53,7 @@ impl CircuitBreaker {
             open_until: Instant::now(),
             published,
         };
+        metrics::gauge!("inventory_breaker_state").set(BreakerState::Closed.gauge_value());
         (breaker, receiver)
     }
 
@@ -89,6 +101,10 @@ impl CircuitBreaker {
 
     fn set(&mut self, state: BreakerState) {
         self.state = state;
+        metrics::gauge!("inventory_breaker_state").set(state.gauge_value());
+        if state == BreakerState::Open {
+            metrics::counter!("inventory_breaker_opened_total").increment(1);
+        }
         self.published.send_replace(state);
     }
 }

@@ -54,6 +54,16 @@ pub struct CommandRequest {
     /// A hash of the client's request (see [`fingerprint`]), to tell a retry from a different
     /// request that reuses a command id.
     pub fingerprint: u64,
+    /// The trace the command belongs to, when traces are exported.
+    pub trace: Option<CommandTrace>,
+}
+
+/// A traced command's server span and its W3C `traceparent`: the append is traced under the
+/// span, and the event stores the `traceparent` for whoever applies it later.
+#[derive(Clone, Debug)]
+pub struct CommandTrace {
+    pub span: tracing::Span,
+    pub trace_parent: Arc<str>,
 }
 
 /// What an accepted command returns.
@@ -384,6 +394,10 @@ impl CommandState {
             now,
             request.command_id.clone(),
             request.fingerprint,
+            request
+                .trace
+                .as_ref()
+                .map(|trace| trace.trace_parent.clone()),
         );
         let mut outcome = CommandOutcome {
             stream: event.stream.clone(),
@@ -411,7 +425,7 @@ impl CommandState {
             let command = Command::ExpireReservation { reservation_id };
             match self.inventory.decide(&command, now) {
                 Ok(decision) => {
-                    let event = self.record(decision.stream, decision.event, now, None, 0);
+                    let event = self.record(decision.stream, decision.event, now, None, 0, None);
                     events.push(event);
                 }
                 Err(error) => {
@@ -429,6 +443,7 @@ impl CommandState {
         now: Timestamp,
         command_id: Option<CommandId>,
         command_fingerprint: u64,
+        trace_parent: Option<Arc<str>>,
     ) -> RecordedEvent {
         let (version, stock_after) = self.inventory.evolve(&stream, &event);
         self.head = self.head.next();
@@ -441,6 +456,7 @@ impl CommandState {
             stock_after,
             command_id,
             command_fingerprint,
+            trace_parent,
             event,
         };
         if let Some(command_id) = recorded.command_id.clone() {
@@ -687,7 +703,16 @@ async fn execute_batch(
             return results;
         }
         let count = events.len();
-        let error = match lock.append(events).await {
+        // One span per traced command, under the command's own span, for the time of the
+        // append its event is part of.
+        let append_spans: Vec<tracing::Span> = requests
+            .iter()
+            .filter_map(|request| request.trace.as_ref())
+            .map(|trace| tracing::info_span!(parent: &trace.span, "log.append", events = count, attempt))
+            .collect();
+        let appended = lock.append(events).await;
+        drop(append_spans);
+        let error = match appended {
             Ok(()) => {
                 state.commit_batch();
                 return results;

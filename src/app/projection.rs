@@ -15,6 +15,7 @@ use crate::domain::{
     StoreId, StreamKey, StreamVersion,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
+use crate::telemetry;
 
 /// The first and the longest wait before reading a failing log again.
 pub const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -51,6 +52,8 @@ pub struct ReadModel {
     /// `inventory_read_model_position`, looked up once so applying an event only stores a
     /// number.
     position_gauge: Gauge,
+    /// `inventory_read_model_lag_events`: events in the log not yet applied.
+    lag_gauge: Gauge,
 }
 
 impl Default for ReadModel {
@@ -67,6 +70,7 @@ impl ReadModel {
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
             position_gauge: metrics::gauge!("inventory_read_model_position"),
+            lag_gauge: metrics::gauge!("inventory_read_model_lag_events"),
         }
     }
 
@@ -239,8 +243,13 @@ impl ReadModel {
                 };
                 delay = FOLLOW_RETRY_MIN;
                 for event in &events {
+                    // Continues the trace of the command that caused the event, if traced.
+                    let span = telemetry::projection_span(event.trace_parent.as_deref());
+                    let _entered = span.as_ref().map(tracing::Span::enter);
                     self.apply(event)?;
                 }
+                self.lag_gauge
+                    .set(log.head().0.saturating_sub(self.position().0) as f64);
                 continue;
             }
             tokio::select! {

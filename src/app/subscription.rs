@@ -80,6 +80,7 @@ async fn run(
     sender: mpsc::Sender<Result<SubscriptionItem, LogError>>,
     mut shutdown: Shutdown,
 ) {
+    let metrics = SubscriptionMetrics::start();
     let mut head = log.watch_head();
     let caught_up_at = *head.borrow_and_update();
     // The last position examined, and the last one the consumer was told about.
@@ -111,6 +112,7 @@ async fn run(
         }
         let head_now = *head.borrow_and_update();
         if position < head_now {
+            metrics.read(head_now, position);
             let events = match log.read_all(position, SUBSCRIPTION_READ_BATCH).await {
                 Ok(events) => events,
                 Err(error) => {
@@ -123,6 +125,7 @@ async fn run(
                 position = event.position;
                 if filter.matches(&event) {
                     send!(SubscriptionItem::Event(event));
+                    metrics.sent.increment(1);
                     reported = position;
                     dropped_since_report = 0;
                 } else {
@@ -154,5 +157,36 @@ async fn run(
             () = sender.closed() => return,
             () = shutdown.wait() => return,
         }
+    }
+}
+
+/// A subscription's part of the metrics: `inventory_subscriptions_active` counts it while it
+/// runs; every read records how far behind the log's head it was.
+struct SubscriptionMetrics {
+    active: metrics::Gauge,
+    sent: metrics::Counter,
+    lag: metrics::Histogram,
+}
+
+impl SubscriptionMetrics {
+    fn start() -> SubscriptionMetrics {
+        let active = metrics::gauge!("inventory_subscriptions_active");
+        active.increment(1.0);
+        SubscriptionMetrics {
+            active,
+            sent: metrics::counter!("inventory_subscription_events_sent_total"),
+            lag: metrics::histogram!("inventory_subscription_lag_events"),
+        }
+    }
+
+    /// Records the lag (events durable but not yet examined) when a read starts.
+    fn read(&self, head: LogPosition, position: LogPosition) {
+        self.lag.record(head.0.saturating_sub(position.0) as f64);
+    }
+}
+
+impl Drop for SubscriptionMetrics {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
     }
 }

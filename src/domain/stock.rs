@@ -2,6 +2,7 @@
 //! and the fold from events to state.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::ids::{CommandId, CustomerId, EventId, OrderId, ReservationId, StreamKey};
 use super::inventory::ReservationStatus;
@@ -115,6 +116,9 @@ pub struct RecordedEvent {
     pub command_id: Option<CommandId>,
     /// A hash of that command's request (0 when there is no command id).
     pub command_fingerprint: u64,
+    /// The W3C `traceparent` of the command that caused the event, when traces are exported:
+    /// opaque here, carried so that whoever applies the event continues the caller's trace.
+    pub trace_parent: Option<Arc<str>>,
     pub event: StockEvent,
 }
 

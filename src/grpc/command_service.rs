@@ -3,8 +3,10 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::app::command::CommandTrace;
 use crate::app::{CommandHandle, CommandOutcome};
 use crate::proto::{pb, stock_level_to_pb, timestamp_to_pb};
+use crate::telemetry;
 
 use super::convert;
 use super::status::command_error;
@@ -22,7 +24,14 @@ impl CommandApi {
         &self,
         request: Result<crate::app::CommandRequest, Status>,
     ) -> Result<CommandOutcome, Status> {
-        self.commands.execute(request?).await.map_err(command_error)
+        let mut request = request?;
+        if telemetry::enabled() {
+            // The RPC layer's server span, which continues the client's trace.
+            let span = tracing::Span::current();
+            request.trace = telemetry::traceparent(&span)
+                .map(|trace_parent| CommandTrace { span, trace_parent });
+        }
+        self.commands.execute(request).await.map_err(command_error)
     }
 }
 

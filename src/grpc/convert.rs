@@ -100,6 +100,7 @@ fn envelope(
         command_id,
         expected_version,
         fingerprint,
+        trace: None,
     })
 }
 

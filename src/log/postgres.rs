@@ -271,6 +271,7 @@ impl PostgresAppendLock {
                 count: events.len(),
             });
         }
+        let count = events.len();
         if first.position != self.head.next() {
             return Err(LogError::HeadMoved {
                 expected: LogPosition(first.position.0 - 1),
@@ -342,6 +343,10 @@ impl PostgresAppendLock {
             drop(deadpool_postgres::Object::take(client));
             return Err(backend("committing an append")(error));
         }
+        // The same series as the embedded log's; here an append is one transaction.
+        metrics::counter!("inventory_log_appends_total").increment(1);
+        metrics::counter!("inventory_log_events_appended_total").increment(count as u64);
+        metrics::gauge!("inventory_log_head_position").set(last.0 as f64);
         self.inner.head.send_if_modified(|head| {
             let moved = *head < last;
             if moved {

@@ -226,9 +226,19 @@ impl Process {
     /// Starts the binary with `arguments` and waits until it has printed a listening line for
     /// each of `roles`.
     pub async fn start(arguments: &[&str], roles: &[&str]) -> Process {
+        Process::start_with_env(arguments, &[], roles).await
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub async fn start_with_env(
+        arguments: &[&str],
+        environment: &[(&str, &str)],
+        roles: &[&str],
+    ) -> Process {
         use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
         command.args(arguments);
+        command.envs(environment.iter().copied());
         // The metrics endpoint's default port is fixed; tests must not depend on it being free.
         if !arguments.contains(&"--metrics-addr") {
             command.args(["--metrics-addr", "off"]);
@@ -298,6 +308,7 @@ pub fn added_events(
                 stock_after,
                 command_id: None,
                 command_fingerprint: 0,
+                trace_parent: None,
                 event: decision.event,
             }
         })
