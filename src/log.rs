@@ -123,4 +123,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Follows `head`: wait on it for positions past N.
     fn watch_head(&self) -> watch::Receiver<LogPosition>;
+
+    /// Whether the storage answers, as last seen: `false` while a shared database cannot be
+    /// reached (checked at least every [`postgres::HEAD_POLL_INTERVAL`], also while idle). A
+    /// local file is always reachable; its errors show on the operations themselves.
+    fn reachable(&self) -> watch::Receiver<bool> {
+        watch::channel(true).1
+    }
 }

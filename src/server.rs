@@ -111,6 +111,7 @@ pub async fn run_combined(
     let model = Arc::new(ReadModel::new());
     let (log, state) = open_command_log(&config.log, config.clock.now(), Some(&model)).await?;
     let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
+    report_reachability(model.clone(), log.reachable());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let command_server = serve_command(
         command_listener,
@@ -214,6 +215,8 @@ pub async fn run_query_server(
         QuerySource::Postgres { url, schema } => {
             let log: Arc<dyn EventLog> = Arc::new(PostgresLog::connect(&url, &schema).await?);
             tracing::info!(schema, head = log.head().0, "reading the PostgreSQL log");
+            // Answers say since when the database is unreachable, also while nothing is read.
+            report_reachability(model.clone(), log.reachable());
             // Serving once the read model has applied what the log held at start-up.
             let start_head = log.head();
             let caught_up_model = model.clone();
@@ -233,6 +236,20 @@ pub async fn run_query_server(
     let _ = background.await;
     projection_result(projection.await);
     result
+}
+
+/// Keeps the read model's `upstream_unreachable_since` in step with the log's reachability
+/// (a shared database polled in the background; an embedded log is always reachable).
+fn report_reachability(model: Arc<ReadModel>, mut reachable: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let now = *reachable.borrow_and_update();
+            model.set_upstream_reachable(now);
+            if reachable.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn projection_result(result: Result<Result<(), LogError>, tokio::task::JoinError>) {

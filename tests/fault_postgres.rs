@@ -216,3 +216,104 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
     }
     support::drop_schema(&url, &schema).await;
 }
+
+/// GetStock on `server`, waiting for `min_position`.
+async fn stock_at(
+    server: SocketAddr,
+    min_position: u64,
+) -> Result<pb::GetStockResponse, tonic::Status> {
+    let mut queries =
+        pb::query_service_client::QueryServiceClient::new(support::channel(server).await);
+    let mut request = tonic::Request::new(support::get_stock("p", "s", min_position));
+    request.set_timeout(Duration::from_secs(5));
+    queries
+        .get_stock(request)
+        .await
+        .map(|answer| answer.into_inner())
+}
+
+fn on_hand(answer: &pb::GetStockResponse) -> i64 {
+    answer.item.as_ref().unwrap().stock.unwrap().on_hand
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_then_catches_up() {
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    let direct: tokio_postgres::Config = url.parse().unwrap();
+    let port = direct.get_ports().first().copied().unwrap_or(5432);
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    // The command server reaches the database directly; only the query server goes through
+    // the proxy.
+    let command = Running::command_on(LogConfig::Postgres {
+        url: url.clone(),
+        schema: schema.clone(),
+    })
+    .await;
+    let query = Running::query_from(inventory::server::QuerySource::Postgres {
+        url: format!("postgres://postgres@{}/test", proxy.address),
+        schema: schema.clone(),
+    })
+    .await;
+    let mut commands = CommandServiceClient::new(support::channel(command.address).await);
+    let first = commands.add_stock(add_stock("p", "s", 5)).await.unwrap();
+    let first_position = first.into_inner().result.unwrap().position;
+    let answer = stock_at(query.address, first_position).await.unwrap();
+    assert_eq!(on_hand(&answer), 5);
+    assert_eq!(answer.upstream_unreachable_since, None);
+
+    // The database goes away while nothing is written: the query server notices by itself
+    // and keeps answering from its model, marked stale.
+    proxy.cut();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stale = loop {
+        let answer = stock_at(query.address, 0)
+            .await
+            .expect("reads keep working");
+        if answer.upstream_unreachable_since.is_some() {
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "answers not marked stale 10 s after the database went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(on_hand(&stale), 5);
+    assert_eq!(stale.read_position, first_position);
+    assert!(
+        support::serving(query.address, "inventory.v1.QueryService").await,
+        "a query server keeps serving, degraded, while its database is away"
+    );
+    // Meanwhile the command server writes on.
+    let second = commands.add_stock(add_stock("p", "s", 3)).await.unwrap();
+    let second_position = second.into_inner().result.unwrap().position;
+    let still_stale = stock_at(query.address, 0).await.unwrap();
+    assert_eq!(on_hand(&still_stale), 5);
+    assert_eq!(
+        still_stale.upstream_unreachable_since, stale.upstream_unreachable_since,
+        "the outage's start stays the same"
+    );
+
+    // The database is back: the query server catches up and the mark goes away.
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(answer) = stock_at(query.address, second_position).await
+            && answer.upstream_unreachable_since.is_none()
+        {
+            assert_eq!(on_hand(&answer), 8);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query server did not catch up 20 s after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    query.stop().await;
+    command.stop().await;
+    support::drop_schema(&url, &schema).await;
+}

@@ -224,6 +224,9 @@ impl ReadModel {
     ) -> Result<(), LogError> {
         let mut head = log.watch_head();
         let mut delay = FOLLOW_RETRY_MIN;
+        // Whether the last read failed: the model then says its upstream is unreachable until
+        // a read works again.
+        let mut failing = false;
         loop {
             let head_now = *head.borrow_and_update();
             if self.position() < head_now {
@@ -232,6 +235,7 @@ impl ReadModel {
                     Err(error @ (LogError::Io { .. } | LogError::Backend { .. })) => {
                         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "the read model cannot read its log");
                         self.set_upstream_reachable(false);
+                        failing = true;
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
                             () = shutdown.wait() => return Ok(()),
@@ -242,6 +246,10 @@ impl ReadModel {
                     Err(error) => return Err(error),
                 };
                 delay = FOLLOW_RETRY_MIN;
+                if failing {
+                    failing = false;
+                    self.set_upstream_reachable(log.reachable().borrow().to_owned());
+                }
                 for event in &events {
                     // Continues the trace of the command that caused the event, if traced.
                     let span = telemetry::projection_span(event.trace_parent.as_deref());

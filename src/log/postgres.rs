@@ -56,6 +56,8 @@ struct Inner {
     schema: String,
     channel: String,
     head: watch::Sender<LogPosition>,
+    /// Whether the database answered the last head poll.
+    reachable: watch::Sender<bool>,
     statements: Statements,
 }
 
@@ -150,6 +152,7 @@ impl PostgresLog {
             channel: format!("inventory_events_{schema}"),
             schema: quoted,
             head,
+            reachable: watch::channel(true).0,
             statements,
         });
         tokio::spawn(follow_head(config, Arc::downgrade(&inner)));
@@ -442,6 +445,10 @@ impl EventLog for PostgresLog {
         *self.inner.head.borrow()
     }
 
+    fn reachable(&self) -> watch::Receiver<bool> {
+        self.inner.reachable.subscribe()
+    }
+
     fn watch_head(&self) -> watch::Receiver<LogPosition> {
         self.inner.head.subscribe()
     }
@@ -555,6 +562,10 @@ async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inner>) {
         match listen(&config, &channel, &inner).await {
             Ok(()) => return,
             Err(error) => {
+                if let Some(log) = inner.upgrade() {
+                    log.reachable
+                        .send_if_modified(|reachable| std::mem::replace(reachable, false));
+                }
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "following the log's head failed");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -563,13 +574,17 @@ async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inner>) {
     }
 }
 
-/// Returns `Ok` when the log was dropped, `Err` when the connection failed.
+/// Returns `Ok` when the log was dropped, `Err` when the connection failed or the database did
+/// not answer a head poll within [`OPERATION_TIMEOUT`].
 async fn listen(
     config: &tokio_postgres::Config,
     channel: &str,
     inner: &Weak<Inner>,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<(), String> {
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|error| error.to_string())?;
     let notified = Arc::new(Notify::new());
     let connection_notified = notified.clone();
     let driver = tokio::spawn(async move {
@@ -586,13 +601,21 @@ async fn listen(
     });
     client
         .batch_execute(&format!("LISTEN {}", quote_identifier(channel)))
-        .await?;
+        .await
+        .map_err(|error| error.to_string())?;
     let result = loop {
         let Some(log) = inner.upgrade() else {
             break Ok(());
         };
-        match client.query_one(&log.statements.read_head, &[]).await {
-            Ok(row) => {
+        let polled = tokio::time::timeout(
+            OPERATION_TIMEOUT,
+            client.query_one(&log.statements.read_head, &[]),
+        )
+        .await;
+        match polled {
+            Ok(Ok(row)) => {
+                log.reachable
+                    .send_if_modified(|reachable| !std::mem::replace(reachable, true));
                 let position = LogPosition(row.get::<_, i64>(0) as u64);
                 log.head.send_if_modified(|head| {
                     let moved = *head < position;
@@ -602,7 +625,12 @@ async fn listen(
                     moved
                 });
             }
-            Err(error) => break Err(error),
+            Ok(Err(error)) => break Err(error.to_string()),
+            Err(_) => {
+                break Err(format!(
+                    "no answer to a head poll within {OPERATION_TIMEOUT:?}"
+                ));
+            }
         }
         drop(log);
         tokio::select! {
