@@ -182,3 +182,116 @@ async fn connect(
         .await?;
     Ok(inventory::proto::pb::command_service_client::CommandServiceClient::new(channel))
 }
+
+/// The resident memory of a process, from `/proc/<pid>/status`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// `requests` GetStock calls at once over `connections` connections, each waiting for a
+/// position that never comes (3 s deadline). Returns (refused, accepted) and the server's
+/// largest RSS seen while they ran.
+async fn flood(
+    address: std::net::SocketAddr,
+    pid: u32,
+    connections: usize,
+    requests: usize,
+) -> (usize, usize, u64) {
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(support::channel(address).await);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for call in 0..requests {
+        let mut client = inventory::proto::pb::query_service_client::QueryServiceClient::new(
+            channels[call % connections].clone(),
+        );
+        calls.spawn(async move {
+            let mut request = tonic::Request::new(get_stock("p", "s", 1_000_000_000));
+            request.set_timeout(Duration::from_secs(3));
+            client.get_stock(request).await.map(|_| ())
+        });
+    }
+    let mut peak = rss_kib(pid);
+    let (mut refused, mut accepted) = (0, 0);
+    let mut sample = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            joined = calls.join_next() => match joined {
+                None => break,
+                Some(result) => match result.unwrap() {
+                    Err(status) if status.code() == Code::ResourceExhausted => refused += 1,
+                    // Worked on until the deadline: the server's DEADLINE_EXCEEDED, or the
+                    // client's own timer when it fires first.
+                    Err(status)
+                        if status.code() == Code::DeadlineExceeded
+                            || status.message() == "Timeout expired" =>
+                    {
+                        accepted += 1
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+            },
+            _ = sample.tick() => peak = peak.max(rss_kib(pid)),
+        }
+    }
+    (refused, accepted, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_requests_are_refused_and_the_servers_memory_stays_bounded() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().to_str().unwrap();
+    let service = support::Process::start(
+        &[
+            "serve",
+            "--command-addr",
+            "127.0.0.1:0",
+            "--query-addr",
+            "127.0.0.1:0",
+            "--data",
+            data,
+            "--max-in-flight",
+            "64",
+        ],
+        &["command", "query"],
+    )
+    .await;
+    let pid = service.child.id().unwrap();
+    let address = service.address("query");
+    let before = rss_kib(pid);
+    // 8 connections × 1,000 streams (the per-connection stream limit is 1,024): 8,000
+    // requests at once, 125 times the limit. Three floods in a row.
+    let mut peaks = Vec::new();
+    for _ in 0..3 {
+        let (refused, accepted, peak) = flood(address, pid, 8, 8_000).await;
+        assert_eq!(accepted, 64, "exactly the limit's worth was worked on");
+        assert_eq!(refused, 8_000 - 64);
+        peaks.push(peak);
+    }
+    let after = rss_kib(pid);
+    println!(
+        "server RSS: {before} KiB before, peaks {peaks:?} KiB during three floods of 8,000 requests, {after} KiB after"
+    );
+    // Bounded: the flood costs at most a few tens of MiB of buffers, and repeating it does not
+    // add more (nothing queues or leaks).
+    assert!(
+        peaks.iter().all(|peak| peak - before < 128 * 1024),
+        "a flood grew the server by over 128 MiB: {before} → {peaks:?} KiB"
+    );
+    assert!(
+        peaks[2] < peaks[0] + 16 * 1024,
+        "each flood grew the server further: {peaks:?} KiB"
+    );
+    // And it still answers.
+    let mut queries = inventory::proto::pb::query_service_client::QueryServiceClient::new(
+        support::channel(address).await,
+    );
+    let missing = queries.get_stock(get_stock("p", "s", 0)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
