@@ -88,40 +88,8 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
     .await;
 
     // Load: clients that keep sending commands with unique ids through the outage.
-    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
-    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (stop, stop_watch) = watch::channel(false);
-    let mut clients = Vec::new();
-    for client in 0..4 {
-        let channel = support::channel(server.address).await;
-        let (sent, acknowledged, stop_watch) =
-            (sent.clone(), acknowledged.clone(), stop_watch.clone());
-        clients.push(tokio::spawn(async move {
-            let mut commands = CommandServiceClient::new(channel);
-            let mut sequence = 0;
-            while !*stop_watch.borrow() {
-                sequence += 1;
-                let command_id = format!("load-{client}-{sequence}");
-                sent.lock().unwrap().push(command_id.clone());
-                let mut request = tonic::Request::new(pb::AddStockRequest {
-                    command_id: command_id.clone(),
-                    ..add_stock(&format!("p{client}"), "s", 1)
-                });
-                request.set_timeout(Duration::from_secs(20));
-                match commands.add_stock(request).await {
-                    Ok(_) => acknowledged.lock().unwrap().push(command_id),
-                    Err(status) => {
-                        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-        }));
-    }
-    let acknowledged_count = || acknowledged.lock().unwrap().len();
-    while acknowledged_count() < 50 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let load = Load::start(server.address, "load").await;
+    load.wait_for_acknowledged(50).await;
 
     proxy.cut();
     // The breaker opens: commands are refused without touching the storage.
@@ -153,7 +121,7 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
         !support::serving(server.address, "inventory.v1.CommandService").await,
         "NOT_SERVING while the breaker is open"
     );
-    let acknowledged_during_outage = acknowledged_count();
+    let acknowledged_during_outage = load.acknowledged();
 
     proxy.restore();
     // It recovers by itself: no restart.
@@ -175,45 +143,171 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
         support::serving(server.address, "inventory.v1.CommandService").await,
         "SERVING again"
     );
-    while acknowledged_count() < acknowledged_during_outage + 20 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.send_replace(true);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.wait_for_acknowledged(acknowledged_during_outage + 20)
+        .await;
+    let load = load.stop().await;
     server.stop().await;
+    load.check_log(&url, &schema).await;
+    support::drop_schema(&url, &schema).await;
+}
 
-    // The log, read directly: every acknowledged command is there, nothing unsent is.
-    let log = PostgresLog::connect(&url, &schema).await.unwrap();
-    let mut stored = HashSet::new();
-    let mut position = LogPosition(0);
-    loop {
-        let events = log.read_all(position, 1000).await.unwrap();
-        let Some(last) = events.last() else { break };
-        position = last.position;
-        for event in events {
-            if let Some(command_id) = event.command_id {
-                assert!(
-                    stored.insert(command_id.to_string()),
-                    "stored twice: {command_id}"
-                );
-            }
+/// Clients that keep sending commands with unique command ids, recording what they sent and
+/// what was acknowledged. Failures must be UNAVAILABLE (the storage is failing).
+struct Load {
+    sent: Arc<Mutex<Vec<String>>>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    stop: watch::Sender<bool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(address: SocketAddr, prefix: &'static str) -> Load {
+        let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (stop, stop_watch) = watch::channel(false);
+        let mut clients = Vec::new();
+        for client in 0..4 {
+            let channel = support::channel(address).await;
+            let (sent, acknowledged, stop_watch) =
+                (sent.clone(), acknowledged.clone(), stop_watch.clone());
+            clients.push(tokio::spawn(async move {
+                let mut commands = CommandServiceClient::new(channel);
+                let mut sequence = 0;
+                while !*stop_watch.borrow() {
+                    sequence += 1;
+                    let command_id = format!("{prefix}-{client}-{sequence}");
+                    sent.lock().unwrap().push(command_id.clone());
+                    let mut request = tonic::Request::new(pb::AddStockRequest {
+                        command_id: command_id.clone(),
+                        ..add_stock(&format!("p{client}"), "s", 1)
+                    });
+                    request.set_timeout(Duration::from_secs(20));
+                    match commands.add_stock(request).await {
+                        Ok(_) => acknowledged.lock().unwrap().push(command_id),
+                        Err(status) => {
+                            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Load {
+            sent,
+            acknowledged,
+            stop,
+            clients,
         }
     }
-    let sent: HashSet<String> = sent.lock().unwrap().iter().cloned().collect();
-    for command_id in acknowledged.lock().unwrap().iter() {
-        assert!(
-            stored.contains(command_id),
-            "acknowledged but lost: {command_id}"
-        );
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
     }
-    for command_id in &stored {
-        assert!(
-            sent.contains(command_id),
-            "stored but never sent: {command_id}"
-        );
+
+    async fn wait_for_acknowledged(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.acknowledged() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {count} commands acknowledged after 60 s",
+                self.acknowledged()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
+
+    /// Stops the clients (each finishes its command in flight).
+    async fn stop(mut self) -> Load {
+        self.stop.send_replace(true);
+        for client in self.clients.drain(..) {
+            client.await.unwrap();
+        }
+        self
+    }
+
+    /// The log, read directly: every acknowledged command is there once, and nothing that was
+    /// never sent.
+    async fn check_log(&self, url: &str, schema: &str) {
+        let log = PostgresLog::connect(url, schema).await.unwrap();
+        let mut stored = HashSet::new();
+        let mut position = LogPosition(0);
+        loop {
+            let events = log.read_all(position, 1000).await.unwrap();
+            let Some(last) = events.last() else { break };
+            position = last.position;
+            for event in events {
+                if let Some(command_id) = event.command_id {
+                    assert!(
+                        stored.insert(command_id.to_string()),
+                        "stored twice: {command_id}"
+                    );
+                }
+            }
+        }
+        let sent: HashSet<String> = self.sent.lock().unwrap().iter().cloned().collect();
+        for command_id in self.acknowledged.lock().unwrap().iter() {
+            assert!(
+                stored.contains(command_id),
+                "acknowledged but lost: {command_id}"
+            );
+        }
+        for command_id in &stored {
+            assert!(
+                sent.contains(command_id),
+                "stored but never sent: {command_id}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killing_the_servers_connections_under_load_loses_nothing() {
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    // The server's connections carry a name of their own, so the test kills only those.
+    let application = format!("inventory_{schema}");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let server = Running::command_on(LogConfig::Postgres {
+        url: format!("{url}{separator}application_name={application}"),
+        schema: schema.clone(),
+    })
+    .await;
+    let load = Load::start(server.address, "kill").await;
+    load.wait_for_acknowledged(50).await;
+
+    // An administrator (or a failover) terminates every connection of the server, three
+    // times, while the load runs.
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut killed = 0;
+    for round in 1..=3 {
+        let rows = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&application],
+            )
+            .await
+            .unwrap();
+        killed += rows.len();
+        // The service goes on by itself: new connections replace the killed ones.
+        load.wait_for_acknowledged(50 + round * 50).await;
+    }
+    assert!(
+        killed >= 3,
+        "the server's connections were found and killed ({killed})"
+    );
+    let load = load.stop().await;
+    server.stop().await;
+    load.check_log(&url, &schema).await;
+    println!(
+        "{killed} connections killed in 3 rounds; {} commands sent, {} acknowledged",
+        load.sent.lock().unwrap().len(),
+        load.acknowledged()
+    );
     support::drop_schema(&url, &schema).await;
 }
 
