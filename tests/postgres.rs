@@ -419,3 +419,80 @@ async fn two_busy_command_servers_never_starve_each_other() {
     second.stop().await;
     database.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_caller_gave_up_before_it_was_decided_is_not_executed() {
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let server = Running::command_on(database.log()).await;
+    let channel = support::channel(server.address).await;
+    let mut commands = CommandServiceClient::new(channel.clone());
+    commands.add_stock(add_stock("p", "s", 1)).await.unwrap();
+
+    // Another writer holds the log's append lock: the server's next batch waits for it.
+    let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let schema = format!("\"{}\"", database.schema);
+    admin.batch_execute("BEGIN").await.unwrap();
+    admin
+        .query_one(
+            &format!("SELECT position FROM {schema}.head FOR UPDATE"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let command = |command_id: &str| {
+        let mut request = tonic::Request::new(pb::AddStockRequest {
+            command_id: command_id.to_owned(),
+            ..add_stock("p", "s", 1)
+        });
+        request.set_timeout(Duration::from_secs(10));
+        request
+    };
+    let mut waiting = CommandServiceClient::new(channel.clone());
+    let first = tokio::spawn(async move { waiting.add_stock(command("waits")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Queued behind it, a command whose client gives up after 300 ms.
+    let mut hasty = tonic::Request::new(pb::AddStockRequest {
+        command_id: "gives-up".to_owned(),
+        ..add_stock("p", "s", 1)
+    });
+    hasty.set_timeout(Duration::from_millis(300));
+    let gave_up = commands.add_stock(hasty).await.unwrap_err();
+    assert!(
+        matches!(gave_up.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{gave_up:?}"
+    );
+    admin.batch_execute("ROLLBACK").await.unwrap();
+    first
+        .await
+        .unwrap()
+        .expect("the waiting command is executed");
+
+    // The abandoned command was never decided: not in the log. Sent again, it runs.
+    let log = PostgresLog::connect(&database.url, &database.schema)
+        .await
+        .unwrap();
+    let stored: Vec<String> = log
+        .read_all(LogPosition(0), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|event| event.command_id.map(|id| id.to_string()))
+        .collect();
+    assert_eq!(stored, ["waits"]);
+    let retried = commands
+        .add_stock(command("gives-up"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !retried.result.unwrap().replayed,
+        "executed now, not before"
+    );
+    server.stop().await;
+    database.drop().await;
+}

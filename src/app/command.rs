@@ -561,6 +561,7 @@ struct WriterMetrics {
     refused: Counter,
     replayed: Counter,
     failed: Counter,
+    abandoned: Counter,
     batch_size: Histogram,
 }
 
@@ -572,6 +573,7 @@ impl WriterMetrics {
             refused: commands("refused"),
             replayed: commands("replayed"),
             failed: commands("failed"),
+            abandoned: commands("abandoned"),
             batch_size: metrics::histogram!("inventory_command_batch_size"),
         }
     }
@@ -611,6 +613,14 @@ async fn run_writer(
     while jobs.recv_many(&mut batch, MAX_BATCH_COMMANDS).await > 0 {
         for job in batch.drain(..) {
             if let Job::Execute { request, reply } = job {
+                if reply.is_closed() {
+                    // The caller is gone (its deadline passed, or it disconnected) before the
+                    // command was decided: nobody would learn the outcome, so it is not
+                    // executed, and an overloaded writer does no work for abandoned calls. A
+                    // retry with the same command_id executes it.
+                    metrics.abandoned.increment(1);
+                    continue;
+                }
                 requests.push(request);
                 replies.push(reply);
             }
