@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod postgres;
+pub mod tail;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
 
 pub use embedded::{EmbeddedLog, OpenReport};
 pub use postgres::PostgresLog;
+pub use tail::TailCache;
 
 /// A boxed future, so the log trait can be used as `dyn EventLog` and chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -20,7 +20,7 @@ use crate::grpc::observe::ObserveLayer;
 use crate::grpc::overload;
 use crate::grpc::query_service::QueryApi;
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
-use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog};
+use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog, TailCache};
 use crate::proto::{FILE_DESCRIPTOR_SET, pb};
 
 type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
@@ -191,7 +191,8 @@ pub async fn run_query_server(
             .await
             .expect("opening the log panicked")?;
             report_open(&data_dir.display().to_string(), &report);
-            let log: Arc<dyn EventLog> = Arc::new(log);
+            // The follower is the copy's only writer.
+            let log: Arc<dyn EventLog> = Arc::new(TailCache::new(Arc::new(log)));
             // The read model tells queries since when the command server is unreachable.
             let mut upstream = follower_state.subscribe();
             let upstream_model = model.clone();
@@ -286,7 +287,9 @@ async fn open_command_log(
             .await
             .expect("opening the log panicked")?;
             report_open(&data_dir.display().to_string(), &report);
-            Ok((Arc::new(log), state))
+            // This process is the log's only writer: its recent events can be served from
+            // memory to the read model and the subscriptions.
+            Ok((Arc::new(TailCache::new(Arc::new(log))), state))
         }
         LogConfig::Postgres { url, schema } => {
             let log = PostgresLog::connect(url, schema).await?;

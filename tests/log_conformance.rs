@@ -1,5 +1,5 @@
 //! One conformance suite for the `EventLog` trait, run against every backend: the embedded
-//! file log, and PostgreSQL when `INVENTORY_TEST_POSTGRES_URL` is set (CI sets it).
+//! file log (also behind the cache of its recent events), and PostgreSQL when `INVENTORY_TEST_POSTGRES_URL` is set (CI sets it).
 
 mod support;
 
@@ -8,19 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inventory::domain::{Inventory, LogPosition, StreamKey, StreamVersion};
-use inventory::log::{EmbeddedLog, EventLog, LogError, PostgresLog};
+use inventory::log::{EmbeddedLog, EventLog, LogError, PostgresLog, TailCache};
 use support::added_events;
 
 /// Where one test's log lives; opening it again gives a second handle on the same log (a
 /// second process, for the file log after the first is dropped; a second node for PostgreSQL).
 enum Backend {
     Embedded(tempfile::TempDir),
-    Postgres { url: String, schema: String },
+    /// The embedded log behind the in-memory cache of its recent events, as the servers use
+    /// it; a small cache, so that reads also cross from the file to the cache.
+    EmbeddedWithTail(tempfile::TempDir),
+    Postgres {
+        url: String,
+        schema: String,
+    },
 }
 
 impl Backend {
     fn embedded() -> Backend {
         Backend::Embedded(tempfile::tempdir().unwrap())
+    }
+
+    fn embedded_with_tail() -> Backend {
+        Backend::EmbeddedWithTail(tempfile::tempdir().unwrap())
     }
 
     fn postgres() -> Option<Backend> {
@@ -35,6 +45,10 @@ impl Backend {
             Backend::Embedded(directory) => {
                 let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
                 Arc::new(log)
+            }
+            Backend::EmbeddedWithTail(directory) => {
+                let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+                Arc::new(TailCache::with_capacity(Arc::new(log), 5))
             }
             Backend::Postgres { url, schema } => {
                 Arc::new(PostgresLog::connect(url, schema).await.unwrap())
@@ -61,6 +75,13 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn embedded() {
                     let backend = super::Backend::embedded();
+                    super::$name(&backend).await;
+                    backend.clean_up().await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded_with_tail() {
+                    let backend = super::Backend::embedded_with_tail();
                     super::$name(&backend).await;
                     backend.clean_up().await;
                 }
