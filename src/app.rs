@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod clock;
 pub mod command;
 pub mod projection;
+pub mod replay;
 pub mod shutdown;
 pub mod subscription;
 
