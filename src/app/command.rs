@@ -134,10 +134,11 @@ pub fn fingerprint(
         } => {
             hasher.text("ReserveStock");
             stream(&mut hasher, key);
+            let reservation_id = reservation_id.as_str();
             hasher.text(if generated_reservation_id {
                 ""
             } else {
-                reservation_id.as_str()
+                &reservation_id
             });
             hasher.number(quantity.get());
             hasher.text(customer_id.as_str());
@@ -148,7 +149,7 @@ pub fn fingerprint(
             order_id,
         } => {
             hasher.text("CommitReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
             hasher.text(order_id.as_str());
         }
         Command::ReleaseReservation {
@@ -156,12 +157,12 @@ pub fn fingerprint(
             reason,
         } => {
             hasher.text("ReleaseReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
             hasher.text(reason.as_str());
         }
         Command::ExpireReservation { reservation_id } => {
             hasher.text("ExpireReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
         }
     }
     match expected_version {
