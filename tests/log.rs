@@ -71,6 +71,69 @@ async fn it_reads_back_what_was_appended_by_position_and_by_stream() {
     assert_eq!(later, expected[8..].to_vec());
 }
 
+/// The stream index keeps streams of one and two events inline and longer ones in a vector:
+/// every page of every stream reads the same before and after a reopen, and across the
+/// moves from one form to the next.
+#[tokio::test]
+async fn it_reads_every_page_of_streams_of_every_length() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    // 5 streams, 1 to 5 events each, interleaved: p0 gets 1 event, p1 2, ..., p4 5.
+    let mut events = Vec::new();
+    for round in 0..5u64 {
+        for product in round..5 {
+            let mut event = added_events(&mut Inventory::new(), LogPosition(0), 1, 1).remove(0);
+            let key = stream(&format!("p{product}"));
+            let command = Command::AddStock {
+                stream: key.clone(),
+                quantity: Quantity::new(1).unwrap(),
+                reason: Reason::parse("delivery").unwrap(),
+            };
+            let decision = inventory
+                .decide(&command, inventory::domain::Timestamp(1_000))
+                .unwrap();
+            let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
+            event.position = LogPosition(events.len() as u64 + 1);
+            event.stream = key;
+            event.version = version;
+            event.stock_after = stock_after;
+            event.event = decision.event;
+            events.push(event);
+        }
+    }
+    let check = |log: EmbeddedLog, events: Vec<RecordedEvent>| async move {
+        for product in 0..6u64 {
+            let key = stream(&format!("p{product}"));
+            let expected: Vec<_> = events.iter().filter(|e| e.stream == key).cloned().collect();
+            assert_eq!(
+                log.stream_version(&key),
+                StreamVersion(expected.len() as u64)
+            );
+            for after in 0..=expected.len() + 1 {
+                for limit in 0..=expected.len() + 1 {
+                    let page = log
+                        .read_stream(key.clone(), StreamVersion(after as u64), limit)
+                        .await
+                        .unwrap();
+                    let wanted: Vec<_> = expected.iter().skip(after).take(limit).cloned().collect();
+                    assert_eq!(page, wanted, "p{product} after {after} limit {limit}");
+                }
+            }
+        }
+    };
+    {
+        let (log, _, _) = open(directory.path());
+        // One event per append, so the index changes form between reads.
+        for (n, event) in events.iter().enumerate() {
+            log.append(vec![event.clone()]).await.unwrap();
+            check(log.clone(), events[..=n].to_vec()).await;
+        }
+    }
+    let (log, replayed, _) = open(directory.path());
+    assert_eq!(replayed, events);
+    check(log, events).await;
+}
+
 #[tokio::test]
 async fn it_replays_every_event_in_order_after_a_reopen() {
     let directory = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@
 //! valid record after it is corruption of acknowledged data: opening fails and says where.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -26,7 +27,7 @@ use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
-use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
 use crate::proto::{decode_event, encode_event};
 
 /// The file name of the log inside its directory.
@@ -107,8 +108,77 @@ struct Index {
     record_offsets: Vec<u64>,
     /// The end of the last durable record.
     end_offset: u64,
-    /// For each stream, the position of each version: `positions[v - 1]`.
-    streams: HashMap<StreamKey, Vec<LogPosition>>,
+    /// For each stream, the position of each version.
+    streams: HashMap<StreamKey, StreamPositions, FastHash>,
+    /// One copy of each product id and store id, shared by every stream key that names it.
+    ids: KeyInterner,
+}
+
+/// The hasher of the index's maps: fast on short string keys, seeded per process.
+type FastHash = foldhash::fast::RandomState;
+
+/// The positions of one stream's events, `positions[v - 1]` for version `v`. Most streams of
+/// a large inventory have one or two events, and there is an entry per stream, so those are
+/// held inline (the enum is the size of a `Vec`) instead of in an allocation of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StreamPositions {
+    One(LogPosition),
+    Two(LogPosition, LogPosition),
+    Many(Vec<LogPosition>),
+}
+
+const _: () = assert!(std::mem::size_of::<StreamPositions>() == std::mem::size_of::<Vec<u64>>());
+
+impl StreamPositions {
+    fn version(&self) -> StreamVersion {
+        StreamVersion(match self {
+            StreamPositions::One(_) => 1,
+            StreamPositions::Two(..) => 2,
+            StreamPositions::Many(positions) => positions.len() as u64,
+        })
+    }
+
+    fn push(&mut self, position: LogPosition) {
+        match self {
+            StreamPositions::One(first) => *self = StreamPositions::Two(*first, position),
+            StreamPositions::Two(first, second) => {
+                let mut positions = Vec::with_capacity(4);
+                positions.extend([*first, *second, position]);
+                *self = StreamPositions::Many(positions);
+            }
+            StreamPositions::Many(positions) => positions.push(position),
+        }
+    }
+}
+
+/// Shares one copy of each product id and each store id between the stream keys the index
+/// holds, and (through the events it canonicalizes before they are folded) the command side's
+/// and the read model's maps: a thousand stores hold one copy of a product's id, not a
+/// thousand.
+#[derive(Default)]
+struct KeyInterner {
+    products: std::collections::HashSet<ProductId, FastHash>,
+    stores: std::collections::HashSet<StoreId, FastHash>,
+}
+
+impl KeyInterner {
+    fn key(&mut self, stream: &StreamKey) -> StreamKey {
+        StreamKey::new(
+            intern(&mut self.products, &stream.product_id),
+            intern(&mut self.stores, &stream.store_id),
+        )
+    }
+}
+
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    set: &mut std::collections::HashSet<T, FastHash>,
+    value: &T,
+) -> T {
+    if let Some(shared) = set.get(value) {
+        return shared.clone();
+    }
+    set.insert(value.clone());
+    value.clone()
 }
 
 impl Index {
@@ -117,18 +187,60 @@ impl Index {
     }
 
     fn stream_version(&self, stream: &StreamKey) -> StreamVersion {
-        StreamVersion(self.streams.get(stream).map_or(0, |p| p.len() as u64))
+        self.streams
+            .get(stream)
+            .map_or(StreamVersion::INITIAL, StreamPositions::version)
     }
 
-    fn record(&mut self, event: &RecordedEvent, offset: u64) {
+    /// Records the event at `offset`: its position, and its version in its stream. Returns the
+    /// stream's version before the event, and replaces `stream` by the index's own copy of
+    /// the key, so that every fold that keeps the key shares that copy.
+    fn record(
+        &mut self,
+        stream: &mut StreamKey,
+        position: LogPosition,
+        offset: u64,
+    ) -> StreamVersion {
         self.record_offsets.push(offset);
-        match self.streams.get_mut(&event.stream) {
-            Some(positions) => positions.push(event.position),
-            None => {
+        match self.streams.entry(stream.clone()) {
+            Entry::Occupied(mut entry) => {
+                *stream = entry.key().clone();
+                let before = entry.get().version();
+                entry.get_mut().push(position);
+                before
+            }
+            Entry::Vacant(_) => {
+                *stream = self.ids.key(stream);
                 self.streams
-                    .insert(event.stream.clone(), vec![event.position]);
+                    .insert(stream.clone(), StreamPositions::One(position));
+                StreamVersion::INITIAL
             }
         }
+    }
+
+    /// The positions of one stream's versions after `after`, at most `limit`.
+    fn positions(
+        &self,
+        stream: &StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Vec<LogPosition> {
+        let two;
+        let positions: &[LogPosition] = match self.streams.get(stream) {
+            None => &[],
+            Some(StreamPositions::One(first)) => std::slice::from_ref(first),
+            Some(StreamPositions::Two(first, second)) => {
+                two = [*first, *second];
+                &two
+            }
+            Some(StreamPositions::Many(positions)) => positions,
+        };
+        positions
+            .iter()
+            .skip(after.0 as usize)
+            .take(limit)
+            .copied()
+            .collect()
     }
 }
 
@@ -338,7 +450,8 @@ impl EmbeddedLog {
         let head = {
             let mut index = self.inner.index.write().expect("index lock poisoned");
             for (event, offset) in events.iter().zip(offsets) {
-                index.record(event, offset);
+                let before = index.record(&mut event.stream.clone(), event.position, offset);
+                debug_assert_eq!(before.next(), event.version, "checked before writing");
             }
             index.end_offset = writer.end_offset;
             index.head()
@@ -405,13 +518,9 @@ impl EmbeddedLog {
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let locations: Vec<(u64, u64)> = {
             let index = self.inner.index.read().expect("index lock poisoned");
-            let Some(positions) = index.streams.get(stream) else {
-                return Ok(Vec::new());
-            };
-            positions
-                .iter()
-                .skip(after.0 as usize)
-                .take(limit)
+            index
+                .positions(stream, after, limit)
+                .into_iter()
                 .map(|position| {
                     let i = (position.0 - 1) as usize;
                     let start = index.record_offsets[i];
@@ -621,7 +730,7 @@ fn replay(
         if parse_frame(&frame).is_err() {
             return damaged("checksum mismatch");
         }
-        let event = decode_checked(&payload, offset)?;
+        let mut event = decode_checked(&payload, offset)?;
         let expected_position = index.head().next();
         if event.position != expected_position {
             return Err(LogError::Corrupt {
@@ -632,7 +741,11 @@ fn replay(
                 ),
             });
         }
-        let expected_version = index.stream_version(&event.stream).next();
+        // Indexing also gives the event the index's copy of its stream key, which the folds
+        // keep. If the version is wrong the open fails, so the index entry does not matter.
+        let expected_version = index
+            .record(&mut event.stream, event.position, offset)
+            .next();
         if event.version != expected_version {
             return Err(LogError::Corrupt {
                 offset,
@@ -643,7 +756,6 @@ fn replay(
             });
         }
         visit(&event)?;
-        index.record(&event, offset);
         report.events += 1;
         offset += frame.len() as u64;
     }
