@@ -341,3 +341,62 @@ async fn positions_stay_gapless_and_versions_contiguous_under_concurrent_command
     drop(side.handle);
     side.writer.await.unwrap();
 }
+
+/// In combined mode the read model folds the replay on a thread of its own: it must end in
+/// the same state as the command side, at the log's head, across several replay batches.
+#[tokio::test]
+async fn a_combined_replay_folds_the_read_model_like_the_command_side() {
+    use inventory::app::ReadModel;
+    use inventory::app::replay::open_embedded;
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let count = 3 * inventory::log::embedded::REPLAY_BATCH_EVENTS as u64 + 5;
+    let events = added_events(&mut inventory, LogPosition(0), count, 7);
+    {
+        let (log, _, _) = open(directory.path());
+        for chunk in events.chunks(1000) {
+            log.append(chunk.to_vec()).await.unwrap();
+        }
+    }
+    let model = Arc::new(ReadModel::new());
+    let now = inventory::domain::Timestamp(1_000);
+    let (log, state, report) = open_embedded(directory.path(), Some(&model), now).unwrap();
+    assert_eq!(report.events, count);
+    assert_eq!(log.head(), LogPosition(count));
+    assert_eq!(state.head(), LogPosition(count));
+    assert_eq!(model.position(), LogPosition(count));
+    assert_eq!(model.item_count(), 7);
+    for product in 0..7 {
+        let key = stream(&format!("p{product}"));
+        let item = state.inventory().item(&key).unwrap();
+        let (level, version, _) = model.stock(&key).unwrap();
+        assert_eq!((level, version), (item.level(), item.version()));
+        assert_eq!(item.level(), inventory.item(&key).unwrap().level());
+    }
+}
+
+/// An event the read model refuses stops a combined start-up, even though the read model
+/// folds on another thread than the command side.
+#[tokio::test]
+async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
+    use inventory::app::ReadModel;
+    use inventory::app::replay::open_embedded;
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 2000, 3);
+    {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+    }
+    // A model that already holds the first event expects position 2 first.
+    let model = Arc::new(ReadModel::new());
+    model.apply(&events[0]).unwrap();
+    let now = inventory::domain::Timestamp(1_000);
+    match open_embedded(directory.path(), Some(&model), now) {
+        Err(LogError::Corrupt { problem, .. }) => {
+            assert!(problem.contains("expected position 2"), "{problem}")
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("the start-up succeeded with a read model that refused an event"),
+    }
+}

@@ -213,7 +213,7 @@ struct RememberedCommand {
 pub struct CommandState {
     inventory: Inventory,
     head: LogPosition,
-    remembered: HashMap<CommandId, RememberedCommand>,
+    remembered: HashMap<CommandId, RememberedCommand, foldhash::fast::RandomState>,
     /// Remembered ids in the order they were accepted, to forget the oldest first.
     remembered_order: VecDeque<(Timestamp, CommandId)>,
     /// While a batch is open: the head before it, and how many ids it remembered.
@@ -225,7 +225,7 @@ impl CommandState {
         CommandState {
             inventory: Inventory::new(),
             head: LogPosition::START,
-            remembered: HashMap::new(),
+            remembered: HashMap::default(),
             remembered_order: VecDeque::new(),
             open_batch: None,
         }

@@ -20,6 +20,9 @@ use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 pub const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(50);
 pub const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The hasher of the read model's maps: fast on short string keys, seeded per process.
+type FastHash = foldhash::fast::RandomState;
+
 /// One stock item as the read model holds it.
 #[derive(Clone, Debug, Default)]
 pub struct StockView {
@@ -41,8 +44,8 @@ impl StockView {
 /// The query side's state. Readers see each item either before or after an event, never
 /// half-applied.
 pub struct ReadModel {
-    items: DashMap<StreamKey, StockView>,
-    stores_by_product: DashMap<ProductId, BTreeSet<StoreId>>,
+    items: DashMap<StreamKey, StockView, FastHash>,
+    stores_by_product: DashMap<ProductId, BTreeSet<StoreId>, FastHash>,
     applied: watch::Sender<LogPosition>,
     /// Since when the model's upstream (the command server it follows, or the database) is
     /// unreachable; `None` while it is reachable. Queries report it, so clients know how
@@ -62,8 +65,8 @@ impl Default for ReadModel {
 impl ReadModel {
     pub fn new() -> ReadModel {
         ReadModel {
-            items: DashMap::new(),
-            stores_by_product: DashMap::new(),
+            items: DashMap::default(),
+            stores_by_product: DashMap::default(),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
             position_gauge: metrics::gauge!("inventory_read_model_position"),
@@ -102,7 +105,35 @@ impl ReadModel {
     /// Applies the next event of the log. Events must come in log order with no gap; the
     /// recorded stock must match the fold.
     pub fn apply(&self, event: &RecordedEvent) -> Result<(), LogError> {
-        let expected = self.position().next();
+        self.apply_batch(std::slice::from_ref(event))
+    }
+
+    /// Applies the next events of the log, in order, and publishes the position once, after
+    /// the last (on an error, after the last one applied). A read page or a replay is one
+    /// batch: waking every waiter per event cost more than applying it.
+    pub fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), LogError> {
+        let mut applied = self.position();
+        let mut result = Ok(());
+        for event in events {
+            result = self.apply_unpublished(event, applied.next());
+            if result.is_err() {
+                break;
+            }
+            applied = event.position;
+        }
+        if applied != self.position() {
+            // Set before publishing the position, so whoever waited for it also sees the gauge.
+            self.position_gauge.set(applied.0 as f64);
+            self.applied.send_replace(applied);
+        }
+        result
+    }
+
+    fn apply_unpublished(
+        &self,
+        event: &RecordedEvent,
+        expected: LogPosition,
+    ) -> Result<(), LogError> {
         if event.position != expected {
             return Err(LogError::Corrupt {
                 offset: 0,
@@ -146,9 +177,6 @@ impl ReadModel {
                 .or_default()
                 .insert(event.stream.store_id.clone());
         }
-        // Set before publishing the position, so whoever waited for it also sees the gauge.
-        self.position_gauge.set(event.position.0 as f64);
-        self.applied.send_replace(event.position);
         Ok(())
     }
 
@@ -238,9 +266,7 @@ impl ReadModel {
                     Err(error) => return Err(error),
                 };
                 delay = FOLLOW_RETRY_MIN;
-                for event in &events {
-                    self.apply(event)?;
-                }
+                self.apply_batch(&events)?;
                 continue;
             }
             tokio::select! {

@@ -168,7 +168,7 @@ pub const SMALL_RESERVATIONS_MAX: usize = 32;
 #[derive(Clone, Debug)]
 pub enum Reservations {
     Small(Vec<(ReservationId, ActiveReservation)>),
-    Large(Box<HashMap<ReservationId, ActiveReservation>>),
+    Large(Box<HashMap<ReservationId, ActiveReservation, foldhash::fast::RandomState>>),
 }
 
 impl Default for Reservations {
@@ -232,7 +232,7 @@ impl Reservations {
                     return;
                 }
                 if entries.len() == SMALL_RESERVATIONS_MAX {
-                    let mut map: HashMap<_, _> = std::mem::take(entries).into_iter().collect();
+                    let mut map: HashMap<_, _, _> = std::mem::take(entries).into_iter().collect();
                     map.insert(reservation_id, reservation);
                     *self = Reservations::Large(Box::new(map));
                     return;

@@ -254,7 +254,20 @@ impl EmbeddedLog {
     /// fold), which stops the opening with that error.
     pub fn open(
         directory: &Path,
-        visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    ) -> Result<(EmbeddedLog, OpenReport), LogError> {
+        EmbeddedLog::open_with(
+            directory,
+            |events| events.iter().try_for_each(&mut visit),
+            true,
+        )
+    }
+
+    /// [`EmbeddedLog::open`], handing the replayed events over in batches of up to
+    /// [`REPLAY_BATCH_EVENTS`], in order, so the caller can pass them to other threads.
+    pub fn open_batched(
+        directory: &Path,
+        visit: impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
     ) -> Result<(EmbeddedLog, OpenReport), LogError> {
         EmbeddedLog::open_with(directory, visit, true)
     }
@@ -268,7 +281,7 @@ impl EmbeddedLog {
 
     fn open_with(
         directory: &Path,
-        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        mut visit: impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
         writable: bool,
     ) -> Result<(EmbeddedLog, OpenReport), LogError> {
         let path = directory.join(LOG_FILE_NAME);
@@ -342,6 +355,7 @@ impl EmbeddedLog {
         let file = File::open(&path).map_err(io_error("opening the log file"))?;
         let mut index = Index::default();
         let mut report = OpenReport::default();
+        let mut visit = |events: Vec<RecordedEvent>| events.iter().try_for_each(&mut visit);
         let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
         let file_length = file
             .metadata()
@@ -669,12 +683,40 @@ fn decode_checked(payload: &[u8], offset: u64) -> Result<RecordedEvent, LogError
     })
 }
 
-/// Reads every record from the start, indexing and visiting each; returns the offset just past
-/// the last whole record. Stops with an error on corruption that is not a torn tail.
+/// How many replayed events are handed to the visitor at once.
+pub const REPLAY_BATCH_EVENTS: usize = 1024;
+
+/// Reads every record from the start, indexing and visiting each (in batches of up to
+/// [`REPLAY_BATCH_EVENTS`], in order); returns the offset just past the last whole record.
+/// Stops with an error on corruption that is not a torn tail.
 fn replay(
     file: &File,
     index: &mut Index,
-    visit: &mut impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
+    report: &mut OpenReport,
+) -> Result<u64, LogError> {
+    let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
+    let mut visit_one = |event: Option<RecordedEvent>| -> Result<(), LogError> {
+        let flush = event.is_none();
+        batch.extend(event);
+        if flush || batch.len() == REPLAY_BATCH_EVENTS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH_EVENTS));
+            if !full.is_empty() {
+                visit(full)?;
+            }
+        }
+        Ok(())
+    };
+    let end_offset = replay_records(file, index, &mut visit_one, report)?;
+    visit_one(None)?;
+    Ok(end_offset)
+}
+
+/// [`replay`] one event at a time; `visit(Some(event))` for each.
+fn replay_records(
+    file: &File,
+    index: &mut Index,
+    visit: &mut impl FnMut(Option<RecordedEvent>) -> Result<(), LogError>,
     report: &mut OpenReport,
 ) -> Result<u64, LogError> {
     let file_length = file
@@ -755,7 +797,7 @@ fn replay(
                 ),
             });
         }
-        visit(&event)?;
+        visit(Some(event))?;
         report.events += 1;
         offset += frame.len() as u64;
     }
