@@ -400,3 +400,73 @@ async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
         Ok(_) => panic!("the start-up succeeded with a read model that refused an event"),
     }
 }
+
+/// The replay decodes on one thread and indexes on another, in batches: damage in a later
+/// batch is still found and named, after every event before it was visited, and a refusal
+/// by the visitor earlier in the log is the error reported, not the damage after it.
+#[tokio::test]
+async fn it_reports_the_first_problem_in_log_order_across_replay_batches() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let batch = inventory::log::embedded::REPLAY_BATCH_EVENTS as u64;
+    let count = 3 * batch;
+    let events = added_events(&mut inventory, LogPosition(0), count, 5);
+    {
+        let (log, _, _) = open(directory.path());
+        for chunk in events.chunks(1000) {
+            log.append(chunk.to_vec()).await.unwrap();
+        }
+    }
+    // Find the record at position 2 × batch + 10 and flip a bit in its payload.
+    let damaged_position = 2 * batch + 10;
+    let mut offsets = Vec::new();
+    let path = directory.path().join(LOG_FILE_NAME);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut offset = 8usize;
+    while offset < bytes.len() {
+        offsets.push(offset as u64);
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += 8 + length;
+    }
+    let damaged_offset = offsets[(damaged_position - 1) as usize];
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let at = damaged_offset + 12;
+    file.write_all_at(&[bytes[at as usize] ^ 0x01], at).unwrap();
+
+    let mut visited = Vec::new();
+    let error = EmbeddedLog::open(directory.path(), |event| {
+        visited.push(event.position);
+        Ok(())
+    })
+    .err()
+    .expect("a corrupt log must not open");
+    match error {
+        LogError::Corrupt { offset, problem } => {
+            assert_eq!(offset, damaged_offset, "the damaged record is named");
+            assert!(problem.contains("valid record follows"), "{problem}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let expected: Vec<_> = (1..damaged_position).map(LogPosition).collect();
+    assert_eq!(
+        visited, expected,
+        "every event before the damage was visited, in order"
+    );
+
+    // A visitor that refuses an event in the first batch: its refusal is the error.
+    let error = EmbeddedLog::open(directory.path(), |event| {
+        if event.position == LogPosition(7) {
+            return Err(LogError::Corrupt {
+                offset: 0,
+                problem: "refused by the fold".to_owned(),
+            });
+        }
+        Ok(())
+    })
+    .err()
+    .expect("a refused event stops the opening");
+    match error {
+        LogError::Corrupt { problem, .. } => assert_eq!(problem, "refused by the fold"),
+        other => panic!("expected the visitor's refusal, got {other}"),
+    }
+}

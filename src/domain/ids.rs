@@ -83,6 +83,13 @@ macro_rules! identifier_newtype {
                 formatter.write_str(self.0.as_str())
             }
         }
+
+        /// Hashes and compares as its text, so a set of ids can be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                self.0.as_str()
+            }
+        }
     };
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
 use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
-use crate::proto::{decode_event, encode_event};
+use crate::proto::{StoredEvent, decode_event, encode_event};
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";
@@ -162,6 +162,14 @@ struct KeyInterner {
 }
 
 impl KeyInterner {
+    /// The key of a product id and a store id both seen before (so already checked).
+    fn known(&self, product_id: &str, store_id: &str) -> Option<StreamKey> {
+        Some(StreamKey::new(
+            self.products.get(product_id)?.clone(),
+            self.stores.get(store_id)?.clone(),
+        ))
+    }
+
     fn key(&mut self, stream: &StreamKey) -> StreamKey {
         StreamKey::new(
             intern(&mut self.products, &stream.product_id),
@@ -655,6 +663,12 @@ fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
     buffer.extend_from_slice(payload);
 }
 
+/// Whether a frame's stored checksum (in its header) matches its length and payload.
+fn checksum_matches(frame_header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> bool {
+    let stored = u32::from_le_bytes(frame_header[4..8].try_into().expect("4 bytes"));
+    crc32c::crc32c_append(crc32c::crc32c(&frame_header[0..4]), payload) == stored
+}
+
 /// The payload and whole length of the frame at the start of `bytes`.
 fn parse_frame(bytes: &[u8]) -> Result<(&[u8], usize), &'static str> {
     if bytes.len() < FRAME_HEADER_LEN {
@@ -686,39 +700,126 @@ fn decode_checked(payload: &[u8], offset: u64) -> Result<RecordedEvent, LogError
 /// How many replayed events are handed to the visitor at once.
 pub const REPLAY_BATCH_EVENTS: usize = 1024;
 
+/// How many decoded batches may wait for the indexing thread during a replay.
+const REPLAY_QUEUE_BATCHES: usize = 8;
+
+/// Events decoded from consecutive records, and where each record starts.
+struct DecodedBatch {
+    offsets: Vec<u64>,
+    events: Vec<RecordedEvent>,
+}
+
+impl DecodedBatch {
+    fn new() -> DecodedBatch {
+        DecodedBatch {
+            offsets: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+            events: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+        }
+    }
+}
+
 /// Reads every record from the start, indexing and visiting each (in batches of up to
 /// [`REPLAY_BATCH_EVENTS`], in order); returns the offset just past the last whole record.
-/// Stops with an error on corruption that is not a torn tail.
+/// Stops with an error on corruption that is not a torn tail; the first problem in log order
+/// is the one reported.
+///
+/// Reading the records, checking their checksums and decoding them (most of a replay's work)
+/// runs on a thread of its own, ahead of this one, which checks positions and versions,
+/// indexes and visits. That thread also keeps one copy of each product and store id, so
+/// the ids of a stream seen before are neither parsed nor allocated again (and allocations
+/// made on one thread are not all freed on the other, which is slow with glibc's arenas).
 fn replay(
     file: &File,
     index: &mut Index,
     visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
     report: &mut OpenReport,
 ) -> Result<u64, LogError> {
-    let mut batch = Vec::with_capacity(REPLAY_BATCH_EVENTS);
-    let mut visit_one = |event: Option<RecordedEvent>| -> Result<(), LogError> {
-        let flush = event.is_none();
-        batch.extend(event);
-        if flush || batch.len() == REPLAY_BATCH_EVENTS {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH_EVENTS));
-            if !full.is_empty() {
-                visit(full)?;
-            }
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_BATCHES);
+        let decoder = std::thread::Builder::new()
+            .name("replay-decode".to_owned())
+            .spawn_scoped(scope, move || decode_records(file, &sender))
+            .map_err(io_error("starting the replay's decoding thread"))?;
+        for batch in receiver {
+            // An error here drops the receiver, which stops the decoding thread.
+            index_and_visit(batch, index, visit, report)?;
         }
-        Ok(())
-    };
-    let end_offset = replay_records(file, index, &mut visit_one, report)?;
-    visit_one(None)?;
-    Ok(end_offset)
+        decoder
+            .join()
+            .expect("the replay's decoding thread panicked")
+    })
 }
 
-/// [`replay`] one event at a time; `visit(Some(event))` for each.
-fn replay_records(
-    file: &File,
+/// Checks each event's position and version, indexes it and hands the batch to `visit`.
+fn index_and_visit(
+    batch: DecodedBatch,
     index: &mut Index,
-    visit: &mut impl FnMut(Option<RecordedEvent>) -> Result<(), LogError>,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
     report: &mut OpenReport,
+) -> Result<(), LogError> {
+    let DecodedBatch {
+        offsets,
+        mut events,
+    } = batch;
+    let mut problem = None;
+    for (at, (event, &offset)) in events.iter_mut().zip(&offsets).enumerate() {
+        if let Err(error) = index_event(event, offset, index) {
+            problem = Some((at, error));
+            break;
+        }
+    }
+    // The events before a problem are visited first: a refusal among them comes first in
+    // the log.
+    events.truncate(problem.as_ref().map_or(events.len(), |(at, _)| *at));
+    report.events += events.len() as u64;
+    if !events.is_empty() {
+        visit(events)?;
+    }
+    match problem {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn index_event(event: &mut RecordedEvent, offset: u64, index: &mut Index) -> Result<(), LogError> {
+    let expected_position = index.head().next();
+    if event.position != expected_position {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "position {} where {expected_position} was expected",
+                event.position
+            ),
+        });
+    }
+    // Indexing also gives the event the index's copy of its stream key, which the folds
+    // keep. If the version is wrong the open fails, so the index entry does not matter.
+    let expected_version = index
+        .record(&mut event.stream, event.position, offset)
+        .next();
+    if event.version != expected_version {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "stream {} has version {} where {expected_version} was expected",
+                event.stream, event.version
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads, checks and decodes every record from the start, sending them in batches; returns
+/// the offset just past the last whole record, or the first damage that is not a torn tail.
+/// Stops early, without error, when the receiver is gone.
+fn decode_records(
+    file: &File,
+    sender: &std::sync::mpsc::SyncSender<DecodedBatch>,
 ) -> Result<u64, LogError> {
+    let mut batch = DecodedBatch::new();
+    let mut records = 0u64;
+    let mut ids = KeyInterner::default();
+    let send = |batch: DecodedBatch| sender.send(batch).is_ok();
     let file_length = file
         .metadata()
         .map_err(io_error("reading the log file's size"))?
@@ -740,67 +841,71 @@ fn replay_records(
     let mut offset = HEADER.len() as u64;
     let mut frame_header = [0u8; FRAME_HEADER_LEN];
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
-    let mut frame = Vec::with_capacity(MAX_RECORD_BYTES + FRAME_HEADER_LEN);
     loop {
         if offset == file_length {
-            return Ok(offset);
+            break;
         }
-        let damaged = |problem: &str| -> Result<u64, LogError> {
-            check_torn_tail(file, offset, file_length, index.head(), problem)?;
+        // The records before a damaged one are sent first: a problem among them comes first.
+        let damaged = |problem: &str, batch: DecodedBatch| -> Result<u64, LogError> {
+            if !send(batch) {
+                return Ok(offset);
+            }
+            check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
             Ok(offset)
         };
         if file_length - offset < FRAME_HEADER_LEN as u64 {
-            return damaged("frame header cut short");
+            return damaged("frame header cut short", batch);
         }
         reader
             .read_exact(&mut frame_header)
             .map_err(io_error("reading the log"))?;
         let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
         if length == 0 || length > MAX_RECORD_BYTES {
-            return damaged("frame length out of range");
+            return damaged("frame length out of range", batch);
         }
         if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
-            return damaged("frame payload cut short");
+            return damaged("frame payload cut short", batch);
         }
         payload.resize(length, 0);
         reader
             .read_exact(&mut payload)
             .map_err(io_error("reading the log"))?;
-        frame.clear();
-        frame.extend_from_slice(&frame_header);
-        frame.extend_from_slice(&payload);
-        if parse_frame(&frame).is_err() {
-            return damaged("checksum mismatch");
+        if !checksum_matches(&frame_header, &payload) {
+            return damaged("checksum mismatch", batch);
         }
-        let mut event = decode_checked(&payload, offset)?;
-        let expected_position = index.head().next();
-        if event.position != expected_position {
-            return Err(LogError::Corrupt {
-                offset,
-                problem: format!(
-                    "position {} where {expected_position} was expected",
-                    event.position
-                ),
-            });
+        let mut known = true;
+        let decoded = StoredEvent::decode(&payload).and_then(|stored| {
+            stored.into_event(|product_id, store_id| {
+                let stream = ids.known(product_id, store_id);
+                known = stream.is_some();
+                stream
+            })
+        });
+        let mut event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                send(batch);
+                return Err(LogError::Corrupt {
+                    offset,
+                    problem: error.to_string(),
+                });
+            }
+        };
+        if !known {
+            event.stream = ids.key(&event.stream);
         }
-        // Indexing also gives the event the index's copy of its stream key, which the folds
-        // keep. If the version is wrong the open fails, so the index entry does not matter.
-        let expected_version = index
-            .record(&mut event.stream, event.position, offset)
-            .next();
-        if event.version != expected_version {
-            return Err(LogError::Corrupt {
-                offset,
-                problem: format!(
-                    "stream {} has version {} where {expected_version} was expected",
-                    event.stream, event.version
-                ),
-            });
+        batch.offsets.push(offset);
+        batch.events.push(event);
+        records += 1;
+        if batch.events.len() == REPLAY_BATCH_EVENTS
+            && !send(std::mem::replace(&mut batch, DecodedBatch::new()))
+        {
+            return Ok(offset);
         }
-        visit(Some(event))?;
-        report.events += 1;
-        offset += frame.len() as u64;
+        offset += (FRAME_HEADER_LEN + length) as u64;
     }
+    send(batch);
+    Ok(offset)
 }
 
 /// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
