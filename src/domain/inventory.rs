@@ -6,6 +6,13 @@ use std::collections::{BTreeSet, HashMap};
 /// The hasher of the inventory's maps: much faster than SipHash on short string keys (the
 /// replay hashes several per event), and seeded per process like std's.
 type FastHash = foldhash::fast::RandomState;
+
+/// The map of every item and of every reservation id: an `IndexMap`, whose hash table holds
+/// only indices into a dense vector of entries. A `HashMap` holds the entries themselves in
+/// its table, which is between 44 % and 87 % full (at a million entries, just past a
+/// doubling: half empty), so each entry costs about twice its size; here an entry costs its
+/// size plus about 18 bytes of index. Entries are never removed but by a rollback.
+type DenseMap<K, V> = indexmap::IndexMap<K, V, FastHash>;
 use std::fmt;
 
 use super::ids::{ReservationId, StreamKey};
@@ -48,10 +55,10 @@ struct ReservationEntry {
 /// Every stock item and reservation: the command side's state, a fold of the whole log.
 #[derive(Default, Debug)]
 pub struct Inventory {
-    items: HashMap<StreamKey, StockItem, FastHash>,
+    items: DenseMap<StreamKey, StockItem>,
     /// Every reservation id ever used, so a reused id is refused and a late commit or release
     /// is told what happened to its reservation.
-    reservations: HashMap<ReservationId, ReservationEntry, FastHash>,
+    reservations: DenseMap<ReservationId, ReservationEntry>,
     /// Active reservations by expiry time.
     expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
     /// While a batch is open: how to put back everything it changed.
@@ -171,13 +178,13 @@ impl Inventory {
         for (reservation_id, entry) in undo.reservations {
             match entry {
                 Some(entry) => self.reservations.insert(reservation_id, entry),
-                None => self.reservations.remove(&reservation_id),
+                None => self.reservations.swap_remove(&reservation_id),
             };
         }
         for (stream, item) in undo.items {
             match item {
                 Some(item) => self.items.insert(stream, item),
-                None => self.items.remove(&stream),
+                None => self.items.swap_remove(&stream),
             };
         }
     }

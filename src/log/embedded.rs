@@ -16,13 +16,13 @@
 //! valid record after it is corruption of acknowledged data: opening fails and says where.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use indexmap::map::Entry;
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
@@ -108,8 +108,10 @@ struct Index {
     record_offsets: Vec<u64>,
     /// The end of the last durable record.
     end_offset: u64,
-    /// For each stream, the position of each version.
-    streams: HashMap<StreamKey, StreamPositions, FastHash>,
+    /// For each stream, the position of each version. An `IndexMap` (a table of indices over
+    /// a dense vector of entries) takes about half the memory of a `HashMap` at a million
+    /// streams; streams are never removed.
+    streams: indexmap::IndexMap<StreamKey, StreamPositions, FastHash>,
     /// One copy of each product id and store id, shared by every stream key that names it.
     ids: KeyInterner,
 }
