@@ -6,6 +6,7 @@ pub mod clock;
 pub mod command;
 pub mod projection;
 pub mod replay;
+pub mod sharded_map;
 pub mod shutdown;
 pub mod subscription;
 

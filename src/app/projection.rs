@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use metrics::Gauge;
 use tokio::sync::watch;
 
+use super::sharded_map::ShardedMap;
 use super::shutdown::Shutdown;
 use crate::domain::{
     ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockItem, StockLevel,
@@ -44,7 +45,8 @@ impl StockView {
 /// The query side's state. Readers see each item either before or after an event, never
 /// half-applied.
 pub struct ReadModel {
-    items: DashMap<StreamKey, StockView, FastHash>,
+    /// Every item: a dense sharded map, about half the memory of a `DashMap` of a million.
+    items: ShardedMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>, FastHash>,
     applied: watch::Sender<LogPosition>,
     /// Since when the model's upstream (the command server it follows, or the database) is
@@ -65,7 +67,7 @@ impl Default for ReadModel {
 impl ReadModel {
     pub fn new() -> ReadModel {
         ReadModel {
-            items: DashMap::default(),
+            items: ShardedMap::default(),
             stores_by_product: DashMap::default(),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
@@ -144,7 +146,7 @@ impl ReadModel {
             });
         }
         let new_stream = {
-            let mut view = self.items.entry(event.stream.clone()).or_default();
+            let mut view = self.items.get_or_default(&event.stream);
             if event.version != view.version().next() {
                 return Err(LogError::Corrupt {
                     offset: 0,
