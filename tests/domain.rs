@@ -727,3 +727,40 @@ proptest! {
         prop_assert_eq!(&rebuilt, &reservations);
     }
 }
+
+/// A reservation remembers the item it was made on (by the item's place among the items):
+/// after batches that created items were rolled back and other items were created in their
+/// place, every reservation still commits on its own item.
+#[test]
+fn reservations_keep_their_items_across_rolled_back_batches() {
+    let now = START;
+    let apply = |inventory: &mut Inventory, command: Command| {
+        let decision = inventory.decide(&command, now).unwrap();
+        inventory.evolve(&decision.stream, &decision.event);
+    };
+    let mut inventory = Inventory::new();
+    for product in ["a", "b"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    inventory.begin_batch();
+    for product in ["c", "d", "e"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    apply(&mut inventory, reserve("a", "r-a2", 1));
+    inventory.rollback_batch();
+    assert_eq!(inventory.item_count(), 2);
+    for product in ["e", "f", "c"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    assert_eq!(inventory.reservation_status(&reservation("r-d")), None);
+    assert_eq!(inventory.reservation_status(&reservation("r-a2")), None);
+    for product in ["a", "b", "e", "f", "c"] {
+        let decision = inventory
+            .decide(&commit(&format!("r-{product}")), now)
+            .unwrap();
+        assert_eq!(decision.stream, stream(product), "r-{product}");
+    }
+}

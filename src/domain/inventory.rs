@@ -46,9 +46,14 @@ pub struct Decision {
     pub event: StockEvent,
 }
 
-#[derive(Clone, Debug)]
+/// What the inventory keeps of every reservation id: the item it was made on and its status.
+/// The item is named by its index in `Inventory::items` (4 bytes instead of a 32-byte key;
+/// there is one entry per reservation ever made). Indices never change: items are never
+/// removed, except by a rollback, which removes only the items its batch created, the last
+/// ones, so no other item moves.
+#[derive(Clone, Copy, Debug)]
 struct ReservationEntry {
-    stream: StreamKey,
+    item: u32,
     status: ReservationStatus,
 }
 
@@ -74,6 +79,8 @@ struct Undo {
     reservations: HashMap<ReservationId, Option<ReservationEntry>, FastHash>,
     /// Changes to the expiry schedule in order, to be undone in reverse.
     schedule: Vec<ScheduleChange>,
+    /// How many items there were before the batch: the items it created come after them.
+    items_before: usize,
 }
 
 #[derive(Debug)]
@@ -140,7 +147,11 @@ impl Inventory {
                         status: entry.status,
                     });
                 }
-                entry.stream.clone()
+                let (stream, _) = self
+                    .items
+                    .get_index(entry.item as usize)
+                    .expect("a reservation's item exists");
+                stream.clone()
             }
         };
         let empty = StockItem::default();
@@ -154,7 +165,10 @@ impl Inventory {
     /// whose events the log refused leaves no trace.
     pub fn begin_batch(&mut self) {
         assert!(self.undo.is_none(), "a batch is already open");
-        self.undo = Some(Undo::default());
+        self.undo = Some(Undo {
+            items_before: self.items.len(),
+            ..Undo::default()
+        });
     }
 
     /// Keeps every change of the open batch.
@@ -183,10 +197,21 @@ impl Inventory {
         }
         for (stream, item) in undo.items {
             match item {
-                Some(item) => self.items.insert(stream, item),
-                None => self.items.swap_remove(&stream),
-            };
+                Some(item) => {
+                    self.items.insert(stream, item);
+                }
+                None => {
+                    // Only the batch's own items, the last ones, move: reservation entries
+                    // name items by index.
+                    let (index, _, _) = self
+                        .items
+                        .swap_remove_full(&stream)
+                        .expect("an item the batch created exists");
+                    assert!(index >= undo.items_before, "an older item was removed");
+                }
+            }
         }
+        assert_eq!(self.items.len(), undo.items_before);
     }
 
     /// Applies one event to its stream and returns the stream's new version and stock. Holds
@@ -202,10 +227,14 @@ impl Inventory {
             undo.items
                 .insert(stream.clone(), self.items.get(stream).cloned());
         }
-        let item = match self.items.get_mut(stream) {
-            Some(item) => item,
-            None => self.items.entry(stream.clone()).or_default(),
+        let (item_index, item) = match self.items.get_full_mut(stream) {
+            Some((index, _, item)) => (index, item),
+            None => {
+                let entry = self.items.entry(stream.clone());
+                (entry.index(), entry.or_default())
+            }
         };
+        let item_index = u32::try_from(item_index).expect("fewer than 2^32 items");
         let (status_change, expiry_removed) = match event {
             StockEvent::StockAdded { .. } | StockEvent::StockAdjusted { .. } => (None, None),
             StockEvent::StockReserved {
@@ -264,7 +293,7 @@ impl Inventory {
             self.reservations.insert(
                 reservation_id.clone(),
                 ReservationEntry {
-                    stream: stream.clone(),
+                    item: item_index,
                     status,
                 },
             );
