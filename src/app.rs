@@ -5,6 +5,8 @@ pub mod breaker;
 pub mod clock;
 pub mod command;
 pub mod projection;
+pub mod replay;
+pub mod sharded_map;
 pub mod shutdown;
 pub mod subscription;
 

@@ -12,11 +12,12 @@ mod values;
 
 pub use ids::{
     CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
-    StoreId, StreamKey,
+    ReservationIdText, StoreId, StreamKey,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use stock::{
-    ActiveReservation, Command, DomainError, EventKind, RecordedEvent, StockEvent, StockItem,
+    ActiveReservation, Command, DomainError, EventKind, RecordedEvent, Reservations,
+    SMALL_RESERVATIONS_MAX, StockEvent, StockItem,
 };
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,

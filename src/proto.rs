@@ -40,6 +40,26 @@ pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, EventDecodeError> {
     event_from_pb(pb::InventoryEvent::decode(bytes)?)
 }
 
+/// A stored event decoded from protobuf but not yet checked and converted: the two halves of
+/// [`decode_event`], so that a replay can run them on different threads.
+pub struct StoredEvent(pb::InventoryEvent);
+
+impl StoredEvent {
+    pub fn decode(bytes: &[u8]) -> Result<StoredEvent, EventDecodeError> {
+        Ok(StoredEvent(pb::InventoryEvent::decode(bytes)?))
+    }
+
+    /// Checks and converts the event. `known_stream` may return the stream key of a product id
+    /// and store id already seen (and checked), so that a replay does not parse and allocate
+    /// the same ids for every event; on `None` they are parsed.
+    pub fn into_event(
+        self,
+        known_stream: impl FnOnce(&str, &str) -> Option<StreamKey>,
+    ) -> Result<RecordedEvent, EventDecodeError> {
+        event_from_pb_with(self.0, known_stream)
+    }
+}
+
 pub fn timestamp_to_pb(timestamp: Timestamp) -> prost_types::Timestamp {
     let millis = timestamp.unix_millis();
     prost_types::Timestamp {
@@ -173,6 +193,13 @@ fn stored_reason(field: &'static str, value: &str) -> Result<Reason, EventDecode
 }
 
 pub fn event_from_pb(message: pb::InventoryEvent) -> Result<RecordedEvent, EventDecodeError> {
+    event_from_pb_with(message, |_, _| None)
+}
+
+fn event_from_pb_with(
+    message: pb::InventoryEvent,
+    known_stream: impl FnOnce(&str, &str) -> Option<StreamKey>,
+) -> Result<RecordedEvent, EventDecodeError> {
     use pb::inventory_event::Kind;
     let event = match message.kind.as_ref() {
         None => return Err(invalid("kind", "missing")),
@@ -244,10 +271,14 @@ pub fn event_from_pb(message: pb::InventoryEvent) -> Result<RecordedEvent, Event
     Ok(RecordedEvent {
         position: LogPosition(message.position),
         event_id: EventId(event_id),
-        stream: StreamKey::new(
-            ProductId::parse(&message.product_id).map_err(|error| invalid("product_id", error))?,
-            StoreId::parse(&message.store_id).map_err(|error| invalid("store_id", error))?,
-        ),
+        stream: match known_stream(&message.product_id, &message.store_id) {
+            Some(stream) => stream,
+            None => StreamKey::new(
+                ProductId::parse(&message.product_id)
+                    .map_err(|error| invalid("product_id", error))?,
+                StoreId::parse(&message.store_id).map_err(|error| invalid("store_id", error))?,
+            ),
+        },
         version: StreamVersion(message.version),
         occurred_at: stored_timestamp("occurred_at", message.occurred_at.as_ref())?,
         stock_after,

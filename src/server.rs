@@ -273,16 +273,7 @@ async fn open_command_log(
             let directory = data_dir.clone();
             let model = model.cloned();
             let (log, state, report) = tokio::task::spawn_blocking(move || {
-                let mut state = CommandState::new();
-                let (log, report) = EmbeddedLog::open(&directory, |event| {
-                    state.apply(event)?;
-                    if let Some(model) = &model {
-                        model.apply(event)?;
-                    }
-                    Ok(())
-                })?;
-                state.forget_old_commands(now);
-                Ok::<_, LogError>((log, state, report))
+                crate::app::replay::open_embedded(&directory, model.as_ref(), now)
             })
             .await
             .expect("opening the log panicked")?;

@@ -129,7 +129,7 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         } => (
             "StockReserved",
             json!({
-                "reservation_id": reservation_id.as_str(),
+                "reservation_id": reservation_id.to_string(),
                 "quantity": quantity.get(),
                 "customer_id": customer_id.as_str(),
                 "expires_at_unix_ms": expires_at.unix_millis(),
@@ -141,7 +141,7 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             order_id,
         } => (
             "ReservationCommitted",
-            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get(), "order_id": order_id.as_str()}),
+            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "order_id": order_id.as_str()}),
         ),
         StockEvent::ReservationReleased {
             reservation_id,
@@ -149,14 +149,14 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             reason,
         } => (
             "ReservationReleased",
-            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "reason": reason.as_str()}),
         ),
         StockEvent::ReservationExpired {
             reservation_id,
             quantity,
         } => (
             "ReservationExpired",
-            json!({"reservation_id": reservation_id.as_str(), "quantity": quantity.get()}),
+            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get()}),
         ),
     };
     json!({

@@ -3,8 +3,8 @@
 
 use inventory::domain::{
     Command, CustomerId, DomainError, IdError, Inventory, OrderId, ProductId, Quantity,
-    QuantityError, Reason, ReservationId, ReservationStatus, StockEvent, StoreId, StreamKey,
-    StreamVersion, TimeToLive, Timestamp,
+    QuantityError, Reason, ReservationId, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX,
+    StockEvent, StoreId, StreamKey, StreamVersion, TimeToLive, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -554,5 +554,213 @@ proptest! {
         run(&mut inventory, &batch, &mut ids);
         inventory.rollback_batch();
         prop_assert_eq!(observe(&inventory, &ids), observe(&untouched, &ids));
+    }
+}
+
+// Reservation ids: a UUID in canonical text form is held as 16 bytes, any other id as text;
+// both behave as the text they came from.
+
+#[test]
+fn a_canonical_uuid_reservation_id_keeps_its_text() {
+    let text = "01938a6e-7b2c-7def-8a9b-0123456789ab";
+    let id = reservation(text);
+    assert_eq!(id.to_string(), text);
+    assert_eq!(&*id.as_str(), text);
+    assert_eq!(
+        id,
+        ReservationId::from_uuid(0x01938a6e_7b2c_7def_8a9b_0123456789ab)
+    );
+    assert_eq!(format!("{id:?}"), format!("ReservationId({text:?})"));
+}
+
+#[test]
+fn reservation_ids_that_are_not_canonical_uuids_stay_text() {
+    for text in [
+        "01938A6E-7B2C-7DEF-8A9B-0123456789AB",
+        "01938a6e7b2c7def8a9b0123456789ab",
+        "01938a6e-7b2c-7def-8a9b-0123456789a",
+        "01938a6e-7b2c-7def-8a9b-0123456789abc",
+        "01938a6e-7b2c-7def-8a9b_0123456789ab",
+        "g1938a6e-7b2c-7def-8a9b-0123456789ab",
+        "order-7",
+    ] {
+        let id = reservation(text);
+        assert_eq!(id.to_string(), text);
+        assert_eq!(&*id.as_str(), text);
+    }
+    assert_ne!(
+        reservation("01938A6E-7B2C-7DEF-8A9B-0123456789AB"),
+        reservation("01938a6e-7b2c-7def-8a9b-0123456789ab"),
+        "ids are case-sensitive text"
+    );
+    assert!(matches!(
+        ReservationId::parse("01938a6e-7b2c-7def-8a9b-0123456789a!"),
+        Err(IdError::InvalidCharacter { character: '!' })
+    ));
+    assert_eq!(ReservationId::parse(""), Err(IdError::Empty));
+}
+
+fn uuid_text(value: u128) -> String {
+    let hex = format!("{value:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn reservation_id_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u128>().prop_map(uuid_text),
+        "[0-9a-f-]{1,40}",
+        "[A-Za-z0-9._:-]{1,40}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn reservation_ids_compare_and_hash_as_their_text(
+        a in reservation_id_text(),
+        b in reservation_id_text(),
+    ) {
+        use std::hash::BuildHasher;
+        let (id_a, id_b) = (reservation(&a), reservation(&b));
+        prop_assert_eq!(id_a.to_string(), a.clone());
+        prop_assert_eq!(id_a.cmp(&id_b), a.cmp(&b));
+        prop_assert_eq!(id_a == id_b, a == b);
+        prop_assert_eq!(reservation(&a), id_a.clone());
+        let hasher = std::collections::hash_map::RandomState::new();
+        prop_assert_eq!(hasher.hash_one(&id_a), hasher.hash_one(reservation(&a)));
+    }
+}
+
+// An item's active reservations: a vector while few, a hash map past
+// SMALL_RESERVATIONS_MAX, back to a vector below half of that.
+
+fn active(units: u64) -> inventory::domain::ActiveReservation {
+    inventory::domain::ActiveReservation {
+        quantity: quantity(units),
+        customer_id: CustomerId::parse("customer-1").unwrap(),
+        expires_at: START,
+    }
+}
+
+#[test]
+fn an_item_without_reservations_holds_no_allocation() {
+    let mut reservations = Reservations::default();
+    reservations.insert(reservation("r-1"), active(1));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 1));
+    reservations.insert(reservation("r-2"), active(2));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 2));
+    assert_eq!(reservations.remove(&reservation("r-1")), Some(active(1)));
+    assert_eq!(reservations.remove(&reservation("r-1")), None);
+    assert_eq!(reservations.remove(&reservation("r-2")), Some(active(2)));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 0));
+}
+
+#[test]
+fn reservations_move_to_a_map_when_many_and_back_when_few() {
+    let mut reservations = Reservations::default();
+    for n in 0..SMALL_RESERVATIONS_MAX {
+        reservations.insert(reservation(&format!("r-{n}")), active(n as u64 + 1));
+    }
+    assert!(matches!(reservations, Reservations::Small(_)));
+    reservations.insert(reservation("r-last"), active(1));
+    assert!(matches!(reservations, Reservations::Large(_)));
+    assert_eq!(reservations.len(), SMALL_RESERVATIONS_MAX + 1);
+    for n in 0..SMALL_RESERVATIONS_MAX {
+        assert_eq!(
+            reservations.get(&reservation(&format!("r-{n}"))),
+            Some(&active(n as u64 + 1))
+        );
+    }
+    let mut n = 0;
+    while matches!(reservations, Reservations::Large(_)) {
+        assert!(
+            reservations
+                .remove(&reservation(&format!("r-{n}")))
+                .is_some()
+        );
+        n += 1;
+    }
+    assert_eq!(reservations.len(), SMALL_RESERVATIONS_MAX / 2 - 1);
+    assert_eq!(reservations.get(&reservation("r-last")), Some(&active(1)));
+    assert_eq!(reservations.iter().count(), reservations.len());
+}
+
+proptest! {
+    /// Whatever the sequence of inserts and removes, the reservations hold what a plain map
+    /// holds, and compare equal to another built in another order.
+    #[test]
+    fn reservations_behave_as_a_map(
+        steps in proptest::collection::vec((any::<bool>(), 0u8..48, 1u64..5), 0..300),
+    ) {
+        let mut reservations = Reservations::default();
+        let mut model = std::collections::HashMap::new();
+        for (insert, key, units) in steps {
+            let id = reservation(&format!("r-{key}"));
+            if insert {
+                reservations.insert(id.clone(), active(units));
+                model.insert(id, active(units));
+            } else {
+                prop_assert_eq!(reservations.remove(&id), model.remove(&id));
+            }
+            prop_assert_eq!(reservations.len(), model.len());
+            if let Reservations::Small(entries) = &reservations {
+                prop_assert!(entries.len() <= SMALL_RESERVATIONS_MAX);
+            }
+        }
+        for (id, active) in &model {
+            prop_assert_eq!(reservations.get(id), Some(active));
+        }
+        prop_assert_eq!(reservations.iter().count(), model.len());
+        let mut rebuilt = Reservations::default();
+        let mut ids: Vec<_> = model.keys().cloned().collect();
+        ids.sort();
+        ids.reverse();
+        for id in ids {
+            rebuilt.insert(id.clone(), model[&id].clone());
+        }
+        prop_assert_eq!(&rebuilt, &reservations);
+    }
+}
+
+/// A reservation remembers the item it was made on (by the item's place among the items):
+/// after batches that created items were rolled back and other items were created in their
+/// place, every reservation still commits on its own item.
+#[test]
+fn reservations_keep_their_items_across_rolled_back_batches() {
+    let now = START;
+    let apply = |inventory: &mut Inventory, command: Command| {
+        let decision = inventory.decide(&command, now).unwrap();
+        inventory.evolve(&decision.stream, &decision.event);
+    };
+    let mut inventory = Inventory::new();
+    for product in ["a", "b"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    inventory.begin_batch();
+    for product in ["c", "d", "e"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    apply(&mut inventory, reserve("a", "r-a2", 1));
+    inventory.rollback_batch();
+    assert_eq!(inventory.item_count(), 2);
+    for product in ["e", "f", "c"] {
+        apply(&mut inventory, add(product, 10));
+        apply(&mut inventory, reserve(product, &format!("r-{product}"), 1));
+    }
+    assert_eq!(inventory.reservation_status(&reservation("r-d")), None);
+    assert_eq!(inventory.reservation_status(&reservation("r-a2")), None);
+    for product in ["a", "b", "e", "f", "c"] {
+        let decision = inventory
+            .decide(&commit(&format!("r-{product}")), now)
+            .unwrap();
+        assert_eq!(decision.stream, stream(product), "r-{product}");
     }
 }

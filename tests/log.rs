@@ -71,6 +71,69 @@ async fn it_reads_back_what_was_appended_by_position_and_by_stream() {
     assert_eq!(later, expected[8..].to_vec());
 }
 
+/// The stream index keeps streams of one and two events inline and longer ones in a vector:
+/// every page of every stream reads the same before and after a reopen, and across the
+/// moves from one form to the next.
+#[tokio::test]
+async fn it_reads_every_page_of_streams_of_every_length() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    // 5 streams, 1 to 5 events each, interleaved: p0 gets 1 event, p1 2, ..., p4 5.
+    let mut events = Vec::new();
+    for round in 0..5u64 {
+        for product in round..5 {
+            let mut event = added_events(&mut Inventory::new(), LogPosition(0), 1, 1).remove(0);
+            let key = stream(&format!("p{product}"));
+            let command = Command::AddStock {
+                stream: key.clone(),
+                quantity: Quantity::new(1).unwrap(),
+                reason: Reason::parse("delivery").unwrap(),
+            };
+            let decision = inventory
+                .decide(&command, inventory::domain::Timestamp(1_000))
+                .unwrap();
+            let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
+            event.position = LogPosition(events.len() as u64 + 1);
+            event.stream = key;
+            event.version = version;
+            event.stock_after = stock_after;
+            event.event = decision.event;
+            events.push(event);
+        }
+    }
+    let check = |log: EmbeddedLog, events: Vec<RecordedEvent>| async move {
+        for product in 0..6u64 {
+            let key = stream(&format!("p{product}"));
+            let expected: Vec<_> = events.iter().filter(|e| e.stream == key).cloned().collect();
+            assert_eq!(
+                log.stream_version(&key),
+                StreamVersion(expected.len() as u64)
+            );
+            for after in 0..=expected.len() + 1 {
+                for limit in 0..=expected.len() + 1 {
+                    let page = log
+                        .read_stream(key.clone(), StreamVersion(after as u64), limit)
+                        .await
+                        .unwrap();
+                    let wanted: Vec<_> = expected.iter().skip(after).take(limit).cloned().collect();
+                    assert_eq!(page, wanted, "p{product} after {after} limit {limit}");
+                }
+            }
+        }
+    };
+    {
+        let (log, _, _) = open(directory.path());
+        // One event per append, so the index changes form between reads.
+        for (n, event) in events.iter().enumerate() {
+            log.append(vec![event.clone()]).await.unwrap();
+            check(log.clone(), events[..=n].to_vec()).await;
+        }
+    }
+    let (log, replayed, _) = open(directory.path());
+    assert_eq!(replayed, events);
+    check(log, events).await;
+}
+
 #[tokio::test]
 async fn it_replays_every_event_in_order_after_a_reopen() {
     let directory = tempfile::tempdir().unwrap();
@@ -278,4 +341,133 @@ async fn positions_stay_gapless_and_versions_contiguous_under_concurrent_command
     }
     drop(side.handle);
     side.writer.await.unwrap();
+}
+
+/// In combined mode the read model folds the replay on a thread of its own: it must end in
+/// the same state as the command side, at the log's head, across several replay batches.
+#[tokio::test]
+async fn a_combined_replay_folds_the_read_model_like_the_command_side() {
+    use inventory::app::ReadModel;
+    use inventory::app::replay::open_embedded;
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let count = 3 * inventory::log::embedded::REPLAY_BATCH_EVENTS as u64 + 5;
+    let events = added_events(&mut inventory, LogPosition(0), count, 7);
+    {
+        let (log, _, _) = open(directory.path());
+        for chunk in events.chunks(1000) {
+            log.append(chunk.to_vec()).await.unwrap();
+        }
+    }
+    let model = Arc::new(ReadModel::new());
+    let now = inventory::domain::Timestamp(1_000);
+    let (log, state, report) = open_embedded(directory.path(), Some(&model), now).unwrap();
+    assert_eq!(report.events, count);
+    assert_eq!(log.head(), LogPosition(count));
+    assert_eq!(state.head(), LogPosition(count));
+    assert_eq!(model.position(), LogPosition(count));
+    assert_eq!(model.item_count(), 7);
+    for product in 0..7 {
+        let key = stream(&format!("p{product}"));
+        let item = state.inventory().item(&key).unwrap();
+        let (level, version, _) = model.stock(&key).unwrap();
+        assert_eq!((level, version), (item.level(), item.version()));
+        assert_eq!(item.level(), inventory.item(&key).unwrap().level());
+    }
+}
+
+/// An event the read model refuses stops a combined start-up, even though the read model
+/// folds on another thread than the command side.
+#[tokio::test]
+async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
+    use inventory::app::ReadModel;
+    use inventory::app::replay::open_embedded;
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let events = added_events(&mut inventory, LogPosition(0), 2000, 3);
+    {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+    }
+    // A model that already holds the first event expects position 2 first.
+    let model = Arc::new(ReadModel::new());
+    model.apply(&events[0]).unwrap();
+    let now = inventory::domain::Timestamp(1_000);
+    match open_embedded(directory.path(), Some(&model), now) {
+        Err(LogError::Corrupt { problem, .. }) => {
+            assert!(problem.contains("expected position 2"), "{problem}")
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("the start-up succeeded with a read model that refused an event"),
+    }
+}
+
+/// The replay decodes on one thread and indexes on another, in batches: damage in a later
+/// batch is still found and named, after every event before it was visited, and a refusal
+/// by the visitor earlier in the log is the error reported, not the damage after it.
+#[tokio::test]
+async fn it_reports_the_first_problem_in_log_order_across_replay_batches() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let batch = inventory::log::embedded::REPLAY_BATCH_EVENTS as u64;
+    let count = 3 * batch;
+    let events = added_events(&mut inventory, LogPosition(0), count, 5);
+    {
+        let (log, _, _) = open(directory.path());
+        for chunk in events.chunks(1000) {
+            log.append(chunk.to_vec()).await.unwrap();
+        }
+    }
+    // Find the record at position 2 × batch + 10 and flip a bit in its payload.
+    let damaged_position = 2 * batch + 10;
+    let mut offsets = Vec::new();
+    let path = directory.path().join(LOG_FILE_NAME);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut offset = 8usize;
+    while offset < bytes.len() {
+        offsets.push(offset as u64);
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += 8 + length;
+    }
+    let damaged_offset = offsets[(damaged_position - 1) as usize];
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let at = damaged_offset + 12;
+    file.write_all_at(&[bytes[at as usize] ^ 0x01], at).unwrap();
+
+    let mut visited = Vec::new();
+    let error = EmbeddedLog::open(directory.path(), |event| {
+        visited.push(event.position);
+        Ok(())
+    })
+    .err()
+    .expect("a corrupt log must not open");
+    match error {
+        LogError::Corrupt { offset, problem } => {
+            assert_eq!(offset, damaged_offset, "the damaged record is named");
+            assert!(problem.contains("valid record follows"), "{problem}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let expected: Vec<_> = (1..damaged_position).map(LogPosition).collect();
+    assert_eq!(
+        visited, expected,
+        "every event before the damage was visited, in order"
+    );
+
+    // A visitor that refuses an event in the first batch: its refusal is the error.
+    let error = EmbeddedLog::open(directory.path(), |event| {
+        if event.position == LogPosition(7) {
+            return Err(LogError::Corrupt {
+                offset: 0,
+                problem: "refused by the fold".to_owned(),
+            });
+        }
+        Ok(())
+    })
+    .err()
+    .expect("a refused event stops the opening");
+    match error {
+        LogError::Corrupt { problem, .. } => assert_eq!(problem, "refused by the fold"),
+        other => panic!("expected the visitor's refusal, got {other}"),
+    }
 }

@@ -144,10 +144,11 @@ pub fn fingerprint(
         } => {
             hasher.text("ReserveStock");
             stream(&mut hasher, key);
+            let reservation_id = reservation_id.as_str();
             hasher.text(if generated_reservation_id {
                 ""
             } else {
-                reservation_id.as_str()
+                &reservation_id
             });
             hasher.number(quantity.get());
             hasher.text(customer_id.as_str());
@@ -158,7 +159,7 @@ pub fn fingerprint(
             order_id,
         } => {
             hasher.text("CommitReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
             hasher.text(order_id.as_str());
         }
         Command::ReleaseReservation {
@@ -166,12 +167,12 @@ pub fn fingerprint(
             reason,
         } => {
             hasher.text("ReleaseReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
             hasher.text(reason.as_str());
         }
         Command::ExpireReservation { reservation_id } => {
             hasher.text("ExpireReservation");
-            hasher.text(reservation_id.as_str());
+            hasher.text(&reservation_id.as_str());
         }
     }
     match expected_version {
@@ -222,7 +223,7 @@ struct RememberedCommand {
 pub struct CommandState {
     inventory: Inventory,
     head: LogPosition,
-    remembered: HashMap<CommandId, RememberedCommand>,
+    remembered: HashMap<CommandId, RememberedCommand, foldhash::fast::RandomState>,
     /// Remembered ids in the order they were accepted, to forget the oldest first.
     remembered_order: VecDeque<(Timestamp, CommandId)>,
     /// While a batch is open: the head before it, and how many ids it remembered.
@@ -234,7 +235,7 @@ impl CommandState {
         CommandState {
             inventory: Inventory::new(),
             head: LogPosition::START,
-            remembered: HashMap::new(),
+            remembered: HashMap::default(),
             remembered_order: VecDeque::new(),
             open_batch: None,
         }

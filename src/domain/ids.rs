@@ -83,6 +83,13 @@ macro_rules! identifier_newtype {
                 formatter.write_str(self.0.as_str())
             }
         }
+
+        /// Hashes and compares as its text, so a set of ids can be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                self.0.as_str()
+            }
+        }
     };
 }
 
@@ -93,10 +100,6 @@ identifier_newtype!(
 identifier_newtype!(
     /// A store (or warehouse).
     StoreId
-);
-identifier_newtype!(
-    /// A reservation: given by the client or a UUID made by the server.
-    ReservationId
 );
 identifier_newtype!(
     /// The customer a reservation is held for.
@@ -110,6 +113,137 @@ identifier_newtype!(
     /// A client's idempotency key for one command.
     CommandId
 );
+
+/// A reservation: given by the client or a UUID made by the server.
+///
+/// Every reservation id is kept as long as the server runs (so a reused id is refused), and
+/// most are UUIDs the server made. One in the canonical text form of a UUID (36 characters,
+/// lowercase hexadecimal, hyphenated) is therefore held as its 16 bytes instead of a shared
+/// string: no allocation, and cheap to hash and compare. Any other valid identifier is held as
+/// text. The form is chosen from the text alone, so one text always gets the same form, and
+/// equality, hashing and ordering (by text) behave as for any identifier.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ReservationId(ReservationIdForm);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ReservationIdForm {
+    /// The bytes of a UUID whose text is canonical, big-endian (the text's order).
+    Uuid([u8; 16]),
+    Text(Identifier),
+}
+
+/// The length of a UUID's canonical text form.
+const UUID_TEXT_LEN: usize = 36;
+const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
+
+impl ReservationId {
+    pub fn parse(text: &str) -> Result<ReservationId, IdError> {
+        if let Some(bytes) = canonical_uuid_bytes(text) {
+            return Ok(ReservationId(ReservationIdForm::Uuid(bytes)));
+        }
+        Identifier::parse(text).map(|text| ReservationId(ReservationIdForm::Text(text)))
+    }
+
+    /// The id of a UUID made by the server (its canonical text form).
+    pub fn from_uuid(uuid: u128) -> ReservationId {
+        ReservationId(ReservationIdForm::Uuid(uuid.to_be_bytes()))
+    }
+
+    /// The id's text. A UUID's text is written into the returned value, so it borrows nothing.
+    pub fn as_str(&self) -> ReservationIdText<'_> {
+        match &self.0 {
+            ReservationIdForm::Uuid(bytes) => ReservationIdText::Uuid(uuid_text(bytes)),
+            ReservationIdForm::Text(text) => ReservationIdText::Text(text.as_str()),
+        }
+    }
+}
+
+impl Ord for ReservationId {
+    fn cmp(&self, other: &ReservationId) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            // Fixed-width lowercase hexadecimal with hyphens in fixed places sorts as the bytes.
+            (ReservationIdForm::Uuid(a), ReservationIdForm::Uuid(b)) => a.cmp(b),
+            (ReservationIdForm::Text(a), ReservationIdForm::Text(b)) => a.cmp(b),
+            _ => (*self.as_str()).cmp(&*other.as_str()),
+        }
+    }
+}
+
+impl PartialOrd for ReservationId {
+    fn partial_cmp(&self, other: &ReservationId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for ReservationId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "ReservationId({:?})", &*self.as_str())
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.as_str())
+    }
+}
+
+/// The text of a [`ReservationId`]: borrowed, or written out from a UUID's bytes.
+pub enum ReservationIdText<'a> {
+    Uuid([u8; UUID_TEXT_LEN]),
+    Text(&'a str),
+}
+
+impl std::ops::Deref for ReservationIdText<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            ReservationIdText::Uuid(text) => {
+                std::str::from_utf8(text).expect("a UUID's text is ASCII")
+            }
+            ReservationIdText::Text(text) => text,
+        }
+    }
+}
+
+/// The 16 bytes of `text` if it is a UUID in canonical form (lowercase, hyphenated).
+fn canonical_uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != UUID_TEXT_LEN || UUID_HYPHENS.iter().any(|&at| text[at] != b'-') {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    let mut digits = text
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| !UUID_HYPHENS.contains(at))
+        .map(|(_, digit)| match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            _ => None,
+        });
+    for byte in &mut bytes {
+        let high = digits.next()??;
+        let low = digits.next()??;
+        *byte = high << 4 | low;
+    }
+    Some(bytes)
+}
+
+fn uuid_text(bytes: &[u8; 16]) -> [u8; UUID_TEXT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; UUID_TEXT_LEN];
+    let mut at = 0;
+    for byte in bytes {
+        if UUID_HYPHENS.contains(&at) {
+            at += 1;
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    text
+}
 
 /// One stock item's stream of events: a product in a store.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

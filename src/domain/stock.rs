@@ -158,7 +158,124 @@ pub struct ActiveReservation {
 pub struct StockItem {
     level: StockLevel,
     version: StreamVersion,
-    reservations: HashMap<ReservationId, ActiveReservation>,
+    reservations: Reservations,
+}
+
+/// How many active reservations an item keeps in a vector before it moves them to a hash map.
+pub const SMALL_RESERVATIONS_MAX: usize = 32;
+
+/// The active reservations of one item. Most items hold none or a few, and every item is held
+/// in memory twice (command side and read model), so they are kept in a vector searched
+/// linearly: no allocation while empty, one exact-size allocation for the first few. An item
+/// that holds more than [`SMALL_RESERVATIONS_MAX`] (a hot item) moves them to a hash map, so a
+/// lookup never scans more than that many entries; it moves back below half of that.
+#[derive(Clone, Debug)]
+pub enum Reservations {
+    Small(Vec<(ReservationId, ActiveReservation)>),
+    Large(Box<HashMap<ReservationId, ActiveReservation, foldhash::fast::RandomState>>),
+}
+
+impl Default for Reservations {
+    fn default() -> Reservations {
+        Reservations::Small(Vec::new())
+    }
+}
+
+/// Equal when they hold the same reservations, in whatever order or form.
+impl PartialEq for Reservations {
+    fn eq(&self, other: &Reservations) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .all(|(id, reservation)| other.get(id) == Some(reservation))
+    }
+}
+
+impl Eq for Reservations {}
+
+impl Reservations {
+    pub fn len(&self) -> usize {
+        match self {
+            Reservations::Small(entries) => entries.len(),
+            Reservations::Large(entries) => entries.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, reservation_id: &ReservationId) -> Option<&ActiveReservation> {
+        match self {
+            Reservations::Small(entries) => entries
+                .iter()
+                .find(|(id, _)| id == reservation_id)
+                .map(|(_, reservation)| reservation),
+            Reservations::Large(entries) => entries.get(reservation_id),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ReservationId, &ActiveReservation)> {
+        let (small, large) = match self {
+            Reservations::Small(entries) => (Some(entries.iter()), None),
+            Reservations::Large(entries) => (None, Some(entries.iter())),
+        };
+        let small = small
+            .into_iter()
+            .flatten()
+            .map(|(id, reservation)| (id, reservation));
+        small.chain(large.into_iter().flatten())
+    }
+
+    /// Adds or replaces a reservation.
+    pub fn insert(&mut self, reservation_id: ReservationId, reservation: ActiveReservation) {
+        match self {
+            Reservations::Small(entries) => {
+                if let Some(entry) = entries.iter_mut().find(|(id, _)| *id == reservation_id) {
+                    entry.1 = reservation;
+                    return;
+                }
+                if entries.len() == SMALL_RESERVATIONS_MAX {
+                    let mut map: HashMap<_, _, _> = std::mem::take(entries).into_iter().collect();
+                    map.insert(reservation_id, reservation);
+                    *self = Reservations::Large(Box::new(map));
+                    return;
+                }
+                if entries.len() == entries.capacity() {
+                    // One at a time while small: most items never hold more than one or two.
+                    let additional = if entries.len() < 4 { 1 } else { entries.len() };
+                    entries.reserve_exact(additional);
+                }
+                entries.push((reservation_id, reservation));
+            }
+            Reservations::Large(entries) => {
+                entries.insert(reservation_id, reservation);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, reservation_id: &ReservationId) -> Option<ActiveReservation> {
+        match self {
+            Reservations::Small(entries) => {
+                let at = entries.iter().position(|(id, _)| id == reservation_id)?;
+                let (_, reservation) = entries.swap_remove(at);
+                if entries.is_empty() {
+                    // An item with no active reservation holds no allocation.
+                    *entries = Vec::new();
+                }
+                Some(reservation)
+            }
+            Reservations::Large(entries) => {
+                let reservation = entries.remove(reservation_id)?;
+                if entries.len() < SMALL_RESERVATIONS_MAX / 2 {
+                    let mut small = Vec::with_capacity(entries.len());
+                    small.extend(entries.drain());
+                    *self = Reservations::Small(small);
+                }
+                Some(reservation)
+            }
+        }
+    }
 }
 
 impl StockItem {
@@ -176,6 +293,10 @@ impl StockItem {
 
     pub fn reservations(&self) -> impl Iterator<Item = (&ReservationId, &ActiveReservation)> {
         self.reservations.iter()
+    }
+
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
     }
 
     /// Applies one event. It holds no rule and cannot fail: events are facts. Quantities

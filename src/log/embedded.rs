@@ -22,12 +22,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use indexmap::map::Entry;
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
-use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
-use crate::proto::{decode_event, encode_event};
+use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
+use crate::proto::{StoredEvent, decode_event, encode_event};
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";
@@ -107,8 +108,87 @@ struct Index {
     record_offsets: Vec<u64>,
     /// The end of the last durable record.
     end_offset: u64,
-    /// For each stream, the position of each version: `positions[v - 1]`.
-    streams: HashMap<StreamKey, Vec<LogPosition>>,
+    /// For each stream, the position of each version. An `IndexMap` (a table of indices over
+    /// a dense vector of entries) takes about half the memory of a `HashMap` at a million
+    /// streams; streams are never removed.
+    streams: indexmap::IndexMap<StreamKey, StreamPositions, FastHash>,
+    /// One copy of each product id and store id, shared by every stream key that names it.
+    ids: KeyInterner,
+}
+
+/// The hasher of the index's maps: fast on short string keys, seeded per process.
+type FastHash = foldhash::fast::RandomState;
+
+/// The positions of one stream's events, `positions[v - 1]` for version `v`. Most streams of
+/// a large inventory have one or two events, and there is an entry per stream, so those are
+/// held inline (the enum is the size of a `Vec`) instead of in an allocation of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StreamPositions {
+    One(LogPosition),
+    Two(LogPosition, LogPosition),
+    Many(Vec<LogPosition>),
+}
+
+const _: () = assert!(std::mem::size_of::<StreamPositions>() == std::mem::size_of::<Vec<u64>>());
+
+impl StreamPositions {
+    fn version(&self) -> StreamVersion {
+        StreamVersion(match self {
+            StreamPositions::One(_) => 1,
+            StreamPositions::Two(..) => 2,
+            StreamPositions::Many(positions) => positions.len() as u64,
+        })
+    }
+
+    fn push(&mut self, position: LogPosition) {
+        match self {
+            StreamPositions::One(first) => *self = StreamPositions::Two(*first, position),
+            StreamPositions::Two(first, second) => {
+                let mut positions = Vec::with_capacity(4);
+                positions.extend([*first, *second, position]);
+                *self = StreamPositions::Many(positions);
+            }
+            StreamPositions::Many(positions) => positions.push(position),
+        }
+    }
+}
+
+/// Shares one copy of each product id and each store id between the stream keys the index
+/// holds, and (through the events it canonicalizes before they are folded) the command side's
+/// and the read model's maps: a thousand stores hold one copy of a product's id, not a
+/// thousand.
+#[derive(Default)]
+struct KeyInterner {
+    products: std::collections::HashSet<ProductId, FastHash>,
+    stores: std::collections::HashSet<StoreId, FastHash>,
+}
+
+impl KeyInterner {
+    /// The key of a product id and a store id both seen before (so already checked).
+    fn known(&self, product_id: &str, store_id: &str) -> Option<StreamKey> {
+        Some(StreamKey::new(
+            self.products.get(product_id)?.clone(),
+            self.stores.get(store_id)?.clone(),
+        ))
+    }
+
+    fn key(&mut self, stream: &StreamKey) -> StreamKey {
+        StreamKey::new(
+            intern(&mut self.products, &stream.product_id),
+            intern(&mut self.stores, &stream.store_id),
+        )
+    }
+}
+
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    set: &mut std::collections::HashSet<T, FastHash>,
+    value: &T,
+) -> T {
+    if let Some(shared) = set.get(value) {
+        return shared.clone();
+    }
+    set.insert(value.clone());
+    value.clone()
 }
 
 impl Index {
@@ -117,18 +197,60 @@ impl Index {
     }
 
     fn stream_version(&self, stream: &StreamKey) -> StreamVersion {
-        StreamVersion(self.streams.get(stream).map_or(0, |p| p.len() as u64))
+        self.streams
+            .get(stream)
+            .map_or(StreamVersion::INITIAL, StreamPositions::version)
     }
 
-    fn record(&mut self, event: &RecordedEvent, offset: u64) {
+    /// Records the event at `offset`: its position, and its version in its stream. Returns the
+    /// stream's version before the event, and replaces `stream` by the index's own copy of
+    /// the key, so that every fold that keeps the key shares that copy.
+    fn record(
+        &mut self,
+        stream: &mut StreamKey,
+        position: LogPosition,
+        offset: u64,
+    ) -> StreamVersion {
         self.record_offsets.push(offset);
-        match self.streams.get_mut(&event.stream) {
-            Some(positions) => positions.push(event.position),
-            None => {
+        match self.streams.entry(stream.clone()) {
+            Entry::Occupied(mut entry) => {
+                *stream = entry.key().clone();
+                let before = entry.get().version();
+                entry.get_mut().push(position);
+                before
+            }
+            Entry::Vacant(_) => {
+                *stream = self.ids.key(stream);
                 self.streams
-                    .insert(event.stream.clone(), vec![event.position]);
+                    .insert(stream.clone(), StreamPositions::One(position));
+                StreamVersion::INITIAL
             }
         }
+    }
+
+    /// The positions of one stream's versions after `after`, at most `limit`.
+    fn positions(
+        &self,
+        stream: &StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Vec<LogPosition> {
+        let two;
+        let positions: &[LogPosition] = match self.streams.get(stream) {
+            None => &[],
+            Some(StreamPositions::One(first)) => std::slice::from_ref(first),
+            Some(StreamPositions::Two(first, second)) => {
+                two = [*first, *second];
+                &two
+            }
+            Some(StreamPositions::Many(positions)) => positions,
+        };
+        positions
+            .iter()
+            .skip(after.0 as usize)
+            .take(limit)
+            .copied()
+            .collect()
     }
 }
 
@@ -142,7 +264,20 @@ impl EmbeddedLog {
     /// fold), which stops the opening with that error.
     pub fn open(
         directory: &Path,
-        visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    ) -> Result<(EmbeddedLog, OpenReport), LogError> {
+        EmbeddedLog::open_with(
+            directory,
+            |events| events.iter().try_for_each(&mut visit),
+            true,
+        )
+    }
+
+    /// [`EmbeddedLog::open`], handing the replayed events over in batches of up to
+    /// [`REPLAY_BATCH_EVENTS`], in order, so the caller can pass them to other threads.
+    pub fn open_batched(
+        directory: &Path,
+        visit: impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
     ) -> Result<(EmbeddedLog, OpenReport), LogError> {
         EmbeddedLog::open_with(directory, visit, true)
     }
@@ -156,7 +291,7 @@ impl EmbeddedLog {
 
     fn open_with(
         directory: &Path,
-        mut visit: impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+        mut visit: impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
         writable: bool,
     ) -> Result<(EmbeddedLog, OpenReport), LogError> {
         let path = directory.join(LOG_FILE_NAME);
@@ -230,6 +365,7 @@ impl EmbeddedLog {
         let file = File::open(&path).map_err(io_error("opening the log file"))?;
         let mut index = Index::default();
         let mut report = OpenReport::default();
+        let mut visit = |events: Vec<RecordedEvent>| events.iter().try_for_each(&mut visit);
         let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
         let file_length = file
             .metadata()
@@ -338,7 +474,8 @@ impl EmbeddedLog {
         let head = {
             let mut index = self.inner.index.write().expect("index lock poisoned");
             for (event, offset) in events.iter().zip(offsets) {
-                index.record(event, offset);
+                let before = index.record(&mut event.stream.clone(), event.position, offset);
+                debug_assert_eq!(before.next(), event.version, "checked before writing");
             }
             index.end_offset = writer.end_offset;
             index.head()
@@ -405,13 +542,9 @@ impl EmbeddedLog {
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let locations: Vec<(u64, u64)> = {
             let index = self.inner.index.read().expect("index lock poisoned");
-            let Some(positions) = index.streams.get(stream) else {
-                return Ok(Vec::new());
-            };
-            positions
-                .iter()
-                .skip(after.0 as usize)
-                .take(limit)
+            index
+                .positions(stream, after, limit)
+                .into_iter()
                 .map(|position| {
                     let i = (position.0 - 1) as usize;
                     let start = index.record_offsets[i];
@@ -532,6 +665,12 @@ fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
     buffer.extend_from_slice(payload);
 }
 
+/// Whether a frame's stored checksum (in its header) matches its length and payload.
+fn checksum_matches(frame_header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> bool {
+    let stored = u32::from_le_bytes(frame_header[4..8].try_into().expect("4 bytes"));
+    crc32c::crc32c_append(crc32c::crc32c(&frame_header[0..4]), payload) == stored
+}
+
 /// The payload and whole length of the frame at the start of `bytes`.
 fn parse_frame(bytes: &[u8]) -> Result<(&[u8], usize), &'static str> {
     if bytes.len() < FRAME_HEADER_LEN {
@@ -560,14 +699,129 @@ fn decode_checked(payload: &[u8], offset: u64) -> Result<RecordedEvent, LogError
     })
 }
 
-/// Reads every record from the start, indexing and visiting each; returns the offset just past
-/// the last whole record. Stops with an error on corruption that is not a torn tail.
+/// How many replayed events are handed to the visitor at once.
+pub const REPLAY_BATCH_EVENTS: usize = 1024;
+
+/// How many decoded batches may wait for the indexing thread during a replay.
+const REPLAY_QUEUE_BATCHES: usize = 8;
+
+/// Events decoded from consecutive records, and where each record starts.
+struct DecodedBatch {
+    offsets: Vec<u64>,
+    events: Vec<RecordedEvent>,
+}
+
+impl DecodedBatch {
+    fn new() -> DecodedBatch {
+        DecodedBatch {
+            offsets: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+            events: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+        }
+    }
+}
+
+/// Reads every record from the start, indexing and visiting each (in batches of up to
+/// [`REPLAY_BATCH_EVENTS`], in order); returns the offset just past the last whole record.
+/// Stops with an error on corruption that is not a torn tail; the first problem in log order
+/// is the one reported.
+///
+/// Reading the records, checking their checksums and decoding them (most of a replay's work)
+/// runs on a thread of its own, ahead of this one, which checks positions and versions,
+/// indexes and visits. That thread also keeps one copy of each product and store id, so
+/// the ids of a stream seen before are neither parsed nor allocated again (and allocations
+/// made on one thread are not all freed on the other, which is slow with glibc's arenas).
 fn replay(
     file: &File,
     index: &mut Index,
-    visit: &mut impl FnMut(&RecordedEvent) -> Result<(), LogError>,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
     report: &mut OpenReport,
 ) -> Result<u64, LogError> {
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_BATCHES);
+        let decoder = std::thread::Builder::new()
+            .name("replay-decode".to_owned())
+            .spawn_scoped(scope, move || decode_records(file, &sender))
+            .map_err(io_error("starting the replay's decoding thread"))?;
+        for batch in receiver {
+            // An error here drops the receiver, which stops the decoding thread.
+            index_and_visit(batch, index, visit, report)?;
+        }
+        decoder
+            .join()
+            .expect("the replay's decoding thread panicked")
+    })
+}
+
+/// Checks each event's position and version, indexes it and hands the batch to `visit`.
+fn index_and_visit(
+    batch: DecodedBatch,
+    index: &mut Index,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
+    report: &mut OpenReport,
+) -> Result<(), LogError> {
+    let DecodedBatch {
+        offsets,
+        mut events,
+    } = batch;
+    let mut problem = None;
+    for (at, (event, &offset)) in events.iter_mut().zip(&offsets).enumerate() {
+        if let Err(error) = index_event(event, offset, index) {
+            problem = Some((at, error));
+            break;
+        }
+    }
+    // The events before a problem are visited first: a refusal among them comes first in
+    // the log.
+    events.truncate(problem.as_ref().map_or(events.len(), |(at, _)| *at));
+    report.events += events.len() as u64;
+    if !events.is_empty() {
+        visit(events)?;
+    }
+    match problem {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn index_event(event: &mut RecordedEvent, offset: u64, index: &mut Index) -> Result<(), LogError> {
+    let expected_position = index.head().next();
+    if event.position != expected_position {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "position {} where {expected_position} was expected",
+                event.position
+            ),
+        });
+    }
+    // Indexing also gives the event the index's copy of its stream key, which the folds
+    // keep. If the version is wrong the open fails, so the index entry does not matter.
+    let expected_version = index
+        .record(&mut event.stream, event.position, offset)
+        .next();
+    if event.version != expected_version {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "stream {} has version {} where {expected_version} was expected",
+                event.stream, event.version
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads, checks and decodes every record from the start, sending them in batches; returns
+/// the offset just past the last whole record, or the first damage that is not a torn tail.
+/// Stops early, without error, when the receiver is gone.
+fn decode_records(
+    file: &File,
+    sender: &std::sync::mpsc::SyncSender<DecodedBatch>,
+) -> Result<u64, LogError> {
+    let mut batch = DecodedBatch::new();
+    let mut records = 0u64;
+    let mut ids = KeyInterner::default();
+    let send = |batch: DecodedBatch| sender.send(batch).is_ok();
     let file_length = file
         .metadata()
         .map_err(io_error("reading the log file's size"))?
@@ -589,64 +843,71 @@ fn replay(
     let mut offset = HEADER.len() as u64;
     let mut frame_header = [0u8; FRAME_HEADER_LEN];
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
-    let mut frame = Vec::with_capacity(MAX_RECORD_BYTES + FRAME_HEADER_LEN);
     loop {
         if offset == file_length {
-            return Ok(offset);
+            break;
         }
-        let damaged = |problem: &str| -> Result<u64, LogError> {
-            check_torn_tail(file, offset, file_length, index.head(), problem)?;
+        // The records before a damaged one are sent first: a problem among them comes first.
+        let damaged = |problem: &str, batch: DecodedBatch| -> Result<u64, LogError> {
+            if !send(batch) {
+                return Ok(offset);
+            }
+            check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
             Ok(offset)
         };
         if file_length - offset < FRAME_HEADER_LEN as u64 {
-            return damaged("frame header cut short");
+            return damaged("frame header cut short", batch);
         }
         reader
             .read_exact(&mut frame_header)
             .map_err(io_error("reading the log"))?;
         let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
         if length == 0 || length > MAX_RECORD_BYTES {
-            return damaged("frame length out of range");
+            return damaged("frame length out of range", batch);
         }
         if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
-            return damaged("frame payload cut short");
+            return damaged("frame payload cut short", batch);
         }
         payload.resize(length, 0);
         reader
             .read_exact(&mut payload)
             .map_err(io_error("reading the log"))?;
-        frame.clear();
-        frame.extend_from_slice(&frame_header);
-        frame.extend_from_slice(&payload);
-        if parse_frame(&frame).is_err() {
-            return damaged("checksum mismatch");
+        if !checksum_matches(&frame_header, &payload) {
+            return damaged("checksum mismatch", batch);
         }
-        let event = decode_checked(&payload, offset)?;
-        let expected_position = index.head().next();
-        if event.position != expected_position {
-            return Err(LogError::Corrupt {
-                offset,
-                problem: format!(
-                    "position {} where {expected_position} was expected",
-                    event.position
-                ),
-            });
+        let mut known = true;
+        let decoded = StoredEvent::decode(&payload).and_then(|stored| {
+            stored.into_event(|product_id, store_id| {
+                let stream = ids.known(product_id, store_id);
+                known = stream.is_some();
+                stream
+            })
+        });
+        let mut event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                send(batch);
+                return Err(LogError::Corrupt {
+                    offset,
+                    problem: error.to_string(),
+                });
+            }
+        };
+        if !known {
+            event.stream = ids.key(&event.stream);
         }
-        let expected_version = index.stream_version(&event.stream).next();
-        if event.version != expected_version {
-            return Err(LogError::Corrupt {
-                offset,
-                problem: format!(
-                    "stream {} has version {} where {expected_version} was expected",
-                    event.stream, event.version
-                ),
-            });
+        batch.offsets.push(offset);
+        batch.events.push(event);
+        records += 1;
+        if batch.events.len() == REPLAY_BATCH_EVENTS
+            && !send(std::mem::replace(&mut batch, DecodedBatch::new()))
+        {
+            return Ok(offset);
         }
-        visit(&event)?;
-        index.record(&event, offset);
-        report.events += 1;
-        offset += frame.len() as u64;
+        offset += (FRAME_HEADER_LEN + length) as u64;
     }
+    send(batch);
+    Ok(offset)
 }
 
 /// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
