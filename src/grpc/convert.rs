@@ -170,10 +170,7 @@ pub fn reserve_stock(request: &pb::ReserveStockRequest) -> Result<CommandRequest
     };
     let generated = request.reservation_id.is_empty();
     let reservation_id = if generated {
-        Some(
-            ReservationId::parse(&uuid::Uuid::now_v7().to_string())
-                .expect("a UUID is a valid identifier"),
-        )
+        Some(ReservationId::from_uuid(uuid::Uuid::now_v7().as_u128()))
     } else {
         fields.reservation_id("reservation_id", &request.reservation_id)
     };
