@@ -12,7 +12,14 @@ pub mod overload;
 pub mod query_service;
 pub mod status;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+/// The future of the servers' tower layers (`observe`, `overload`): a boxed gRPC response.
+type ResponseFuture<E> = Pin<
+    Box<dyn Future<Output = Result<tonic::codegen::http::Response<tonic::body::Body>, E>> + Send>,
+>;
 
 /// The largest request a server decodes. Every valid request is far smaller (ids of at most
 /// 128 bytes, reasons of at most 256); anything bigger is refused before it is parsed.

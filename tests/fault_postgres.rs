@@ -55,6 +55,18 @@ impl Proxy {
         Proxy { address, cut }
     }
 
+    /// A proxy in front of the test database at `url` (on 127.0.0.1).
+    async fn in_front_of(url: &str) -> Proxy {
+        let direct: tokio_postgres::Config = url.parse().unwrap();
+        let port = direct.get_ports().first().copied().unwrap_or(5432);
+        Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// The test database's URL through the proxy.
+    fn url(&self) -> String {
+        format!("postgres://postgres@{}/test", self.address)
+    }
+
     fn cut(&self) {
         self.cut.send_replace(true);
     }
@@ -77,12 +89,9 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
         return;
     };
     let schema = support::fresh_schema();
-    let direct: tokio_postgres::Config = url.parse().unwrap();
-    let port = direct.get_ports().first().copied().unwrap_or(5432);
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    let proxied_url = format!("postgres://postgres@{}/test", proxy.address);
+    let proxy = Proxy::in_front_of(&url).await;
     let server = Running::command_on(LogConfig::Postgres {
-        url: proxied_url,
+        url: proxy.url(),
         schema: schema.clone(),
     })
     .await;
@@ -336,9 +345,7 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
         return;
     };
     let schema = support::fresh_schema();
-    let direct: tokio_postgres::Config = url.parse().unwrap();
-    let port = direct.get_ports().first().copied().unwrap_or(5432);
-    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let proxy = Proxy::in_front_of(&url).await;
     // The command server reaches the database directly; only the query server goes through
     // the proxy.
     let command = Running::command_on(LogConfig::Postgres {
@@ -347,7 +354,7 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
     })
     .await;
     let query = Running::query_from(inventory::server::QuerySource::Postgres {
-        url: format!("postgres://postgres@{}/test", proxy.address),
+        url: proxy.url(),
         schema: schema.clone(),
     })
     .await;

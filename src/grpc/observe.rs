@@ -7,7 +7,6 @@
 //! as `CANCELLED` when the body is dropped before that (the client went away).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -18,6 +17,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::Message;
 use tonic::codegen::http;
 use tower::{Layer, Service};
+
+use super::ResponseFuture;
 use tracing::Instrument;
 
 use crate::telemetry;
@@ -211,9 +212,6 @@ pub struct Observe<S> {
     inner: S,
     endpoints: Arc<Endpoints>,
 }
-
-type ResponseFuture<E> =
-    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for Observe<S>
 where

@@ -6,7 +6,6 @@
 //! open; a connection past that is closed as soon as it is accepted, so the client fails at
 //! once (`UNAVAILABLE`) and can try another server, instead of waiting in the listen backlog.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,6 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::{Layer, Service};
+
+use super::ResponseFuture;
 
 /// The most requests one server works on at once. The command queue and group commit absorb
 /// far more than the cores can decode, so past this a request would only wait.
@@ -69,9 +70,6 @@ pub struct InFlightLimit<S> {
     permits: Arc<Semaphore>,
     limit: usize,
 }
-
-type ResponseFuture<E> =
-    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for InFlightLimit<S>
 where
