@@ -81,6 +81,14 @@ pub trait AppendLock: Send {
         self: Box<Self>,
         events: Vec<RecordedEvent>,
     ) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// [`AppendLock::append`] for a caller on a thread that may block (the command writer's
+    /// own thread, inside the runtime's context but not on one of its workers). A log that
+    /// writes a local file writes it on the calling thread, which saves two thread hand-offs
+    /// per append; by default the append future is driven to completion here.
+    fn append_blocking(self: Box<Self>, events: Vec<RecordedEvent>) -> Result<(), LogError> {
+        tokio::runtime::Handle::current().block_on(self.append(events))
+    }
 }
 
 /// An append-only, totally ordered log of inventory events.

@@ -546,7 +546,12 @@ impl CommandSide {
             }
         });
         let (breaker, breaker_state) = CircuitBreaker::new();
-        let writer = tokio::spawn(run_writer(state, log, clock, breaker, receiver));
+        // The writer has a thread of its own (from the blocking pool, for its whole life), so
+        // that it can write and fsync the embedded log where it decides, without handing each
+        // append to another thread and waiting to be woken again.
+        let writer = tokio::task::spawn_blocking(move || {
+            run_writer(state, &*log, &*clock, breaker, receiver);
+        });
         CommandSide {
             handle: CommandHandle { jobs },
             writer,
@@ -600,18 +605,22 @@ impl WriterMetrics {
     }
 }
 
-async fn run_writer(
+/// The writer's loop, on a thread that may block: it waits for commands, decides them and
+/// appends their events there. Asynchronous log operations (every operation of a database
+/// log) are driven to completion on this thread by the runtime's handle.
+fn run_writer(
     mut state: CommandState,
-    log: Arc<dyn EventLog>,
-    clock: Arc<dyn Clock>,
+    log: &dyn EventLog,
+    clock: &dyn Clock,
     mut breaker: CircuitBreaker,
     mut jobs: mpsc::Receiver<Job>,
 ) {
+    let runtime = tokio::runtime::Handle::current();
     let metrics = WriterMetrics::register();
     let mut batch = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut requests = Vec::with_capacity(MAX_BATCH_COMMANDS);
     let mut replies = Vec::with_capacity(MAX_BATCH_COMMANDS);
-    while jobs.recv_many(&mut batch, MAX_BATCH_COMMANDS).await > 0 {
+    while runtime.block_on(jobs.recv_many(&mut batch, MAX_BATCH_COMMANDS)) > 0 {
         for job in batch.drain(..) {
             if let Job::Execute { request, reply } = job {
                 if reply.is_closed() {
@@ -635,7 +644,7 @@ async fn run_writer(
                 .map(|_| Err(CommandError::CircuitOpen { retry_after }))
                 .collect(),
             Ok(()) => {
-                let results = execute_batch(&mut state, &*log, &*clock, &requests).await;
+                let results = execute_batch(&runtime, &mut state, log, clock, &requests);
                 // Only storage failures count; refusals and conflicts mean it works.
                 if results
                     .iter()
@@ -667,7 +676,8 @@ async fn run_writer(
 /// current as its acceptances. If the append still fails because the head moved (it should
 /// not), the batch is rolled back, the state catches up and the batch is decided again, up to
 /// [`MAX_APPEND_ATTEMPTS`].
-async fn execute_batch(
+fn execute_batch(
+    runtime: &tokio::runtime::Handle,
     state: &mut CommandState,
     log: &dyn EventLog,
     clock: &dyn Clock,
@@ -678,7 +688,7 @@ async fn execute_batch(
     let mut taken: Vec<CommandId> = Vec::new();
     loop {
         attempt += 1;
-        let lock = match log.lock().await {
+        let lock = match runtime.block_on(log.lock()) {
             Ok(lock) => lock,
             Err(error) => {
                 tracing::error!(%error, "cannot lock the log for an append");
@@ -687,7 +697,7 @@ async fn execute_batch(
         };
         // Another server may have appended since our last batch; nobody can now.
         if lock.head() != state.head()
-            && let Err(error) = state.catch_up(log).await
+            && let Err(error) = runtime.block_on(state.catch_up(log))
         {
             tracing::error!(%error, "catching up with the log failed");
             return failed(requests.len(), &error);
@@ -721,7 +731,7 @@ async fn execute_batch(
             .filter_map(|request| request.trace.as_ref())
             .map(|trace| tracing::info_span!(parent: &trace.span, "log.append", events = count, attempt))
             .collect();
-        let appended = lock.append(events).await;
+        let appended = lock.append_blocking(events);
         drop(append_spans);
         let error = match appended {
             Ok(()) => {
@@ -749,7 +759,7 @@ async fn execute_batch(
         }
         // Whatever happened, the log may hold events this state has not seen (ours, if the
         // append failed after writing): catch up before deciding again.
-        if let Err(catch_up_error) = state.catch_up(log).await {
+        if let Err(catch_up_error) = runtime.block_on(state.catch_up(log)) {
             tracing::error!(error = %catch_up_error, "catching up with the log failed");
             return failed(requests.len(), &catch_up_error);
         }

@@ -962,4 +962,8 @@ impl super::AppendLock for EmbeddedAppendLock {
     ) -> BoxFuture<'static, Result<(), LogError>> {
         Box::pin(async move { EventLog::append(&self.log, events).await })
     }
+
+    fn append_blocking(self: Box<Self>, events: Vec<RecordedEvent>) -> Result<(), LogError> {
+        self.log.append_blocking(&events)
+    }
 }

@@ -114,22 +114,52 @@ async fn staged_write(
     events: Vec<RecordedEvent>,
     write: impl FnOnce(Vec<RecordedEvent>) -> BoxFuture<'static, Result<(), LogError>>,
 ) -> Result<(), LogError> {
-    let first = events.first().map(|event| event.position);
-    let staged = first == Some(head.next());
-    if staged {
-        recent
-            .write()
-            .expect("tail lock poisoned")
-            .stage(head, &events);
-    }
+    let staged = stage(recent, head, &events);
     let result = write(events).await;
+    unstage_failed(recent, staged, &result);
+    result
+}
+
+/// [`staged_write`] with a write that blocks.
+fn staged_write_blocking(
+    recent: &RwLock<Recent>,
+    head: LogPosition,
+    events: Vec<RecordedEvent>,
+    write: impl FnOnce(Vec<RecordedEvent>) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let staged = stage(recent, head, &events);
+    let result = write(events);
+    unstage_failed(recent, staged, &result);
+    result
+}
+
+/// Stages `events` if they continue `head`; returns the first staged position.
+fn stage(
+    recent: &RwLock<Recent>,
+    head: LogPosition,
+    events: &[RecordedEvent],
+) -> Option<LogPosition> {
+    let first = events.first().map(|event| event.position)?;
+    if first != head.next() {
+        return None;
+    }
+    recent
+        .write()
+        .expect("tail lock poisoned")
+        .stage(head, events);
+    Some(first)
+}
+
+fn unstage_failed(
+    recent: &RwLock<Recent>,
+    staged: Option<LogPosition>,
+    result: &Result<(), LogError>,
+) {
     if result.is_err()
-        && staged
-        && let Some(first) = first
+        && let Some(first) = staged
     {
         recent.write().expect("tail lock poisoned").unstage(first);
     }
-    result
 }
 
 impl EventLog for TailCache {
@@ -227,6 +257,18 @@ impl AppendLock for TailLock {
             } = *self;
             let head = lock.head();
             staged_write(&recent, head, events, move |events| lock.append(events)).await
+        })
+    }
+
+    fn append_blocking(self: Box<Self>, events: Vec<RecordedEvent>) -> Result<(), LogError> {
+        let TailLock {
+            lock,
+            recent,
+            _append,
+        } = *self;
+        let head = lock.head();
+        staged_write_blocking(&recent, head, events, move |events| {
+            lock.append_blocking(events)
         })
     }
 }
