@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod dense_map;
 pub mod domain;
 pub mod grpc;
 pub mod log;

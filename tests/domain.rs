@@ -637,8 +637,8 @@ proptest! {
     }
 }
 
-// An item's active reservations: a vector while few, a hash map past
-// SMALL_RESERVATIONS_MAX, back to a vector below half of that.
+// An item's active reservations: a boxed slice of the exact size while few, a hash map past
+// SMALL_RESERVATIONS_MAX, back to a slice below half of that.
 
 fn active(units: u64) -> inventory::domain::ActiveReservation {
     inventory::domain::ActiveReservation {
@@ -652,13 +652,13 @@ fn active(units: u64) -> inventory::domain::ActiveReservation {
 fn an_item_without_reservations_holds_no_allocation() {
     let mut reservations = Reservations::default();
     reservations.insert(reservation("r-1"), active(1));
-    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 1));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.len() == 1));
     reservations.insert(reservation("r-2"), active(2));
-    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 2));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.len() == 2));
     assert_eq!(reservations.remove(&reservation("r-1")), Some(active(1)));
     assert_eq!(reservations.remove(&reservation("r-1")), None);
     assert_eq!(reservations.remove(&reservation("r-2")), Some(active(2)));
-    assert!(matches!(&reservations, Reservations::Small(v) if v.capacity() == 0));
+    assert!(matches!(&reservations, Reservations::Small(v) if v.is_empty()));
 }
 
 #[test]

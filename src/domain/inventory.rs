@@ -7,12 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 /// replay hashes several per event), and seeded per process like std's.
 type FastHash = foldhash::fast::RandomState;
 
-/// The map of every item and of every reservation id: an `IndexMap`, whose hash table holds
-/// only indices into a dense vector of entries. A `HashMap` holds the entries themselves in
-/// its table, which is between 44 % and 87 % full (at a million entries, just past a
-/// doubling: half empty), so each entry costs about twice its size; here an entry costs its
-/// size plus about 18 bytes of index. Entries are never removed but by a rollback.
-type DenseMap<K, V> = indexmap::IndexMap<K, V, FastHash>;
+/// The maps of every item and of every reservation id: entries in a dense vector under a
+/// table of `u32` indices (see [`crate::dense_map`]). Entries are never removed but by a
+/// rollback.
+use crate::dense_map::DenseMap;
 use std::fmt;
 
 use super::ids::{ReservationId, StreamKey};
@@ -203,11 +201,12 @@ impl Inventory {
                 None => {
                     // Only the batch's own items, the last ones, move: reservation entries
                     // name items by index.
-                    let (index, _, _) = self
+                    let index = self
                         .items
-                        .swap_remove_full(&stream)
+                        .get_index_of(&stream)
                         .expect("an item the batch created exists");
                     assert!(index >= undo.items_before, "an older item was removed");
+                    self.items.swap_remove(&stream);
                 }
             }
         }
@@ -227,13 +226,13 @@ impl Inventory {
             undo.items
                 .insert(stream.clone(), self.items.get(stream).cloned());
         }
-        let (item_index, item) = match self.items.get_full_mut(stream) {
-            Some((index, _, item)) => (index, item),
-            None => {
-                let entry = self.items.entry(stream.clone());
-                (entry.index(), entry.or_default())
-            }
+        let item_index = match self.items.get_index_of(stream) {
+            Some(index) => index,
+            None => self
+                .items
+                .get_or_insert_with(stream.clone(), StockItem::default),
         };
+        let item = &mut self.items[item_index];
         let item_index = u32::try_from(item_index).expect("fewer than 2^32 items");
         let (status_change, expiry_removed) = match event {
             StockEvent::StockAdded { .. } | StockEvent::StockAdjusted { .. } => (None, None),

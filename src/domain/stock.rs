@@ -165,21 +165,24 @@ pub struct StockItem {
 pub const SMALL_RESERVATIONS_MAX: usize = 32;
 
 /// The active reservations of one item. Most items hold none or a few, and every item is held
-/// in memory twice (command side and read model), so they are kept in a vector searched
-/// linearly: no allocation while empty, one exact-size allocation for the first few. An item
+/// in memory twice (command side and read model), so they are kept in a boxed slice searched
+/// linearly: 16 bytes and no allocation while empty, one exact-size allocation otherwise. An item
 /// that holds more than [`SMALL_RESERVATIONS_MAX`] (a hot item) moves them to a hash map, so a
 /// lookup never scans more than that many entries; it moves back below half of that.
 #[derive(Clone, Debug)]
 pub enum Reservations {
-    Small(Vec<(ReservationId, ActiveReservation)>),
+    Small(Box<[(ReservationId, ActiveReservation)]>),
     Large(Box<HashMap<ReservationId, ActiveReservation, foldhash::fast::RandomState>>),
 }
 
 impl Default for Reservations {
     fn default() -> Reservations {
-        Reservations::Small(Vec::new())
+        Reservations::Small(Box::default())
     }
 }
+
+const _: () = assert!(std::mem::size_of::<Reservations>() == 16);
+const _: () = assert!(std::mem::size_of::<StockItem>() == 40);
 
 /// Equal when they hold the same reservations, in whatever order or form.
 impl PartialEq for Reservations {
@@ -235,18 +238,17 @@ impl Reservations {
                     entry.1 = reservation;
                     return;
                 }
-                if entries.len() == SMALL_RESERVATIONS_MAX {
-                    let mut map: HashMap<_, _, _> = std::mem::take(entries).into_iter().collect();
+                let mut small = std::mem::take(entries).into_vec();
+                if small.len() == SMALL_RESERVATIONS_MAX {
+                    let mut map: HashMap<_, _, _> = small.into_iter().collect();
                     map.insert(reservation_id, reservation);
                     *self = Reservations::Large(Box::new(map));
                     return;
                 }
-                if entries.len() == entries.capacity() {
-                    // One at a time while small: most items never hold more than one or two.
-                    let additional = if entries.len() < 4 { 1 } else { entries.len() };
-                    entries.reserve_exact(additional);
-                }
-                entries.push((reservation_id, reservation));
+                // Exactly one more: the slice is reallocated on every change while small.
+                small.reserve_exact(1);
+                small.push((reservation_id, reservation));
+                *entries = small.into_boxed_slice();
             }
             Reservations::Large(entries) => {
                 entries.insert(reservation_id, reservation);
@@ -258,18 +260,17 @@ impl Reservations {
         match self {
             Reservations::Small(entries) => {
                 let at = entries.iter().position(|(id, _)| id == reservation_id)?;
-                let (_, reservation) = entries.swap_remove(at);
-                if entries.is_empty() {
-                    // An item with no active reservation holds no allocation.
-                    *entries = Vec::new();
-                }
+                let mut small = std::mem::take(entries).into_vec();
+                let (_, reservation) = small.swap_remove(at);
+                // Shrinks to the exact size; an item with no active reservation holds no
+                // allocation.
+                *entries = small.into_boxed_slice();
                 Some(reservation)
             }
             Reservations::Large(entries) => {
                 let reservation = entries.remove(reservation_id)?;
                 if entries.len() < SMALL_RESERVATIONS_MAX / 2 {
-                    let mut small = Vec::with_capacity(entries.len());
-                    small.extend(entries.drain());
+                    let small: Box<[_]> = entries.drain().collect();
                     *self = Reservations::Small(small);
                 }
                 Some(reservation)

@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use indexmap::map::Entry;
+use crate::dense_map::DenseMap;
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
@@ -108,10 +108,10 @@ struct Index {
     record_offsets: Vec<u64>,
     /// The end of the last durable record.
     end_offset: u64,
-    /// For each stream, the position of each version. An `IndexMap` (a table of indices over
+    /// For each stream, the position of each version. A [`DenseMap`] (a table of indices over
     /// a dense vector of entries) takes about half the memory of a `HashMap` at a million
     /// streams; streams are never removed.
-    streams: indexmap::IndexMap<StreamKey, StreamPositions, FastHash>,
+    streams: DenseMap<StreamKey, StreamPositions>,
     /// One copy of each product id and store id, shared by every stream key that names it.
     ids: KeyInterner,
 }
@@ -212,14 +212,15 @@ impl Index {
         offset: u64,
     ) -> StreamVersion {
         self.record_offsets.push(offset);
-        match self.streams.entry(stream.clone()) {
-            Entry::Occupied(mut entry) => {
-                *stream = entry.key().clone();
-                let before = entry.get().version();
-                entry.get_mut().push(position);
+        match self.streams.get_index_of(stream) {
+            Some(index) => {
+                let (key, positions) = self.streams.get_index_mut(index).expect("just found");
+                *stream = key.clone();
+                let before = positions.version();
+                positions.push(position);
                 before
             }
-            Entry::Vacant(_) => {
+            None => {
                 *stream = self.ids.key(stream);
                 self.streams
                     .insert(stream.clone(), StreamPositions::One(position));
