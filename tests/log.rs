@@ -9,8 +9,8 @@ use std::sync::Arc;
 use inventory::app::command::CommandState;
 use inventory::app::{CommandRequest, CommandSide, SystemClock, fingerprint};
 use inventory::domain::{
-    Command, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId,
-    StreamKey, StreamVersion,
+    Command, CommandId, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent,
+    StoreId, StreamKey, StreamVersion,
 };
 use inventory::log::embedded::LOG_FILE_NAME;
 use inventory::log::{EmbeddedLog, EventLog, LogError};
@@ -151,6 +151,30 @@ async fn it_replays_every_event_in_order_after_a_reopen() {
     let more = added_events(&mut inventory, LogPosition(50), 5, 7);
     log.append(more.clone()).await.unwrap();
     assert_eq!(log.read_all(LogPosition(50), 10).await.unwrap(), more);
+}
+
+// The replay decodes every record into one reused message: a field an event leaves out must
+// not keep the value of the event before it.
+#[tokio::test]
+async fn a_replayed_event_keeps_nothing_of_the_event_before_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut inventory = Inventory::new();
+    let mut events = added_events(&mut inventory, LogPosition(0), 30, 4);
+    for (index, event) in events.iter_mut().enumerate() {
+        if index % 3 == 0 {
+            event.command_id = Some(CommandId::parse(&format!("command-{index}")).unwrap());
+            event.command_fingerprint = 0xfeed_0000 + index as u64;
+            event.trace_parent =
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        }
+    }
+    {
+        let (log, _, _) = open(directory.path());
+        log.append(events.clone()).await.unwrap();
+    }
+    let (_, replayed, _) = open(directory.path());
+    assert_eq!(replayed, events);
+    assert!(replayed[1].command_id.is_none() && replayed[1].trace_parent.is_none());
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
 use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
-use crate::proto::{StoredEvent, decode_event, encode_event};
+use crate::proto::{EventDecoder, decode_event, encode_event};
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";
@@ -844,6 +844,7 @@ fn decode_records(
     let mut offset = HEADER.len() as u64;
     let mut frame_header = [0u8; FRAME_HEADER_LEN];
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    let mut decoder = EventDecoder::default();
     loop {
         if offset == file_length {
             break;
@@ -877,12 +878,10 @@ fn decode_records(
             return damaged("checksum mismatch", batch);
         }
         let mut known = true;
-        let decoded = StoredEvent::decode(&payload).and_then(|stored| {
-            stored.into_event(|product_id, store_id| {
-                let stream = ids.known(product_id, store_id);
-                known = stream.is_some();
-                stream
-            })
+        let decoded = decoder.decode(&payload, |product_id, store_id| {
+            let stream = ids.known(product_id, store_id);
+            known = stream.is_some();
+            stream
         });
         let mut event = match decoded {
             Ok(event) => event,
