@@ -1,4 +1,4 @@
-//! The command side: one writer task owns the inventory and the log's write end.
+//! The command side: one writer thread owns the inventory and the log's write end.
 //!
 //! Commands arrive on a bounded queue. The writer takes every command waiting (up to
 //! [`MAX_BATCH_COMMANDS`]), decides each against the inventory with the batch's earlier events
@@ -512,7 +512,7 @@ impl CommandHandle {
     }
 }
 
-/// The running command side: the handle to send commands, the writer task, and the state of
+/// The running command side: the handle to send commands, the writer thread, and the state of
 /// its circuit breaker. The writer stops once every handle is dropped, after answering every
 /// command it accepted.
 pub struct CommandSide {
