@@ -74,10 +74,6 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
         self.get_index_of(key).map(|at| &self.entries[at].1)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.get_index_of(key).map(|at| &mut self.entries[at].1)
-    }
-
     pub fn contains_key(&self, key: &K) -> bool {
         self.get_index_of(key).is_some()
     }
@@ -93,16 +89,15 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
             .map(|(key, value)| (&*key, value))
     }
 
-    /// Inserts or replaces `key`'s value; returns its entry's index and the value replaced.
-    pub fn insert_full(&mut self, key: K, value: V) -> (usize, Option<V>) {
-        match self.get_index_of(&key) {
-            Some(at) => (at, Some(std::mem::replace(&mut self.entries[at].1, value))),
-            None => (self.push(key, value), None),
-        }
-    }
-
+    /// Inserts or replaces `key`'s value; returns the value replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.insert_full(key, value).1
+        match self.get_index_of(&key) {
+            Some(at) => Some(std::mem::replace(&mut self.entries[at].1, value)),
+            None => {
+                self.push(key, value);
+                None
+            }
+        }
     }
 
     /// Adds an entry for a key the map does not hold; returns its index.
@@ -166,10 +161,6 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(key, value)| (key, value))
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().map(|(_, value)| value)
     }
 }
 
