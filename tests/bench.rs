@@ -77,5 +77,9 @@ fn proc_figures_of_this_process_are_readable() {
     let ticks = machine::cpu_ticks(pid).unwrap();
     assert!(machine::cpu_ticks(pid).unwrap() >= ticks);
     assert!(machine::resident_bytes(pid).unwrap() > 0);
+    let (busy, total) = machine::machine_ticks().unwrap();
+    assert!(total > 0 && busy <= total, "busy {busy} of {total} ticks");
+    let (busy_later, total_later) = machine::machine_ticks().unwrap();
+    assert!(busy_later >= busy && total_later >= total);
     assert_eq!(machine::load_average().split(' ').count(), 3);
 }

@@ -170,6 +170,11 @@ pub struct LoadResult {
     pub operations_per_second: f64,
     pub latency_micros: LatencySummary,
     pub server_cpu_micros_per_operation: Option<f64>,
+    /// The load generator's own CPU time (this process, user + system) per operation: it
+    /// shares the machine with the server, so its cost is part of every throughput figure.
+    pub bench_cpu_micros_per_operation: Option<f64>,
+    /// How busy the machine's CPUs were during the window (all processes, all CPUs), in %.
+    pub machine_busy_percent: Option<f64>,
     pub server_rss_bytes: Option<u64>,
     pub events_per_fsync: Option<f64>,
     /// Anything worth knowing to read the row (for example the disk baseline's file).
@@ -228,6 +233,8 @@ impl LoadResult {
             "operations_per_second": self.operations_per_second,
             "latency_micros": self.latency_micros.to_json(),
             "server_cpu_micros_per_operation": self.server_cpu_micros_per_operation,
+            "bench_cpu_micros_per_operation": self.bench_cpu_micros_per_operation,
+            "machine_busy_percent": self.machine_busy_percent,
             "server_rss_bytes": self.server_rss_bytes,
             "events_per_fsync": self.events_per_fsync,
             "note": self.note,
@@ -294,7 +301,9 @@ pub async fn drive<O: Operation>(
         .collect();
     tokio::time::sleep_until(window.start.into()).await;
     let before = probe.snapshot().await?;
+    let bench = BenchSnapshot::now();
     tokio::time::sleep_until(window.end.into()).await;
+    let bench = bench.until_now();
     let after = probe.snapshot().await?;
     let mut total = Tally::new(window);
     for worker in workers {
@@ -321,10 +330,55 @@ pub async fn drive<O: Operation>(
             .cpu_micros
             .filter(|_| answered > 0)
             .map(|micros| micros / answered as f64),
+        bench_cpu_micros_per_operation: bench
+            .cpu_micros
+            .filter(|_| answered > 0)
+            .map(|micros| micros / answered as f64),
+        machine_busy_percent: bench.machine_busy_percent,
         server_rss_bytes: delta.rss_bytes,
         events_per_fsync: delta.events_per_fsync,
         note: None,
     })
+}
+
+/// The load generator's CPU time and the machine's CPU ticks at one instant. Unreadable
+/// figures (not Linux) leave the columns empty rather than failing the run.
+struct BenchSnapshot {
+    cpu_ticks: Option<u64>,
+    machine_ticks: Option<(u64, u64)>,
+}
+
+/// What the load generator and the machine spent between two [`BenchSnapshot`]s.
+struct BenchDelta {
+    cpu_micros: Option<f64>,
+    machine_busy_percent: Option<f64>,
+}
+
+impl BenchSnapshot {
+    fn now() -> BenchSnapshot {
+        BenchSnapshot {
+            cpu_ticks: super::machine::cpu_ticks(std::process::id()).ok(),
+            machine_ticks: super::machine::machine_ticks().ok(),
+        }
+    }
+
+    fn until_now(self) -> BenchDelta {
+        let now = BenchSnapshot::now();
+        BenchDelta {
+            cpu_micros: self.cpu_ticks.zip(now.cpu_ticks).map(|(before, after)| {
+                after.saturating_sub(before) as f64 * 1e6
+                    / super::machine::CLOCK_TICKS_PER_SECOND as f64
+            }),
+            machine_busy_percent: self.machine_ticks.zip(now.machine_ticks).and_then(
+                |((busy_before, total_before), (busy_after, total_after))| {
+                    let total = total_after.saturating_sub(total_before);
+                    (total > 0).then(|| {
+                        busy_after.saturating_sub(busy_before) as f64 * 100.0 / total as f64
+                    })
+                },
+            ),
+        }
+    }
 }
 
 /// `count` HTTP/2 connections to `address`.

@@ -1,5 +1,5 @@
-//! What the bench reads from Linux's `/proc`: the machine it runs on, the load average, and a
-//! server process's CPU time and resident memory.
+//! What the bench reads from Linux's `/proc`: the machine it runs on, the load average, how
+//! busy its CPUs are, and a process's CPU time and resident memory.
 
 use serde_json::{Value, json};
 
@@ -84,6 +84,27 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, BenchError> {
             .ok_or_else(|| BenchError::Invalid(format!("{path}: field {} unreadable", index + 3)))
     };
     Ok(field(11)? + field(12)?)
+}
+
+/// Ticks every CPU of the machine has spent since boot: `(busy, total)`, from the first line
+/// of `/proc/stat`. Busy is everything but idle and I/O wait.
+pub fn machine_ticks() -> Result<(u64, u64), BenchError> {
+    let path = "/proc/stat";
+    let stat = std::fs::read_to_string(path).map_err(BenchError::io(format!("reading {path}")))?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .ok_or_else(|| BenchError::Invalid(format!("{path} has no `cpu` line")))?
+        .split_whitespace()
+        .map(|field| field.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|error| BenchError::Invalid(format!("{path}: {error}")))?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+    // already counted in user and nice.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total.saturating_sub(idle), total))
 }
 
 /// A process's resident set size (`VmRSS`), in bytes.

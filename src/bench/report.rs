@@ -270,13 +270,15 @@ impl Report {
                 out,
                 "In flight = connections × requests per connection. Each request is one \
                  operation (a reservation and its release are two). Latencies in µs; server CPU \
-                 is user + system time of the server process per operation.\n"
+                 is user + system time of the server process per operation, bench CPU the same \
+                 for the load generator (they share the machine); machine busy is the share of \
+                 all CPUs not idle during the window.\n"
             );
             let _ = writeln!(
                 out,
-                "| scenario | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | server RSS MiB | events/fsync | failures |"
+                "| scenario | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | bench CPU µs/op | machine busy % | server RSS MiB | events/fsync | failures |"
             );
-            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
             for result in &self.loads {
                 let in_flight = if result.connections == 0 {
                     result.in_flight.to_string()
@@ -285,7 +287,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     result.scenario,
                     in_flight,
                     result.operations_per_second,
@@ -293,6 +295,8 @@ impl Report {
                     result.latency_micros.p99,
                     result.latency_micros.p999,
                     optional(result.server_cpu_micros_per_operation, 1),
+                    optional(result.bench_cpu_micros_per_operation, 1),
+                    optional(result.machine_busy_percent, 0),
                     optional(result.server_rss_bytes.map(mebibytes), 1),
                     optional(result.events_per_fsync, 1),
                     result.failures,

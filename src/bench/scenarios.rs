@@ -357,6 +357,8 @@ async fn baseline_disk(config: &BenchConfig) -> Result<LoadResult, BenchError> {
         operations_per_second: tally.operations as f64 / duration.as_secs_f64(),
         latency_micros: LatencySummary::of(&tally.latencies),
         server_cpu_micros_per_operation: None,
+        bench_cpu_micros_per_operation: None,
+        machine_busy_percent: None,
         server_rss_bytes: None,
         events_per_fsync: Some(1.0),
         note: Some(format!(
