@@ -32,7 +32,188 @@ pub enum EventDecodeError {
 
 /// Encodes an event in its stored (and wire) form.
 pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
-    event_to_pb(event).encode_to_vec()
+    let mut buffer = Vec::with_capacity(192);
+    encode_event_into(event, &mut buffer);
+    buffer
+}
+
+/// Appends an event's stored form to `buffer`: the bytes of
+/// `event_to_pb(event).encode_to_vec()`, written straight from the domain event instead of
+/// first copying every id into a `String` of an owned message (the writer encodes each event
+/// of every batch).
+pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
+    let mut event_id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let event_id = uuid::Uuid::from_u128(event.event_id.0)
+        .hyphenated()
+        .encode_lower(&mut event_id);
+    let command_id = event.command_id.as_ref().map_or("", CommandId::as_str);
+    let header = [
+        Field::Text(1, event_id),
+        Field::Unsigned(2, event.position.0),
+        Field::Text(3, event.stream.product_id.as_str()),
+        Field::Text(4, event.stream.store_id.as_str()),
+        Field::Unsigned(5, event.version.0),
+        Field::Time(6, timestamp_to_pb(event.occurred_at)),
+        Field::Level(7, stock_level_to_pb(event.stock_after)),
+        Field::Text(8, command_id),
+        Field::Fixed(9, event.command_fingerprint),
+        Field::Text(10, event.trace_parent.as_deref().unwrap_or_default()),
+    ];
+    for field in &header {
+        field.encode(buffer);
+    }
+    let reservation_text;
+    let (tag, kind): (u32, [Field<'_>; 4]) = match &event.event {
+        StockEvent::StockAdded { quantity, reason } => (
+            20,
+            [
+                Field::Signed(1, quantity.get() as i64),
+                Field::Text(2, reason.as_str()),
+                Field::Absent,
+                Field::Absent,
+            ],
+        ),
+        StockEvent::StockAdjusted {
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => (
+            21,
+            [
+                Field::Signed(1, *previous_on_hand as i64),
+                Field::Signed(2, *on_hand as i64),
+                Field::Text(3, reason.as_str()),
+                Field::Absent,
+            ],
+        ),
+        StockEvent::StockReserved {
+            reservation_id,
+            quantity,
+            customer_id,
+            expires_at,
+        } => {
+            reservation_text = reservation_id.as_str();
+            (
+                22,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Signed(2, quantity.get() as i64),
+                    Field::Text(3, customer_id.as_str()),
+                    Field::Time(4, timestamp_to_pb(*expires_at)),
+                ],
+            )
+        }
+        StockEvent::ReservationCommitted {
+            reservation_id,
+            quantity,
+            order_id,
+        } => {
+            reservation_text = reservation_id.as_str();
+            (
+                23,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Signed(2, quantity.get() as i64),
+                    Field::Text(3, order_id.as_str()),
+                    Field::Absent,
+                ],
+            )
+        }
+        StockEvent::ReservationReleased {
+            reservation_id,
+            quantity,
+            reason,
+        } => {
+            reservation_text = reservation_id.as_str();
+            (
+                24,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Signed(2, quantity.get() as i64),
+                    Field::Text(3, reason.as_str()),
+                    Field::Absent,
+                ],
+            )
+        }
+        StockEvent::ReservationExpired {
+            reservation_id,
+            quantity,
+        } => {
+            reservation_text = reservation_id.as_str();
+            (
+                25,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Signed(2, quantity.get() as i64),
+                    Field::Absent,
+                    Field::Absent,
+                ],
+            )
+        }
+    };
+    // The oneof's message is always written, even when every field of it is a default.
+    let length: usize = kind.iter().map(Field::encoded_len).sum();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buffer);
+    prost::encoding::encode_varint(length as u64, buffer);
+    for field in &kind {
+        field.encode(buffer);
+    }
+}
+
+/// One field of a stored event, written as prost writes it: proto3 scalars and strings only
+/// when they differ from their default, messages always.
+enum Field<'a> {
+    Absent,
+    Text(u32, &'a str),
+    Unsigned(u32, u64),
+    Signed(u32, i64),
+    Fixed(u32, u64),
+    Time(u32, prost_types::Timestamp),
+    Level(u32, pb::StockLevel),
+}
+
+impl Field<'_> {
+    fn encoded_len(&self) -> usize {
+        use prost::encoding::{fixed64, int64, key_len, message, uint64};
+        match self {
+            Field::Text(tag, text) if !text.is_empty() => {
+                key_len(*tag) + prost::encoding::encoded_len_varint(text.len() as u64) + text.len()
+            }
+            Field::Unsigned(tag, value) if *value != 0 => uint64::encoded_len(*tag, value),
+            Field::Signed(tag, value) if *value != 0 => int64::encoded_len(*tag, value),
+            Field::Fixed(tag, value) if *value != 0 => fixed64::encoded_len(*tag, value),
+            Field::Time(tag, time) => message::encoded_len(*tag, time),
+            Field::Level(tag, level) => message::encoded_len(*tag, level),
+            Field::Absent
+            | Field::Text(..)
+            | Field::Unsigned(..)
+            | Field::Signed(..)
+            | Field::Fixed(..) => 0,
+        }
+    }
+
+    fn encode(&self, buffer: &mut Vec<u8>) {
+        use prost::encoding::{
+            WireType, encode_key, encode_varint, fixed64, int64, message, uint64,
+        };
+        match self {
+            Field::Text(tag, text) if !text.is_empty() => {
+                encode_key(*tag, WireType::LengthDelimited, buffer);
+                encode_varint(text.len() as u64, buffer);
+                buffer.extend_from_slice(text.as_bytes());
+            }
+            Field::Unsigned(tag, value) if *value != 0 => uint64::encode(*tag, value, buffer),
+            Field::Signed(tag, value) if *value != 0 => int64::encode(*tag, value, buffer),
+            Field::Fixed(tag, value) if *value != 0 => fixed64::encode(*tag, value, buffer),
+            Field::Time(tag, time) => message::encode(*tag, time, buffer),
+            Field::Level(tag, level) => message::encode(*tag, level, buffer),
+            Field::Absent
+            | Field::Text(..)
+            | Field::Unsigned(..)
+            | Field::Signed(..)
+            | Field::Fixed(..) => {}
+        }
+    }
 }
 
 /// Decodes a stored event and checks every field the domain relies on.

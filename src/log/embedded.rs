@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
 use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
-use crate::proto::{EventDecoder, decode_event, encode_event};
+use crate::proto::{EventDecoder, decode_event, encode_event_into};
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";
@@ -427,7 +427,8 @@ impl EmbeddedLog {
                 });
             }
             let mut expected_position = first;
-            let mut batch_versions: HashMap<&StreamKey, StreamVersion> = HashMap::new();
+            let mut batch_versions: HashMap<&StreamKey, StreamVersion, FastHash> =
+                HashMap::default();
             for event in events {
                 assert_eq!(
                     event.position, expected_position,
@@ -451,13 +452,7 @@ impl EmbeddedLog {
         let mut offsets = Vec::with_capacity(events.len());
         for event in events {
             offsets.push(writer.end_offset + buffer.len() as u64);
-            let payload = encode_event(event);
-            assert!(
-                payload.len() <= MAX_RECORD_BYTES,
-                "an event of {} bytes is over MAX_RECORD_BYTES; validation let it through",
-                payload.len()
-            );
-            push_frame(&mut buffer, &payload);
+            push_event_frame(&mut buffer, event);
         }
         let write_offset = writer.end_offset;
         let written = writer
@@ -658,12 +653,22 @@ fn create_log_file(directory: &Path, path: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-fn push_frame(buffer: &mut Vec<u8>, payload: &[u8]) {
-    let length = (payload.len() as u32).to_le_bytes();
-    let checksum = crc32c::crc32c_append(crc32c::crc32c(&length), payload);
-    buffer.extend_from_slice(&length);
-    buffer.extend_from_slice(&checksum.to_le_bytes());
-    buffer.extend_from_slice(payload);
+/// Appends `event`'s frame to `buffer`, encoding the event in place: its header is written
+/// once the payload's length and checksum are known.
+fn push_event_frame(buffer: &mut Vec<u8>, event: &RecordedEvent) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    encode_event_into(event, buffer);
+    let payload_len = buffer.len() - start - FRAME_HEADER_LEN;
+    assert!(
+        payload_len <= MAX_RECORD_BYTES,
+        "an event of {payload_len} bytes is over MAX_RECORD_BYTES; validation let it through"
+    );
+    let length = (payload_len as u32).to_le_bytes();
+    let checksum =
+        crc32c::crc32c_append(crc32c::crc32c(&length), &buffer[start + FRAME_HEADER_LEN..]);
+    buffer[start..start + 4].copy_from_slice(&length);
+    buffer[start + 4..start + FRAME_HEADER_LEN].copy_from_slice(&checksum.to_le_bytes());
 }
 
 /// Whether a frame's stored checksum (in its header) matches its length and payload.
