@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost's encoding with per-call buffers sized for this API's small messages.
+        .codec_path("crate::proto::InventoryCodec")
         .compile_fds(file_descriptor_set)?;
     Ok(())
 }

@@ -980,6 +980,54 @@ async fn a_query_server_in_split_mode_follows_a_command_server() {
     command_server.stop().await;
 }
 
+// Each call's codec buffers start at `CODEC_BUFFER_BYTES`: requests and answers larger than
+// that (the longest ids and reason, a page of such events) go through whole.
+#[tokio::test]
+async fn messages_larger_than_the_first_codec_buffer_go_both_ways() {
+    use prost::Message;
+
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let mut commands = server.commands().await;
+    let mut queries = server.queries().await;
+    let product = "p".repeat(128);
+    let store = "s".repeat(128);
+    let reason = "r".repeat(256);
+    let mut positions = Vec::new();
+    for index in 0..20 {
+        let request = pb::AddStockRequest {
+            command_id: format!("{index:0>128}"),
+            reason: reason.clone(),
+            ..add_stock(&product, &store, 1 + index)
+        };
+        assert!(request.encoded_len() > inventory::proto::CODEC_BUFFER_BYTES);
+        let added = commands.add_stock(request).await.unwrap().into_inner();
+        positions.push(added.result.unwrap().position);
+    }
+    let history = queries
+        .get_history(pb::GetHistoryRequest {
+            product_id: product.clone(),
+            store_id: store.clone(),
+            page_size: 20,
+            page_token: String::new(),
+            min_position: positions.last().copied(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.encoded_len() > 20 * inventory::proto::CODEC_BUFFER_BYTES);
+    assert_eq!(history.events.len(), 20);
+    for (index, event) in history.events.iter().enumerate() {
+        assert_eq!((&event.product_id, &event.store_id), (&product, &store));
+        assert_eq!(event.command_id, format!("{index:0>128}"));
+        assert_eq!(event.position, positions[index]);
+        let Some(pb::inventory_event::Kind::StockAdded(added)) = &event.kind else {
+            panic!("expected StockAdded, got {:?}", event.kind);
+        };
+        assert_eq!((added.quantity, &added.reason), (1 + index as i64, &reason));
+    }
+}
+
 #[tokio::test]
 async fn both_servers_offer_reflection_and_health() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::load::{
     self, ItemSpace, LatencySummary, LoadCommand, LoadResult, Operation, Outcome, SplitMix64,
@@ -20,10 +19,10 @@ use super::machine;
 use super::report::Report;
 use super::server_process::{DataDir, ServerProbe, ServerProcess, connect};
 use super::{BenchConfig, BenchError, Target};
-use crate::proto::pb;
 use crate::proto::pb::command_service_client::CommandServiceClient;
 use crate::proto::pb::event_service_client::EventServiceClient;
 use crate::proto::pb::query_service_client::QueryServiceClient;
+use crate::proto::{InventoryCodec, pb};
 
 /// Stock put on each item of the uniform data set: far more than the requests in flight can
 /// ever hold reserved at once, so a reservation there is never refused.
@@ -285,18 +284,38 @@ fn one_line(result: &LoadResult) -> String {
     )
 }
 
+/// `grpc.health.v1.Health/Check`, sent the way the generated clients of this crate send their
+/// calls: with [`InventoryCodec`], so that the baseline's client side costs what the
+/// scenarios' client side costs and only the server's work differs.
 struct HealthCheck {
-    client: HealthClient<Channel>,
+    grpc: tonic::client::Grpc<Channel>,
+}
+
+impl HealthCheck {
+    async fn check(&mut self) -> Result<(), tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|error| tonic::Status::unknown(format!("Service was not ready: {error}")))?;
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        // As the generated clients do.
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("grpc.health.v1.Health", "Check"));
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+        let codec = InventoryCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        self.grpc.unary(request, path, codec).await.map(|_| ())
+    }
 }
 
 impl Operation for HealthCheck {
     async fn run_once(&mut self, tally: &mut Tally) {
         let sent_at = Instant::now();
-        let request = HealthCheckRequest {
-            service: String::new(),
-        };
-        let outcome = match self.client.check(request).await {
-            Ok(_) => Outcome::Done,
+        let outcome = match self.check().await {
+            Ok(()) => Outcome::Done,
             Err(status) => load::classify(&status),
         };
         tally.record(sent_at, outcome);
@@ -311,7 +330,7 @@ async fn baseline_rpc(config: &BenchConfig) -> Result<Vec<LoadResult>, BenchErro
         setup.command_addr,
         setup.probe,
         |_, channel| HealthCheck {
-            client: HealthClient::new(channel),
+            grpc: tonic::client::Grpc::new(channel),
         },
     )
     .await
