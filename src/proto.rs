@@ -135,15 +135,11 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             expires_at,
         } => {
             reservation_text = reservation_id.as_str();
-            (
-                22,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Signed(2, quantity.get() as i64),
-                    Field::Text(3, customer_id.as_str()),
-                    Field::Time(4, timestamp_to_pb(*expires_at)),
-                ],
-            )
+            let more = [
+                Field::Text(3, customer_id.as_str()),
+                Field::Time(4, timestamp_to_pb(*expires_at)),
+            ];
+            (22, reservation_fields(&reservation_text, *quantity, more))
         }
         StockEvent::ReservationCommitted {
             reservation_id,
@@ -151,15 +147,8 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             order_id,
         } => {
             reservation_text = reservation_id.as_str();
-            (
-                23,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Signed(2, quantity.get() as i64),
-                    Field::Text(3, order_id.as_str()),
-                    Field::Absent,
-                ],
-            )
+            let more = [Field::Text(3, order_id.as_str()), Field::Absent];
+            (23, reservation_fields(&reservation_text, *quantity, more))
         }
         StockEvent::ReservationReleased {
             reservation_id,
@@ -167,30 +156,16 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             reason,
         } => {
             reservation_text = reservation_id.as_str();
-            (
-                24,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Signed(2, quantity.get() as i64),
-                    Field::Text(3, reason.as_str()),
-                    Field::Absent,
-                ],
-            )
+            let more = [Field::Text(3, reason.as_str()), Field::Absent];
+            (24, reservation_fields(&reservation_text, *quantity, more))
         }
         StockEvent::ReservationExpired {
             reservation_id,
             quantity,
         } => {
             reservation_text = reservation_id.as_str();
-            (
-                25,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Signed(2, quantity.get() as i64),
-                    Field::Absent,
-                    Field::Absent,
-                ],
-            )
+            let more = [Field::Absent, Field::Absent];
+            (25, reservation_fields(&reservation_text, *quantity, more))
         }
     };
     // The oneof's message is always written, even when every field of it is a default.
@@ -200,6 +175,20 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
     for field in &kind {
         field.encode(buffer);
     }
+}
+
+/// The fields of a reservation event: its id (1) and quantity (2), then `more`.
+fn reservation_fields<'a>(
+    reservation_id: &'a str,
+    quantity: Quantity,
+    [third, fourth]: [Field<'a>; 2],
+) -> [Field<'a>; 4] {
+    [
+        Field::Text(1, reservation_id),
+        Field::Signed(2, quantity.get() as i64),
+        third,
+        fourth,
+    ]
 }
 
 /// One field of a stored event, written as prost writes it: proto3 scalars and strings only
