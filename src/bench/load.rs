@@ -254,10 +254,7 @@ impl ServerDelta {
         let cpu_micros = before
             .cpu_ticks
             .zip(after.cpu_ticks)
-            .map(|(before, after)| {
-                after.saturating_sub(before) as f64 * 1e6
-                    / super::machine::CLOCK_TICKS_PER_SECOND as f64
-            });
+            .map(|(before, after)| super::machine::ticks_to_micros(before, after));
         let events_per_fsync = match (
             before.log_appends.zip(after.log_appends),
             before.log_events.zip(after.log_events),
@@ -315,6 +312,11 @@ pub async fn drive<O: Operation>(
     let duration = window.end - window.start;
     let delta = ServerDelta::between(&before, &after);
     let answered = total.operations + total.failures;
+    let per_operation = |micros: Option<f64>| {
+        micros
+            .filter(|_| answered > 0)
+            .map(|micros| micros / answered as f64)
+    };
     Ok(LoadResult {
         scenario: scenario.to_owned(),
         in_flight,
@@ -326,14 +328,8 @@ pub async fn drive<O: Operation>(
         failure_examples: total.failure_examples,
         operations_per_second: total.operations as f64 / duration.as_secs_f64(),
         latency_micros: LatencySummary::of(&total.latencies),
-        server_cpu_micros_per_operation: delta
-            .cpu_micros
-            .filter(|_| answered > 0)
-            .map(|micros| micros / answered as f64),
-        bench_cpu_micros_per_operation: bench
-            .cpu_micros
-            .filter(|_| answered > 0)
-            .map(|micros| micros / answered as f64),
+        server_cpu_micros_per_operation: per_operation(delta.cpu_micros),
+        bench_cpu_micros_per_operation: per_operation(bench.cpu_micros),
         machine_busy_percent: bench.machine_busy_percent,
         server_rss_bytes: delta.rss_bytes,
         events_per_fsync: delta.events_per_fsync,
@@ -365,10 +361,10 @@ impl BenchSnapshot {
     fn until_now(self) -> BenchDelta {
         let now = BenchSnapshot::now();
         BenchDelta {
-            cpu_micros: self.cpu_ticks.zip(now.cpu_ticks).map(|(before, after)| {
-                after.saturating_sub(before) as f64 * 1e6
-                    / super::machine::CLOCK_TICKS_PER_SECOND as f64
-            }),
+            cpu_micros: self
+                .cpu_ticks
+                .zip(now.cpu_ticks)
+                .map(|(before, after)| super::machine::ticks_to_micros(before, after)),
             machine_busy_percent: self.machine_ticks.zip(now.machine_ticks).and_then(
                 |((busy_before, total_before), (busy_after, total_after))| {
                     let total = total_after.saturating_sub(total_before);

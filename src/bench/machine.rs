@@ -86,6 +86,11 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, BenchError> {
     Ok(field(11)? + field(12)?)
 }
 
+/// The CPU time between two readings of [`cpu_ticks`], in microseconds.
+pub fn ticks_to_micros(before: u64, after: u64) -> f64 {
+    after.saturating_sub(before) as f64 * 1e6 / CLOCK_TICKS_PER_SECOND as f64
+}
+
 /// Ticks every CPU of the machine has spent since boot: `(busy, total)`, from the first line
 /// of `/proc/stat`. Busy is everything but idle and I/O wait.
 pub fn machine_ticks() -> Result<(u64, u64), BenchError> {
