@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_stream::StreamExt;
 
-use inventory::proto::pb;
-use inventory::proto::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
 use pb::inventory_event::Kind;
 use pb::subscribe_response::Message;
 

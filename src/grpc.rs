@@ -3,6 +3,7 @@
 //! status codes, and the follower that copies a command server's log into a query server.
 //! Only this layer knows tonic.
 
+pub mod codec;
 pub mod command_service;
 pub mod convert;
 pub mod event_service;
@@ -15,6 +16,21 @@ pub mod status;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+
+pub use codec::InventoryCodec;
+
+/// The generated services, clients and request messages of `inventory.proto`, with the event
+/// messages of the log's stored format (`log::codec::pb`) beside them: one namespace for
+/// everything a client sends or receives.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/wire/inventory.v1.rs"));
+    pub use crate::log::codec::pb::*;
+}
+
+/// The encoded descriptors of every proto file, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/inventory_descriptor.bin"));
 
 /// The future of the servers' tower layers (`observe`, `overload`): a boxed gRPC response.
 type ResponseFuture<E> = Pin<

@@ -10,7 +10,6 @@ pub mod dense_map;
 pub mod domain;
 pub mod grpc;
 pub mod log;
-pub mod proto;
 pub mod server;
 pub mod telemetry;
 pub mod tools;

@@ -4,6 +4,7 @@
 //! [`EventLog`] is the seam between the application and a storage engine; [`embedded`] is the
 //! default engine, a checksummed file on local disk.
 
+pub mod codec;
 pub mod embedded;
 pub mod postgres;
 pub mod tail;

@@ -19,9 +19,9 @@ use crate::grpc::follower::{self, FollowerState};
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::overload;
 use crate::grpc::query_service::QueryApi;
+use crate::grpc::{FILE_DESCRIPTOR_SET, pb};
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
 use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog, TailCache};
-use crate::proto::{FILE_DESCRIPTOR_SET, pb};
 
 type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
 type QueryServiceServer = pb::query_service_server::QueryServiceServer<QueryApi>;

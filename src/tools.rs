@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::app::command::CommandState;
 use crate::domain::{LogPosition, RecordedEvent, StockEvent};
+use crate::log::codec::uuid_string;
 use crate::log::{
     EmbeddedLog, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS, PostgresLog,
 };
-use crate::proto::uuid_string;
 use crate::server::LogConfig;
 
 /// What `verify` found.

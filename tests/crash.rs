@@ -7,9 +7,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::query_service_client::QueryServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use support::{Process, add_stock, get_stock, level};
 
 async fn start(data_dir: &std::path::Path) -> Process {

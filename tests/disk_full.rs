@@ -196,8 +196,8 @@ async fn a_full_disk_fails_commands_cleanly_and_the_service_recovers_when_space_
 
 /// One unit of `p` at `s`, with a reason long enough that each event takes a few hundred
 /// bytes and the disk fills after a few dozen.
-fn pb_request(i: u64) -> inventory::proto::pb::AddStockRequest {
-    inventory::proto::pb::AddStockRequest {
+fn pb_request(i: u64) -> inventory::grpc::pb::AddStockRequest {
+    inventory::grpc::pb::AddStockRequest {
         reason: format!("delivery {i} {}", "x".repeat(200)),
         ..add_stock("p", "s", 1)
     }

@@ -12,7 +12,7 @@ use tonic_types::StatusExt;
 
 use inventory::app::ManualClock;
 use inventory::domain::Timestamp;
-use inventory::proto::pb;
+use inventory::grpc::pb;
 use support::{Combined, Running, add_stock, get_stock, level, reserve_stock};
 
 /// The field names of a status's BadRequest details.
@@ -1000,7 +1000,7 @@ async fn messages_larger_than_the_first_codec_buffer_go_both_ways() {
             reason: reason.clone(),
             ..add_stock(&product, &store, 1 + index)
         };
-        assert!(request.encoded_len() > inventory::proto::CODEC_BUFFER_BYTES);
+        assert!(request.encoded_len() > inventory::grpc::codec::CODEC_BUFFER_BYTES);
         let added = commands.add_stock(request).await.unwrap().into_inner();
         positions.push(added.result.unwrap().position);
     }
@@ -1015,7 +1015,7 @@ async fn messages_larger_than_the_first_codec_buffer_go_both_ways() {
         .await
         .unwrap()
         .into_inner();
-    assert!(history.encoded_len() > 20 * inventory::proto::CODEC_BUFFER_BYTES);
+    assert!(history.encoded_len() > 20 * inventory::grpc::codec::CODEC_BUFFER_BYTES);
     assert_eq!(history.events.len(), 20);
     for (index, event) in history.events.iter().enumerate() {
         assert_eq!((&event.product_id, &event.store_id), (&product, &store));

@@ -17,9 +17,9 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use inventory::domain::LogPosition;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::log::{EventLog, PostgresLog};
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
 use inventory::server::LogConfig;
 use support::{Running, add_stock};
 

@@ -275,11 +275,11 @@ proptest! {
     // prost's, so that every reader (replay, PostgreSQL, subscribers' decoders) agrees.
     #[test]
     fn the_stored_form_is_byte_for_byte_prosts_encoding(event in any_event()) {
-        let written = inventory::proto::encode_event(&event);
-        prop_assert_eq!(&written, &inventory::proto::event_to_pb(&event).encode_to_vec());
+        let written = inventory::log::codec::encode_event(&event);
+        prop_assert_eq!(&written, &inventory::log::codec::event_to_pb(&event).encode_to_vec());
         // Position and version 0 only check that defaults are left out: the decoder refuses them.
         if event.position.0 > 0 && event.version.0 > 0 {
-            let decoded = inventory::proto::decode_event(&written);
+            let decoded = inventory::log::codec::decode_event(&written);
             // An empty trace context is stored as absent.
             let mut expected = event.clone();
             if expected.trace_parent.as_deref() == Some("") {

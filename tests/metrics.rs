@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::query_service_client::QueryServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use support::{add_stock, get_stock, reserve_stock};
 
 struct Service {

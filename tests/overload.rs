@@ -173,14 +173,14 @@ async fn connections_past_the_limit_fail_at_once_and_the_open_ones_keep_working(
 async fn connect(
     address: std::net::SocketAddr,
 ) -> Result<
-    inventory::proto::pb::command_service_client::CommandServiceClient<tonic::transport::Channel>,
+    inventory::grpc::pb::command_service_client::CommandServiceClient<tonic::transport::Channel>,
     tonic::transport::Error,
 > {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
         .await?;
-    Ok(inventory::proto::pb::command_service_client::CommandServiceClient::new(channel))
+    Ok(inventory::grpc::pb::command_service_client::CommandServiceClient::new(channel))
 }
 
 /// The resident memory of a process, from `/proc/<pid>/status`, in KiB.
@@ -208,7 +208,7 @@ async fn flood(
     }
     let mut calls = tokio::task::JoinSet::new();
     for call in 0..requests {
-        let mut client = inventory::proto::pb::query_service_client::QueryServiceClient::new(
+        let mut client = inventory::grpc::pb::query_service_client::QueryServiceClient::new(
             channels[call % connections].clone(),
         );
         calls.spawn(async move {
@@ -289,7 +289,7 @@ async fn floods_of_requests_are_refused_and_the_servers_memory_stays_bounded() {
         "each flood grew the server further: {peaks:?} KiB"
     );
     // And it still answers.
-    let mut queries = inventory::proto::pb::query_service_client::QueryServiceClient::new(
+    let mut queries = inventory::grpc::pb::query_service_client::QueryServiceClient::new(
         support::channel(address).await,
     );
     let missing = queries.get_stock(get_stock("p", "s", 0)).await.unwrap_err();

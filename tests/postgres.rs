@@ -10,10 +10,10 @@ use std::time::Duration;
 use tonic::Code;
 
 use inventory::domain::{Inventory, LogPosition};
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::log::{EventLog, PostgresLog};
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::query_service_client::QueryServiceClient;
 use inventory::server::{LogConfig, QuerySource};
 use support::{Running, add_stock, get_stock, level, reserve_stock};
 
@@ -256,7 +256,7 @@ async fn a_reader_never_skips_an_append_that_commits_late() {
     tokio::spawn(connection);
     let schema = format!("\"{}\"", database.schema);
     let slow_event = support::added_events(&mut inventory, LogPosition(3), 1, 2).remove(0);
-    let payload = inventory::proto::encode_event(&slow_event);
+    let payload = inventory::log::codec::encode_event(&slow_event);
     client.batch_execute("BEGIN").await.unwrap();
     client
         .query_one(

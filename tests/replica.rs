@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::event_service_client::EventServiceClient;
-use inventory::proto::pb::query_service_client::QueryServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use pb::subscribe_response::Message;
 use support::{Process, add_stock, get_stock, level, reserve_stock};
 

@@ -21,9 +21,9 @@ use inventory::app::{
 };
 use inventory::domain::{Command, LogPosition, ProductId, Quantity, Reason, StoreId, StreamKey};
 use inventory::grpc::event_service::EventApi;
+use inventory::grpc::pb;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::log::{EmbeddedLog, EventLog};
-use inventory::proto::pb;
-use inventory::proto::pb::event_service_client::EventServiceClient;
 use pb::subscribe_response::Message;
 use support::{Combined, add_stock, reserve_stock};
 

@@ -21,9 +21,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::io::AsyncBufReadExt;
 use tokio_stream::StreamExt;
 
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
 use support::{Process, add_stock};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";

@@ -38,7 +38,7 @@ async fn make_log(directory: &std::path::Path) {
             .into_inner()
             .reservation_id;
         commands
-            .commit_reservation(inventory::proto::pb::CommitReservationRequest {
+            .commit_reservation(inventory::grpc::pb::CommitReservationRequest {
                 reservation_id: reservation,
                 order_id: format!("o{item}"),
                 ..Default::default()

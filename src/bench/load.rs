@@ -15,8 +15,8 @@ use tonic_types::StatusExt;
 
 use super::BenchError;
 use super::server_process::{ServerProbe, ServerSnapshot, connect};
-use crate::proto::pb;
-use crate::proto::pb::command_service_client::CommandServiceClient;
+use crate::grpc::pb;
+use crate::grpc::pb::command_service_client::CommandServiceClient;
 
 /// The longest latency the histograms hold; slower answers are recorded as this.
 const LATENCY_MICROS_MAX: u64 = 60_000_000;

@@ -19,10 +19,10 @@ use super::machine;
 use super::report::Report;
 use super::server_process::{DataDir, ServerProbe, ServerProcess, connect};
 use super::{BenchConfig, BenchError, Target};
-use crate::proto::pb::command_service_client::CommandServiceClient;
-use crate::proto::pb::event_service_client::EventServiceClient;
-use crate::proto::pb::query_service_client::QueryServiceClient;
-use crate::proto::{InventoryCodec, pb};
+use crate::grpc::pb::command_service_client::CommandServiceClient;
+use crate::grpc::pb::event_service_client::EventServiceClient;
+use crate::grpc::pb::query_service_client::QueryServiceClient;
+use crate::grpc::{InventoryCodec, pb};
 
 /// Stock put on each item of the uniform data set: far more than the requests in flight can
 /// ever hold reserved at once, so a reservation there is never refused.

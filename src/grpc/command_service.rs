@@ -3,9 +3,10 @@
 
 use tonic::{Request, Response, Status};
 
+use super::pb;
 use crate::app::command::CommandTrace;
 use crate::app::{CommandHandle, CommandOutcome};
-use crate::proto::{pb, stock_level_to_pb, timestamp_to_pb};
+use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 use crate::telemetry;
 
 use super::convert;

@@ -1,13 +1,13 @@
 //! Wire → domain conversions for requests. Each checks every field once, here at the edge, and
 //! reports every invalid field by name; past this point the types carry the guarantees.
 
+use super::pb;
 use crate::app::subscription::MAX_FILTER_IDS;
 use crate::app::{CommandRequest, EventFilter, fingerprint};
 use crate::domain::{
     Command, CommandId, CustomerId, EventKind, LogPosition, MAX_ON_HAND, OrderId, ProductId,
     Quantity, Reason, ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
 };
-use crate::proto::pb;
 
 use super::status::{FieldViolation, invalid_argument};
 

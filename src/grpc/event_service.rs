@@ -10,10 +10,11 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::pb;
 use crate::app::{Shutdown, SubscriptionItem, subscribe};
 use crate::domain::LogPosition;
 use crate::log::EventLog;
-use crate::proto::{event_to_pb, pb};
+use crate::log::codec::event_to_pb;
 
 use super::convert;
 use super::status::log_error;

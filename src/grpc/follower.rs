@@ -7,10 +7,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
+use super::pb;
 use crate::app::Shutdown;
 use crate::domain::RecordedEvent;
+use crate::log::codec::event_from_pb;
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
-use crate::proto::{event_from_pb, pb};
 
 /// The first and the longest wait before reconnecting to the upstream.
 pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);

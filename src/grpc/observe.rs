@@ -58,7 +58,7 @@ fn methods() -> &'static HashMap<String, Method> {
     METHODS.get_or_init(|| {
         let mut methods = HashMap::new();
         for set in [
-            crate::proto::FILE_DESCRIPTOR_SET,
+            super::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
         ] {
             let set = prost_types::FileDescriptorSet::decode(set)

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::pb;
 use crate::app::ReadModel;
 use crate::domain::{LogPosition, StockItem, StockLevel, StreamKey, StreamVersion, Timestamp};
 use crate::log::EventLog;
-use crate::proto::{event_to_pb, pb, stock_level_to_pb, timestamp_from_pb, timestamp_to_pb};
+use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_from_pb, timestamp_to_pb};
 
 use super::convert::Fields;
 use super::status::log_error;

@@ -26,9 +26,9 @@ use crate::dense_map::DenseMap;
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
+use super::codec::{EventDecoder, decode_event, encode_event_into};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
 use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
-use crate::proto::{EventDecoder, decode_event, encode_event_into};
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";

@@ -26,9 +26,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::codec::{decode_event, encode_event};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
 use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
-use crate::proto::{decode_event, encode_event};
 
 /// How often the head is read when no notification arrives.
 pub const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(250);

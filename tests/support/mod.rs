@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use inventory::app::{Clock, ShutdownSignal, SystemClock};
-use inventory::proto::pb;
-use inventory::proto::pb::command_service_client::CommandServiceClient;
-use inventory::proto::pb::event_service_client::EventServiceClient;
-use inventory::proto::pb::query_service_client::QueryServiceClient;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
 /// Both servers in one process on one data directory, as `cargo run` starts them.
