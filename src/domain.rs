@@ -16,7 +16,7 @@ pub use ids::{
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use stock::{
-    ActiveReservation, Command, DomainError, EventKind, RecordedEvent, Reservations,
+    ActiveReservation, Command, DomainError, EventKind, FoldMismatch, RecordedEvent, Reservations,
     SMALL_RESERVATIONS_MAX, StockEvent, StockItem,
 };
 pub use values::{

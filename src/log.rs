@@ -14,11 +14,23 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
-use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::domain::{FoldMismatch, LogPosition, RecordedEvent, StreamKey, StreamVersion};
 
 pub use embedded::{EmbeddedLog, OpenReport};
 pub use postgres::PostgresLog;
 pub use tail::TailCache;
+
+impl LogError {
+    /// The error of an event that does not continue a fold (see
+    /// [`RecordedEvent::apply_checked`]).
+    pub fn fold_mismatch(event: &RecordedEvent, mismatch: FoldMismatch) -> LogError {
+        LogError::FoldMismatch {
+            position: event.position,
+            stream: event.stream.clone(),
+            mismatch,
+        }
+    }
+}
 
 /// A boxed future, so the log trait can be used as `dyn EventLog` and chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -66,9 +78,26 @@ pub enum LogError {
     CommandIdsTaken { command_ids: Vec<String> },
     #[error("append of {count} events is over the limit of {MAX_APPEND_EVENTS}")]
     AppendTooLarge { count: usize },
-    /// Stored data is damaged or does not make sense; the log refuses to guess.
+    /// The embedded log's file is damaged or does not make sense at `offset` (bytes from the
+    /// start of the file); the log refuses to guess.
     #[error("log is corrupt at byte offset {offset}: {problem}")]
     Corrupt { offset: u64, problem: String },
+    /// A database log's row does not hold a valid event, or its positions have a gap. The
+    /// row is named by its `position` column.
+    #[error("the log's database row at position {position} is invalid: {problem}")]
+    CorruptRow {
+        position: LogPosition,
+        problem: String,
+    },
+    /// An event read from the log does not continue a fold of the events before it: a gap in
+    /// positions, a version that does not follow its stream, or recorded stock that the
+    /// events do not give.
+    #[error("event at position {position} of stream {stream} does not fold: {mismatch}")]
+    FoldMismatch {
+        position: LogPosition,
+        stream: StreamKey,
+        mismatch: FoldMismatch,
+    },
 }
 
 /// The right to append, held while a batch is decided: no other writer can move the log's

@@ -12,6 +12,7 @@ use tonic::transport::{Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
 use crate::app::command::CommandState;
+use crate::app::query::Queries;
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
@@ -423,7 +424,7 @@ async fn serve_query(
     let events = EventApi::new(log.clone(), shutdown.clone());
     let mut routes = routes(health_service, events)?;
     routes.add_service(
-        QueryServiceServer::new(QueryApi::new(model, log))
+        QueryServiceServer::new(QueryApi::new(Queries::new(model, log)))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
     );

@@ -6,8 +6,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use inventory::app::command::AddStock;
 use inventory::app::command::CommandState;
-use inventory::app::{CommandRequest, CommandSide, SystemClock, fingerprint};
+use inventory::app::{CommandRequest, CommandSide, SystemClock};
 use inventory::domain::{
     Command, CommandId, CustomerId, EventId, Inventory, LogPosition, OrderId, ProductId, Quantity,
     Reason, RecordedEvent, ReservationId, StockEvent, StockLevel, StoreId, StreamKey,
@@ -438,17 +439,14 @@ async fn positions_stay_gapless_and_versions_contiguous_under_concurrent_command
         tasks.push(tokio::spawn(async move {
             let mut positions = Vec::new();
             for i in 0..25 {
-                let command = Command::AddStock {
-                    stream: stream(&format!("p{}", (task + i) % 5)),
-                    quantity: Quantity::new(1).unwrap(),
-                    reason: Reason::default(),
-                };
                 let request = CommandRequest {
-                    fingerprint: fingerprint(&command, None, false),
-                    command,
+                    command: AddStock {
+                        stream: stream(&format!("p{}", (task + i) % 5)),
+                        quantity: Quantity::new(1).unwrap(),
+                        reason: Reason::default(),
+                    },
                     command_id: None,
                     expected_version: None,
-                    trace: None,
                 };
                 positions.push(handle.execute(request).await.unwrap().position);
             }
@@ -531,8 +529,17 @@ async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
     model.apply(&events[0]).unwrap();
     let now = inventory::domain::Timestamp(1_000);
     match open_embedded(directory.path(), Some(&model), now) {
-        Err(LogError::Corrupt { problem, .. }) => {
-            assert!(problem.contains("expected position 2"), "{problem}")
+        Err(LogError::FoldMismatch {
+            position, mismatch, ..
+        }) => {
+            assert_eq!(position, LogPosition(1), "the refused event is named");
+            assert_eq!(
+                mismatch,
+                inventory::domain::FoldMismatch::Position {
+                    expected: LogPosition(2),
+                    got: LogPosition(1)
+                }
+            );
         }
         Err(other) => panic!("unexpected error: {other}"),
         Ok(_) => panic!("the start-up succeeded with a read model that refused an event"),

@@ -13,13 +13,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::transport::{Channel, Server};
 
-use inventory::app::command::CommandState;
+use inventory::app::command::{AddStock, CommandState};
 use inventory::app::subscription::SUBSCRIPTION_BUFFER;
 use inventory::app::{
-    CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, fingerprint,
-    subscribe,
+    CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, subscribe,
 };
-use inventory::domain::{Command, LogPosition, ProductId, Quantity, Reason, StoreId, StreamKey};
+use inventory::domain::{LogPosition, ProductId, Quantity, Reason, StoreId, StreamKey};
 use inventory::grpc::event_service::EventApi;
 use inventory::grpc::pb;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
@@ -358,7 +357,7 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
         Shutdown::never(),
     );
     for i in 0..3 * SUBSCRIPTION_BUFFER {
-        let command = Command::AddStock {
+        let command = AddStock {
             stream: StreamKey::new(
                 ProductId::parse(&format!("p{}", i % 7)).unwrap(),
                 StoreId::parse("s").unwrap(),
@@ -368,11 +367,9 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
         };
         side.handle
             .execute(CommandRequest {
-                fingerprint: fingerprint(&command, None, false),
                 command,
                 command_id: None,
                 expected_version: None,
-                trace: None,
             })
             .await
             .unwrap();

@@ -121,7 +121,7 @@ impl ReadModel {
         let mut applied = self.position();
         let mut result = Ok(());
         for event in events {
-            result = self.apply_unpublished(event, applied.next());
+            result = self.apply_unpublished(event, applied);
             if result.is_err() {
                 break;
             }
@@ -135,46 +135,16 @@ impl ReadModel {
         result
     }
 
-    fn apply_unpublished(
-        &self,
-        event: &RecordedEvent,
-        expected: LogPosition,
-    ) -> Result<(), LogError> {
-        if event.position != expected {
-            return Err(LogError::Corrupt {
-                offset: 0,
-                problem: format!(
-                    "read model expected position {expected}, got {}",
-                    event.position
-                ),
-            });
-        }
+    fn apply_unpublished(&self, event: &RecordedEvent, head: LogPosition) -> Result<(), LogError> {
         let new_stream = {
             let mut view = self.items.get_or_default(&event.stream);
-            if event.version != view.version().next() {
-                return Err(LogError::Corrupt {
-                    offset: 0,
-                    problem: format!(
-                        "stream {} expected version {}, got {}",
-                        event.stream,
-                        view.version().next(),
-                        event.version
-                    ),
-                });
-            }
-            view.item.evolve(&event.event);
-            view.position = event.position;
-            if view.level() != event.stock_after {
-                return Err(LogError::Corrupt {
-                    offset: 0,
-                    problem: format!(
-                        "event at {} records stock {:?}, the fold gives {:?}",
-                        event.position,
-                        event.stock_after,
-                        view.level()
-                    ),
-                });
-            }
+            event
+                .apply_checked(head, view.version(), || {
+                    view.item.evolve(&event.event);
+                    view.position = event.position;
+                    view.level()
+                })
+                .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
             event.version == StreamVersion(1)
         };
         if new_stream {

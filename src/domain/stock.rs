@@ -122,6 +122,60 @@ pub struct RecordedEvent {
     pub event: StockEvent,
 }
 
+/// How an event fails to continue the fold it is applied to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum FoldMismatch {
+    #[error("position {got} where {expected} was expected")]
+    Position {
+        expected: LogPosition,
+        got: LogPosition,
+    },
+    #[error("version {got} where {expected} was expected")]
+    Version {
+        expected: StreamVersion,
+        got: StreamVersion,
+    },
+    #[error("recorded stock {recorded:?} but the events fold into {folded:?}")]
+    Stock {
+        recorded: StockLevel,
+        folded: StockLevel,
+    },
+}
+
+impl RecordedEvent {
+    /// The one check of every fold of the log (the command side, the read model, `verify`):
+    /// the event's position follows `head`, its version follows its stream's `version`, and
+    /// the stock it records is what `evolve` (the fold applying it) computes. `evolve` runs
+    /// only when position and version follow.
+    pub fn apply_checked(
+        &self,
+        head: LogPosition,
+        version: StreamVersion,
+        evolve: impl FnOnce() -> StockLevel,
+    ) -> Result<(), FoldMismatch> {
+        if self.position != head.next() {
+            return Err(FoldMismatch::Position {
+                expected: head.next(),
+                got: self.position,
+            });
+        }
+        if self.version != version.next() {
+            return Err(FoldMismatch::Version {
+                expected: version.next(),
+                got: self.version,
+            });
+        }
+        let folded = evolve();
+        if folded != self.stock_after {
+            return Err(FoldMismatch::Stock {
+                recorded: self.stock_after,
+                folded,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a command is refused. Every variant is a business-rule outcome, not a fault.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum DomainError {

@@ -1,12 +1,18 @@
 //! Wire → domain conversions for requests. Each checks every field once, here at the edge, and
 //! reports every invalid field by name; past this point the types carry the guarantees.
 
+use crate::log::codec::timestamp_from_pb;
+
 use super::pb;
+use crate::app::EventFilter;
+use crate::app::command::{
+    AddStock, AdjustStock, CommandRequest, CommitReservation, ReleaseReservation, ReserveStock,
+};
+use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
-use crate::app::{CommandRequest, EventFilter, fingerprint};
 use crate::domain::{
-    Command, CommandId, CustomerId, EventKind, LogPosition, MAX_ON_HAND, OrderId, ProductId,
-    Quantity, Reason, ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
+    CommandId, CustomerId, EventKind, LogPosition, MAX_ON_HAND, OrderId, ProductId, Quantity,
+    Reason, ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
 };
 
 use super::status::{FieldViolation, invalid_argument};
@@ -84,33 +90,28 @@ impl Fields {
     }
 }
 
-fn envelope(
+/// The command's envelope around `command`, once every field of the request is valid.
+fn envelope<C>(
     fields: &mut Fields,
-    command: Option<Command>,
+    command: Option<C>,
     command_id: &str,
     expected_version: Option<u64>,
-    generated_reservation_id: bool,
-) -> Option<CommandRequest> {
+) -> Option<CommandRequest<C>> {
     let command_id = fields.optional_command_id(command_id)?;
-    let command = command?;
-    let expected_version = expected_version.map(StreamVersion);
-    let fingerprint = fingerprint(&command, expected_version, generated_reservation_id);
     Some(CommandRequest {
-        command,
+        command: command?,
         command_id,
-        expected_version,
-        fingerprint,
-        trace: None,
+        expected_version: expected_version.map(StreamVersion),
     })
 }
 
-pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest, tonic::Status> {
+pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest<AddStock>, tonic::Status> {
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
     let quantity = fields.quantity("quantity", request.quantity);
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
-        Some(Command::AddStock {
+        Some(AddStock {
             stream: stream?,
             quantity: quantity?,
             reason: reason?,
@@ -121,12 +122,13 @@ pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest, tonic:
         command,
         &request.command_id,
         request.expected_version,
-        false,
     );
     fields.finish(request)
 }
 
-pub fn adjust_stock(request: &pb::AdjustStockRequest) -> Result<CommandRequest, tonic::Status> {
+pub fn adjust_stock(
+    request: &pb::AdjustStockRequest,
+) -> Result<CommandRequest<AdjustStock>, tonic::Status> {
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
     let on_hand = fields.check(
@@ -143,7 +145,7 @@ pub fn adjust_stock(request: &pb::AdjustStockRequest) -> Result<CommandRequest, 
     );
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
-        Some(Command::AdjustStock {
+        Some(AdjustStock {
             stream: stream?,
             on_hand: on_hand?,
             reason: reason?,
@@ -154,12 +156,13 @@ pub fn adjust_stock(request: &pb::AdjustStockRequest) -> Result<CommandRequest, 
         command,
         &request.command_id,
         request.expected_version,
-        false,
     );
     fields.finish(request)
 }
 
-pub fn reserve_stock(request: &pb::ReserveStockRequest) -> Result<CommandRequest, tonic::Status> {
+pub fn reserve_stock(
+    request: &pb::ReserveStockRequest,
+) -> Result<CommandRequest<ReserveStock>, tonic::Status> {
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
     let quantity = fields.quantity("quantity", request.quantity);
@@ -168,14 +171,16 @@ pub fn reserve_stock(request: &pb::ReserveStockRequest) -> Result<CommandRequest
         None => Some(TimeToLive::DEFAULT),
         Some(duration) => fields.check("ttl", ttl_from_pb(duration)),
     };
-    let generated = request.reservation_id.is_empty();
-    let reservation_id = if generated {
-        Some(ReservationId::from_uuid(uuid::Uuid::now_v7().as_u128()))
+    // Empty: the server makes one.
+    let reservation_id = if request.reservation_id.is_empty() {
+        Some(None)
     } else {
-        fields.reservation_id("reservation_id", &request.reservation_id)
+        fields
+            .reservation_id("reservation_id", &request.reservation_id)
+            .map(Some)
     };
     let command = (|| {
-        Some(Command::ReserveStock {
+        Some(ReserveStock {
             stream: stream?,
             reservation_id: reservation_id?,
             quantity: quantity?,
@@ -188,7 +193,6 @@ pub fn reserve_stock(request: &pb::ReserveStockRequest) -> Result<CommandRequest
         command,
         &request.command_id,
         request.expected_version,
-        generated,
     );
     fields.finish(request)
 }
@@ -208,12 +212,12 @@ fn ttl_from_pb(duration: &prost_types::Duration) -> Result<TimeToLive, String> {
 
 pub fn commit_reservation(
     request: &pb::CommitReservationRequest,
-) -> Result<CommandRequest, tonic::Status> {
+) -> Result<CommandRequest<CommitReservation>, tonic::Status> {
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let order_id = fields.check("order_id", OrderId::parse(&request.order_id));
     let command = (|| {
-        Some(Command::CommitReservation {
+        Some(CommitReservation {
             reservation_id: reservation_id?,
             order_id: order_id?,
         })
@@ -223,19 +227,18 @@ pub fn commit_reservation(
         command,
         &request.command_id,
         request.expected_version,
-        false,
     );
     fields.finish(request)
 }
 
 pub fn release_reservation(
     request: &pb::ReleaseReservationRequest,
-) -> Result<CommandRequest, tonic::Status> {
+) -> Result<CommandRequest<ReleaseReservation>, tonic::Status> {
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
-        Some(Command::ReleaseReservation {
+        Some(ReleaseReservation {
             reservation_id: reservation_id?,
             reason: reason?,
         })
@@ -245,9 +248,115 @@ pub fn release_reservation(
         command,
         &request.command_id,
         request.expected_version,
-        false,
     );
     fields.finish(request)
+}
+
+/// `GetStock`: the item and `min_position`.
+pub fn get_stock(request: &pb::GetStockRequest) -> Result<(StreamKey, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let min_position = fields.min_position(request.min_position);
+    fields.finish(stream.zip(min_position))
+}
+
+/// `ListReservations`: the item and `min_position`.
+pub fn list_reservations(
+    request: &pb::ListReservationsRequest,
+) -> Result<(StreamKey, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let min_position = fields.min_position(request.min_position);
+    fields.finish(stream.zip(min_position))
+}
+
+/// `GetProductStock`: the product and `min_position`.
+pub fn get_product_stock(
+    request: &pb::GetProductStockRequest,
+) -> Result<(ProductId, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let product_id = fields.product_id("product_id", &request.product_id);
+    let min_position = fields.min_position(request.min_position);
+    fields.finish(product_id.zip(min_position))
+}
+
+/// `CheckAvailability`: the item, the quantity asked about and `min_position`.
+pub fn check_availability(
+    request: &pb::CheckAvailabilityRequest,
+) -> Result<(StreamKey, Quantity, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let quantity = fields.quantity("quantity", request.quantity);
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| Some((stream?, quantity?, min_position?)))();
+    fields.finish(query)
+}
+
+/// A valid `GetHistory` request.
+pub struct HistoryQuery {
+    pub stream: StreamKey,
+    /// The version the page starts after (from `page_token`).
+    pub after: StreamVersion,
+    pub page_size: u32,
+    pub min_position: LogPosition,
+}
+
+pub fn get_history(request: &pb::GetHistoryRequest) -> Result<HistoryQuery, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let page_size = match request.page_size {
+        0 => Some(DEFAULT_HISTORY_PAGE),
+        size if size <= MAX_HISTORY_PAGE => Some(size),
+        size => fields.check(
+            "page_size",
+            Err(format!("must be at most {MAX_HISTORY_PAGE}, got {size}")),
+        ),
+    };
+    let after = if request.page_token.is_empty() {
+        Some(StreamVersion::INITIAL)
+    } else {
+        fields.check(
+            "page_token",
+            request
+                .page_token
+                .parse::<u64>()
+                .map(StreamVersion)
+                .map_err(|_| "not a token from a previous response".to_owned()),
+        )
+    };
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| {
+        Some(HistoryQuery {
+            stream: stream?,
+            after: after?,
+            page_size: page_size?,
+            min_position: min_position?,
+        })
+    })();
+    fields.finish(query)
+}
+
+/// `GetStockAt`: the item, the point to fold up to and `min_position`.
+pub fn get_stock_at(
+    request: &pb::GetStockAtRequest,
+) -> Result<(StreamKey, AsOf, LogPosition), tonic::Status> {
+    use pb::get_stock_at_request::AsOf as WireAsOf;
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let as_of = match &request.as_of {
+        None => fields
+            .check::<AsOf, String>("as_of", Err("set as_of_position or as_of_time".to_owned())),
+        Some(WireAsOf::AsOfPosition(position)) => Some(AsOf::Position(LogPosition(*position))),
+        Some(WireAsOf::AsOfTime(time)) => fields.check(
+            "as_of_time",
+            timestamp_from_pb(time)
+                .map(AsOf::Time)
+                .ok_or_else(|| "must be a valid time after 1970".to_owned()),
+        ),
+    };
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| Some((stream?, as_of?, min_position?)))();
+    fields.finish(query)
 }
 
 /// A subscription's filter: every id valid, at most [`MAX_FILTER_IDS`] of each, and no

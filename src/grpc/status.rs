@@ -10,7 +10,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::CommandError;
-use crate::domain::DomainError;
+use crate::app::query::QueryError;
+use crate::domain::{DomainError, ReservationStatus};
 use crate::log::LogError;
 
 /// The `domain` of every `ErrorInfo` this service returns.
@@ -110,7 +111,7 @@ pub fn domain_error(error: &DomainError) -> Status {
         } => error_info(
             Code::FailedPrecondition,
             message.clone(),
-            &format!("RESERVATION_{}", status.to_string().to_uppercase()),
+            reservation_not_active_reason(*status),
             &[
                 ("reservation_id", reservation_id.to_string()),
                 ("status", status.to_string()),
@@ -124,6 +125,17 @@ pub fn domain_error(error: &DomainError) -> Status {
             &[("reservation_id", reservation_id.to_string())],
             None,
         ),
+    }
+}
+
+/// The `ErrorInfo` reason of a command on a reservation that is no longer active: part of the
+/// public contract, so spelled out here rather than derived from the status's text.
+fn reservation_not_active_reason(status: ReservationStatus) -> &'static str {
+    match status {
+        ReservationStatus::Active => "RESERVATION_ACTIVE",
+        ReservationStatus::Committed => "RESERVATION_COMMITTED",
+        ReservationStatus::Released => "RESERVATION_RELEASED",
+        ReservationStatus::Expired => "RESERVATION_EXPIRED",
     }
 }
 
@@ -192,6 +204,14 @@ pub fn command_error(error: CommandError) -> Status {
     }
 }
 
+pub fn query_error(error: &QueryError) -> Status {
+    match error {
+        QueryError::NotFound { .. } => Status::not_found(error.to_string()),
+        QueryError::MinPositionNotReached { .. } => Status::deadline_exceeded(error.to_string()),
+        QueryError::Log(log) => log_error(log),
+    }
+}
+
 pub fn log_error(error: &LogError) -> Status {
     tracing::error!(%error, "event log read failed");
     match error {
@@ -202,6 +222,8 @@ pub fn log_error(error: &LogError) -> Status {
         | LogError::CommandIdsTaken { .. }
         | LogError::VersionConflict { .. }
         | LogError::AppendTooLarge { .. }
-        | LogError::Corrupt { .. } => Status::internal("internal error in the event log"),
+        | LogError::Corrupt { .. }
+        | LogError::CorruptRow { .. }
+        | LogError::FoldMismatch { .. } => Status::internal("internal error in the event log"),
     }
 }

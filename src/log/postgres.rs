@@ -131,10 +131,10 @@ impl PostgresLog {
             set_head: format!("UPDATE {quoted}.head SET position = $1"),
             notify: "SELECT pg_notify($1, $2)".to_owned(),
             read_all: format!(
-                "SELECT payload FROM {quoted}.events WHERE position > $1 ORDER BY position LIMIT $2"
+                "SELECT payload, position FROM {quoted}.events WHERE position > $1 ORDER BY position LIMIT $2"
             ),
             read_stream: format!(
-                "SELECT payload FROM {quoted}.events WHERE product_id = $1 AND store_id = $2 \
+                "SELECT payload, position FROM {quoted}.events WHERE product_id = $1 AND store_id = $2 \
                  AND version > $3 ORDER BY version LIMIT $4"
             ),
             read_head: format!("SELECT position FROM {quoted}.head"),
@@ -221,9 +221,9 @@ impl PostgresLog {
         for row in rows {
             let event = decode_row(&row)?;
             if event.position != expected {
-                return Err(LogError::Corrupt {
-                    offset: event.position.0,
-                    problem: format!("position {} where {expected} was expected", event.position),
+                return Err(LogError::CorruptRow {
+                    position: event.position,
+                    problem: format!("a gap: position {expected} was expected"),
                 });
             }
             expected = expected.next();
@@ -395,8 +395,8 @@ impl super::AppendLock for PostgresAppendLock {
 
 fn decode_row(row: &tokio_postgres::Row) -> Result<RecordedEvent, LogError> {
     let payload: &[u8] = row.get(0);
-    decode_event(payload).map_err(|error| LogError::Corrupt {
-        offset: 0,
+    decode_event(payload).map_err(|error| LogError::CorruptRow {
+        position: LogPosition(row.get::<_, i64>(1) as u64),
         problem: error.to_string(),
     })
 }

@@ -1,0 +1,120 @@
+//! The fingerprint of a command's request: how a retry is told from a different request that
+//! reuses its command id.
+
+use crate::domain::{Command, StreamKey, StreamVersion};
+
+/// A hash of a command's request fields, stable across versions and restarts (FNV-1a 64 over
+/// a length-prefixed canonical encoding). `generated_reservation_id` leaves out a reservation
+/// id the server made, so a retry (which gets another generated id) matches the original.
+///
+/// The log stores it with each event (`command_fingerprint`), so that a command id reused
+/// for a different request is told from a retry after a restart: the encoding must never
+/// change.
+pub(super) fn fingerprint(
+    command: &Command,
+    expected_version: Option<StreamVersion>,
+    generated_reservation_id: bool,
+) -> u64 {
+    let mut hasher = Fnv64::new();
+    let stream = |hasher: &mut Fnv64, stream: &StreamKey| {
+        hasher.text(stream.product_id.as_str());
+        hasher.text(stream.store_id.as_str());
+    };
+    match command {
+        Command::AddStock {
+            stream: key,
+            quantity,
+            reason,
+        } => {
+            hasher.text("AddStock");
+            stream(&mut hasher, key);
+            hasher.number(quantity.get());
+            hasher.text(reason.as_str());
+        }
+        Command::AdjustStock {
+            stream: key,
+            on_hand,
+            reason,
+        } => {
+            hasher.text("AdjustStock");
+            stream(&mut hasher, key);
+            hasher.number(*on_hand);
+            hasher.text(reason.as_str());
+        }
+        Command::ReserveStock {
+            stream: key,
+            reservation_id,
+            quantity,
+            customer_id,
+            ttl,
+        } => {
+            hasher.text("ReserveStock");
+            stream(&mut hasher, key);
+            let reservation_id = reservation_id.as_str();
+            hasher.text(if generated_reservation_id {
+                ""
+            } else {
+                &reservation_id
+            });
+            hasher.number(quantity.get());
+            hasher.text(customer_id.as_str());
+            hasher.number(ttl.millis());
+        }
+        Command::CommitReservation {
+            reservation_id,
+            order_id,
+        } => {
+            hasher.text("CommitReservation");
+            hasher.text(&reservation_id.as_str());
+            hasher.text(order_id.as_str());
+        }
+        Command::ReleaseReservation {
+            reservation_id,
+            reason,
+        } => {
+            hasher.text("ReleaseReservation");
+            hasher.text(&reservation_id.as_str());
+            hasher.text(reason.as_str());
+        }
+        Command::ExpireReservation { reservation_id } => {
+            hasher.text("ExpireReservation");
+            hasher.text(&reservation_id.as_str());
+        }
+    }
+    match expected_version {
+        Some(version) => {
+            hasher.number(1);
+            hasher.number(version.0);
+        }
+        None => hasher.number(0),
+    }
+    hasher.finish()
+}
+
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn number(&mut self, value: u64) {
+        self.bytes(&value.to_le_bytes());
+    }
+
+    fn text(&mut self, text: &str) {
+        self.number(text.len() as u64);
+        self.bytes(text.as_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

@@ -1,0 +1,238 @@
+//! The command side's state: the inventory and the remembered command ids, both folds of the
+//! log, and how one command is decided against them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::{
+    Accepted, CommandError, IDEMPOTENCY_WINDOW_MILLIS, MAX_EXPIRIES_PER_BATCH,
+    MAX_REMEMBERED_COMMANDS, PreparedCommand,
+};
+use crate::domain::{
+    Command, CommandId, EventId, Inventory, LogPosition, RecordedEvent, StockEvent, StreamKey,
+    Timestamp,
+};
+use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
+
+struct RememberedCommand {
+    fingerprint: u64,
+    outcome: Accepted,
+}
+
+/// The command side's state: the inventory and the remembered command ids, both folds of the
+/// log.
+pub struct CommandState {
+    inventory: Inventory,
+    head: LogPosition,
+    remembered: HashMap<CommandId, RememberedCommand, foldhash::fast::RandomState>,
+    /// Remembered ids in the order they were accepted, to forget the oldest first.
+    remembered_order: VecDeque<(Timestamp, CommandId)>,
+    /// While a batch is open: the head before it, and how many ids it remembered.
+    open_batch: Option<(LogPosition, usize)>,
+}
+
+impl CommandState {
+    pub fn new() -> CommandState {
+        CommandState {
+            inventory: Inventory::new(),
+            head: LogPosition::START,
+            remembered: HashMap::default(),
+            remembered_order: VecDeque::new(),
+            open_batch: None,
+        }
+    }
+
+    /// Starts a batch whose changes can be rolled back if the log refuses its events.
+    pub(super) fn begin_batch(&mut self) {
+        assert!(self.open_batch.is_none(), "a batch is already open");
+        self.inventory.begin_batch();
+        self.open_batch = Some((self.head, self.remembered_order.len()));
+    }
+
+    pub(super) fn commit_batch(&mut self) {
+        self.open_batch.take().expect("no batch is open");
+        self.inventory.commit_batch();
+    }
+
+    /// Forgets everything the open batch did.
+    pub(super) fn rollback_batch(&mut self) {
+        let (head, remembered) = self.open_batch.take().expect("no batch is open");
+        self.inventory.rollback_batch();
+        self.head = head;
+        while self.remembered_order.len() > remembered {
+            let (_, command_id) = self
+                .remembered_order
+                .pop_back()
+                .expect("longer than before");
+            self.remembered.remove(&command_id);
+        }
+    }
+
+    /// Applies every event the log has past this state's head (written by another command
+    /// server sharing the log, or left by an append that failed after it wrote).
+    pub async fn catch_up(&mut self, log: &dyn EventLog) -> Result<(), LogError> {
+        loop {
+            let events = log.read_all(self.head, MAX_READ_EVENTS).await?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for event in &events {
+                self.apply(event)?;
+            }
+        }
+    }
+
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    pub fn head(&self) -> LogPosition {
+        self.head
+    }
+
+    /// Applies one event from the log, checking it against the fold: its position follows the
+    /// head, its version follows its stream, and its recorded stock is what the fold computes.
+    pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), LogError> {
+        let version = self.inventory.version(&event.stream);
+        event
+            .apply_checked(self.head, version, || {
+                self.inventory.evolve(&event.stream, &event.event).1
+            })
+            .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
+        self.head = event.position;
+        if let Some(command_id) = &event.command_id {
+            self.remember(command_id.clone(), event.command_fingerprint, event);
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, command_id: CommandId, fingerprint: u64, event: &RecordedEvent) {
+        let outcome = Accepted::of(event, true);
+        self.remembered_order
+            .push_back((event.occurred_at, command_id.clone()));
+        self.remembered.insert(
+            command_id,
+            RememberedCommand {
+                fingerprint,
+                outcome,
+            },
+        );
+    }
+
+    /// Forgets command ids older than the idempotency window, or past the count limit.
+    pub fn forget_old_commands(&mut self, now: Timestamp) {
+        let oldest_kept = now.saturating_sub_millis(IDEMPOTENCY_WINDOW_MILLIS);
+        while let Some((accepted_at, _)) = self.remembered_order.front() {
+            if *accepted_at >= oldest_kept && self.remembered_order.len() <= MAX_REMEMBERED_COMMANDS
+            {
+                break;
+            }
+            let (_, command_id) = self.remembered_order.pop_front().expect("front exists");
+            self.remembered.remove(&command_id);
+        }
+    }
+
+    /// Decides one command; if accepted, applies its event and adds it to `events`.
+    pub(super) fn execute(
+        &mut self,
+        request: &PreparedCommand,
+        now: Timestamp,
+        events: &mut Vec<RecordedEvent>,
+    ) -> Result<Accepted, CommandError> {
+        if let Some(command_id) = &request.command_id
+            && let Some(remembered) = self.remembered.get(command_id)
+        {
+            if remembered.fingerprint != request.fingerprint {
+                return Err(CommandError::CommandIdReused {
+                    command_id: command_id.clone(),
+                });
+            }
+            return Ok(remembered.outcome.clone());
+        }
+        let decision = self.inventory.decide(&request.command, now)?;
+        if let Some(expected) = request.expected_version {
+            let current = self.inventory.version(&decision.stream);
+            if current != expected {
+                return Err(CommandError::WrongExpectedVersion {
+                    stream: decision.stream,
+                    expected,
+                    current,
+                });
+            }
+        }
+        let event = self.record(
+            decision.stream,
+            decision.event,
+            now,
+            request.command_id.clone(),
+            request.fingerprint,
+            request
+                .trace
+                .as_ref()
+                .map(|trace| trace.trace_parent.clone()),
+        );
+        let outcome = Accepted::of(&event, false);
+        events.push(event);
+        Ok(outcome)
+    }
+
+    /// Appends `ReservationExpired` for reservations whose time is up.
+    pub(super) fn expire_due(&mut self, now: Timestamp, events: &mut Vec<RecordedEvent>) {
+        for reservation_id in self.inventory.due_reservations(now, MAX_EXPIRIES_PER_BATCH) {
+            let command = Command::ExpireReservation { reservation_id };
+            match self.inventory.decide(&command, now) {
+                Ok(decision) => {
+                    let event = self.record(decision.stream, decision.event, now, None, 0, None);
+                    events.push(event);
+                }
+                Err(error) => {
+                    unreachable!("a due reservation is active, yet expiring it failed: {error}")
+                }
+            }
+        }
+    }
+
+    /// Applies a newly decided event and returns it as it will be stored.
+    fn record(
+        &mut self,
+        stream: StreamKey,
+        event: StockEvent,
+        now: Timestamp,
+        command_id: Option<CommandId>,
+        command_fingerprint: u64,
+        trace_parent: Option<Arc<str>>,
+    ) -> RecordedEvent {
+        let (version, stock_after) = self.inventory.evolve(&stream, &event);
+        self.head = self.head.next();
+        let recorded = RecordedEvent {
+            position: self.head,
+            event_id: EventId(uuid::Uuid::now_v7().as_u128()),
+            stream,
+            version,
+            occurred_at: now,
+            stock_after,
+            command_id,
+            command_fingerprint,
+            trace_parent,
+            event,
+        };
+        if let Some(command_id) = recorded.command_id.clone() {
+            self.remember(command_id, command_fingerprint, &recorded);
+        }
+        recorded
+    }
+
+    /// Rebuilds the state from the whole log.
+    pub async fn load(log: &dyn EventLog, now: Timestamp) -> Result<CommandState, LogError> {
+        let mut state = CommandState::new();
+        state.catch_up(log).await?;
+        state.forget_old_commands(now);
+        Ok(state)
+    }
+}
+
+impl Default for CommandState {
+    fn default() -> CommandState {
+        CommandState::new()
+    }
+}
