@@ -433,17 +433,30 @@ async fn serve_query(
     Ok(())
 }
 
-/// A replica is `NOT_SERVING` until it has caught up with its upstream once.
+/// A replica is `NOT_SERVING` until it has caught up with its upstream once, and again for
+/// good if its follower stops on a permanent error.
 async fn report_when_caught_up(
     health: HealthReporter,
     mut follower: watch::Receiver<FollowerState>,
 ) {
-    if follower
-        .wait_for(|state| *state == FollowerState::CaughtUp)
+    let Ok(state) = follower
+        .wait_for(|state| matches!(state, FollowerState::CaughtUp | FollowerState::Failed))
         .await
-        .is_ok()
-    {
+        .map(|state| *state)
+    else {
+        return;
+    };
+    if state == FollowerState::CaughtUp {
         health.set_serving::<QueryServiceServer>().await;
         health.set_serving::<EventServiceServer>().await;
+        if follower
+            .wait_for(|state| *state == FollowerState::Failed)
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
+    health.set_not_serving::<QueryServiceServer>().await;
+    health.set_not_serving::<EventServiceServer>().await;
 }

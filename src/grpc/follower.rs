@@ -11,7 +11,7 @@ use super::pb;
 use crate::app::Shutdown;
 use crate::domain::RecordedEvent;
 use crate::log::codec::event_from_pb;
-use crate::log::{EventLog, MAX_APPEND_EVENTS};
+use crate::log::{EventLog, LogError, MAX_APPEND_EVENTS};
 
 /// The first and the longest wait before reconnecting to the upstream.
 pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
@@ -24,9 +24,70 @@ pub enum FollowerState {
     /// Connected and has copied everything the upstream had when it connected.
     CaughtUp,
     CatchingUp,
+    /// Stopped for good: the upstream sent something that retrying cannot fix (an event that
+    /// fails validation, a log this replica's copy does not continue). The replica reports
+    /// `NOT_SERVING` until an operator looks.
+    Failed,
 }
 
-/// Copies events from `upstream` into `local` until `shutdown`. Reports its state on `state`.
+/// Why following the upstream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// Worth trying again: the upstream is unreachable or the connection broke, or the local
+    /// log could not write for now.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: the same events would fail the same way.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl FollowError {
+    fn from_status(status: &tonic::Status) -> FollowError {
+        use tonic::Code;
+        let problem = format!("the upstream answered {status}");
+        match status.code() {
+            // The request itself is refused, or the upstream is not an inventory server:
+            // asking again gets the same answer.
+            Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented => FollowError::Permanent(problem),
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::AlreadyExists
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss => FollowError::Transient(problem),
+        }
+    }
+
+    fn from_append(error: &LogError) -> FollowError {
+        let problem = format!("appending to the local log failed: {error}");
+        match error {
+            LogError::Io { .. } | LogError::Backend { .. } => FollowError::Transient(problem),
+            // The upstream's events do not continue this copy: it is another log, or one of
+            // them is damaged.
+            LogError::HeadMoved { .. }
+            | LogError::VersionConflict { .. }
+            | LogError::CommandIdsTaken { .. }
+            | LogError::AppendTooLarge { .. }
+            | LogError::Corrupt { .. }
+            | LogError::CorruptRow { .. }
+            | LogError::FoldMismatch { .. } => FollowError::Permanent(problem),
+        }
+    }
+}
+
+/// Copies events from `upstream` into `local` until `shutdown`, or until a permanent error.
+/// Reports its state on `state`.
 pub async fn follow(
     upstream: Endpoint,
     local: Arc<dyn EventLog>,
@@ -40,7 +101,12 @@ pub async fn follow(
             result = session => {
                 match result {
                     Ok(()) => tracing::info!(upstream = %upstream.uri(), "upstream ended the subscription"),
-                    Err(problem) => tracing::warn!(upstream = %upstream.uri(), %problem, retry_in_ms = delay.as_millis() as u64, "following the upstream failed"),
+                    Err(FollowError::Transient(problem)) => tracing::warn!(upstream = %upstream.uri(), %problem, retry_in_ms = delay.as_millis() as u64, "following the upstream failed"),
+                    Err(FollowError::Permanent(problem)) => {
+                        tracing::error!(upstream = %upstream.uri(), %problem, head = local.head().0, "following the upstream stopped for good; the replica is not serving");
+                        state.send_replace(FollowerState::Failed);
+                        return;
+                    }
                 }
             }
             () = shutdown.wait() => return,
@@ -61,8 +127,11 @@ async fn copy_from(
     upstream: &Endpoint,
     local: &dyn EventLog,
     state: &watch::Sender<FollowerState>,
-) -> Result<(), String> {
-    let channel = upstream.connect().await.map_err(|e| e.to_string())?;
+) -> Result<(), FollowError> {
+    let channel = upstream
+        .connect()
+        .await
+        .map_err(|error| FollowError::Transient(format!("cannot connect: {error}")))?;
     let mut client = pb::event_service_client::EventServiceClient::new(channel)
         .max_decoding_message_size(super::MAX_RESPONSE_BYTES);
     let from = local.head();
@@ -72,10 +141,16 @@ async fn copy_from(
             filter: None,
         })
         .await
-        .map_err(|status| status.to_string())?
+        .map_err(|status| FollowError::from_status(&status))?
         .into_inner();
     state.send_replace(FollowerState::CatchingUp);
     tracing::info!(upstream = %upstream.uri(), from = from.0, "following the upstream");
+    let append = |batch: Vec<RecordedEvent>| async move {
+        local
+            .append(batch)
+            .await
+            .map_err(|error| FollowError::from_append(&error))
+    };
     let mut batch: Vec<RecordedEvent> = Vec::new();
     loop {
         // Take what has arrived without waiting, so a catch-up is appended in large batches
@@ -86,39 +161,35 @@ async fn copy_from(
             match tokio::time::timeout(Duration::ZERO, stream.message()).await {
                 Ok(message) => message,
                 Err(_) => {
-                    local
-                        .append(std::mem::take(&mut batch))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    append(std::mem::take(&mut batch)).await?;
                     continue;
                 }
             }
         };
-        let message = message.map_err(|status| status.to_string())?;
+        let message = message.map_err(|status| FollowError::from_status(&status))?;
         let Some(message) = message else {
             if !batch.is_empty() {
-                local.append(batch).await.map_err(|e| e.to_string())?;
+                append(batch).await?;
             }
             return Ok(());
         };
         use pb::subscribe_response::Message;
         match message.message {
             Some(Message::Event(event)) => {
-                let event = event_from_pb(event).map_err(|e| e.to_string())?;
+                let position = event.position;
+                let event = event_from_pb(event).map_err(|error| {
+                    FollowError::Permanent(format!(
+                        "the upstream sent an invalid event at position {position}: {error}"
+                    ))
+                })?;
                 batch.push(event);
                 if batch.len() >= MAX_APPEND_EVENTS {
-                    local
-                        .append(std::mem::take(&mut batch))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    append(std::mem::take(&mut batch)).await?;
                 }
             }
             Some(Message::CaughtUp(_)) => {
                 if !batch.is_empty() {
-                    local
-                        .append(std::mem::take(&mut batch))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    append(std::mem::take(&mut batch)).await?;
                 }
                 state.send_replace(FollowerState::CaughtUp);
             }
