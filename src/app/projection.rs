@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::sharded_map::ShardedMap;
 use super::shutdown::Shutdown;
+use crate::dense_map::FastHash;
 use crate::domain::{
     ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockItem, StockLevel,
     StoreId, StreamKey, StreamVersion,
@@ -21,9 +22,6 @@ use crate::telemetry;
 /// The first and the longest wait before reading a failing log again.
 pub const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(50);
 pub const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// The hasher of the read model's maps: fast on short string keys, seeded per process.
-type FastHash = foldhash::fast::RandomState;
 
 /// One stock item as the read model holds it.
 #[derive(Clone, Debug, Default)]

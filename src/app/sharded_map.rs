@@ -12,9 +12,7 @@ use std::hash::{BuildHasher, Hash};
 use std::ops::{Deref, DerefMut};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::dense_map::DenseMap;
-
-type FastHash = foldhash::fast::RandomState;
+use crate::dense_map::{DenseMap, FastHash};
 
 /// How many shards a map has: writers to different shards never wait for each other, nor
 /// readers for a writer of another shard.

@@ -2,16 +2,11 @@
 //! reservation expiries. The command side holds one and decides every command against it.
 
 use std::collections::{BTreeSet, HashMap};
-
-/// The hasher of the inventory's maps: much faster than SipHash on short string keys (the
-/// replay hashes several per event), and seeded per process like std's.
-type FastHash = foldhash::fast::RandomState;
-
-/// The maps of every item and of every reservation id: entries in a dense vector under a
-/// table of `u32` indices (see [`crate::dense_map`]). Entries are never removed but by a
-/// rollback.
-use crate::dense_map::DenseMap;
 use std::fmt;
+
+// The maps of every item and of every reservation id are `DenseMap`s: entries in a dense
+// vector under a table of `u32` indices. Entries are never removed but by a rollback.
+use crate::dense_map::{DenseMap, FastHash};
 
 use super::ids::{ReservationId, StreamKey};
 use super::stock::{Command, DomainError, StockEvent, StockItem};

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::dense_map::FastHash;
+
 use super::ids::{CommandId, CustomerId, EventId, OrderId, ReservationId, StreamKey};
 use super::inventory::ReservationStatus;
 use super::values::{
@@ -226,7 +228,7 @@ pub const SMALL_RESERVATIONS_MAX: usize = 32;
 #[derive(Clone, Debug)]
 pub enum Reservations {
     Small(Box<[(ReservationId, ActiveReservation)]>),
-    Large(Box<HashMap<ReservationId, ActiveReservation, foldhash::fast::RandomState>>),
+    Large(Box<HashMap<ReservationId, ActiveReservation, FastHash>>),
 }
 
 impl Default for Reservations {

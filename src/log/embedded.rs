@@ -15,34 +15,30 @@
 //! (a crash mid-write, never acknowledged): it is cut off and reported. A damaged record with a
 //! valid record after it is corruption of acknowledged data: opening fails and says where.
 
+mod format;
+mod index;
+mod replay;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::dense_map::DenseMap;
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
-use super::codec::{EventDecoder, decode_event, encode_event_into};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
-use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
+use crate::dense_map::FastHash;
+use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use format::{HEADER, decode_checked, parse_frame, push_event_frame};
+use index::Index;
+
+pub use format::MAX_RECORD_BYTES;
+pub use replay::REPLAY_BATCH_EVENTS;
 
 /// The file name of the log inside its directory.
 pub const LOG_FILE_NAME: &str = "events.log";
-
-const HEADER: [u8; 8] = *b"INVLOG\x00\x01";
-const FRAME_HEADER_LEN: usize = 8;
-
-/// The largest payload of one record. Events are small (ids of at most 128 bytes, reasons of at
-/// most 256); a length above this in a frame header means damage, not a big event.
-pub const MAX_RECORD_BYTES: usize = 16 * 1024;
-
-/// How much of a damaged tail is searched for a later valid record. One unacknowledged append
-/// is at most this long, so a torn write cannot hide a valid record further away.
-const MAX_TORN_TAIL_BYTES: u64 = (MAX_APPEND_EVENTS * (MAX_RECORD_BYTES + FRAME_HEADER_LEN)) as u64;
 
 /// What opening the log found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,161 +97,7 @@ struct Writer {
     /// append first cuts the file back to `end_offset`.
     needs_truncate: bool,
 }
-
-#[derive(Default)]
-struct Index {
-    /// `record_offsets[p - 1]` is where the record at position `p` starts.
-    record_offsets: Vec<u64>,
-    /// The end of the last durable record.
-    end_offset: u64,
-    /// For each stream, the position of each version. A [`DenseMap`] (a table of indices over
-    /// a dense vector of entries) takes about half the memory of a `HashMap` at a million
-    /// streams; streams are never removed.
-    streams: DenseMap<StreamKey, StreamPositions>,
-    /// One copy of each product id and store id, shared by every stream key that names it.
-    ids: KeyInterner,
-}
-
-/// The hasher of the index's maps: fast on short string keys, seeded per process.
-type FastHash = foldhash::fast::RandomState;
-
-/// The positions of one stream's events, `positions[v - 1]` for version `v`. Most streams of
-/// a large inventory have one or two events, and there is an entry per stream, so those are
-/// held inline (the enum is the size of a `Vec`) instead of in an allocation of their own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum StreamPositions {
-    One(LogPosition),
-    Two(LogPosition, LogPosition),
-    Many(Vec<LogPosition>),
-}
-
-const _: () = assert!(std::mem::size_of::<StreamPositions>() == std::mem::size_of::<Vec<u64>>());
-
-impl StreamPositions {
-    fn version(&self) -> StreamVersion {
-        StreamVersion(match self {
-            StreamPositions::One(_) => 1,
-            StreamPositions::Two(..) => 2,
-            StreamPositions::Many(positions) => positions.len() as u64,
-        })
-    }
-
-    fn push(&mut self, position: LogPosition) {
-        match self {
-            StreamPositions::One(first) => *self = StreamPositions::Two(*first, position),
-            StreamPositions::Two(first, second) => {
-                let mut positions = Vec::with_capacity(4);
-                positions.extend([*first, *second, position]);
-                *self = StreamPositions::Many(positions);
-            }
-            StreamPositions::Many(positions) => positions.push(position),
-        }
-    }
-}
-
-/// Shares one copy of each product id and each store id between the stream keys the index
-/// holds, and (through the events it canonicalizes before they are folded) the command side's
-/// and the read model's maps: a thousand stores hold one copy of a product's id, not a
-/// thousand.
-#[derive(Default)]
-struct KeyInterner {
-    products: std::collections::HashSet<ProductId, FastHash>,
-    stores: std::collections::HashSet<StoreId, FastHash>,
-}
-
-impl KeyInterner {
-    /// The key of a product id and a store id both seen before (so already checked).
-    fn known(&self, product_id: &str, store_id: &str) -> Option<StreamKey> {
-        Some(StreamKey::new(
-            self.products.get(product_id)?.clone(),
-            self.stores.get(store_id)?.clone(),
-        ))
-    }
-
-    fn key(&mut self, stream: &StreamKey) -> StreamKey {
-        StreamKey::new(
-            intern(&mut self.products, &stream.product_id),
-            intern(&mut self.stores, &stream.store_id),
-        )
-    }
-}
-
-fn intern<T: Clone + Eq + std::hash::Hash>(
-    set: &mut std::collections::HashSet<T, FastHash>,
-    value: &T,
-) -> T {
-    if let Some(shared) = set.get(value) {
-        return shared.clone();
-    }
-    set.insert(value.clone());
-    value.clone()
-}
-
-impl Index {
-    fn head(&self) -> LogPosition {
-        LogPosition(self.record_offsets.len() as u64)
-    }
-
-    fn stream_version(&self, stream: &StreamKey) -> StreamVersion {
-        self.streams
-            .get(stream)
-            .map_or(StreamVersion::INITIAL, StreamPositions::version)
-    }
-
-    /// Records the event at `offset`: its position, and its version in its stream. Returns the
-    /// stream's version before the event, and replaces `stream` by the index's own copy of
-    /// the key, so that every fold that keeps the key shares that copy.
-    fn record(
-        &mut self,
-        stream: &mut StreamKey,
-        position: LogPosition,
-        offset: u64,
-    ) -> StreamVersion {
-        self.record_offsets.push(offset);
-        match self.streams.get_index_of(stream) {
-            Some(index) => {
-                let (key, positions) = self.streams.get_index_mut(index).expect("just found");
-                *stream = key.clone();
-                let before = positions.version();
-                positions.push(position);
-                before
-            }
-            None => {
-                *stream = self.ids.key(stream);
-                self.streams
-                    .insert(stream.clone(), StreamPositions::One(position));
-                StreamVersion::INITIAL
-            }
-        }
-    }
-
-    /// The positions of one stream's versions after `after`, at most `limit`.
-    fn positions(
-        &self,
-        stream: &StreamKey,
-        after: StreamVersion,
-        limit: usize,
-    ) -> Vec<LogPosition> {
-        let two;
-        let positions: &[LogPosition] = match self.streams.get(stream) {
-            None => &[],
-            Some(StreamPositions::One(first)) => std::slice::from_ref(first),
-            Some(StreamPositions::Two(first, second)) => {
-                two = [*first, *second];
-                &two
-            }
-            Some(StreamPositions::Many(positions)) => positions,
-        };
-        positions
-            .iter()
-            .skip(after.0 as usize)
-            .take(limit)
-            .copied()
-            .collect()
-    }
-}
-
-fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> LogError {
+pub(super) fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> LogError {
     move |source| LogError::Io { context, source }
 }
 
@@ -310,7 +152,7 @@ impl EmbeddedLog {
             .open(&path)
             .map_err(io_error("opening the log file"))?;
         let mut index = Index::default();
-        let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
+        let end_offset = replay::replay(&file, &mut index, &mut visit, &mut report)?;
         let file_length = file
             .metadata()
             .map_err(io_error("reading the log file's size"))?
@@ -367,7 +209,7 @@ impl EmbeddedLog {
         let mut index = Index::default();
         let mut report = OpenReport::default();
         let mut visit = |events: Vec<RecordedEvent>| events.iter().try_for_each(&mut visit);
-        let end_offset = replay(&file, &mut index, &mut visit, &mut report)?;
+        let end_offset = replay::replay(&file, &mut index, &mut visit, &mut report)?;
         let file_length = file
             .metadata()
             .map_err(io_error("reading the log file's size"))?
@@ -650,302 +492,6 @@ fn create_log_file(directory: &Path, path: &Path) -> Result<(), LogError> {
     File::open(directory)
         .and_then(|dir| dir.sync_all())
         .map_err(io_error("syncing the data directory"))?;
-    Ok(())
-}
-
-/// Appends `event`'s frame to `buffer`, encoding the event in place: its header is written
-/// once the payload's length and checksum are known.
-fn push_event_frame(buffer: &mut Vec<u8>, event: &RecordedEvent) {
-    let start = buffer.len();
-    buffer.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    encode_event_into(event, buffer);
-    let payload_len = buffer.len() - start - FRAME_HEADER_LEN;
-    assert!(
-        payload_len <= MAX_RECORD_BYTES,
-        "an event of {payload_len} bytes is over MAX_RECORD_BYTES; validation let it through"
-    );
-    let length = (payload_len as u32).to_le_bytes();
-    let checksum =
-        crc32c::crc32c_append(crc32c::crc32c(&length), &buffer[start + FRAME_HEADER_LEN..]);
-    buffer[start..start + 4].copy_from_slice(&length);
-    buffer[start + 4..start + FRAME_HEADER_LEN].copy_from_slice(&checksum.to_le_bytes());
-}
-
-/// Whether a frame's stored checksum (in its header) matches its length and payload.
-fn checksum_matches(frame_header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> bool {
-    let stored = u32::from_le_bytes(frame_header[4..8].try_into().expect("4 bytes"));
-    crc32c::crc32c_append(crc32c::crc32c(&frame_header[0..4]), payload) == stored
-}
-
-/// The payload and whole length of the frame at the start of `bytes`.
-fn parse_frame(bytes: &[u8]) -> Result<(&[u8], usize), &'static str> {
-    if bytes.len() < FRAME_HEADER_LEN {
-        return Err("frame header cut short");
-    }
-    let length_bytes: [u8; 4] = bytes[0..4].try_into().expect("4 bytes");
-    let length = u32::from_le_bytes(length_bytes) as usize;
-    if length == 0 || length > MAX_RECORD_BYTES {
-        return Err("frame length out of range");
-    }
-    if bytes.len() < FRAME_HEADER_LEN + length {
-        return Err("frame payload cut short");
-    }
-    let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    let payload = &bytes[FRAME_HEADER_LEN..FRAME_HEADER_LEN + length];
-    if crc32c::crc32c_append(crc32c::crc32c(&length_bytes), payload) != stored {
-        return Err("checksum mismatch");
-    }
-    Ok((payload, FRAME_HEADER_LEN + length))
-}
-
-fn decode_checked(payload: &[u8], offset: u64) -> Result<RecordedEvent, LogError> {
-    decode_event(payload).map_err(|error| LogError::Corrupt {
-        offset,
-        problem: error.to_string(),
-    })
-}
-
-/// How many replayed events are handed to the visitor at once.
-pub const REPLAY_BATCH_EVENTS: usize = 1024;
-
-/// How many decoded batches may wait for the indexing thread during a replay.
-const REPLAY_QUEUE_BATCHES: usize = 8;
-
-/// Events decoded from consecutive records, and where each record starts.
-struct DecodedBatch {
-    offsets: Vec<u64>,
-    events: Vec<RecordedEvent>,
-}
-
-impl DecodedBatch {
-    fn new() -> DecodedBatch {
-        DecodedBatch {
-            offsets: Vec::with_capacity(REPLAY_BATCH_EVENTS),
-            events: Vec::with_capacity(REPLAY_BATCH_EVENTS),
-        }
-    }
-}
-
-/// Reads every record from the start, indexing and visiting each (in batches of up to
-/// [`REPLAY_BATCH_EVENTS`], in order); returns the offset just past the last whole record.
-/// Stops with an error on corruption that is not a torn tail; the first problem in log order
-/// is the one reported.
-///
-/// Reading the records, checking their checksums and decoding them (most of a replay's work)
-/// runs on a thread of its own, ahead of this one, which checks positions and versions,
-/// indexes and visits. That thread also keeps one copy of each product and store id, so
-/// the ids of a stream seen before are neither parsed nor allocated again (and allocations
-/// made on one thread are not all freed on the other, which is slow with glibc's arenas).
-fn replay(
-    file: &File,
-    index: &mut Index,
-    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
-    report: &mut OpenReport,
-) -> Result<u64, LogError> {
-    std::thread::scope(|scope| {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_BATCHES);
-        let decoder = std::thread::Builder::new()
-            .name("replay-decode".to_owned())
-            .spawn_scoped(scope, move || decode_records(file, &sender))
-            .map_err(io_error("starting the replay's decoding thread"))?;
-        for batch in receiver {
-            // An error here drops the receiver, which stops the decoding thread.
-            index_and_visit(batch, index, visit, report)?;
-        }
-        decoder
-            .join()
-            .expect("the replay's decoding thread panicked")
-    })
-}
-
-/// Checks each event's position and version, indexes it and hands the batch to `visit`.
-fn index_and_visit(
-    batch: DecodedBatch,
-    index: &mut Index,
-    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
-    report: &mut OpenReport,
-) -> Result<(), LogError> {
-    let DecodedBatch {
-        offsets,
-        mut events,
-    } = batch;
-    let mut problem = None;
-    for (at, (event, &offset)) in events.iter_mut().zip(&offsets).enumerate() {
-        if let Err(error) = index_event(event, offset, index) {
-            problem = Some((at, error));
-            break;
-        }
-    }
-    // The events before a problem are visited first: a refusal among them comes first in
-    // the log.
-    events.truncate(problem.as_ref().map_or(events.len(), |(at, _)| *at));
-    report.events += events.len() as u64;
-    if !events.is_empty() {
-        visit(events)?;
-    }
-    match problem {
-        Some((_, error)) => Err(error),
-        None => Ok(()),
-    }
-}
-
-fn index_event(event: &mut RecordedEvent, offset: u64, index: &mut Index) -> Result<(), LogError> {
-    let expected_position = index.head().next();
-    if event.position != expected_position {
-        return Err(LogError::Corrupt {
-            offset,
-            problem: format!(
-                "position {} where {expected_position} was expected",
-                event.position
-            ),
-        });
-    }
-    // Indexing also gives the event the index's copy of its stream key, which the folds
-    // keep. If the version is wrong the open fails, so the index entry does not matter.
-    let expected_version = index
-        .record(&mut event.stream, event.position, offset)
-        .next();
-    if event.version != expected_version {
-        return Err(LogError::Corrupt {
-            offset,
-            problem: format!(
-                "stream {} has version {} where {expected_version} was expected",
-                event.stream, event.version
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Reads, checks and decodes every record from the start, sending them in batches; returns
-/// the offset just past the last whole record, or the first damage that is not a torn tail.
-/// Stops early, without error, when the receiver is gone.
-fn decode_records(
-    file: &File,
-    sender: &std::sync::mpsc::SyncSender<DecodedBatch>,
-) -> Result<u64, LogError> {
-    let mut batch = DecodedBatch::new();
-    let mut records = 0u64;
-    let mut ids = KeyInterner::default();
-    let send = |batch: DecodedBatch| sender.send(batch).is_ok();
-    let file_length = file
-        .metadata()
-        .map_err(io_error("reading the log file's size"))?
-        .len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; 8];
-    reader
-        .read_exact(&mut header)
-        .map_err(|_| LogError::Corrupt {
-            offset: 0,
-            problem: "file is shorter than its header".to_owned(),
-        })?;
-    if header != HEADER {
-        return Err(LogError::Corrupt {
-            offset: 0,
-            problem: format!("not an inventory log (header {header:?})"),
-        });
-    }
-    let mut offset = HEADER.len() as u64;
-    let mut frame_header = [0u8; FRAME_HEADER_LEN];
-    let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
-    let mut decoder = EventDecoder::default();
-    loop {
-        if offset == file_length {
-            break;
-        }
-        // The records before a damaged one are sent first: a problem among them comes first.
-        let damaged = |problem: &str, batch: DecodedBatch| -> Result<u64, LogError> {
-            if !send(batch) {
-                return Ok(offset);
-            }
-            check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
-            Ok(offset)
-        };
-        if file_length - offset < FRAME_HEADER_LEN as u64 {
-            return damaged("frame header cut short", batch);
-        }
-        reader
-            .read_exact(&mut frame_header)
-            .map_err(io_error("reading the log"))?;
-        let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
-        if length == 0 || length > MAX_RECORD_BYTES {
-            return damaged("frame length out of range", batch);
-        }
-        if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
-            return damaged("frame payload cut short", batch);
-        }
-        payload.resize(length, 0);
-        reader
-            .read_exact(&mut payload)
-            .map_err(io_error("reading the log"))?;
-        if !checksum_matches(&frame_header, &payload) {
-            return damaged("checksum mismatch", batch);
-        }
-        let mut known = true;
-        let decoded = decoder.decode(&payload, |product_id, store_id| {
-            let stream = ids.known(product_id, store_id);
-            known = stream.is_some();
-            stream
-        });
-        let mut event = match decoded {
-            Ok(event) => event,
-            Err(error) => {
-                send(batch);
-                return Err(LogError::Corrupt {
-                    offset,
-                    problem: error.to_string(),
-                });
-            }
-        };
-        if !known {
-            event.stream = ids.key(&event.stream);
-        }
-        batch.offsets.push(offset);
-        batch.events.push(event);
-        records += 1;
-        if batch.events.len() == REPLAY_BATCH_EVENTS
-            && !send(std::mem::replace(&mut batch, DecodedBatch::new()))
-        {
-            return Ok(offset);
-        }
-        offset += (FRAME_HEADER_LEN + length) as u64;
-    }
-    send(batch);
-    Ok(offset)
-}
-
-/// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
-fn check_torn_tail(
-    file: &File,
-    offset: u64,
-    file_length: u64,
-    head: LogPosition,
-    problem: &str,
-) -> Result<(), LogError> {
-    let tail_length = file_length - offset;
-    let corrupt = |detail: String| LogError::Corrupt {
-        offset,
-        problem: format!("{problem} after position {head}; {detail}"),
-    };
-    if tail_length > MAX_TORN_TAIL_BYTES {
-        return Err(corrupt(format!(
-            "{tail_length} bytes follow, more than one append can leave behind"
-        )));
-    }
-    let mut tail = vec![0; tail_length as usize];
-    file.read_exact_at(&mut tail, offset)
-        .map_err(io_error("reading the log's tail"))?;
-    for start in 1..tail.len() {
-        if let Ok((payload, _)) = parse_frame(&tail[start..])
-            && decode_event(payload).is_ok()
-        {
-            return Err(corrupt(format!(
-                "a valid record follows at byte offset {}",
-                offset + start as u64
-            )));
-        }
-    }
     Ok(())
 }
 

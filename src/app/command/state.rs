@@ -8,6 +8,7 @@ use super::{
     Accepted, CommandError, IDEMPOTENCY_WINDOW_MILLIS, MAX_EXPIRIES_PER_BATCH,
     MAX_REMEMBERED_COMMANDS, PreparedCommand,
 };
+use crate::dense_map::FastHash;
 use crate::domain::{
     Command, CommandId, EventId, Inventory, LogPosition, RecordedEvent, StockEvent, StreamKey,
     Timestamp,
@@ -24,7 +25,7 @@ struct RememberedCommand {
 pub struct CommandState {
     inventory: Inventory,
     head: LogPosition,
-    remembered: HashMap<CommandId, RememberedCommand, foldhash::fast::RandomState>,
+    remembered: HashMap<CommandId, RememberedCommand, FastHash>,
     /// Remembered ids in the order they were accepted, to forget the oldest first.
     remembered_order: VecDeque<(Timestamp, CommandId)>,
     /// While a batch is open: the head before it, and how many ids it remembered.

@@ -1,0 +1,264 @@
+//! Opening the embedded log: every record is read, checked and decoded (on a thread of its
+//! own, in batches), then positions and versions are checked and indexed in log order, and the
+//! events handed to the caller's folds. The first problem in log order is the one reported.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+
+use super::format::{
+    FRAME_HEADER_LEN, HEADER, MAX_RECORD_BYTES, MAX_TORN_TAIL_BYTES, checksum_matches, parse_frame,
+};
+use super::index::{Index, KeyInterner};
+use super::{OpenReport, io_error};
+use crate::domain::{LogPosition, RecordedEvent};
+use crate::log::LogError;
+use crate::log::codec::{EventDecoder, decode_event};
+
+/// How many replayed events are handed to the visitor at once.
+pub const REPLAY_BATCH_EVENTS: usize = 1024;
+
+/// How many decoded batches may wait for the indexing thread during a replay.
+pub(super) const REPLAY_QUEUE_BATCHES: usize = 8;
+
+/// Events decoded from consecutive records, and where each record starts.
+pub(super) struct DecodedBatch {
+    offsets: Vec<u64>,
+    events: Vec<RecordedEvent>,
+}
+
+impl DecodedBatch {
+    fn new() -> DecodedBatch {
+        DecodedBatch {
+            offsets: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+            events: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+        }
+    }
+}
+
+/// Reads every record from the start, indexing and visiting each (in batches of up to
+/// [`REPLAY_BATCH_EVENTS`], in order); returns the offset just past the last whole record.
+/// Stops with an error on corruption that is not a torn tail; the first problem in log order
+/// is the one reported.
+///
+/// Reading the records, checking their checksums and decoding them (most of a replay's work)
+/// runs on a thread of its own, ahead of this one, which checks positions and versions,
+/// indexes and visits. That thread also keeps one copy of each product and store id, so
+/// the ids of a stream seen before are neither parsed nor allocated again (and allocations
+/// made on one thread are not all freed on the other, which is slow with glibc's arenas).
+pub(super) fn replay(
+    file: &File,
+    index: &mut Index,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
+    report: &mut OpenReport,
+) -> Result<u64, LogError> {
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_BATCHES);
+        let decoder = std::thread::Builder::new()
+            .name("replay-decode".to_owned())
+            .spawn_scoped(scope, move || decode_records(file, &sender))
+            .map_err(io_error("starting the replay's decoding thread"))?;
+        for batch in receiver {
+            // An error here drops the receiver, which stops the decoding thread.
+            index_and_visit(batch, index, visit, report)?;
+        }
+        decoder
+            .join()
+            .expect("the replay's decoding thread panicked")
+    })
+}
+
+/// Checks each event's position and version, indexes it and hands the batch to `visit`.
+pub(super) fn index_and_visit(
+    batch: DecodedBatch,
+    index: &mut Index,
+    visit: &mut impl FnMut(Vec<RecordedEvent>) -> Result<(), LogError>,
+    report: &mut OpenReport,
+) -> Result<(), LogError> {
+    let DecodedBatch {
+        offsets,
+        mut events,
+    } = batch;
+    let mut problem = None;
+    for (at, (event, &offset)) in events.iter_mut().zip(&offsets).enumerate() {
+        if let Err(error) = index_event(event, offset, index) {
+            problem = Some((at, error));
+            break;
+        }
+    }
+    // The events before a problem are visited first: a refusal among them comes first in
+    // the log.
+    events.truncate(problem.as_ref().map_or(events.len(), |(at, _)| *at));
+    report.events += events.len() as u64;
+    if !events.is_empty() {
+        visit(events)?;
+    }
+    match problem {
+        Some((_, error)) => Err(error),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn index_event(
+    event: &mut RecordedEvent,
+    offset: u64,
+    index: &mut Index,
+) -> Result<(), LogError> {
+    let expected_position = index.head().next();
+    if event.position != expected_position {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "position {} where {expected_position} was expected",
+                event.position
+            ),
+        });
+    }
+    // Indexing also gives the event the index's copy of its stream key, which the folds
+    // keep. If the version is wrong the open fails, so the index entry does not matter.
+    let expected_version = index
+        .record(&mut event.stream, event.position, offset)
+        .next();
+    if event.version != expected_version {
+        return Err(LogError::Corrupt {
+            offset,
+            problem: format!(
+                "stream {} has version {} where {expected_version} was expected",
+                event.stream, event.version
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads, checks and decodes every record from the start, sending them in batches; returns
+/// the offset just past the last whole record, or the first damage that is not a torn tail.
+/// Stops early, without error, when the receiver is gone.
+pub(super) fn decode_records(
+    file: &File,
+    sender: &std::sync::mpsc::SyncSender<DecodedBatch>,
+) -> Result<u64, LogError> {
+    let mut batch = DecodedBatch::new();
+    let mut records = 0u64;
+    let mut ids = KeyInterner::default();
+    let send = |batch: DecodedBatch| sender.send(batch).is_ok();
+    let file_length = file
+        .metadata()
+        .map_err(io_error("reading the log file's size"))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; 8];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| LogError::Corrupt {
+            offset: 0,
+            problem: "file is shorter than its header".to_owned(),
+        })?;
+    if header != HEADER {
+        return Err(LogError::Corrupt {
+            offset: 0,
+            problem: format!("not an inventory log (header {header:?})"),
+        });
+    }
+    let mut offset = HEADER.len() as u64;
+    let mut frame_header = [0u8; FRAME_HEADER_LEN];
+    let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    let mut decoder = EventDecoder::default();
+    loop {
+        if offset == file_length {
+            break;
+        }
+        // The records before a damaged one are sent first: a problem among them comes first.
+        let damaged = |problem: &str, batch: DecodedBatch| -> Result<u64, LogError> {
+            if !send(batch) {
+                return Ok(offset);
+            }
+            check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
+            Ok(offset)
+        };
+        if file_length - offset < FRAME_HEADER_LEN as u64 {
+            return damaged("frame header cut short", batch);
+        }
+        reader
+            .read_exact(&mut frame_header)
+            .map_err(io_error("reading the log"))?;
+        let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
+        if length == 0 || length > MAX_RECORD_BYTES {
+            return damaged("frame length out of range", batch);
+        }
+        if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
+            return damaged("frame payload cut short", batch);
+        }
+        payload.resize(length, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(io_error("reading the log"))?;
+        if !checksum_matches(&frame_header, &payload) {
+            return damaged("checksum mismatch", batch);
+        }
+        let mut known = true;
+        let decoded = decoder.decode(&payload, |product_id, store_id| {
+            let stream = ids.known(product_id, store_id);
+            known = stream.is_some();
+            stream
+        });
+        let mut event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                send(batch);
+                return Err(LogError::Corrupt {
+                    offset,
+                    problem: error.to_string(),
+                });
+            }
+        };
+        if !known {
+            event.stream = ids.key(&event.stream);
+        }
+        batch.offsets.push(offset);
+        batch.events.push(event);
+        records += 1;
+        if batch.events.len() == REPLAY_BATCH_EVENTS
+            && !send(std::mem::replace(&mut batch, DecodedBatch::new()))
+        {
+            return Ok(offset);
+        }
+        offset += (FRAME_HEADER_LEN + length) as u64;
+    }
+    send(batch);
+    Ok(offset)
+}
+
+/// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
+pub(super) fn check_torn_tail(
+    file: &File,
+    offset: u64,
+    file_length: u64,
+    head: LogPosition,
+    problem: &str,
+) -> Result<(), LogError> {
+    let tail_length = file_length - offset;
+    let corrupt = |detail: String| LogError::Corrupt {
+        offset,
+        problem: format!("{problem} after position {head}; {detail}"),
+    };
+    if tail_length > MAX_TORN_TAIL_BYTES {
+        return Err(corrupt(format!(
+            "{tail_length} bytes follow, more than one append can leave behind"
+        )));
+    }
+    let mut tail = vec![0; tail_length as usize];
+    file.read_exact_at(&mut tail, offset)
+        .map_err(io_error("reading the log's tail"))?;
+    for start in 1..tail.len() {
+        if let Ok((payload, _)) = parse_frame(&tail[start..])
+            && decode_event(payload).is_ok()
+        {
+            return Err(corrupt(format!(
+                "a valid record follows at byte offset {}",
+                offset + start as u64
+            )));
+        }
+    }
+    Ok(())
+}
