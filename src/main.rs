@@ -366,30 +366,36 @@ async fn run(mode: Mode) -> Result<(), String> {
             limits,
             metrics_addr: _,
         } => {
-            let source = match (follow, log) {
-                (Some(upstream), None) => QuerySource::Follow {
-                    upstream,
-                    data_dir: data,
-                },
-                (None, Some(log)) => match LogConfig::parse(&log, &pg_schema) {
-                    LogConfig::Postgres { url, schema } => QuerySource::Postgres { url, schema },
-                    LogConfig::Embedded { .. } => {
-                        return Err(format!(
-                            "--log {log}: a query server on its own reads only a PostgreSQL log; \
-                             to follow a command server's embedded log use --follow URL"
-                        ));
-                    }
-                },
-                _ => {
-                    return Err("a query server needs --follow URL or --log postgres://…".into());
-                }
-            };
+            let source = query_source(follow, log, &pg_schema, data)?;
             let listener = bind("query", query_addr).await?;
             server::run_query_server(source, limits.limits(), listener, shutdown).await
         }
         Mode::Tool(_) => unreachable!("tools return above"),
     };
     result.map_err(|error| error.to_string())
+}
+
+/// Where a query server on its own reads from: `--follow URL` or a PostgreSQL `--log`.
+fn query_source(
+    follow: Option<String>,
+    log: Option<String>,
+    pg_schema: &str,
+    data: PathBuf,
+) -> Result<QuerySource, String> {
+    match (follow, log) {
+        (Some(upstream), None) => Ok(QuerySource::Follow {
+            upstream,
+            data_dir: data,
+        }),
+        (None, Some(log)) => match LogConfig::parse(&log, pg_schema) {
+            LogConfig::Postgres { url, schema } => Ok(QuerySource::Postgres { url, schema }),
+            LogConfig::Embedded { .. } => Err(format!(
+                "--log {log}: a query server on its own reads only a PostgreSQL log; \
+                 to follow a command server's embedded log use --follow URL"
+            )),
+        },
+        _ => Err("a query server needs --follow URL or --log postgres://…".into()),
+    }
 }
 
 async fn run_tool(tool: Tool) -> Result<(), String> {

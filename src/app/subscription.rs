@@ -73,6 +73,8 @@ pub fn subscribe(
     receiver
 }
 
+/// Over 70 lines: the loop's state (position, what was reported, when) and its `send!` exits
+/// stay in one place, so that every way the task ends is visible.
 async fn run(
     log: Arc<dyn EventLog>,
     from: LogPosition,

@@ -414,6 +414,7 @@ impl StockItem {
 
     /// The rules for commands that name this item, once the inventory has checked what only it
     /// can see (whether a reservation id is taken or has ended).
+    /// Over 70 lines: one arm per command kind, each rule next to the others.
     pub(super) fn decide(
         &self,
         command: &Command,

@@ -19,7 +19,6 @@ mod format;
 mod index;
 mod replay;
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +28,6 @@ use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS};
-use crate::dense_map::FastHash;
 use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
 use format::{HEADER, decode_checked, parse_frame, push_event_frame};
 use index::Index;
@@ -257,39 +255,12 @@ impl EmbeddedLog {
                 .map_err(io_error("cutting off a failed append"))?;
             writer.needs_truncate = false;
         }
-        // Check the batch against the log before a byte is written: positions continue the
-        // log, versions continue their streams (the expected-version check).
-        {
-            let index = self.inner.index.read().expect("index lock poisoned");
-            let first = events[0].position;
-            if first != index.head().next() {
-                return Err(LogError::HeadMoved {
-                    expected: LogPosition(first.0 - 1),
-                    current: index.head(),
-                });
-            }
-            let mut expected_position = first;
-            let mut batch_versions: HashMap<&StreamKey, StreamVersion, FastHash> =
-                HashMap::default();
-            for event in events {
-                assert_eq!(
-                    event.position, expected_position,
-                    "the positions of one append are contiguous"
-                );
-                expected_position = expected_position.next();
-                let current = *batch_versions
-                    .entry(&event.stream)
-                    .or_insert_with(|| index.stream_version(&event.stream));
-                if event.version != current.next() {
-                    return Err(LogError::VersionConflict {
-                        stream: event.stream.clone(),
-                        current,
-                        got: event.version,
-                    });
-                }
-                batch_versions.insert(&event.stream, event.version);
-            }
-        }
+        // Check the batch against the log before a byte is written.
+        self.inner
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .check_append(events)?;
         let mut buffer = Vec::with_capacity(events.len() * 160);
         let mut offsets = Vec::with_capacity(events.len());
         for event in events {

@@ -19,12 +19,14 @@
 //! (delivered at commit). One connection per log `LISTEN`s and also polls the head every
 //! [`HEAD_POLL_INTERVAL`], so a lost notification only delays readers, never loses events.
 
-use std::sync::{Arc, Weak};
+mod head;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::{Notify, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
 
 use super::codec::{decode_event, encode_event};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
@@ -155,7 +157,7 @@ impl PostgresLog {
             reachable: watch::channel(true).0,
             statements,
         });
-        tokio::spawn(follow_head(config, Arc::downgrade(&inner)));
+        tokio::spawn(head::follow_head(config, Arc::downgrade(&inner)));
         Ok(PostgresLog { inner })
     }
 
@@ -281,29 +283,11 @@ impl PostgresAppendLock {
                 current: self.head,
             });
         }
-        let mut positions = Vec::with_capacity(events.len());
-        let mut products = Vec::with_capacity(events.len());
-        let mut stores = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut command_ids: Vec<Option<String>> = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for (offset, event) in events.iter().enumerate() {
-            assert_eq!(
-                event.position.0,
-                first.position.0 + offset as u64,
-                "the positions of one append are contiguous"
-            );
-            positions.push(event.position.0 as i64);
-            products.push(event.stream.product_id.as_str().to_owned());
-            stores.push(event.stream.store_id.as_str().to_owned());
-            versions.push(event.version.0 as i64);
-            command_ids.push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
-            payloads.push(encode_event(event));
-        }
+        let rows = EventColumns::of(&events);
         let last = events.last().expect("not empty").position;
         let statements = &self.inner.statements;
         let client = self.client.as_ref().expect("the transaction is open");
-        let ids: Vec<&String> = command_ids.iter().flatten().collect();
+        let ids: Vec<&String> = rows.command_ids.iter().flatten().collect();
         if !ids.is_empty() {
             let taken = client
                 .query(&statements.taken_command_ids, &[&ids])
@@ -319,12 +303,12 @@ impl PostgresAppendLock {
             .execute(
                 &statements.insert_events,
                 &[
-                    &positions,
-                    &products,
-                    &stores,
-                    &versions,
-                    &command_ids,
-                    &payloads,
+                    &rows.positions,
+                    &rows.products,
+                    &rows.stores,
+                    &rows.versions,
+                    &rows.command_ids,
+                    &rows.payloads,
                 ],
             )
             .await
@@ -358,6 +342,46 @@ impl PostgresAppendLock {
             moved
         });
         Ok(())
+    }
+}
+
+/// The columns of the rows one append inserts, in the `UNNEST` form of `insert_events`.
+struct EventColumns {
+    positions: Vec<i64>,
+    products: Vec<String>,
+    stores: Vec<String>,
+    versions: Vec<i64>,
+    command_ids: Vec<Option<String>>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl EventColumns {
+    fn of(events: &[RecordedEvent]) -> EventColumns {
+        let mut rows = EventColumns {
+            positions: Vec::with_capacity(events.len()),
+            products: Vec::with_capacity(events.len()),
+            stores: Vec::with_capacity(events.len()),
+            versions: Vec::with_capacity(events.len()),
+            command_ids: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+        };
+        let first = events.first().map_or(0, |event| event.position.0);
+        for (offset, event) in events.iter().enumerate() {
+            assert_eq!(
+                event.position.0,
+                first + offset as u64,
+                "the positions of one append are contiguous"
+            );
+            rows.positions.push(event.position.0 as i64);
+            rows.products
+                .push(event.stream.product_id.as_str().to_owned());
+            rows.stores.push(event.stream.store_id.as_str().to_owned());
+            rows.versions.push(event.version.0 as i64);
+            rows.command_ids
+                .push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
+            rows.payloads.push(encode_event(event));
+        }
+        rows
     }
 }
 
@@ -549,95 +573,4 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<(), LogError> {
         .await
         .map_err(backend("committing the migration"))?;
     Ok(())
-}
-
-/// Keeps `head` current with appends made by other servers: LISTEN for notifications, and
-/// poll as a safety net. Stops when the log is dropped.
-async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inner>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let Some(log) = inner.upgrade() else { return };
-        let channel = log.channel.clone();
-        drop(log);
-        match listen(&config, &channel, &inner).await {
-            Ok(()) => return,
-            Err(error) => {
-                if let Some(log) = inner.upgrade() {
-                    log.reachable
-                        .send_if_modified(|reachable| std::mem::replace(reachable, false));
-                }
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "following the log's head failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Returns `Ok` when the log was dropped, `Err` when the connection failed or the database did
-/// not answer a head poll within [`OPERATION_TIMEOUT`].
-async fn listen(
-    config: &tokio_postgres::Config,
-    channel: &str,
-    inner: &Weak<Inner>,
-) -> Result<(), String> {
-    let (client, mut connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|error| error.to_string())?;
-    let notified = Arc::new(Notify::new());
-    let connection_notified = notified.clone();
-    let driver = tokio::spawn(async move {
-        while let Some(message) =
-            std::future::poll_fn(|context| connection.poll_message(context)).await
-        {
-            match message {
-                Ok(AsyncMessage::Notification(_)) => connection_notified.notify_one(),
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    });
-    client
-        .batch_execute(&format!("LISTEN {}", quote_identifier(channel)))
-        .await
-        .map_err(|error| error.to_string())?;
-    let result = loop {
-        let Some(log) = inner.upgrade() else {
-            break Ok(());
-        };
-        let polled = tokio::time::timeout(
-            OPERATION_TIMEOUT,
-            client.query_one(&log.statements.read_head, &[]),
-        )
-        .await;
-        match polled {
-            Ok(Ok(row)) => {
-                log.reachable
-                    .send_if_modified(|reachable| !std::mem::replace(reachable, true));
-                let position = LogPosition(row.get::<_, i64>(0) as u64);
-                log.head.send_if_modified(|head| {
-                    let moved = *head < position;
-                    if moved {
-                        *head = position;
-                    }
-                    moved
-                });
-            }
-            Ok(Err(error)) => break Err(error.to_string()),
-            Err(_) => {
-                break Err(format!(
-                    "no answer to a head poll within {OPERATION_TIMEOUT:?}"
-                ));
-            }
-        }
-        drop(log);
-        tokio::select! {
-            () = notified.notified() => {}
-            () = tokio::time::sleep(HEAD_POLL_INTERVAL) => {}
-        }
-    };
-    driver.abort();
-    result
 }

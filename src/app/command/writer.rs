@@ -14,8 +14,8 @@ use super::{
 };
 use crate::app::breaker::{BreakerState, CircuitBreaker};
 use crate::app::clock::Clock;
-use crate::domain::CommandId;
-use crate::log::{EventLog, LogError};
+use crate::domain::{CommandId, RecordedEvent};
+use crate::log::{AppendLock, EventLog, LogError};
 
 pub(super) enum Job {
     Execute {
@@ -206,21 +206,8 @@ fn execute_batch(
             tracing::error!(%error, "catching up with the log failed");
             return failed(requests.len(), &error);
         }
-        let now = clock.now();
-        let mut events = Vec::with_capacity(requests.len() + 1);
         state.begin_batch();
-        state.expire_due(now, &mut events);
-        let results: Vec<_> = requests
-            .iter()
-            .map(|request| match &request.command_id {
-                Some(command_id) if taken.contains(command_id) => {
-                    Err(CommandError::CommandIdReused {
-                        command_id: command_id.clone(),
-                    })
-                }
-                _ => state.execute(request, now, &mut events),
-            })
-            .collect();
+        let (results, events) = decide_batch(state, requests, &taken, clock.now());
         if events.is_empty() {
             // Refusals and replays only: decided under the lock, so current. Dropping the
             // lock releases it.
@@ -228,16 +215,7 @@ fn execute_batch(
             return results;
         }
         let count = events.len();
-        // One span per traced command, under the command's own span, for the time of the
-        // append its event is part of.
-        let append_spans: Vec<tracing::Span> = requests
-            .iter()
-            .filter_map(|request| request.trace.as_ref())
-            .map(|trace| tracing::info_span!(parent: &trace.span, "log.append", events = count, attempt))
-            .collect();
-        let appended = lock.append_blocking(events);
-        drop(append_spans);
-        let error = match appended {
+        let error = match append_traced(lock, events, requests, attempt) {
             Ok(()) => {
                 state.commit_batch();
                 return results;
@@ -271,6 +249,47 @@ fn execute_batch(
             return failed(requests.len(), &error);
         }
     }
+}
+
+/// Decides every command of a batch (after expiring what is due) against the open batch's
+/// state; returns each command's result and the events to append.
+fn decide_batch(
+    state: &mut CommandState,
+    requests: &[PreparedCommand],
+    taken: &[CommandId],
+    now: crate::domain::Timestamp,
+) -> (Vec<Result<Accepted, CommandError>>, Vec<RecordedEvent>) {
+    let mut events = Vec::with_capacity(requests.len() + 1);
+    state.expire_due(now, &mut events);
+    let results = requests
+        .iter()
+        .map(|request| match &request.command_id {
+            Some(command_id) if taken.contains(command_id) => Err(CommandError::CommandIdReused {
+                command_id: command_id.clone(),
+            }),
+            _ => state.execute(request, now, &mut events),
+        })
+        .collect();
+    (results, events)
+}
+
+/// Appends a batch's events under `lock`, with one span per traced command, under the
+/// command's own span, for the time of the append its event is part of.
+fn append_traced(
+    lock: Box<dyn AppendLock>,
+    events: Vec<RecordedEvent>,
+    requests: &[PreparedCommand],
+    attempt: usize,
+) -> Result<(), LogError> {
+    let count = events.len();
+    let _append_spans: Vec<tracing::Span> = requests
+        .iter()
+        .filter_map(|request| request.trace.as_ref())
+        .map(
+            |trace| tracing::info_span!(parent: &trace.span, "log.append", events = count, attempt),
+        )
+        .collect();
+    lock.append_blocking(events)
 }
 
 fn failed(count: usize, error: &LogError) -> Vec<Result<Accepted, CommandError>> {

@@ -1,8 +1,11 @@
 //! The embedded log's in-memory index: each position's byte offset, and each stream's
 //! positions, with one shared copy of every stream key.
 
+use std::collections::HashMap;
+
 use crate::dense_map::{DenseMap, FastHash};
-use crate::domain::{LogPosition, ProductId, StoreId, StreamKey, StreamVersion};
+use crate::domain::{LogPosition, ProductId, RecordedEvent, StoreId, StreamKey, StreamVersion};
+use crate::log::LogError;
 
 #[derive(Default)]
 pub(super) struct Index {
@@ -91,6 +94,42 @@ pub(super) fn intern<T: Clone + Eq + std::hash::Hash>(
 }
 
 impl Index {
+    /// Whether `events` may be appended: their positions continue the log and each version
+    /// continues its stream (the expected-version check), also across the events of the one
+    /// append.
+    pub(super) fn check_append(&self, events: &[RecordedEvent]) -> Result<(), LogError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        if first.position != self.head().next() {
+            return Err(LogError::HeadMoved {
+                expected: LogPosition(first.position.0 - 1),
+                current: self.head(),
+            });
+        }
+        let mut expected_position = first.position;
+        let mut batch_versions: HashMap<&StreamKey, StreamVersion, FastHash> = HashMap::default();
+        for event in events {
+            assert_eq!(
+                event.position, expected_position,
+                "the positions of one append are contiguous"
+            );
+            expected_position = expected_position.next();
+            let current = *batch_versions
+                .entry(&event.stream)
+                .or_insert_with(|| self.stream_version(&event.stream));
+            if event.version != current.next() {
+                return Err(LogError::VersionConflict {
+                    stream: event.stream.clone(),
+                    current,
+                    got: event.version,
+                });
+            }
+            batch_versions.insert(&event.stream, event.version);
+        }
+        Ok(())
+    }
+
     pub(super) fn head(&self) -> LogPosition {
         LogPosition(self.record_offsets.len() as u64)
     }

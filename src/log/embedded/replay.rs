@@ -147,21 +147,8 @@ pub(super) fn decode_records(
         .map_err(io_error("reading the log file's size"))?
         .len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut header = [0u8; 8];
-    reader
-        .read_exact(&mut header)
-        .map_err(|_| LogError::Corrupt {
-            offset: 0,
-            problem: "file is shorter than its header".to_owned(),
-        })?;
-    if header != HEADER {
-        return Err(LogError::Corrupt {
-            offset: 0,
-            problem: format!("not an inventory log (header {header:?})"),
-        });
-    }
+    read_header(&mut reader)?;
     let mut offset = HEADER.len() as u64;
-    let mut frame_header = [0u8; FRAME_HEADER_LEN];
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
     let mut decoder = EventDecoder::default();
     loop {
@@ -176,26 +163,10 @@ pub(super) fn decode_records(
             check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
             Ok(offset)
         };
-        if file_length - offset < FRAME_HEADER_LEN as u64 {
-            return damaged("frame header cut short", batch);
-        }
-        reader
-            .read_exact(&mut frame_header)
-            .map_err(io_error("reading the log"))?;
-        let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
-        if length == 0 || length > MAX_RECORD_BYTES {
-            return damaged("frame length out of range", batch);
-        }
-        if file_length - offset - (FRAME_HEADER_LEN as u64) < length as u64 {
-            return damaged("frame payload cut short", batch);
-        }
-        payload.resize(length, 0);
-        reader
-            .read_exact(&mut payload)
-            .map_err(io_error("reading the log"))?;
-        if !checksum_matches(&frame_header, &payload) {
-            return damaged("checksum mismatch", batch);
-        }
+        let length = match read_record(&mut reader, file_length - offset, &mut payload)? {
+            Ok(length) => length,
+            Err(problem) => return damaged(problem, batch),
+        };
         let mut known = true;
         let decoded = decoder.decode(&payload, |product_id, store_id| {
             let stream = ids.known(product_id, store_id);
@@ -227,6 +198,55 @@ pub(super) fn decode_records(
     }
     send(batch);
     Ok(offset)
+}
+
+/// Reads and checks the file's header.
+fn read_header(reader: &mut impl Read) -> Result<(), LogError> {
+    let mut header = [0u8; 8];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| LogError::Corrupt {
+            offset: 0,
+            problem: "file is shorter than its header".to_owned(),
+        })?;
+    if header != HEADER {
+        return Err(LogError::Corrupt {
+            offset: 0,
+            problem: format!("not an inventory log (header {header:?})"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the next record, `remaining` bytes before the end of the file, into `payload`:
+/// its payload's length, or what is damaged about it.
+fn read_record(
+    reader: &mut impl Read,
+    remaining: u64,
+    payload: &mut Vec<u8>,
+) -> Result<Result<usize, &'static str>, LogError> {
+    let mut frame_header = [0u8; FRAME_HEADER_LEN];
+    if remaining < FRAME_HEADER_LEN as u64 {
+        return Ok(Err("frame header cut short"));
+    }
+    reader
+        .read_exact(&mut frame_header)
+        .map_err(io_error("reading the log"))?;
+    let length = u32::from_le_bytes(frame_header[0..4].try_into().expect("4 bytes")) as usize;
+    if length == 0 || length > MAX_RECORD_BYTES {
+        return Ok(Err("frame length out of range"));
+    }
+    if remaining - (FRAME_HEADER_LEN as u64) < length as u64 {
+        return Ok(Err("frame payload cut short"));
+    }
+    payload.resize(length, 0);
+    reader
+        .read_exact(payload)
+        .map_err(io_error("reading the log"))?;
+    if !checksum_matches(&frame_header, payload) {
+        return Ok(Err("checksum mismatch"));
+    }
+    Ok(Ok(length))
 }
 
 /// A damaged record at `offset`: a torn tail if no valid record follows it, else corruption.
