@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::load::LoadResult;
-use super::machine::{self, Machine};
-use super::scenarios::{LAG_COMMAND_IN_FLIGHT, LagResult, ReplayResult, Scenario};
-use super::{BenchConfig, Target};
+use crate::load::LoadResult;
+use crate::machine::{self, Machine};
+use crate::scenarios::{LAG_COMMAND_IN_FLIGHT, LagResult, ReplayResult, Scenario};
+use crate::{BenchConfig, Target};
 
 /// The level the throughput targets are stated at.
 const TARGET_LEVEL: usize = 64;

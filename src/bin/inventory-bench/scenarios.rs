@@ -11,18 +11,18 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use super::load::{
+use crate::load::{
     self, ItemSpace, LatencySummary, LoadCommand, LoadResult, Operation, Outcome, SplitMix64,
     Tally, Window,
 };
-use super::machine;
-use super::report::Report;
-use super::server_process::{DataDir, ServerProbe, ServerProcess, connect};
-use super::{BenchConfig, BenchError, Target};
-use crate::proto::pb::command_service_client::CommandServiceClient;
-use crate::proto::pb::event_service_client::EventServiceClient;
-use crate::proto::pb::query_service_client::QueryServiceClient;
-use crate::proto::{InventoryCodec, pb};
+use crate::machine;
+use crate::pb::command_service_client::CommandServiceClient;
+use crate::pb::event_service_client::EventServiceClient;
+use crate::pb::query_service_client::QueryServiceClient;
+use crate::report::Report;
+use crate::server_process::{DataDir, ServerProbe, ServerProcess, connect};
+use crate::{BenchConfig, BenchError, Target};
+use crate::{InventoryCodec, pb};
 
 /// Stock put on each item of the uniform data set: far more than the requests in flight can
 /// ever hold reserved at once, so a reservation there is never refused.
