@@ -254,23 +254,12 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
                 BenchError::Invalid(format!("{flag} must be a positive number of seconds"))
             })
     };
-    let target = match (flags.target_command, flags.target_query) {
-        (Some(command_addr), Some(query_addr)) => Target::Running {
-            command_addr,
-            query_addr,
-            metrics_addr: flags.target_metrics,
-        },
-        _ => {
-            let server_binary = match flags.server_binary {
-                Some(path) => path,
-                None => std::env::current_exe()
-                    .map_err(BenchError::io("finding this executable"))?
-                    .with_file_name("inventory"),
-            };
-            warn_if_stale(&server_binary);
-            Target::Spawn { server_binary }
-        }
-    };
+    let target = target(
+        flags.target_command,
+        flags.target_query,
+        flags.target_metrics,
+        flags.server_binary,
+    )?;
     let products = flags.products.unwrap_or(defaults.products);
     if products == 0 || flags.stores == 0 {
         return Err(BenchError::Invalid(
@@ -295,6 +284,31 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
         replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
         replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
     })
+}
+
+/// A running server when its addresses are given, else the `inventory` binary to start (by
+/// default the one beside this executable).
+fn target(
+    command_addr: Option<SocketAddr>,
+    query_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    server_binary: Option<PathBuf>,
+) -> Result<Target, BenchError> {
+    if let (Some(command_addr), Some(query_addr)) = (command_addr, query_addr) {
+        return Ok(Target::Running {
+            command_addr,
+            query_addr,
+            metrics_addr,
+        });
+    }
+    let server_binary = match server_binary {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(BenchError::io("finding this executable"))?
+            .with_file_name("inventory"),
+    };
+    warn_if_stale(&server_binary);
+    Ok(Target::Spawn { server_binary })
 }
 
 /// `cargo run --bin inventory-bench` rebuilds only this binary: a server binary older than it

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::load::LoadResult;
 use crate::machine::{self, Machine};
-use crate::scenarios::{LAG_COMMAND_IN_FLIGHT, LagResult, ReplayResult, Scenario};
+use crate::scenarios::Scenario;
+use crate::scenarios::replay::ReplayResult;
+use crate::scenarios::subscription_lag::{LAG_COMMAND_IN_FLIGHT, LagResult};
 use crate::{BenchConfig, Target};
 
 /// The level the issue's throughput targets are stated at.
@@ -33,6 +35,32 @@ pub struct TargetCheck {
     /// most" ones); none for a target that is a count that must be zero.
     pub ratio: Option<f64>,
     pub met: bool,
+}
+
+/// The bound of a target, and on which side of it the measured value must be.
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl TargetCheck {
+    /// A target met when `value` is on the right side of `bound`.
+    fn compare(target: String, measured: String, value: f64, bound: Bound) -> TargetCheck {
+        let ratio = match bound {
+            Bound::AtLeast(bound) | Bound::AtMost(bound) => value / bound,
+        };
+        let met = match bound {
+            Bound::AtLeast(_) => ratio >= 1.0,
+            Bound::AtMost(_) => ratio <= 1.0,
+        };
+        TargetCheck {
+            target,
+            measured,
+            ratio: Some(ratio),
+            met,
+        }
+    }
 }
 
 impl Report {
@@ -88,52 +116,36 @@ impl Report {
 
     /// The issue's targets that this run has the figures for.
     pub fn targets(&self) -> Vec<TargetCheck> {
+        let mut checks = self.command_targets();
+        checks.extend(self.read_targets());
+        checks.extend(self.lag_targets());
+        if let Some(replay) = &self.replay {
+            checks.extend(replay_targets(replay));
+        }
+        checks
+    }
+
+    /// Throughput of reservations against the baseline and under contention, failures under
+    /// contention, and the latency of one command against an fsync.
+    fn command_targets(&self) -> Vec<TargetCheck> {
         let mut checks = Vec::new();
-        let at_least = |target: String, measured: String, value: f64, bound: f64| {
-            let ratio = value / bound;
-            TargetCheck {
-                target,
-                measured,
-                ratio: Some(ratio),
-                met: ratio >= 1.0,
-            }
-        };
-        let at_most = |target: String, measured: String, value: f64, bound: f64| {
-            let ratio = value / bound;
-            TargetCheck {
-                target,
-                measured,
-                ratio: Some(ratio),
-                met: ratio <= 1.0,
-            }
-        };
         let level = TARGET_LEVEL;
         let baseline = self.load(Scenario::BaselineRpc, level);
         let uniform = self.load(Scenario::ReserveUniform, level);
         if let (Some(baseline), Some(uniform)) = (baseline, uniform) {
-            checks.push(at_least(
+            checks.push(TargetCheck::compare(
                 format!("reserve-uniform at {level} in flight ≥ 0.5 × baseline-rpc"),
-                format!(
-                    "{:.0} vs {:.0} ops/s ({:.2}×)",
-                    uniform.operations_per_second,
-                    baseline.operations_per_second,
-                    uniform.operations_per_second / baseline.operations_per_second
-                ),
+                throughput_against(uniform, baseline),
                 uniform.operations_per_second,
-                0.5 * baseline.operations_per_second,
+                Bound::AtLeast(0.5 * baseline.operations_per_second),
             ));
         }
         if let (Some(hot), Some(uniform)) = (self.load(Scenario::ReserveHot, level), uniform) {
-            checks.push(at_least(
+            checks.push(TargetCheck::compare(
                 format!("reserve-hot at {level} in flight ≥ 0.8 × reserve-uniform"),
-                format!(
-                    "{:.0} vs {:.0} ops/s ({:.2}×)",
-                    hot.operations_per_second,
-                    uniform.operations_per_second,
-                    hot.operations_per_second / uniform.operations_per_second
-                ),
+                throughput_against(hot, uniform),
                 hot.operations_per_second,
-                0.8 * uniform.operations_per_second,
+                Bound::AtLeast(0.8 * uniform.operations_per_second),
             ));
         }
         let hot_runs: Vec<&LoadResult> = self
@@ -150,14 +162,13 @@ impl Report {
                 met: failures == 0,
             });
         }
-        let disk = self.load(Scenario::BaselineDisk, 1);
         if let (Some(baseline), Some(uniform), Some(disk)) = (
             self.load(Scenario::BaselineRpc, 1),
             self.load(Scenario::ReserveUniform, 1),
-            disk,
+            self.load(Scenario::BaselineDisk, 1),
         ) {
             let bound = baseline.latency_micros.p50 as f64 + 1.5 * disk.latency_micros.p50 as f64;
-            checks.push(at_most(
+            checks.push(TargetCheck::compare(
                 "command p50 at 1 in flight ≤ baseline-rpc p50 + 1.5 × fdatasync p50".to_owned(),
                 format!(
                     "{} µs vs {} + 1.5 × {} = {bound:.0} µs",
@@ -166,90 +177,81 @@ impl Report {
                     disk.latency_micros.p50
                 ),
                 uniform.latency_micros.p50 as f64,
-                bound,
+                Bound::AtMost(bound),
             ));
         }
-        if let (Some(baseline), Some(reads)) = (baseline, self.load(Scenario::Reads, level)) {
-            checks.push(at_least(
+        checks
+    }
+
+    /// Reads against the baseline, in throughput and in tail latency.
+    fn read_targets(&self) -> Vec<TargetCheck> {
+        let level = TARGET_LEVEL;
+        let (Some(baseline), Some(reads)) = (
+            self.load(Scenario::BaselineRpc, level),
+            self.load(Scenario::Reads, level),
+        ) else {
+            return Vec::new();
+        };
+        vec![
+            TargetCheck::compare(
                 format!("reads at {level} in flight ≥ 0.8 × baseline-rpc"),
-                format!(
-                    "{:.0} vs {:.0} ops/s ({:.2}×)",
-                    reads.operations_per_second,
-                    baseline.operations_per_second,
-                    reads.operations_per_second / baseline.operations_per_second
-                ),
+                throughput_against(reads, baseline),
                 reads.operations_per_second,
-                0.8 * baseline.operations_per_second,
-            ));
-            checks.push(at_most(
+                Bound::AtLeast(0.8 * baseline.operations_per_second),
+            ),
+            TargetCheck::compare(
                 format!("reads p99 at {level} in flight ≤ 2 × baseline-rpc p99"),
                 format!(
                     "{} vs {} µs",
                     reads.latency_micros.p99, baseline.latency_micros.p99
                 ),
                 reads.latency_micros.p99 as f64,
-                2.0 * baseline.latency_micros.p99 as f64,
-            ));
-        }
+                Bound::AtMost(2.0 * baseline.latency_micros.p99 as f64),
+            ),
+        ]
+    }
+
+    /// Lag with one subscriber, and events delivered with a hundred.
+    fn lag_targets(&self) -> Vec<TargetCheck> {
+        let mut checks = Vec::new();
         if let Some(one) = self.lags.iter().find(|lag| lag.subscribers == 1) {
-            checks.push(at_most(
+            checks.push(TargetCheck::compare(
                 "subscription lag p99 ≤ 5 ms with 1 subscriber".to_owned(),
                 format!("{} µs", one.lag_micros.p99),
                 one.lag_micros.p99 as f64,
-                5_000.0,
+                Bound::AtMost(5_000.0),
             ));
         }
         if let Some(many) = self.lags.iter().find(|lag| lag.subscribers == 100) {
-            checks.push(at_least(
+            checks.push(TargetCheck::compare(
                 "≥ 200,000 events/s delivered with 100 subscribers".to_owned(),
                 format!(
                     "{:.0} events/s (commands at {:.0}/s)",
                     many.events_delivered_per_second, many.command_rate
                 ),
                 many.events_delivered_per_second,
-                200_000.0,
-            ));
-        }
-        if let Some(replay) = &self.replay {
-            checks.push(at_least(
-                "replay ≥ 1,000,000 events/s".to_owned(),
-                format!(
-                    "{:.0} events/s ({} events in {:.2} s)",
-                    replay.events_per_second,
-                    replay.events,
-                    replay.ready_after.as_secs_f64()
-                ),
-                replay.events_per_second,
-                1_000_000.0,
-            ));
-            checks.push(at_most(
-                "≤ 300 bytes of RSS per stock item".to_owned(),
-                format!(
-                    "{:.0} bytes ({} items)",
-                    replay.bytes_per_item(),
-                    replay.items
-                ),
-                replay.bytes_per_item(),
-                300.0,
-            ));
-            checks.push(at_most(
-                "≤ 300 bytes of RSS per active reservation".to_owned(),
-                format!(
-                    "{:.0} bytes ({} reservations)",
-                    replay.bytes_per_reservation(),
-                    replay.items
-                ),
-                replay.bytes_per_reservation(),
-                300.0,
+                Bound::AtLeast(200_000.0),
             ));
         }
         checks
     }
 
+    /// The report in markdown. The writers below ignore `writeln!`'s result: writing to a
+    /// String cannot fail.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
+        self.write_header(&mut out);
+        self.write_loads(&mut out);
+        self.write_lags(&mut out);
+        if let Some(replay) = &self.replay {
+            write_replay(&mut out, replay);
+        }
+        write_targets(&mut out, &self.targets());
+        out
+    }
+
+    fn write_header(&self, out: &mut String) {
         let machine = &self.machine;
-        // Writing to a String cannot fail.
         let _ = writeln!(out, "# inventory-bench\n");
         let _ = writeln!(
             out,
@@ -265,177 +267,98 @@ impl Report {
             "Load average (1, 5, 15 min): {} at start, {} at end\n",
             self.load_average_at_start, self.load_average_at_end
         );
-        if !self.loads.is_empty() {
+    }
+
+    fn write_loads(&self, out: &mut String) {
+        if self.loads.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "In flight = connections × requests per connection. Each request is one \
+             operation (a reservation and its release are two). Latencies in µs; server CPU \
+             is user + system time of the server process per operation, bench CPU the same \
+             for the load generator (they share the machine); machine busy is the share of \
+             all CPUs not idle during the window.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | bench CPU µs/op | machine busy % | server RSS MiB | events/fsync | failures |"
+        );
+        let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for result in &self.loads {
+            let in_flight = if result.connections == 0 {
+                result.in_flight.to_string()
+            } else {
+                spread(result.in_flight, result.connections)
+            };
             let _ = writeln!(
                 out,
-                "In flight = connections × requests per connection. Each request is one \
-                 operation (a reservation and its release are two). Latencies in µs; server CPU \
-                 is user + system time of the server process per operation, bench CPU the same \
-                 for the load generator (they share the machine); machine busy is the share of \
-                 all CPUs not idle during the window.\n"
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                result.scenario,
+                in_flight,
+                result.operations_per_second,
+                result.latency_micros.p50,
+                result.latency_micros.p99,
+                result.latency_micros.p999,
+                optional(result.server_cpu_micros_per_operation, 1),
+                optional(result.bench_cpu_micros_per_operation, 1),
+                optional(result.machine_busy_percent, 0),
+                optional(result.server_rss_bytes.map(mebibytes), 1),
+                optional(result.events_per_fsync, 1),
+                result.failures,
             );
-            let _ = writeln!(
-                out,
-                "| scenario | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | bench CPU µs/op | machine busy % | server RSS MiB | events/fsync | failures |"
-            );
-            let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-            for result in &self.loads {
-                let in_flight = if result.connections == 0 {
-                    result.in_flight.to_string()
-                } else {
-                    spread(result.in_flight, result.connections)
-                };
+        }
+        for result in &self.loads {
+            if !result.failure_examples.is_empty() {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "\n{} at {} in flight failed with: {}",
                     result.scenario,
-                    in_flight,
-                    result.operations_per_second,
-                    result.latency_micros.p50,
-                    result.latency_micros.p99,
-                    result.latency_micros.p999,
-                    optional(result.server_cpu_micros_per_operation, 1),
-                    optional(result.bench_cpu_micros_per_operation, 1),
-                    optional(result.machine_busy_percent, 0),
-                    optional(result.server_rss_bytes.map(mebibytes), 1),
-                    optional(result.events_per_fsync, 1),
-                    result.failures,
+                    result.in_flight,
+                    result.failure_examples.join("; ")
                 );
             }
-            for result in &self.loads {
-                if !result.failure_examples.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "\n{} at {} in flight failed with: {}",
-                        result.scenario,
-                        result.in_flight,
-                        result.failure_examples.join("; ")
-                    );
-                }
-            }
-            let _ = writeln!(out);
         }
-        if !self.lags.is_empty() {
+        let _ = writeln!(out);
+    }
+
+    fn write_lags(&self, out: &mut String) {
+        if self.lags.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "Subscription lag: from the command's answer at its client to a subscriber \
+             receiving its event, one sample per subscriber and event; commands \
+             (reserve + release, {LAG_COMMAND_IN_FLIGHT} in flight) paced at half the \
+             best reserve-uniform rate (or `--lag-command-rate`); the rate reached is \
+             shown beside it.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| subscribers | commands/s (target) | lag p50 µs | p99 µs | p99.9 µs | max µs | events delivered/s | received before ack | missing | server CPU µs/event | server RSS MiB |"
+        );
+        let _ = writeln!(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for lag in &self.lags {
             let _ = writeln!(
                 out,
-                "Subscription lag: from the command's answer at its client to a subscriber \
-                 receiving its event, one sample per subscriber and event; commands \
-                 (reserve + release, {LAG_COMMAND_IN_FLIGHT} in flight) paced at half the \
-                 best reserve-uniform rate (or `--lag-command-rate`); the rate reached is \
-                 shown beside it.\n"
+                "| {} | {:.0} ({:.0}) | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                lag.subscribers,
+                lag.command_rate,
+                lag.command_rate_target,
+                lag.lag_micros.p50,
+                lag.lag_micros.p99,
+                lag.lag_micros.p999,
+                lag.lag_micros.max,
+                lag.events_delivered_per_second,
+                lag.received_before_acknowledgement,
+                lag.missing,
+                optional(lag.server_cpu_micros_per_event, 2),
+                optional(lag.server_rss_bytes.map(mebibytes), 1),
             );
-            let _ = writeln!(
-                out,
-                "| subscribers | commands/s (target) | lag p50 µs | p99 µs | p99.9 µs | max µs | events delivered/s | received before ack | missing | server CPU µs/event | server RSS MiB |"
-            );
-            let _ = writeln!(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-            for lag in &self.lags {
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.0} ({:.0}) | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
-                    lag.subscribers,
-                    lag.command_rate,
-                    lag.command_rate_target,
-                    lag.lag_micros.p50,
-                    lag.lag_micros.p99,
-                    lag.lag_micros.p999,
-                    lag.lag_micros.max,
-                    lag.events_delivered_per_second,
-                    lag.received_before_acknowledgement,
-                    lag.missing,
-                    optional(lag.server_cpu_micros_per_event, 2),
-                    optional(lag.server_rss_bytes.map(mebibytes), 1),
-                );
-            }
-            let _ = writeln!(out);
         }
-        if let Some(replay) = &self.replay {
-            let _ = writeln!(out, "Replay and memory (each after a restart):\n");
-            let _ = writeln!(out, "| measurement | value |");
-            let _ = writeln!(out, "|---|--:|");
-            let rows = [
-                ("events in the replayed log", replay.events.to_string()),
-                (
-                    "written in (AddStock, 256 in flight)",
-                    format!("{:.1} s", replay.loaded_in.as_secs_f64()),
-                ),
-                (
-                    "spawn → `listening` lines (ports bound)",
-                    format!("{:.3} s", replay.listening_after.as_secs_f64()),
-                ),
-                (
-                    "spawn → first answer (log replayed)",
-                    format!("{:.3} s", replay.ready_after.as_secs_f64()),
-                ),
-                (
-                    "start-up with an empty log",
-                    format!("{:.3} s", replay.empty_ready_after.as_secs_f64()),
-                ),
-                (
-                    "replay speed (events / start-up time)",
-                    format!("{:.0} events/s", replay.events_per_second),
-                ),
-                (
-                    "replay speed, the empty log's start-up subtracted",
-                    format!("{:.0} events/s", replay.replay_only_events_per_second()),
-                ),
-                (
-                    "RSS after replay",
-                    format!("{:.1} MiB", mebibytes(replay.rss_after_replay_bytes)),
-                ),
-                (
-                    "RSS, empty log",
-                    format!("{:.1} MiB", mebibytes(replay.empty_rss_bytes)),
-                ),
-                (
-                    "RSS, distinct items loaded",
-                    format!(
-                        "{:.1} MiB ({} items, start-up {:.2} s)",
-                        mebibytes(replay.items_rss_bytes),
-                        replay.items,
-                        replay.items_ready_after.as_secs_f64()
-                    ),
-                ),
-                (
-                    "RSS, plus one active reservation per item",
-                    format!(
-                        "{:.1} MiB (start-up {:.2} s)",
-                        mebibytes(replay.reservations_rss_bytes),
-                        replay.reservations_ready_after.as_secs_f64()
-                    ),
-                ),
-                (
-                    "bytes per stock item",
-                    format!("{:.0}", replay.bytes_per_item()),
-                ),
-                (
-                    "bytes per active reservation",
-                    format!("{:.0}", replay.bytes_per_reservation()),
-                ),
-            ];
-            for (what, value) in rows {
-                let _ = writeln!(out, "| {what} | {value} |");
-            }
-            let _ = writeln!(out);
-        }
-        let targets = self.targets();
-        if !targets.is_empty() {
-            let _ = writeln!(out, "Targets of the issue:\n");
-            let _ = writeln!(out, "| target | measured | ratio to the bound | |");
-            let _ = writeln!(out, "|---|---|--:|---|");
-            for check in &targets {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} |",
-                    check.target,
-                    check.measured,
-                    optional(check.ratio, 2),
-                    if check.met { "met" } else { "**missed**" }
-                );
-            }
-            let _ = writeln!(out);
-        }
-        out
+        let _ = writeln!(out);
     }
 
     pub fn to_json(&self) -> Value {
@@ -458,6 +381,147 @@ impl Report {
     }
 }
 
+/// Replay speed and memory per item and per reservation.
+fn replay_targets(replay: &ReplayResult) -> Vec<TargetCheck> {
+    vec![
+        TargetCheck::compare(
+            "replay ≥ 1,000,000 events/s".to_owned(),
+            format!(
+                "{:.0} events/s ({} events in {:.2} s)",
+                replay.events_per_second(),
+                replay.log.events,
+                replay.log.ready_after.as_secs_f64()
+            ),
+            replay.events_per_second(),
+            Bound::AtLeast(1_000_000.0),
+        ),
+        TargetCheck::compare(
+            "≤ 300 bytes of RSS per stock item".to_owned(),
+            format!(
+                "{:.0} bytes ({} items)",
+                replay.bytes_per_item(),
+                replay.memory.items
+            ),
+            replay.bytes_per_item(),
+            Bound::AtMost(300.0),
+        ),
+        TargetCheck::compare(
+            "≤ 300 bytes of RSS per active reservation".to_owned(),
+            format!(
+                "{:.0} bytes ({} reservations)",
+                replay.bytes_per_reservation(),
+                replay.memory.items
+            ),
+            replay.bytes_per_reservation(),
+            Bound::AtMost(300.0),
+        ),
+    ]
+}
+
+/// "measured vs reference ops/s (ratio×)".
+fn throughput_against(measured: &LoadResult, reference: &LoadResult) -> String {
+    format!(
+        "{:.0} vs {:.0} ops/s ({:.2}×)",
+        measured.operations_per_second,
+        reference.operations_per_second,
+        measured.operations_per_second / reference.operations_per_second
+    )
+}
+
+fn write_replay(out: &mut String, replay: &ReplayResult) {
+    let _ = writeln!(out, "Replay and memory (each after a restart):\n");
+    let _ = writeln!(out, "| measurement | value |");
+    let _ = writeln!(out, "|---|--:|");
+    for (what, value) in replay_rows(replay) {
+        let _ = writeln!(out, "| {what} | {value} |");
+    }
+    let _ = writeln!(out);
+}
+
+/// The rows of the replay and memory table: what, and its value.
+fn replay_rows(replay: &ReplayResult) -> [(&'static str, String); 13] {
+    [
+        ("events in the replayed log", replay.log.events.to_string()),
+        (
+            "written in (AddStock, 256 in flight)",
+            format!("{:.1} s", replay.log.loaded_in.as_secs_f64()),
+        ),
+        (
+            "spawn → `listening` lines (ports bound)",
+            format!("{:.3} s", replay.log.listening_after.as_secs_f64()),
+        ),
+        (
+            "spawn → first answer (log replayed)",
+            format!("{:.3} s", replay.log.ready_after.as_secs_f64()),
+        ),
+        (
+            "start-up with an empty log",
+            format!("{:.3} s", replay.memory.empty_ready_after.as_secs_f64()),
+        ),
+        (
+            "replay speed (events / start-up time)",
+            format!("{:.0} events/s", replay.events_per_second()),
+        ),
+        (
+            "replay speed, the empty log's start-up subtracted",
+            format!("{:.0} events/s", replay.replay_only_events_per_second()),
+        ),
+        (
+            "RSS after replay",
+            format!("{:.1} MiB", mebibytes(replay.log.rss_after_replay_bytes)),
+        ),
+        (
+            "RSS, empty log",
+            format!("{:.1} MiB", mebibytes(replay.memory.empty_rss_bytes)),
+        ),
+        (
+            "RSS, distinct items loaded",
+            format!(
+                "{:.1} MiB ({} items, start-up {:.2} s)",
+                mebibytes(replay.memory.items_rss_bytes),
+                replay.memory.items,
+                replay.memory.items_ready_after.as_secs_f64()
+            ),
+        ),
+        (
+            "RSS, plus one active reservation per item",
+            format!(
+                "{:.1} MiB (start-up {:.2} s)",
+                mebibytes(replay.memory.reservations_rss_bytes),
+                replay.memory.reservations_ready_after.as_secs_f64()
+            ),
+        ),
+        (
+            "bytes per stock item",
+            format!("{:.0}", replay.bytes_per_item()),
+        ),
+        (
+            "bytes per active reservation",
+            format!("{:.0}", replay.bytes_per_reservation()),
+        ),
+    ]
+}
+
+fn write_targets(out: &mut String, targets: &[TargetCheck]) {
+    if targets.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Targets of the issue:\n");
+    let _ = writeln!(out, "| target | measured | ratio to the bound | |");
+    let _ = writeln!(out, "|---|---|--:|---|");
+    for check in targets {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            check.target,
+            check.measured,
+            optional(check.ratio, 2),
+            if check.met { "met" } else { "**missed**" }
+        );
+    }
+    let _ = writeln!(out);
+}
+
 /// "4×4", or "18 over 4" when the level does not divide evenly.
 fn spread(in_flight: usize, connections: usize) -> String {
     if in_flight.is_multiple_of(connections) {
@@ -473,4 +537,193 @@ fn optional(value: Option<f64>, decimals: usize) -> String {
 
 fn mebibytes(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The targets and the tables of a made-up run: which figure each target compares, and with
+/// which bound. No bench runs here.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::Report;
+    use crate::load::{LatencySummary, LoadResult};
+    use crate::machine::Machine;
+    use crate::scenarios::replay::{LogReplay, MemoryFigures, ReplayResult};
+    use crate::scenarios::subscription_lag::LagResult;
+
+    fn load(
+        scenario: &str,
+        in_flight: usize,
+        ops: f64,
+        p50: u64,
+        p99: u64,
+        failures: u64,
+    ) -> LoadResult {
+        LoadResult {
+            scenario: scenario.to_owned(),
+            in_flight,
+            connections: in_flight.isqrt().max(1),
+            duration: Duration::from_secs(10),
+            operations: (ops * 10.0) as u64,
+            refusals: 0,
+            failures,
+            failure_examples: Vec::new(),
+            operations_per_second: ops,
+            latency_micros: LatencySummary {
+                p50,
+                p99,
+                p999: p99 * 2,
+                max: p99 * 3,
+                mean: p50 as f64,
+                samples: 100,
+            },
+            server_cpu_micros_per_operation: Some(42.5),
+            bench_cpu_micros_per_operation: None,
+            machine_busy_percent: Some(97.0),
+            server_rss_bytes: Some(30 << 20),
+            events_per_fsync: None,
+            note: None,
+        }
+    }
+
+    fn lag(subscribers: usize, p99: u64, delivered: f64) -> LagResult {
+        LagResult {
+            subscribers,
+            command_rate_target: 5000.0,
+            command_rate: 4990.0,
+            lag_micros: LatencySummary {
+                p50: p99 / 4,
+                p99,
+                p999: p99 * 2,
+                max: p99 * 3,
+                mean: 1.0,
+                samples: 10,
+            },
+            received_before_acknowledgement: 3,
+            missing: 0,
+            events_delivered_per_second: delivered,
+            server_cpu_micros_per_event: Some(1.25),
+            server_rss_bytes: Some(40 << 20),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            machine: Machine {
+                cpus: 2,
+                cpu_model: "test cpu".into(),
+                kernel: "6.0".into(),
+                memory_total_kib: 1 << 20,
+            },
+            command_line: "inventory-bench".into(),
+            config: json!({}),
+            load_average_at_start: "0.1 0.2 0.3".into(),
+            load_average_at_end: "0.4 0.5 0.6".into(),
+            loads: vec![
+                load("baseline-rpc", 1, 9000.0, 100, 200, 0),
+                load("baseline-rpc", 64, 40000.0, 1500, 3000, 0),
+                load("baseline-disk", 1, 500.0, 2000, 4000, 0),
+                load("reserve-uniform", 1, 300.0, 3500, 5000, 0),
+                load("reserve-uniform", 64, 15000.0, 4000, 9000, 0),
+                load("reserve-hot", 64, 13000.0, 4500, 9500, 0),
+                load("reads", 64, 30000.0, 2000, 7000, 0),
+            ],
+            lags: vec![lag(1, 1200, 4990.0), lag(100, 90000, 250000.0)],
+            replay: Some(replay()),
+        }
+    }
+
+    fn replay() -> ReplayResult {
+        ReplayResult {
+            log: LogReplay {
+                events: 1000,
+                loaded_in: Duration::from_secs(3),
+                listening_after: Duration::from_millis(20),
+                ready_after: Duration::from_millis(800),
+                rss_after_replay_bytes: 50 << 20,
+            },
+            memory: MemoryFigures {
+                items: 100,
+                empty_ready_after: Duration::from_millis(30),
+                empty_rss_bytes: 20 << 20,
+                items_rss_bytes: (20 << 20) + 25_000,
+                items_ready_after: Duration::from_millis(200),
+                reservations_rss_bytes: (20 << 20) + 40_000,
+                reservations_ready_after: Duration::from_millis(300),
+            },
+        }
+    }
+
+    #[test]
+    fn each_target_compares_its_figure_with_its_bound() {
+        let checks: Vec<(String, Option<String>, bool)> = report()
+            .targets()
+            .into_iter()
+            .map(|check| {
+                let ratio = check.ratio.map(|ratio| format!("{ratio:.3}"));
+                (check.target, ratio, check.met)
+            })
+            .collect();
+        let expected = [
+            // 15,000 against 0.5 × 40,000.
+            (
+                "reserve-uniform at 64 in flight ≥ 0.5 × baseline-rpc",
+                Some("0.750"),
+                false,
+            ),
+            // 13,000 against 0.8 × 15,000.
+            (
+                "reserve-hot at 64 in flight ≥ 0.8 × reserve-uniform",
+                Some("1.083"),
+                true,
+            ),
+            (
+                "reserve-hot: no failures other than insufficient stock",
+                None,
+                true,
+            ),
+            // 3,500 µs against 100 + 1.5 × 2,000.
+            (
+                "command p50 at 1 in flight ≤ baseline-rpc p50 + 1.5 × fdatasync p50",
+                Some("1.129"),
+                false,
+            ),
+            // 30,000 against 0.8 × 40,000, and 7,000 µs against 2 × 3,000.
+            (
+                "reads at 64 in flight ≥ 0.8 × baseline-rpc",
+                Some("0.938"),
+                false,
+            ),
+            (
+                "reads p99 at 64 in flight ≤ 2 × baseline-rpc p99",
+                Some("1.167"),
+                false,
+            ),
+            (
+                "subscription lag p99 ≤ 5 ms with 1 subscriber",
+                Some("0.240"),
+                true,
+            ),
+            (
+                "≥ 200,000 events/s delivered with 100 subscribers",
+                Some("1.250"),
+                true,
+            ),
+            // 1,000 events in 0.8 s; 25,000 and 15,000 bytes over 100 items.
+            ("replay ≥ 1,000,000 events/s", Some("0.001"), false),
+            ("≤ 300 bytes of RSS per stock item", Some("0.833"), true),
+            (
+                "≤ 300 bytes of RSS per active reservation",
+                Some("0.500"),
+                true,
+            ),
+        ];
+        let expected: Vec<(String, Option<String>, bool)> = expected
+            .into_iter()
+            .map(|(target, ratio, met)| (target.to_owned(), ratio.map(str::to_owned), met))
+            .collect();
+        assert_eq!(checks, expected);
+    }
 }

@@ -7,25 +7,23 @@ mod baseline_disk;
 mod baseline_rpc;
 mod mixed;
 mod reads;
-mod replay;
 mod reserve_hot;
 mod reserve_release;
 mod reserve_uniform;
-mod subscription_lag;
+// The report reads these two's results.
+pub mod replay;
+pub mod subscription_lag;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::load::{self, ItemSpace, LoadCommand, LoadResult, Operation, Window};
+use crate::load::{self, BulkLoad, ItemSpace, LoadCommand, LoadResult, Operation, Window};
 use crate::pb;
 use crate::report::Report;
 use crate::server_process::{DataDir, ServerProbe, ServerProcess};
 use crate::{BenchConfig, BenchError, Target};
-
-pub use replay::ReplayResult;
-pub use subscription_lag::{LAG_COMMAND_IN_FLIGHT, LagResult};
 
 /// Stock put on each item of the uniform data set: far more than the requests in flight can
 /// ever hold reserved at once, so a reservation there is never refused.
@@ -210,22 +208,30 @@ fn reserve_stock(
     }
 }
 
+/// The uniform data set, each item with [`STOCK_PER_ITEM`], on a server of its own for
+/// `scenario`; with the position of the last event written.
+async fn stocked_data_set(
+    config: &BenchConfig,
+    scenario: Scenario,
+) -> Result<(Setup, Arc<ItemSpace>, u64), BenchError> {
+    let setup = setup(config, scenario).await?;
+    let items = uniform_items(config);
+    let position = stock_items(setup.command_addr, &items, STOCK_PER_ITEM).await?;
+    Ok((setup, items, position))
+}
+
 /// Puts `stock` on every item of `items`; returns the position of the last event.
 async fn stock_items(
     address: std::net::SocketAddr,
     items: &Arc<ItemSpace>,
     stock: i64,
 ) -> Result<u64, BenchError> {
-    let space = items.clone();
-    let loaded = load::bulk_load(
+    let loaded = load_items(
         address,
+        items,
         items.len(),
-        LOAD_IN_FLIGHT,
         "stocking items",
-        Arc::new(move |index| {
-            let (product, store) = space.key(index);
-            LoadCommand::Add(add_stock(product, store, stock))
-        }),
+        move |product, store| LoadCommand::Add(add_stock(product, store, stock)),
     )
     .await?;
     let seconds = loaded.took.as_secs_f64();
@@ -237,20 +243,48 @@ async fn stock_items(
     Ok(loaded.last_position)
 }
 
-/// Runs one closed-loop load per level, making each worker with `make(worker, channel)`.
-async fn run_levels<O: Operation>(
+/// Sends `count` commands as fast as the server takes them, command `index` being
+/// `command(product, store)` of item `index` modulo the items (so a count above the items
+/// goes round them again).
+async fn load_items(
+    address: std::net::SocketAddr,
+    items: &Arc<ItemSpace>,
+    count: u64,
+    what: &str,
+    command: impl Fn(String, String) -> LoadCommand + Send + Sync + 'static,
+) -> Result<BulkLoad, BenchError> {
+    let items = items.clone();
+    let make = Arc::new(move |index| {
+        let (product, store) = items.key(index % items.len());
+        command(product, store)
+    });
+    load::bulk_load(address, count, LOAD_IN_FLIGHT, what, make).await
+}
+
+/// Runs one closed-loop load per level against the servers at `addresses`. Each level opens
+/// `connections_for_level(level)` connections to each address, and makes worker `worker` with
+/// `make(worker, channels)`, where `channels[i]` is its connection to `addresses[i]`.
+async fn run_levels<O: Operation, const ADDRESSES: usize>(
     config: &BenchConfig,
     scenario: Scenario,
-    address: std::net::SocketAddr,
+    addresses: [std::net::SocketAddr; ADDRESSES],
     probe: ServerProbe,
-    mut make: impl FnMut(usize, Channel) -> O,
+    mut make: impl FnMut(usize, [Channel; ADDRESSES]) -> O,
 ) -> Result<Vec<LoadResult>, BenchError> {
     let mut results = Vec::new();
     for &level in &config.levels {
         let connections = load::connections_for_level(level);
-        let channels = load::connect_all(address, connections).await?;
+        let mut channels_per_address = Vec::with_capacity(ADDRESSES);
+        for address in addresses {
+            channels_per_address.push(load::connect_all(address, connections).await?);
+        }
         let operations = (0..level)
-            .map(|worker| make(worker, channels[worker % connections].clone()))
+            .map(|worker| {
+                let channels = std::array::from_fn(|address| {
+                    channels_per_address[address][worker % connections].clone()
+                });
+                make(worker, channels)
+            })
             .collect();
         let window = Window::after_warmup(config.warmup, config.duration);
         let result = load::drive(scenario.name(), operations, connections, window, probe).await?;

@@ -54,9 +54,9 @@ pub async fn run(config: &BenchConfig) -> Result<Vec<LoadResult>, BenchError> {
     run_levels(
         config,
         Scenario::BaselineRpc,
-        setup.command_addr,
+        [setup.command_addr],
         setup.probe,
-        |_, channel| HealthCheck {
+        |_, [channel]| HealthCheck {
             grpc: tonic::client::Grpc::new(channel),
         },
     )

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tonic::transport::Channel;
 
-use super::{STOCK_PER_ITEM, Scenario, run_levels, setup, stock_items, uniform_items};
+use super::{Scenario, Setup, run_levels, stocked_data_set};
 use crate::load::{self, ItemSpace, LoadResult, Operation, Outcome, SplitMix64, Tally};
 use crate::pb;
 use crate::pb::query_service_client::QueryServiceClient;
@@ -14,13 +14,30 @@ use crate::{BenchConfig, BenchError};
 
 /// GetStock and CheckAvailability, alternating, each one operation.
 pub(super) struct Read {
-    pub(super) client: QueryServiceClient<Channel>,
-    pub(super) items: Arc<ItemSpace>,
-    pub(super) random: SplitMix64,
-    pub(super) check_next: bool,
+    client: QueryServiceClient<Channel>,
+    items: Arc<ItemSpace>,
+    random: SplitMix64,
+    /// Flipped before each read: the read is a CheckAvailability when it is then true.
+    check_next: bool,
 }
 
 impl Read {
+    /// A reader of random items (seeded with `seed`) whose first read is a CheckAvailability
+    /// when `starts_with_check`, a GetStock otherwise.
+    pub(super) fn new(
+        channel: Channel,
+        items: Arc<ItemSpace>,
+        seed: u64,
+        starts_with_check: bool,
+    ) -> Read {
+        Read {
+            client: QueryServiceClient::new(channel),
+            items,
+            random: SplitMix64::new(seed),
+            check_next: !starts_with_check,
+        }
+    }
+
     pub(super) async fn read_one(&mut self, tally: &mut Tally) {
         let (product_id, store_id) = self.items.key(self.random.below(self.items.len()));
         self.check_next = !self.check_next;
@@ -60,28 +77,32 @@ impl Operation for Read {
 }
 
 pub async fn run(config: &BenchConfig) -> Result<Vec<LoadResult>, BenchError> {
-    let setup = setup(config, Scenario::Reads).await?;
-    let items = uniform_items(config);
-    let position = stock_items(setup.command_addr, &items, STOCK_PER_ITEM).await?;
-    wait_until_readable(setup.query_addr, &items, position).await?;
+    let (setup, items) = readable_data_set(config, Scenario::Reads).await?;
     run_levels(
         config,
         Scenario::Reads,
-        setup.query_addr,
+        [setup.query_addr],
         setup.probe,
-        |worker, channel| Read {
-            client: QueryServiceClient::new(channel),
-            items: items.clone(),
-            random: SplitMix64::new(worker as u64),
-            check_next: worker % 2 == 0,
-        },
+        // Half the workers start with each kind of read, so both are always in flight.
+        |worker, [channel]| Read::new(channel, items.clone(), worker as u64, worker % 2 == 1),
     )
     .await
 }
 
+/// The uniform data set, stocked, on a server of its own for `scenario`, once the read model
+/// has applied all of it.
+pub(super) async fn readable_data_set(
+    config: &BenchConfig,
+    scenario: Scenario,
+) -> Result<(Setup, Arc<ItemSpace>), BenchError> {
+    let (setup, items, position) = stocked_data_set(config, scenario).await?;
+    wait_until_readable(setup.query_addr, &items, position).await?;
+    Ok((setup, items))
+}
+
 /// Waits until the read model has applied `position` (the end of the data set), so reads
 /// never measure the projection catching up.
-pub(super) async fn wait_until_readable(
+async fn wait_until_readable(
     query_addr: std::net::SocketAddr,
     items: &ItemSpace,
     position: u64,

@@ -23,14 +23,9 @@ pub async fn run(config: &BenchConfig) -> Result<Vec<LoadResult>, BenchError> {
     run_levels(
         config,
         Scenario::ReserveHot,
-        setup.command_addr,
+        [setup.command_addr],
         setup.probe,
-        |_, channel| ReserveRelease {
-            client: CommandServiceClient::new(channel),
-            pick: Pick::One(product.clone(), store.clone()),
-            pace: None,
-            acknowledgements: None,
-        },
+        |_, [channel]| ReserveRelease::unpaced(channel, Pick::One(product.clone(), store.clone())),
     )
     .await
 }

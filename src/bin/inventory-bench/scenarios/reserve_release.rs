@@ -34,16 +34,43 @@ pub(super) struct Acknowledgements {
     pub(super) positions: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
+/// How a worker is paced: waits for a permit of the semaphore before each request, and
+/// reports each acknowledgement.
+pub(super) struct Pacing {
+    pub(super) pace: Arc<Semaphore>,
+    pub(super) acknowledgements: Acknowledgements,
+}
+
 /// ReserveStock of one unit, then ReleaseReservation of it: two operations, each timed on its
 /// own. Optionally paced by a semaphore (one permit per request) and reporting positions.
 pub(super) struct ReserveRelease {
-    pub(super) client: CommandServiceClient<Channel>,
-    pub(super) pick: Pick,
-    pub(super) pace: Option<Arc<Semaphore>>,
-    pub(super) acknowledgements: Option<Acknowledgements>,
+    client: CommandServiceClient<Channel>,
+    pick: Pick,
+    pace: Option<Arc<Semaphore>>,
+    acknowledgements: Option<Acknowledgements>,
 }
 
 impl ReserveRelease {
+    /// A worker that sends its next request as soon as the last one is answered.
+    pub(super) fn unpaced(channel: Channel, pick: Pick) -> ReserveRelease {
+        ReserveRelease {
+            client: CommandServiceClient::new(channel),
+            pick,
+            pace: None,
+            acknowledgements: None,
+        }
+    }
+
+    /// The same worker, waiting for a permit before each request and reporting each
+    /// acknowledgement.
+    pub(super) fn paced(self, pacing: Pacing) -> ReserveRelease {
+        ReserveRelease {
+            pace: Some(pacing.pace),
+            acknowledgements: Some(pacing.acknowledgements),
+            ..self
+        }
+    }
+
     /// Waits for a permit when paced; false when the window ended first.
     async fn permitted(&self, window: Window) -> bool {
         let Some(pace) = &self.pace else {

@@ -1,15 +1,17 @@
 //! subscription-lag: how long an acknowledged command takes to reach subscribers, with one and
 //! with many, under a paced command load.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
 
-use super::reserve_release::{Acknowledgements, Pick, ReserveRelease};
-use super::{STOCK_PER_ITEM, Scenario, Setup, add_stock, setup, stock_items, uniform_items};
-use crate::load::{self, ItemSpace, LatencySummary, SplitMix64, Window};
+use super::reserve_release::{Acknowledgements, Pacing, Pick, ReserveRelease};
+use super::{Scenario, Setup, add_stock, stocked_data_set};
+use crate::load::{self, ItemSpace, LatencySummary, LoadResult, SplitMix64, Window};
 use crate::pb;
 use crate::pb::command_service_client::CommandServiceClient;
 use crate::pb::event_service_client::EventServiceClient;
@@ -62,33 +64,11 @@ pub async fn run(
     config: &BenchConfig,
     reserve_uniform_max: Option<f64>,
 ) -> Result<Vec<LagResult>, BenchError> {
-    let setup = setup(config, Scenario::SubscriptionLag).await?;
-    let items = uniform_items(config);
-    stock_items(setup.command_addr, &items, STOCK_PER_ITEM).await?;
+    let (setup, items, _) = stocked_data_set(config, Scenario::SubscriptionLag).await?;
     let maximum = match (config.lag_command_rate, reserve_uniform_max) {
         (Some(rate), _) => 2.0 * rate,
         (None, Some(maximum)) => maximum,
-        (None, None) => {
-            // reserve-uniform did not run: measure its rate briefly, at 64 in flight.
-            let connections = load::connections_for_level(LAG_COMMAND_IN_FLIGHT);
-            let channels = load::connect_all(setup.command_addr, connections).await?;
-            let operations = (0..LAG_COMMAND_IN_FLIGHT)
-                .map(|worker| ReserveRelease {
-                    client: CommandServiceClient::new(channels[worker % connections].clone()),
-                    pick: Pick::Uniform(items.clone(), SplitMix64::new(worker as u64)),
-                    pace: None,
-                    acknowledgements: None,
-                })
-                .collect();
-            let window = Window::after_warmup(Duration::from_millis(500), Duration::from_secs(2));
-            let probe = ServerProbe::default();
-            let result = load::drive("probe", operations, connections, window, probe).await?;
-            eprintln!(
-                "  measured reserve-uniform at {LAG_COMMAND_IN_FLIGHT} in flight: {:.0} ops/s",
-                result.operations_per_second
-            );
-            result.operations_per_second
-        }
+        (None, None) => measure_reserve_uniform(setup.command_addr, &items).await?,
     };
     let rate = maximum / 2.0;
     let mut results = Vec::new();
@@ -107,6 +87,42 @@ pub async fn run(
     Ok(results)
 }
 
+/// When reserve-uniform did not run: its rate at [`LAG_COMMAND_IN_FLIGHT`] in flight,
+/// measured briefly.
+async fn measure_reserve_uniform(
+    command_addr: SocketAddr,
+    items: &Arc<ItemSpace>,
+) -> Result<f64, BenchError> {
+    let (operations, connections) = command_workers(command_addr, items).await?;
+    let window = Window::after_warmup(Duration::from_millis(500), Duration::from_secs(2));
+    let probe = ServerProbe::default();
+    let result = load::drive("probe", operations, connections, window, probe).await?;
+    eprintln!(
+        "  measured reserve-uniform at {LAG_COMMAND_IN_FLIGHT} in flight: {:.0} ops/s",
+        result.operations_per_second
+    );
+    Ok(result.operations_per_second)
+}
+
+/// The command load: [`LAG_COMMAND_IN_FLIGHT`] unpaced reserve-and-release workers over the
+/// uniform items, spread over the connections of that level; with the connection count.
+async fn command_workers(
+    command_addr: SocketAddr,
+    items: &Arc<ItemSpace>,
+) -> Result<(Vec<ReserveRelease>, usize), BenchError> {
+    let connections = load::connections_for_level(LAG_COMMAND_IN_FLIGHT);
+    let channels = load::connect_all(command_addr, connections).await?;
+    let workers = (0..LAG_COMMAND_IN_FLIGHT)
+        .map(|worker| {
+            ReserveRelease::unpaced(
+                channels[worker % connections].clone(),
+                Pick::Uniform(items.clone(), SplitMix64::new(worker as u64)),
+            )
+        })
+        .collect();
+    Ok((workers, connections))
+}
+
 /// What one subscriber received: `received[i]` is 1 + the microseconds since the epoch when
 /// the event at position `from + 1 + i` arrived, or 0 if it never did.
 struct Received {
@@ -114,7 +130,7 @@ struct Received {
 }
 
 async fn subscribe(
-    address: std::net::SocketAddr,
+    address: SocketAddr,
     from_position: u64,
     epoch: Instant,
     caught_up: oneshot::Sender<()>,
@@ -171,6 +187,8 @@ async fn subscribe(
     }
 }
 
+/// One measurement: `subscribers` subscriptions from the head, then commands paced at `rate`
+/// for the window, then every subscriber drained to the last acknowledged position.
 async fn lag_run(
     config: &BenchConfig,
     setup: &Setup,
@@ -179,69 +197,141 @@ async fn lag_run(
     rate: f64,
 ) -> Result<LagResult, BenchError> {
     let epoch = Instant::now();
-    // The head, from a command: subscribers start right after it.
-    let mut commands = CommandServiceClient::new(connect(setup.command_addr).await?);
-    let (product, store) = items.key(0);
-    let head = commands
-        .add_stock(add_stock(product, store, 1))
-        .await
-        .map_err(BenchError::rpc("reading the head"))?
-        .into_inner()
-        .result
-        .map_or(0, |result| result.position);
-    let (stop_sender, stop_at) = watch::channel(u64::MAX);
-    let mut subscriptions = Vec::with_capacity(subscribers);
-    let mut caught_up = Vec::with_capacity(subscribers);
-    for _ in 0..subscribers {
-        let (caught_up_sender, caught_up_receiver) = oneshot::channel();
-        caught_up.push(caught_up_receiver);
-        subscriptions.push(tokio::spawn(subscribe(
-            setup.command_addr,
-            head,
-            epoch,
-            caught_up_sender,
-            stop_at.clone(),
-        )));
-    }
-    for receiver in caught_up {
-        tokio::time::timeout(LAG_DRAIN_TIMEOUT, receiver)
+    let subscriptions = Subscriptions::start(setup.command_addr, items, subscribers, epoch).await?;
+    let commands = paced_commands(config, setup, items, rate, epoch).await?;
+    let last_position = commands
+        .acknowledged
+        .iter()
+        .map(|(position, _)| *position)
+        .max()
+        .unwrap_or(subscriptions.head);
+    let head = subscriptions.head;
+    let received = subscriptions.drain(last_position).await?;
+    Ok(lag_result(
+        subscribers,
+        rate,
+        head,
+        epoch,
+        &commands,
+        &received,
+    ))
+}
+
+/// Subscriptions started from the head of the log, each caught up.
+struct Subscriptions {
+    /// The position they start after.
+    head: u64,
+    /// Tells them where to stop: at the last position the command load wrote.
+    stop_sender: watch::Sender<u64>,
+    tasks: Vec<JoinHandle<Result<Received, BenchError>>>,
+}
+
+impl Subscriptions {
+    async fn start(
+        command_addr: SocketAddr,
+        items: &ItemSpace,
+        subscribers: usize,
+        epoch: Instant,
+    ) -> Result<Subscriptions, BenchError> {
+        // The head, from a command: subscribers start right after it.
+        let mut commands = CommandServiceClient::new(connect(command_addr).await?);
+        let (product, store) = items.key(0);
+        let head = commands
+            .add_stock(add_stock(product, store, 1))
             .await
-            .map_err(|_| BenchError::Server("did not catch subscribers up in time".into()))?
-            .map_err(|_| BenchError::Server("ended a subscription early".into()))?;
+            .map_err(BenchError::rpc("reading the head"))?
+            .into_inner()
+            .result
+            .map_or(0, |result| result.position);
+        let (stop_sender, stop_at) = watch::channel(u64::MAX);
+        let mut tasks = Vec::with_capacity(subscribers);
+        let mut caught_up = Vec::with_capacity(subscribers);
+        for _ in 0..subscribers {
+            let (caught_up_sender, caught_up_receiver) = oneshot::channel();
+            caught_up.push(caught_up_receiver);
+            tasks.push(tokio::spawn(subscribe(
+                command_addr,
+                head,
+                epoch,
+                caught_up_sender,
+                stop_at.clone(),
+            )));
+        }
+        for receiver in caught_up {
+            tokio::time::timeout(LAG_DRAIN_TIMEOUT, receiver)
+                .await
+                .map_err(|_| BenchError::Server("did not catch subscribers up in time".into()))?
+                .map_err(|_| BenchError::Server("ended a subscription early".into()))?;
+        }
+        Ok(Subscriptions {
+            head,
+            stop_sender,
+            tasks,
+        })
     }
 
+    /// Lets every subscription run to `last_position` and returns what each received.
+    async fn drain(self, last_position: u64) -> Result<Vec<Received>, BenchError> {
+        let _ = self.stop_sender.send(last_position);
+        let mut received = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            match tokio::time::timeout(LAG_DRAIN_TIMEOUT, task).await {
+                Ok(Ok(Ok(one))) => received.push(one),
+                Ok(Ok(Err(error))) => return Err(error),
+                Ok(Err(error)) => {
+                    return Err(BenchError::Invalid(format!("a subscriber failed: {error}")));
+                }
+                Err(_) => {
+                    return Err(BenchError::Server(
+                        "did not deliver every event in time".into(),
+                    ));
+                }
+            }
+        }
+        Ok(received)
+    }
+}
+
+/// What the paced command load measured, and when each command was acknowledged.
+struct PacedCommands {
+    window: Window,
+    result: LoadResult,
+    /// (log position, microseconds since the epoch when the answer arrived), of every command.
+    acknowledged: Vec<(u64, u64)>,
+}
+
+/// Runs the command load through a window, paced at `rate` commands per second.
+async fn paced_commands(
+    config: &BenchConfig,
+    setup: &Setup,
+    items: &Arc<ItemSpace>,
+    rate: f64,
+    epoch: Instant,
+) -> Result<PacedCommands, BenchError> {
     let pace = Arc::new(Semaphore::new(0));
     let window = Window::after_warmup(config.warmup, config.duration);
     let pacer = tokio::spawn(pace_requests(pace.clone(), rate, window.end));
-    let connections = load::connections_for_level(LAG_COMMAND_IN_FLIGHT);
-    let channels = load::connect_all(setup.command_addr, connections).await?;
+    let (workers, connections) = command_workers(setup.command_addr, items).await?;
     let mut acknowledgement_lists = Vec::with_capacity(LAG_COMMAND_IN_FLIGHT);
-    let operations = (0..LAG_COMMAND_IN_FLIGHT)
+    let operations = workers
+        .into_iter()
         .map(|worker| {
             let positions = Arc::new(Mutex::new(Vec::new()));
             acknowledgement_lists.push(positions.clone());
-            ReserveRelease {
-                client: CommandServiceClient::new(channels[worker % connections].clone()),
-                pick: Pick::Uniform(items.clone(), SplitMix64::new(worker as u64)),
-                pace: Some(pace.clone()),
-                acknowledgements: Some(Acknowledgements { epoch, positions }),
-            }
+            worker.paced(Pacing {
+                pace: pace.clone(),
+                acknowledgements: Acknowledgements { epoch, positions },
+            })
         })
         .collect();
-    let commands_result = load::drive(
-        Scenario::SubscriptionLag.name(),
-        operations,
-        connections,
-        window,
-        ServerProbe {
-            pid: setup.probe.pid,
-            metrics_addr: None,
-        },
-    )
-    .await?;
+    let probe = ServerProbe {
+        pid: setup.probe.pid,
+        metrics_addr: None,
+    };
+    let name = Scenario::SubscriptionLag.name();
+    let result = load::drive(name, operations, connections, window, probe).await?;
     pace.close();
     pacer.abort();
-
     let mut acknowledged = Vec::new();
     for list in acknowledgement_lists {
         let mut list = list
@@ -249,40 +339,35 @@ async fn lag_run(
             .map_err(|_| BenchError::Invalid("a worker panicked".into()))?;
         acknowledged.append(&mut list);
     }
-    let last_position = acknowledged
-        .iter()
-        .map(|(position, _)| *position)
-        .max()
-        .unwrap_or(head);
-    let _ = stop_sender.send(last_position);
-    let mut received = Vec::with_capacity(subscribers);
-    for subscription in subscriptions {
-        match tokio::time::timeout(LAG_DRAIN_TIMEOUT, subscription).await {
-            Ok(Ok(Ok(one))) => received.push(one),
-            Ok(Ok(Err(error))) => return Err(error),
-            Ok(Err(error)) => {
-                return Err(BenchError::Invalid(format!("a subscriber failed: {error}")));
-            }
-            Err(_) => {
-                return Err(BenchError::Server(
-                    "did not deliver every event in time".into(),
-                ));
-            }
-        }
-    }
+    Ok(PacedCommands {
+        window,
+        result,
+        acknowledged,
+    })
+}
 
-    let window_start = (window.start - epoch).as_micros() as u64;
-    let window_end = (window.end - epoch).as_micros() as u64;
+/// The lag of every (subscriber, event) pair whose command was acknowledged inside the
+/// window, and the events delivered inside it.
+fn lag_result(
+    subscribers: usize,
+    rate: f64,
+    head: u64,
+    epoch: Instant,
+    commands: &PacedCommands,
+    received: &[Received],
+) -> LagResult {
+    let window_start = (commands.window.start - epoch).as_micros() as u64;
+    let window_end = (commands.window.end - epoch).as_micros() as u64;
     let in_window = |micros: u64| micros >= window_start && micros < window_end;
     let mut lag = load::latency_histogram();
     let mut before_acknowledgement = 0;
     let mut missing = 0;
-    for (position, acknowledged_at) in &acknowledged {
+    for (position, acknowledged_at) in &commands.acknowledged {
         if !in_window(*acknowledged_at) || *position <= head {
             continue;
         }
         let index = (position - head - 1) as usize;
-        for subscriber in &received {
+        for subscriber in received {
             match subscriber.received.get(index).copied().unwrap_or(0) {
                 0 => missing += 1,
                 stamp => {
@@ -305,21 +390,21 @@ async fn lag_run(
                 .count() as u64
         })
         .sum();
-    let seconds = commands_result.duration.as_secs_f64();
-    let events_delivered_per_second = delivered as f64 / seconds;
-    Ok(LagResult {
+    let result = &commands.result;
+    let seconds = result.duration.as_secs_f64();
+    LagResult {
         subscribers,
         command_rate_target: rate,
-        command_rate: commands_result.operations_per_second,
+        command_rate: result.operations_per_second,
         lag_micros: LatencySummary::of(&lag),
         received_before_acknowledgement: before_acknowledgement,
         missing,
-        events_delivered_per_second,
-        server_cpu_micros_per_event: commands_result.server_cpu_micros_per_operation.map(
-            |per_command| per_command * commands_result.operations as f64 / delivered.max(1) as f64,
-        ),
-        server_rss_bytes: commands_result.server_rss_bytes,
-    })
+        events_delivered_per_second: delivered as f64 / seconds,
+        server_cpu_micros_per_event: result
+            .server_cpu_micros_per_operation
+            .map(|per_command| per_command * result.operations as f64 / delivered.max(1) as f64),
+        server_rss_bytes: result.server_rss_bytes,
+    }
 }
 
 /// Adds permits to `pace` at `rate` per second until `until`: an open-loop pace for
