@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod dense_map;
 pub mod domain;
 pub mod grpc;

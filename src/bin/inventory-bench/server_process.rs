@@ -17,8 +17,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::BenchError;
-use super::machine;
+use crate::BenchError;
+use crate::machine;
 
 /// How long a started server may take to print its addresses.
 const LISTENING_TIMEOUT: Duration = Duration::from_secs(60);

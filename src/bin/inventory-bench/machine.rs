@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::BenchError;
+use crate::BenchError;
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s `utime` and `stime` (`getconf CLK_TCK`).
 /// It is 100 on every Linux architecture we run on; reading it needs `sysconf`, and the crate
@@ -127,4 +127,23 @@ fn status_field_kib(text: &str, key: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(key))
         .and_then(|value| value.split_whitespace().next())
         .and_then(|number| number.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cpu_ticks, load_average, machine_ticks, resident_bytes};
+
+    #[test]
+    fn proc_figures_of_this_process_are_readable() {
+        let pid = std::process::id();
+        // Only that the figures read is asserted: their values depend on the machine.
+        let ticks = cpu_ticks(pid).unwrap();
+        assert!(cpu_ticks(pid).unwrap() >= ticks);
+        assert!(resident_bytes(pid).unwrap() > 0);
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(total > 0 && busy <= total, "busy {busy} of {total} ticks");
+        let (busy_later, total_later) = machine_ticks().unwrap();
+        assert!(busy_later >= busy && total_later >= total);
+        assert_eq!(load_average().split(' ').count(), 3);
+    }
 }

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use super::BenchError;
-use super::server_process::{ServerProbe, ServerSnapshot, connect};
-use crate::grpc::pb;
-use crate::grpc::pb::command_service_client::CommandServiceClient;
+use crate::BenchError;
+use crate::pb;
+use crate::pb::command_service_client::CommandServiceClient;
+use crate::server_process::{ServerProbe, ServerSnapshot, connect};
 
 /// The longest latency the histograms hold; slower answers are recorded as this.
 const LATENCY_MICROS_MAX: u64 = 60_000_000;
@@ -207,7 +207,7 @@ impl LatencySummary {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({
             "p50": self.p50,
             "p99": self.p99,
@@ -254,7 +254,7 @@ impl ServerDelta {
         let cpu_micros = before
             .cpu_ticks
             .zip(after.cpu_ticks)
-            .map(|(before, after)| super::machine::ticks_to_micros(before, after));
+            .map(|(before, after)| crate::machine::ticks_to_micros(before, after));
         let events_per_fsync = match (
             before.log_appends.zip(after.log_appends),
             before.log_events.zip(after.log_events),
@@ -353,8 +353,8 @@ struct BenchDelta {
 impl BenchSnapshot {
     fn now() -> BenchSnapshot {
         BenchSnapshot {
-            cpu_ticks: super::machine::cpu_ticks(std::process::id()).ok(),
-            machine_ticks: super::machine::machine_ticks().ok(),
+            cpu_ticks: crate::machine::cpu_ticks(std::process::id()).ok(),
+            machine_ticks: crate::machine::machine_ticks().ok(),
         }
     }
 
@@ -364,7 +364,7 @@ impl BenchSnapshot {
             cpu_micros: self
                 .cpu_ticks
                 .zip(now.cpu_ticks)
-                .map(|(before, after)| super::machine::ticks_to_micros(before, after)),
+                .map(|(before, after)| crate::machine::ticks_to_micros(before, after)),
             machine_busy_percent: self.machine_ticks.zip(now.machine_ticks).and_then(
                 |((busy_before, total_before), (busy_after, total_after))| {
                     let total = total_after.saturating_sub(total_before);
@@ -424,10 +424,6 @@ pub struct ItemSpace {
 impl ItemSpace {
     pub fn len(&self) -> u64 {
         self.products * self.stores
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The (product id, store id) of item `index`.
@@ -516,4 +512,80 @@ pub async fn bulk_load(
         took: started.elapsed(),
         last_position: last_position.load(Ordering::Relaxed),
     })
+}
+
+/// The pure parts: how levels are spread, item ids, the random picks, how errors are sorted.
+/// No timing is asserted here: the bench's own `--smoke` mode proves the whole tool runs.
+#[cfg(test)]
+mod tests {
+    use inventory::domain::{ProductId, StoreId};
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::{ItemSpace, Outcome, SplitMix64, classify, connections_for_level};
+
+    #[test]
+    fn levels_are_spread_over_the_square_root_of_connections() {
+        let spread: Vec<(usize, usize)> = [1, 16, 64, 256]
+            .into_iter()
+            .map(|level| (level, connections_for_level(level)))
+            .collect();
+        assert_eq!(spread, [(1, 1), (16, 4), (64, 8), (256, 16)]);
+        assert_eq!(connections_for_level(2), 1);
+    }
+
+    #[test]
+    fn item_space_keys_are_distinct_valid_ids() {
+        let items = ItemSpace {
+            prefix: "bench7-".to_owned(),
+            products: 3,
+            stores: 2,
+        };
+        let keys: Vec<(String, String)> = (0..items.len()).map(|index| items.key(index)).collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 6);
+        for (product, store) in keys {
+            assert!(ProductId::parse(&product).is_ok(), "{product}");
+            assert!(StoreId::parse(&store).is_ok(), "{store}");
+        }
+    }
+
+    #[test]
+    fn random_picks_stay_below_the_bound_and_repeat_per_seed() {
+        let mut first = SplitMix64::new(42);
+        let mut second = SplitMix64::new(42);
+        for _ in 0..10_000 {
+            let pick = first.below(7);
+            assert!(pick < 7);
+            assert_eq!(pick, second.below(7));
+        }
+    }
+
+    #[test]
+    fn only_insufficient_stock_is_an_expected_refusal() {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            "INSUFFICIENT_STOCK",
+            "inventory",
+            std::collections::HashMap::new(),
+        );
+        let insufficient = tonic::Status::with_error_details(
+            tonic::Code::FailedPrecondition,
+            "not enough",
+            details,
+        );
+        assert!(matches!(classify(&insufficient), Outcome::Refused));
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            "RESERVATION_RELEASED",
+            "inventory",
+            std::collections::HashMap::new(),
+        );
+        let released =
+            tonic::Status::with_error_details(tonic::Code::FailedPrecondition, "released", details);
+        assert!(matches!(classify(&released), Outcome::Failed(_)));
+        let unavailable = tonic::Status::unavailable("disk full");
+        assert!(matches!(classify(&unavailable), Outcome::Failed(_)));
+    }
 }

@@ -1,8 +1,22 @@
-//! `inventory-bench`: the load generator of the project (see BENCHMARKS.md). Parses flags,
-//! runs the scenarios from the library's `bench` module, writes the reports.
+//! `inventory-bench`: the load generator of the project (see BENCHMARKS.md). It drives the
+//! real gRPC API over loopback, with the generated tonic clients, and measures what the issue
+//! "Benchmark tool and performance targets" asks for.
+//!
+//! It is a client of the service like any other, not part of it: it lives in this binary's own
+//! module tree, so the server library does not carry it (nor its histogram crate). It starts
+//! the `inventory` binary as a separate process (so server CPU and RSS can be read from
+//! `/proc`) or targets a running server, runs each scenario at each concurrency level, and
+//! reports a markdown table and a JSON document.
 //!
 //! Run it optimised: `cargo run --release --bin inventory-bench` (which also needs the release
 //! `inventory` binary beside it: `cargo build --release` builds both).
+#![forbid(unsafe_code)]
+
+mod load;
+mod machine;
+mod report;
+mod scenarios;
+mod server_process;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +25,101 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use inventory::bench::{self, BenchConfig, BenchError, Scenario, Target};
+// The bench sees the service only through its wire contract: the generated messages and clients
+// and the codec they are sent with. Every module takes them from here.
+use inventory::grpc::{InventoryCodec, pb};
+
+use scenarios::Scenario;
+
+/// Everything a bench run needs to know, made from the [`Flags`] by [`config`].
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub scenarios: Vec<Scenario>,
+    /// Requests in flight; each level is spread over `connections_for_level(level)`
+    /// connections.
+    pub levels: Vec<usize>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Where the temporary data directories go (each removed when its server stops).
+    pub data_root: PathBuf,
+    pub target: Target,
+    /// Products × stores of the data set the uniform, read and mixed scenarios use.
+    pub products: u64,
+    pub stores: u64,
+    /// Subscriber counts of the subscription-lag scenario.
+    pub lag_subscribers: Vec<usize>,
+    /// Commands per second during the subscription-lag scenario; by default half the best
+    /// reserve-uniform rate of the run.
+    pub lag_command_rate: Option<f64>,
+    /// Events in the log whose replay is timed.
+    pub replay_events: u64,
+    /// Distinct stock items (and then active reservations) loaded to measure RSS per item.
+    pub replay_items: u64,
+}
+
+/// Which server the bench talks to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start the `inventory` binary at this path, a fresh one (with a fresh data directory) for
+    /// each scenario.
+    Spawn { server_binary: PathBuf },
+    /// A server that is already running. No CPU or RSS figures; events per fsync only if its
+    /// metrics address is known.
+    Running {
+        command_addr: SocketAddr,
+        query_addr: SocketAddr,
+        metrics_addr: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the server binary {path} cannot be started: {source} (build it first: cargo build --release)"
+    )]
+    ServerBinary {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the server {0}")]
+    Server(String),
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error("{context} failed: {status}")]
+    Rpc {
+        context: &'static str,
+        status: Box<tonic::Status>,
+    },
+    #[error("cannot read metrics from {address}: {problem}")]
+    Metrics {
+        address: SocketAddr,
+        problem: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BenchError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+        let context = context.into();
+        move |source| BenchError::Io { context, source }
+    }
+
+    pub fn rpc(context: &'static str) -> impl FnOnce(tonic::Status) -> BenchError {
+        move |status| BenchError::Rpc {
+            context,
+            status: Box::new(status),
+        }
+    }
+}
 
 /// Drives the inventory service over gRPC and reports throughput, latency, server CPU and
 /// memory for each scenario of the project's benchmark issue.
@@ -146,23 +254,12 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
                 BenchError::Invalid(format!("{flag} must be a positive number of seconds"))
             })
     };
-    let target = match (flags.target_command, flags.target_query) {
-        (Some(command_addr), Some(query_addr)) => Target::Running {
-            command_addr,
-            query_addr,
-            metrics_addr: flags.target_metrics,
-        },
-        _ => {
-            let server_binary = match flags.server_binary {
-                Some(path) => path,
-                None => std::env::current_exe()
-                    .map_err(BenchError::io("finding this executable"))?
-                    .with_file_name("inventory"),
-            };
-            warn_if_stale(&server_binary);
-            Target::Spawn { server_binary }
-        }
-    };
+    let target = target(
+        flags.target_command,
+        flags.target_query,
+        flags.target_metrics,
+        flags.server_binary,
+    )?;
     let products = flags.products.unwrap_or(defaults.products);
     if products == 0 || flags.stores == 0 {
         return Err(BenchError::Invalid(
@@ -189,6 +286,31 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
     })
 }
 
+/// A running server when its addresses are given, else the `inventory` binary to start (by
+/// default the one beside this executable).
+fn target(
+    command_addr: Option<SocketAddr>,
+    query_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    server_binary: Option<PathBuf>,
+) -> Result<Target, BenchError> {
+    if let (Some(command_addr), Some(query_addr)) = (command_addr, query_addr) {
+        return Ok(Target::Running {
+            command_addr,
+            query_addr,
+            metrics_addr,
+        });
+    }
+    let server_binary = match server_binary {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(BenchError::io("finding this executable"))?
+            .with_file_name("inventory"),
+    };
+    warn_if_stale(&server_binary);
+    Ok(Target::Spawn { server_binary })
+}
+
 /// `cargo run --bin inventory-bench` rebuilds only this binary: a server binary older than it
 /// may be stale (built from older code), which would measure the wrong thing without a word.
 fn warn_if_stale(server_binary: &std::path::Path) {
@@ -210,7 +332,7 @@ async fn run(flags: Flags) -> Result<(), BenchError> {
     let json_path = flags.json.clone();
     let markdown_path = flags.markdown.clone();
     let config = config(flags)?;
-    let report = bench::run(&config).await?;
+    let report = scenarios::run_all(&config).await?;
     let markdown = report.markdown();
     println!("{markdown}");
     if let Some(path) = markdown_path {
