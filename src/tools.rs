@@ -219,16 +219,7 @@ pub async fn migrate(source_dir: &Path, target: &PostgresLog) -> Result<u64, Too
             "the target holds {target_head} events, more than the source's {source_head}"
         )));
     }
-    if target_head > LogPosition::START {
-        let at = LogPosition(target_head.0 - 1);
-        let theirs = target.read_all(at, 1).await?;
-        let ours = source.read_all(at, 1).await?;
-        if theirs != ours {
-            return Err(ToolError::Refused(format!(
-                "the target's event at {target_head} differs from the source's: not a prefix"
-            )));
-        }
-    }
+    check_prefix(&*source, target, target_head).await?;
     let bar = progress(Some(source_head.0 - target_head.0), "migrating");
     let mut position = target_head;
     let mut copied = 0;
@@ -243,6 +234,36 @@ pub async fn migrate(source_dir: &Path, target: &PostgresLog) -> Result<u64, Too
     }
     bar.finish_and_clear();
     Ok(copied)
+}
+
+/// Refuses a target whose events are not, one for one, the source's first `target_head`
+/// events: an interrupted migration resumes, anything else would mix two logs.
+async fn check_prefix(
+    source: &dyn EventLog,
+    target: &PostgresLog,
+    target_head: LogPosition,
+) -> Result<(), ToolError> {
+    let bar = progress(Some(target_head.0), "checking the target");
+    let mut position = LogPosition::START;
+    while position < target_head {
+        let theirs = target.read_all(position, MAX_READ_EVENTS).await?;
+        let ours = source.read_all(position, theirs.len()).await?;
+        if let Some((at, _)) = theirs
+            .iter()
+            .zip(ours.iter().map(Some).chain(std::iter::repeat(None)))
+            .find(|(theirs, ours)| Some(*theirs) != *ours)
+        {
+            return Err(ToolError::Refused(format!(
+                "the target's event at {} differs from the source's: not a prefix",
+                at.position
+            )));
+        }
+        let Some(last) = theirs.last() else { break };
+        position = last.position;
+        bar.inc(theirs.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// A log to read from. An embedded log is opened through a copy-free read-only path when a

@@ -149,3 +149,46 @@ async fn migrate_copies_an_embedded_log_into_postgres_and_resumes() {
     );
     support::drop_schema(&url, &schema).await;
 }
+
+/// A target that ends like the source but differs earlier is not a prefix: refused, nothing
+/// copied.
+#[tokio::test]
+async fn migrate_refuses_a_target_that_differs_from_the_source_before_its_last_event() {
+    use inventory::domain::{EventId, Inventory, LogPosition};
+    use inventory::log::{EmbeddedLog, EventLog, PostgresLog};
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    let directory = tempfile::tempdir().unwrap();
+    let events = support::added_events(&mut Inventory::new(), LogPosition(0), 8, 2);
+    {
+        let (source, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+        source.append(events.clone()).await.unwrap();
+    }
+    let target = PostgresLog::connect(&url, &schema).await.unwrap();
+    let mut differing = events[..5].to_vec();
+    differing[1].event_id = EventId(0xdead_beef);
+    target.append(differing).await.unwrap();
+
+    let refused = inventory::tools::migrate(directory.path(), &target)
+        .await
+        .expect_err("a target that is not a prefix is refused");
+    assert!(
+        refused.to_string().contains("event at 2 differs"),
+        "the first differing position is named: {refused}"
+    );
+    assert_eq!(target.latest_head().await.unwrap(), LogPosition(5));
+
+    // The same first five events are a prefix: the migration resumes after them.
+    let resumed_schema = support::fresh_schema();
+    let resumed = PostgresLog::connect(&url, &resumed_schema).await.unwrap();
+    resumed.append(events[..5].to_vec()).await.unwrap();
+    let copied = inventory::tools::migrate(directory.path(), &resumed)
+        .await
+        .unwrap();
+    assert_eq!(copied, 3);
+    assert_eq!(resumed.read_all(LogPosition(0), 100).await.unwrap(), events);
+    support::drop_schema(&url, &schema).await;
+    support::drop_schema(&url, &resumed_schema).await;
+}

@@ -352,10 +352,6 @@ impl StockItem {
         self.reservations.iter()
     }
 
-    pub fn reservation_count(&self) -> usize {
-        self.reservations.len()
-    }
-
     /// Applies one event. It holds no rule and cannot fail: events are facts. Quantities
     /// saturate instead of wrapping, so even a log written by a faulty version folds into a
     /// state whose `level` a caller can compare with the event's recorded `stock_after`.
