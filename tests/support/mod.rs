@@ -317,9 +317,17 @@ pub fn added_events(
 
 /// The PostgreSQL server the tests use, from `INVENTORY_TEST_POSTGRES_URL`; `None` (and a
 /// printed notice) when it is not set, so `cargo test` passes on a machine without one.
+///
+/// Under CI (the `CI` variable, which CI services set and `.ci/run` exports) a missing URL is a
+/// failure, not a skip: a CI run whose PostgreSQL tests quietly skipped would report green for
+/// code it never ran.
 pub fn postgres_url() -> Option<String> {
     match std::env::var("INVENTORY_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
+        _ if running_in_ci() => panic!(
+            "CI is set but INVENTORY_TEST_POSTGRES_URL is not: the PostgreSQL tests must run in \
+             CI, so set it (for example postgres://postgres@127.0.0.1:5432/test)"
+        ),
         _ => {
             eprintln!(
                 "skipped: INVENTORY_TEST_POSTGRES_URL is not set, PostgreSQL tests did not run"
@@ -327,6 +335,11 @@ pub fn postgres_url() -> Option<String> {
             None
         }
     }
+}
+
+/// Whether the tests run under CI: `CI` set to anything but empty, `0` or `false`.
+fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"))
 }
 
 /// A fresh PostgreSQL schema name, so tests run in parallel without seeing each other.
