@@ -342,6 +342,14 @@ fn running_in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"))
 }
 
+/// `url` with `application_name` set to `name`, so a test can find that client's connections
+/// in `pg_stat_activity` (to see them wait for a lock, or to kill them) without touching the
+/// connections of tests running beside it.
+pub fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
+
 /// A fresh PostgreSQL schema name, so tests run in parallel without seeing each other.
 pub fn fresh_schema() -> String {
     format!("test_{}", uuid::Uuid::now_v7().simple())
