@@ -378,3 +378,37 @@ pub async fn serving(address: SocketAddr, service: &str) -> bool {
         .status
         == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
 }
+
+/// How often [`wait_for`] and [`wait_until`] check their condition.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits until `condition` returns a value, checking it every few milliseconds, and returns
+/// that value. Panics naming `awaited` when `timeout` passes first, including while a check is
+/// still running, so a check that hangs cannot hang the test.
+///
+/// Tests wait for what proves the thing happened instead of sleeping: a fixed sleep is either
+/// longer than needed or, on a busy machine, too short, and then the test checks too early.
+pub async fn wait_for<T>(
+    timeout: Duration,
+    awaited: &str,
+    mut condition: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, condition()).await {
+            Ok(Some(value)) => return value,
+            Ok(None) if tokio::time::Instant::now() < deadline => {}
+            Ok(None) | Err(_) => panic!("waited {timeout:?} for {awaited}, in vain"),
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// Waits until `condition` holds; see [`wait_for`].
+pub async fn wait_until(
+    timeout: Duration,
+    awaited: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    wait_for(timeout, awaited, async || condition().await.then_some(())).await
+}
