@@ -183,20 +183,16 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
 
     proxy.restore();
     // It recovers by itself: no restart.
-    let mut recovered = false;
-    for _ in 0..400 {
-        let mut request = tonic::Request::new(add_stock("probe", "s", 1));
-        request.set_timeout(Duration::from_secs(20));
-        if probe.add_stock(request).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        recovered,
-        "commands succeed again once the database is back"
-    );
+    support::wait_until(
+        Duration::from_secs(20),
+        "commands to succeed again once the database is back",
+        async || {
+            let mut request = tonic::Request::new(add_stock("probe", "s", 1));
+            request.set_timeout(Duration::from_secs(20));
+            probe.add_stock(request).await.is_ok()
+        },
+    )
+    .await;
     assert!(
         support::serving(server.address, "inventory.v1.CommandService").await,
         "SERVING again"
@@ -263,15 +259,12 @@ impl Load {
     }
 
     async fn wait_for_acknowledged(&self, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while self.acknowledged() < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {count} commands acknowledged after 60 s",
-                self.acknowledged()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::wait_until(
+            Duration::from_secs(60),
+            &format!("{count} commands to be acknowledged"),
+            async || self.acknowledged() >= count,
+        )
+        .await;
     }
 
     /// Stops the clients (each finishes its command in flight).
@@ -416,20 +409,20 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
     // The database goes away while nothing is written: the query server notices by itself
     // and keeps answering from its model, marked stale.
     proxy.cut();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let stale = loop {
-        let answer = stock_at(query.address, 0)
-            .await
-            .expect("reads keep working");
-        if answer.upstream_unreachable_since.is_some() {
-            break answer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "answers not marked stale 10 s after the database went away"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stale = support::wait_for(
+        Duration::from_secs(10),
+        "answers marked stale after the database went away",
+        async || {
+            let answer = stock_at(query.address, 0)
+                .await
+                .expect("reads keep working");
+            answer
+                .upstream_unreachable_since
+                .is_some()
+                .then_some(answer)
+        },
+    )
+    .await;
     assert_eq!(on_hand(&stale), 5);
     assert_eq!(stale.read_position, first_position);
     assert!(
@@ -448,20 +441,18 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
 
     // The database is back: the query server catches up and the mark goes away.
     proxy.restore();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(answer) = stock_at(query.address, second_position).await
-            && answer.upstream_unreachable_since.is_none()
-        {
-            assert_eq!(on_hand(&answer), 8);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the query server did not catch up 20 s after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let caught_up = support::wait_for(
+        Duration::from_secs(20),
+        "the query server to catch up, unmarked, once the database is back",
+        async || {
+            stock_at(query.address, second_position)
+                .await
+                .ok()
+                .filter(|answer| answer.upstream_unreachable_since.is_none())
+        },
+    )
+    .await;
+    assert_eq!(on_hand(&caught_up), 8);
     query.stop().await;
     command.stop().await;
     support::drop_schema(&url, &schema).await;
