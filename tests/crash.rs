@@ -62,11 +62,12 @@ async fn sigkill_mid_load_loses_no_acknowledged_command() {
         }));
     }
     // Let the load run until a good number of commands were acknowledged, then kill -9.
-    let mut waited = Duration::ZERO;
-    while acknowledged.lock().unwrap().len() < 400 && waited < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += Duration::from_millis(10);
-    }
+    support::wait_until(
+        Duration::from_secs(60),
+        "400 commands to be acknowledged",
+        async || acknowledged.lock().unwrap().len() >= 400,
+    )
+    .await;
     service.kill().await;
     for client in clients {
         client.await.unwrap();

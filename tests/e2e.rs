@@ -916,23 +916,22 @@ async fn a_query_server_in_split_mode_follows_a_command_server() {
         .unwrap();
     assert_eq!(level(item.stock), (20, 0, 20));
     // Once caught up, the replica reports serving.
-    let mut serving = false;
-    for _ in 0..100 {
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "inventory.v1.QueryService".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            serving = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(serving, "replica reports SERVING after catching up");
+    support::wait_until(
+        Duration::from_secs(10),
+        "the replica to report SERVING after catching up",
+        async || {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "inventory.v1.QueryService".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        },
+    )
+    .await;
 
     // Live: a new command reaches the replica; read-your-writes works there too.
     let reserved = commands

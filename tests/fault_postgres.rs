@@ -55,16 +55,65 @@ impl Proxy {
         Proxy { address, cut }
     }
 
-    /// A proxy in front of the test database at `url` (on 127.0.0.1).
+    /// A proxy in front of the database server that `url` names (its host and port).
     async fn in_front_of(url: &str) -> Proxy {
         let direct: tokio_postgres::Config = url.parse().unwrap();
+        let host = match direct.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+            hosts => panic!(
+                "the proxy tests need INVENTORY_TEST_POSTGRES_URL to name one TCP host, not {hosts:?}"
+            ),
+        };
         let port = direct.get_ports().first().copied().unwrap_or(5432);
-        Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await
+        let upstream = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap_or_else(|| panic!("{host}:{port} resolves to no address"));
+        Proxy::start(upstream).await
     }
 
-    /// The test database's URL through the proxy.
-    fn url(&self) -> String {
-        format!("postgres://postgres@{}/test", self.address)
+    /// `url` through the proxy: the same user, password, database and parameters, with only
+    /// the host and port replaced by the proxy's. (A URL naming `test` and `postgres` here
+    /// once made a run against another database write to one and check the other.)
+    fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or_else(|| {
+            panic!(
+                "the proxy tests need INVENTORY_TEST_POSTGRES_URL as a URL \
+                 (postgres://user@host:port/database), not {url:?}"
+            )
+        });
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path_and_query) = rest.split_at(authority_end);
+        // The host cannot hold an '@', a user or password can (percent-encoded or not).
+        let user_and_password = authority.rfind('@').map_or("", |at| &authority[..=at]);
+        let proxied = format!(
+            "{scheme}://{user_and_password}{}{path_and_query}",
+            self.address
+        );
+
+        // What the server sees must not change, only where the connection goes.
+        let direct: tokio_postgres::Config = url.parse().unwrap();
+        let through: tokio_postgres::Config = proxied.parse().unwrap();
+        assert_eq!(
+            through.get_hosts(),
+            [tokio_postgres::config::Host::Tcp(
+                self.address.ip().to_string()
+            )],
+            "the proxied URL {proxied:?} names one host, the proxy's (a host in the query \
+             parameters would bypass it)"
+        );
+        assert_eq!(through.get_ports(), [self.address.port()], "{proxied:?}");
+        assert_eq!(through.get_user(), direct.get_user(), "{proxied:?}");
+        assert_eq!(through.get_password(), direct.get_password(), "{proxied:?}");
+        assert_eq!(through.get_dbname(), direct.get_dbname(), "{proxied:?}");
+        assert_eq!(through.get_options(), direct.get_options(), "{proxied:?}");
+        assert_eq!(
+            through.get_application_name(),
+            direct.get_application_name(),
+            "{proxied:?}"
+        );
+        proxied
     }
 
     fn cut(&self) {
@@ -91,7 +140,7 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
     let schema = support::fresh_schema();
     let proxy = Proxy::in_front_of(&url).await;
     let server = Running::command_on(LogConfig::Postgres {
-        url: proxy.url(),
+        url: proxy.url(&url),
         schema: schema.clone(),
     })
     .await;
@@ -134,20 +183,16 @@ async fn postgres_outage_fails_fast_recovers_by_itself_and_loses_nothing() {
 
     proxy.restore();
     // It recovers by itself: no restart.
-    let mut recovered = false;
-    for _ in 0..400 {
-        let mut request = tonic::Request::new(add_stock("probe", "s", 1));
-        request.set_timeout(Duration::from_secs(20));
-        if probe.add_stock(request).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        recovered,
-        "commands succeed again once the database is back"
-    );
+    support::wait_until(
+        Duration::from_secs(20),
+        "commands to succeed again once the database is back",
+        async || {
+            let mut request = tonic::Request::new(add_stock("probe", "s", 1));
+            request.set_timeout(Duration::from_secs(20));
+            probe.add_stock(request).await.is_ok()
+        },
+    )
+    .await;
     assert!(
         support::serving(server.address, "inventory.v1.CommandService").await,
         "SERVING again"
@@ -214,15 +259,12 @@ impl Load {
     }
 
     async fn wait_for_acknowledged(&self, count: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while self.acknowledged() < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {count} commands acknowledged after 60 s",
-                self.acknowledged()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::wait_until(
+            Duration::from_secs(60),
+            &format!("{count} commands to be acknowledged"),
+            async || self.acknowledged() >= count,
+        )
+        .await;
     }
 
     /// Stops the clients (each finishes its command in flight).
@@ -277,9 +319,8 @@ async fn postgres_killing_the_servers_connections_under_load_loses_nothing() {
     let schema = support::fresh_schema();
     // The server's connections carry a name of their own, so the test kills only those.
     let application = format!("inventory_{schema}");
-    let separator = if url.contains('?') { '&' } else { '?' };
     let server = Running::command_on(LogConfig::Postgres {
-        url: format!("{url}{separator}application_name={application}"),
+        url: support::with_application_name(&url, &application),
         schema: schema.clone(),
     })
     .await;
@@ -354,7 +395,7 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
     })
     .await;
     let query = Running::query_from(inventory::server::QuerySource::Postgres {
-        url: proxy.url(),
+        url: proxy.url(&url),
         schema: schema.clone(),
     })
     .await;
@@ -368,20 +409,20 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
     // The database goes away while nothing is written: the query server notices by itself
     // and keeps answering from its model, marked stale.
     proxy.cut();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let stale = loop {
-        let answer = stock_at(query.address, 0)
-            .await
-            .expect("reads keep working");
-        if answer.upstream_unreachable_since.is_some() {
-            break answer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "answers not marked stale 10 s after the database went away"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stale = support::wait_for(
+        Duration::from_secs(10),
+        "answers marked stale after the database went away",
+        async || {
+            let answer = stock_at(query.address, 0)
+                .await
+                .expect("reads keep working");
+            answer
+                .upstream_unreachable_since
+                .is_some()
+                .then_some(answer)
+        },
+    )
+    .await;
     assert_eq!(on_hand(&stale), 5);
     assert_eq!(stale.read_position, first_position);
     assert!(
@@ -400,20 +441,18 @@ async fn a_query_server_reading_postgres_answers_marked_stale_while_it_is_away_t
 
     // The database is back: the query server catches up and the mark goes away.
     proxy.restore();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(answer) = stock_at(query.address, second_position).await
-            && answer.upstream_unreachable_since.is_none()
-        {
-            assert_eq!(on_hand(&answer), 8);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the query server did not catch up 20 s after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let caught_up = support::wait_for(
+        Duration::from_secs(20),
+        "the query server to catch up, unmarked, once the database is back",
+        async || {
+            stock_at(query.address, second_position)
+                .await
+                .ok()
+                .filter(|answer| answer.upstream_unreachable_since.is_none())
+        },
+    )
+    .await;
+    assert_eq!(on_hand(&caught_up), 8);
     query.stop().await;
     command.stop().await;
     support::drop_schema(&url, &schema).await;

@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::error::Error as _;
@@ -33,22 +34,32 @@ async fn requests_past_the_limit_are_refused_at_once_and_the_rest_complete() {
     // Each of these waits for a position that will not come until its deadline: it holds its
     // place for its whole deadline.
     let queries = server.queries().await;
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut waiting = Vec::new();
     for _ in 0..40 {
         let mut client = queries.clone();
+        let answered = answered.clone();
         waiting.push(tokio::spawn(async move {
             let mut request = tonic::Request::new(get_stock("p", "s", 1_000_000));
             request.set_timeout(Duration::from_secs(3));
             let started = tokio::time::Instant::now();
             let result = client.get_stock(request).await;
+            answered.fetch_add(1, Ordering::SeqCst);
             (
                 result.map(|_| ()).map_err(|status| status.code()),
                 started.elapsed(),
             )
         }));
     }
+    // The server is full once everything past its limit has been answered (refused); the
+    // limit's worth is still held until the 3 s deadline.
+    support::wait_until(
+        Duration::from_secs(10),
+        "the 36 requests past the limit to be answered",
+        async || answered.load(Ordering::SeqCst) >= 36,
+    )
+    .await;
     // While the server is full, its health check still answers.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
         support::channel(server.query_addr).await,
     );
@@ -58,6 +69,11 @@ async fn requests_past_the_limit_are_refused_at_once_and_the_rest_complete() {
         })
         .await
         .expect("health answers under overload");
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        36,
+        "the accepted requests still held their places while health answered"
+    );
 
     let mut refused = Vec::new();
     let mut accepted = Vec::new();
@@ -152,21 +168,15 @@ async fn connections_past_the_limit_fail_at_once_and_the_open_ones_keep_working(
 
     // Once one closes, a new connection is admitted.
     drop(first);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answered = match connect(server.command_addr).await {
+    support::wait_until(
+        Duration::from_secs(10),
+        "a new connection to be admitted after one closed",
+        async || match connect(server.command_addr).await {
             Ok(mut client) => client.add_stock(add_stock("p", "s", 1)).await.is_ok(),
             Err(_) => false,
-        };
-        if answered {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no connection admitted after one closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+    )
+    .await;
     server.stop().await;
 }
 

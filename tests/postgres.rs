@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use inventory::domain::{Inventory, LogPosition};
+use inventory::app::ShutdownSignal;
+use inventory::app::command::CommandState;
+use inventory::app::projection::ReadModel;
+use inventory::domain::{Inventory, LogPosition, StreamKey, Timestamp};
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
@@ -160,13 +163,17 @@ async fn a_command_server_restarted_mid_load_loses_nothing_and_oversells_nothing
             .unwrap();
     }
     let accepted = Arc::new(AtomicUsize::new(0));
-    let load = |address, accepted: Arc<AtomicUsize>, seed: usize| async move {
+    // What the server that is restarted acknowledged before it stopped.
+    let accepted_by_second = Arc::new(AtomicUsize::new(0));
+    let load = |address, counters: Vec<Arc<AtomicUsize>>, seed: usize| async move {
         let mut commands = commands(address).await;
         for i in 0..40 {
             let item = format!("i{}", (seed + i) % 4);
             match commands.reserve_stock(reserve_stock(&item, "s", 1)).await {
                 Ok(_) => {
-                    accepted.fetch_add(1, Ordering::SeqCst);
+                    for counter in &counters {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 Err(status) if status.code() == Code::FailedPrecondition => {}
                 // The server went away under this client: stop, like a client would fail over.
@@ -176,20 +183,31 @@ async fn a_command_server_restarted_mid_load_loses_nothing_and_oversells_nothing
     };
     let mut clients = Vec::new();
     for client in 0..8 {
-        clients.push(tokio::spawn(load(first.address, accepted.clone(), client)));
+        clients.push(tokio::spawn(load(
+            first.address,
+            vec![accepted.clone()],
+            client,
+        )));
         clients.push(tokio::spawn(load(
             second.address,
-            accepted.clone(),
+            vec![accepted.clone(), accepted_by_second.clone()],
             client + 1,
         )));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Mid-load: the second server is stopped once it has acknowledged some of its clients'
+    // commands, while those clients still have most of their 320 commands to send.
+    support::wait_until(
+        Duration::from_secs(30),
+        "the second command server to acknowledge 20 reservations",
+        async || accepted_by_second.load(Ordering::SeqCst) >= 20,
+    )
+    .await;
     second.stop().await;
     let restarted = Running::command_on(database.log()).await;
     for client in 0..4 {
         clients.push(tokio::spawn(load(
             restarted.address,
-            accepted.clone(),
+            vec![accepted.clone()],
             client,
         )));
     }
@@ -244,16 +262,22 @@ async fn a_reader_never_skips_an_append_that_commits_late() {
     log.append(first).await.unwrap();
 
     // A second node, connected before the slow writer starts (connecting creates the schema
-    // if missing, which waits for a transaction holding the head row).
-    let fast_log = PostgresLog::connect(&database.url, &database.schema)
-        .await
-        .unwrap();
+    // if missing, which waits for a transaction holding the head row). Its connections carry a
+    // name of their own, so the test can see them wait.
+    let fast_application = format!("fast_{}", database.schema);
+    let fast_log = PostgresLog::connect(
+        &support::with_application_name(&database.url, &fast_application),
+        &database.schema,
+    )
+    .await
+    .unwrap();
 
     // The slow writer: locks the head, writes position 4, and waits before committing.
     let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
+    let slow_writer = backend_pid(&client).await;
     let schema = format!("\"{}\"", database.schema);
     let slow_event = support::added_events(&mut inventory, LogPosition(3), 1, 2).remove(0);
     let payload = inventory::log::codec::encode_event(&slow_event);
@@ -289,10 +313,16 @@ async fn a_reader_never_skips_an_append_that_commits_late() {
     // writer's decision) must wait on the lock, not slip in.
     let fast_events = support::added_events(&mut inventory, LogPosition(4), 2, 2);
     let fast = tokio::spawn(async move { fast_log.append(fast_events).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_blocked_by(
+        &database.url,
+        &fast_application,
+        slow_writer,
+        "the fast writer",
+    )
+    .await;
     assert!(
         !fast.is_finished(),
-        "the fast writer waits for the slow one"
+        "the fast writer is still waiting for the slow one"
     );
     let visible = log.read_all(LogPosition(3), 100).await.unwrap();
     assert!(
@@ -323,7 +353,7 @@ async fn reservations_expire_once_although_every_server_sweeps() {
         nanos: 0,
     });
     commands.reserve_stock(request).await.unwrap();
-    // Both servers sweep for due reservations; wait for the expiry and a little more.
+    // Both servers sweep for due reservations; the first expiry is position 3.
     let query = database.query_server().await;
     let mut queries = QueryServiceClient::new(support::channel(query.address).await);
     let mut request = tonic::Request::new(get_stock("p", "s", 3));
@@ -336,14 +366,27 @@ async fn reservations_expire_once_although_every_server_sweeps() {
         .item
         .unwrap();
     assert_eq!(level(item.stock), (10, 0, 10));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every batch a server appends starts with a sweep for due reservations, decided under the
+    // log's lock after catching up with the log. So once a command through each server has
+    // been stored, each has swept after the reservation was due: a second expiry, from either,
+    // would be in the log by now, before that command's event.
+    let mut second_commands = CommandServiceClient::new(support::channel(second.address).await);
+    commands.add_stock(add_stock("p", "s", 1)).await.unwrap();
+    let last_position = second_commands
+        .add_stock(add_stock("p", "s", 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap()
+        .position;
     let history = queries
         .get_history(pb::GetHistoryRequest {
             product_id: "p".into(),
             store_id: "s".into(),
             page_size: 100,
             page_token: String::new(),
-            min_position: None,
+            min_position: Some(last_position),
         })
         .await
         .unwrap()
@@ -359,15 +402,23 @@ async fn reservations_expire_once_although_every_server_sweeps() {
         })
         .count();
     assert_eq!(expiries, 1, "one expiry event, not one per server");
+    assert_eq!(
+        history.events.len(),
+        5,
+        "added, reserved, expired, added, added: {:?}",
+        history.events
+    );
     query.stop().await;
     first.stop().await;
     second.stop().await;
     database.drop().await;
 }
 
-#[tokio::test]
-async fn the_log_trait_object_works_for_postgres() {
-    // A smoke check that the shared log is usable as `dyn EventLog` by the application.
+/// What the application does with a log it knows only as `dyn EventLog`, on PostgreSQL: the
+/// command side loads its state from it and the read model follows it, and both end up with
+/// exactly the state the appended events fold to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_side_and_the_read_model_load_from_postgres_as_a_log_trait_object() {
     let Some(database) = Database::new() else {
         return;
     };
@@ -376,7 +427,46 @@ async fn the_log_trait_object_works_for_postgres() {
             .await
             .unwrap(),
     );
-    assert_eq!(log.head(), LogPosition(0));
+    let mut expected = Inventory::new();
+    let events = support::added_events(&mut expected, LogPosition(0), 30, 3);
+    let streams: Vec<StreamKey> = events[..3]
+        .iter()
+        .map(|event| event.stream.clone())
+        .collect();
+    log.append(events[..10].to_vec()).await.unwrap();
+    log.append(events[10..].to_vec()).await.unwrap();
+    assert_eq!(log.head(), LogPosition(30));
+
+    let state = CommandState::load(&*log, Timestamp(1_000)).await.unwrap();
+    assert_eq!(state.head(), LogPosition(30));
+    for stream in &streams {
+        assert_eq!(
+            state.inventory().item(stream),
+            expected.item(stream),
+            "command side, {stream:?}"
+        );
+    }
+
+    let model = Arc::new(ReadModel::new());
+    let (signal, shutdown) = ShutdownSignal::new();
+    let follower = tokio::spawn(model.clone().follow(log.clone(), shutdown));
+    assert!(
+        model
+            .wait_for(LogPosition(30), Duration::from_secs(10))
+            .await,
+        "the read model reaches the log's head"
+    );
+    for stream in &streams {
+        let item = expected.item(stream).unwrap();
+        let (level, version, _) = model.stock(stream).expect("the read model has the item");
+        assert_eq!(
+            (level, version),
+            (item.level(), item.version()),
+            "read model, {stream:?}"
+        );
+    }
+    signal.trigger();
+    follower.await.unwrap().unwrap();
     database.drop().await;
 }
 
@@ -425,7 +515,13 @@ async fn a_command_whose_caller_gave_up_before_it_was_decided_is_not_executed() 
     let Some(database) = Database::new() else {
         return;
     };
-    let server = Running::command_on(database.log()).await;
+    // The server's connections carry a name of their own, so the test can see them wait.
+    let application = format!("inventory_{}", database.schema);
+    let server = Running::command_on(LogConfig::Postgres {
+        url: support::with_application_name(&database.url, &application),
+        schema: database.schema.clone(),
+    })
+    .await;
     let channel = support::channel(server.address).await;
     let mut commands = CommandServiceClient::new(channel.clone());
     commands.add_stock(add_stock("p", "s", 1)).await.unwrap();
@@ -435,6 +531,7 @@ async fn a_command_whose_caller_gave_up_before_it_was_decided_is_not_executed() 
         .await
         .unwrap();
     tokio::spawn(connection);
+    let other_writer = backend_pid(&admin).await;
     let schema = format!("\"{}\"", database.schema);
     admin.batch_execute("BEGIN").await.unwrap();
     admin
@@ -454,7 +551,13 @@ async fn a_command_whose_caller_gave_up_before_it_was_decided_is_not_executed() 
     };
     let mut waiting = CommandServiceClient::new(channel.clone());
     let first = tokio::spawn(async move { waiting.add_stock(command("waits")).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_blocked_by(
+        &database.url,
+        &application,
+        other_writer,
+        "the server's append",
+    )
+    .await;
     // Queued behind it, a command whose client gives up after 300 ms.
     let mut hasty = tonic::Request::new(pb::AddStockRequest {
         command_id: "gives-up".to_owned(),
@@ -495,4 +598,41 @@ async fn a_command_whose_caller_gave_up_before_it_was_decided_is_not_executed() 
     );
     server.stop().await;
     database.drop().await;
+}
+
+/// The PostgreSQL backend process id of `client`'s connection.
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until a connection named `application` waits for a lock held by the backend
+/// `holder`: PostgreSQL's own view of who blocks whom, not a guess from elapsed time.
+async fn wait_until_blocked_by(url: &str, application: &str, holder: i32, waiter: &str) {
+    // A connection of its own: inside a transaction (as the holder is) PostgreSQL would answer
+    // every poll from the snapshot of pg_stat_activity taken at the first.
+    let (observer, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    support::wait_until(
+        Duration::from_secs(10),
+        &format!("{waiter} ({application}) to wait for the lock held by backend {holder}"),
+        async || {
+            let blocked: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND $2 = ANY(pg_blocking_pids(pid))",
+                    &[&application, &holder],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            blocked > 0
+        },
+    )
+    .await;
 }

@@ -193,24 +193,20 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
     // With the upstream gone, replicas keep answering from what they have, and say since when
     // it may be stale.
     let mut queries = QueryServiceClient::new(support::channel(first.address("query")).await);
-    let mut marked_stale = false;
-    for _ in 0..200 {
-        let answer = queries
-            .get_stock(get_stock("item-0", "s", 0))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(answer.read_position > 0);
-        if answer.upstream_unreachable_since.is_some() {
-            marked_stale = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        marked_stale,
-        "answers carry upstream_unreachable_since during the outage"
-    );
+    support::wait_until(
+        Duration::from_secs(10),
+        "answers to carry upstream_unreachable_since during the outage",
+        async || {
+            let answer = queries
+                .get_stock(get_stock("item-0", "s", 0))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(answer.read_position > 0);
+            answer.upstream_unreachable_since.is_some()
+        },
+    )
+    .await;
     // A replica started while the upstream is down reports NOT_SERVING until it caught up.
     let late = replica(&path("replica-3"), command_addr).await;
     assert!(!support::serving(late.address("query"), "inventory.v1.QueryService").await);
@@ -233,18 +229,12 @@ async fn replicas_survive_a_killed_command_server_and_converge_after_its_restart
         answer.upstream_unreachable_since.is_none(),
         "fresh again once it caught up"
     );
-    let mut caught_up = false;
-    for _ in 0..200 {
-        if support::serving(late.address("query"), "inventory.v1.QueryService").await {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        caught_up,
-        "the late replica reports SERVING once it caught up"
-    );
+    support::wait_until(
+        Duration::from_secs(10),
+        "the late replica to report SERVING once it caught up",
+        async || support::serving(late.address("query"), "inventory.v1.QueryService").await,
+    )
+    .await;
 
     // Listeners can subscribe to a replica: it serves exactly the command server's events.
     let (_, replica_head, replica_event_ids) = fold_of_log(first.address("query")).await;

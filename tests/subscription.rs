@@ -4,6 +4,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -14,15 +15,19 @@ use tonic::Code;
 use tonic::transport::{Channel, Server};
 
 use inventory::app::command::{AddStock, CommandState};
-use inventory::app::subscription::SUBSCRIPTION_BUFFER;
+use inventory::app::subscription::{
+    SUBSCRIPTION_BUFFER, SUBSCRIPTION_READ_BATCH, SubscriptionItem,
+};
 use inventory::app::{
     CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, subscribe,
 };
-use inventory::domain::{LogPosition, ProductId, Quantity, Reason, StoreId, StreamKey};
+use inventory::domain::{
+    LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId, StreamKey, StreamVersion,
+};
 use inventory::grpc::event_service::EventApi;
 use inventory::grpc::pb;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
-use inventory::log::{EmbeddedLog, EventLog};
+use inventory::log::{AppendLock, BoxFuture, EmbeddedLog, EventLog, LogError};
 use pb::subscribe_response::Message;
 use support::{Combined, add_stock, reserve_stock};
 
@@ -74,6 +79,8 @@ async fn interleaving(writers: usize, commands_per_writer: usize, starts: Vec<(u
         let mut events = server.events().await;
         let mut done_watch = done_watch.clone();
         subscribers.push(tokio::spawn(async move {
+            // Not a wait for anything: a random start, so that subscriptions begin at
+            // different moments of the writes.
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let mut stream = events
                 .subscribe(subscribe_request(from))
@@ -344,19 +351,74 @@ async fn a_subscriber_that_does_not_read_never_holds_up_the_writer_and_later_get
     server.stop().await;
 }
 
+/// The embedded log, counting the events subscriptions take from it with `read_all`: what a
+/// subscription has read and not yet handed over is what it holds in memory.
+struct CountingReads {
+    log: Arc<dyn EventLog>,
+    events_read: AtomicUsize,
+}
+
+impl EventLog for CountingReads {
+    fn append(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<(), LogError>> {
+        self.log.append(events)
+    }
+
+    fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        Box::pin(async move {
+            let events = self.log.read_all(after, limit).await?;
+            self.events_read.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(events)
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: StreamKey,
+        after: StreamVersion,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, LogError>> {
+        self.log.read_stream(stream, after, limit)
+    }
+
+    fn head(&self) -> LogPosition {
+        self.log.head()
+    }
+
+    fn lock(&self) -> BoxFuture<'_, Result<Box<dyn AppendLock>, LogError>> {
+        self.log.lock()
+    }
+
+    fn latest_head(&self) -> BoxFuture<'_, Result<LogPosition, LogError>> {
+        self.log.latest_head()
+    }
+
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<LogPosition> {
+        self.log.watch_head()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() {
     let directory = tempfile::tempdir().unwrap();
     let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
     let log: Arc<dyn EventLog> = Arc::new(log);
     let side = CommandSide::start(CommandState::new(), log.clone(), Arc::new(SystemClock));
-    let receiver = subscribe(
-        log.clone(),
+    let counted = Arc::new(CountingReads {
+        log: log.clone(),
+        events_read: AtomicUsize::new(0),
+    });
+    let mut receiver = subscribe(
+        counted.clone(),
         LogPosition(0),
         EventFilter::default(),
         Shutdown::never(),
     );
-    for i in 0..3 * SUBSCRIPTION_BUFFER {
+    const TOTAL: usize = 3 * SUBSCRIPTION_BUFFER;
+    for i in 0..TOTAL {
         let command = AddStock {
             stream: StreamKey::new(
                 ProductId::parse(&format!("p{}", i % 7)).unwrap(),
@@ -374,14 +436,38 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
             .await
             .unwrap();
     }
-    // Let the reader task run as far as it can.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        receiver.len(),
-        SUBSCRIPTION_BUFFER,
-        "it filled up to its bound and stopped"
+    assert_eq!(log.head(), LogPosition(TOTAL as u64));
+    // The consumer has read nothing: the reader task fills the channel to its bound.
+    support::wait_until(
+        Duration::from_secs(10),
+        "the subscription's channel to fill to its bound",
+        async || receiver.len() == SUBSCRIPTION_BUFFER,
+    )
+    .await;
+    // Then it waits, holding at most the rest of one read batch: it does not go on reading
+    // the log into memory, however far behind the consumer is.
+    let events_read = counted.events_read.load(Ordering::SeqCst);
+    assert!(
+        events_read <= SUBSCRIPTION_BUFFER + SUBSCRIPTION_READ_BATCH,
+        "the subscription read {events_read} of {TOTAL} events ahead of its consumer"
     );
-    assert_eq!(log.head(), LogPosition(3 * SUBSCRIPTION_BUFFER as u64));
+
+    // Nothing was lost while it was behind: the consumer now gets every event, in order.
+    let mut expected = 1;
+    while expected <= TOTAL as u64 {
+        let item = tokio::time::timeout(Duration::from_secs(20), receiver.recv())
+            .await
+            .expect("an item within 20 s")
+            .expect("the subscription is open")
+            .unwrap();
+        match item {
+            SubscriptionItem::Event(event) => {
+                assert_eq!(event.position, LogPosition(expected));
+                expected += 1;
+            }
+            SubscriptionItem::CaughtUp(_) | SubscriptionItem::Checkpoint(_) => {}
+        }
+    }
     drop(receiver);
     drop(side.handle);
     side.writer.await.unwrap();
@@ -424,20 +510,18 @@ async fn subscriptions_past_the_limit_are_refused_with_resource_exhausted() {
     assert_eq!(status.code(), Code::ResourceExhausted);
     // Ending one subscription frees its place.
     drop(first);
-    let mut third = None;
-    for _ in 0..100 {
-        match client.subscribe(subscribe_request(0)).await {
-            Ok(stream) => {
-                third = Some(stream.into_inner());
-                break;
-            }
+    let _third = support::wait_for(
+        Duration::from_secs(10),
+        "the place of the ended subscription to be reused",
+        async || match client.subscribe(subscribe_request(0)).await {
+            Ok(stream) => Some(stream.into_inner()),
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                None
             }
-        }
-    }
-    assert!(third.is_some(), "a freed place is reused");
+        },
+    )
+    .await;
     // Streams end cleanly when the server shuts down.
     signal.trigger();
     assert!(matches!(

@@ -317,9 +317,17 @@ pub fn added_events(
 
 /// The PostgreSQL server the tests use, from `INVENTORY_TEST_POSTGRES_URL`; `None` (and a
 /// printed notice) when it is not set, so `cargo test` passes on a machine without one.
+///
+/// Under CI (the `CI` variable, which CI services set and `.ci/run` exports) a missing URL is a
+/// failure, not a skip: a CI run whose PostgreSQL tests quietly skipped would report green for
+/// code it never ran.
 pub fn postgres_url() -> Option<String> {
     match std::env::var("INVENTORY_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
+        _ if running_in_ci() => panic!(
+            "CI is set but INVENTORY_TEST_POSTGRES_URL is not: the PostgreSQL tests must run in \
+             CI, so set it (for example postgres://postgres@127.0.0.1:5432/test)"
+        ),
         _ => {
             eprintln!(
                 "skipped: INVENTORY_TEST_POSTGRES_URL is not set, PostgreSQL tests did not run"
@@ -327,6 +335,19 @@ pub fn postgres_url() -> Option<String> {
             None
         }
     }
+}
+
+/// Whether the tests run under CI: `CI` set to anything but empty, `0` or `false`.
+fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"))
+}
+
+/// `url` with `application_name` set to `name`, so a test can find that client's connections
+/// in `pg_stat_activity` (to see them wait for a lock, or to kill them) without touching the
+/// connections of tests running beside it.
+pub fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
 }
 
 /// A fresh PostgreSQL schema name, so tests run in parallel without seeing each other.
@@ -356,4 +377,38 @@ pub async fn serving(address: SocketAddr, service: &str) -> bool {
         .into_inner()
         .status
         == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+}
+
+/// How often [`wait_for`] and [`wait_until`] check their condition.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits until `condition` returns a value, checking it every few milliseconds, and returns
+/// that value. Panics naming `awaited` when `timeout` passes first, including while a check is
+/// still running, so a check that hangs cannot hang the test.
+///
+/// Tests wait for what proves the thing happened instead of sleeping: a fixed sleep is either
+/// longer than needed or, on a busy machine, too short, and then the test checks too early.
+pub async fn wait_for<T>(
+    timeout: Duration,
+    awaited: &str,
+    mut condition: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, condition()).await {
+            Ok(Some(value)) => return value,
+            Ok(None) if tokio::time::Instant::now() < deadline => {}
+            Ok(None) | Err(_) => panic!("waited {timeout:?} for {awaited}, in vain"),
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// Waits until `condition` holds; see [`wait_for`].
+pub async fn wait_until(
+    timeout: Duration,
+    awaited: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    wait_for(timeout, awaited, async || condition().await.then_some(())).await
 }
