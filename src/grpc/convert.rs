@@ -80,6 +80,25 @@ impl Fields {
         Some(LogPosition(value.unwrap_or(0)))
     }
 
+    /// The command with its envelope (`command_id`, `expected_version`) when every field of
+    /// the request was valid, else `INVALID_ARGUMENT` naming each invalid field.
+    fn finish_command<C>(
+        mut self,
+        command: Option<C>,
+        command_id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<CommandRequest<C>, tonic::Status> {
+        let command_id = self.optional_command_id(command_id);
+        let request = (|| {
+            Some(CommandRequest {
+                command: command?,
+                command_id: command_id?,
+                expected_version: expected_version.map(StreamVersion),
+            })
+        })();
+        self.finish(request)
+    }
+
     /// `Ok` with the value when every field was valid, else `INVALID_ARGUMENT` naming each
     /// invalid field.
     pub fn finish<T>(self, value: Option<T>) -> Result<T, tonic::Status> {
@@ -88,21 +107,6 @@ impl Fields {
             _ => Err(invalid_argument(&self.violations)),
         }
     }
-}
-
-/// The command's envelope around `command`, once every field of the request is valid.
-fn envelope<C>(
-    fields: &mut Fields,
-    command: Option<C>,
-    command_id: &str,
-    expected_version: Option<u64>,
-) -> Option<CommandRequest<C>> {
-    let command_id = fields.optional_command_id(command_id)?;
-    Some(CommandRequest {
-        command: command?,
-        command_id,
-        expected_version: expected_version.map(StreamVersion),
-    })
 }
 
 pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest<AddStock>, tonic::Status> {
@@ -117,13 +121,7 @@ pub fn add_stock(request: &pb::AddStockRequest) -> Result<CommandRequest<AddStoc
             reason: reason?,
         })
     })();
-    let request = envelope(
-        &mut fields,
-        command,
-        &request.command_id,
-        request.expected_version,
-    );
-    fields.finish(request)
+    fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
 pub fn adjust_stock(
@@ -151,13 +149,7 @@ pub fn adjust_stock(
             reason: reason?,
         })
     })();
-    let request = envelope(
-        &mut fields,
-        command,
-        &request.command_id,
-        request.expected_version,
-    );
-    fields.finish(request)
+    fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
 pub fn reserve_stock(
@@ -188,13 +180,7 @@ pub fn reserve_stock(
             ttl: ttl?,
         })
     })();
-    let request = envelope(
-        &mut fields,
-        command,
-        &request.command_id,
-        request.expected_version,
-    );
-    fields.finish(request)
+    fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
 fn ttl_from_pb(duration: &prost_types::Duration) -> Result<TimeToLive, String> {
@@ -222,13 +208,7 @@ pub fn commit_reservation(
             order_id: order_id?,
         })
     })();
-    let request = envelope(
-        &mut fields,
-        command,
-        &request.command_id,
-        request.expected_version,
-    );
-    fields.finish(request)
+    fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
 pub fn release_reservation(
@@ -243,13 +223,7 @@ pub fn release_reservation(
             reason: reason?,
         })
     })();
-    let request = envelope(
-        &mut fields,
-        command,
-        &request.command_id,
-        request.expected_version,
-    );
-    fields.finish(request)
+    fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
 /// `GetStock`: the item and `min_position`.
