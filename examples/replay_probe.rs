@@ -109,6 +109,8 @@ fn event(
         command_id: None,
         command_fingerprint: 0,
         trace_parent: None,
+        command_event_index: 0,
+        command_event_count: 1,
         event,
     }
 }

@@ -102,9 +102,13 @@ fn print_event(event: &pb::InventoryEvent) {
             reserved.quantity, reserved.customer_id, reserved.reservation_id
         ),
         Some(Kind::ReservationCommitted(committed)) => format!(
-            "committed {} as order {}",
-            committed.quantity, committed.order_id
+            "committed {} as order {} (released {})",
+            committed.quantity, committed.order_id, committed.released_quantity
         ),
+        Some(Kind::StockRemoved(removed)) => format!("removed {}", removed.quantity),
+        Some(Kind::ReservationExtended(extended)) => {
+            format!("extended {}", extended.reservation_id)
+        }
         Some(Kind::ReservationReleased(released)) => format!("released {}", released.quantity),
         Some(Kind::ReservationExpired(expired)) => format!("expired {}", expired.quantity),
         None => "unknown event".to_owned(),
@@ -116,14 +120,23 @@ fn print_event(event: &pb::InventoryEvent) {
         ""
     };
     println!(
-        "#{} {}@{} v{}: {what}; on_hand {} reserved {} available {}{sold_out}",
+        "#{} {}@{} v{}: {what}; on_hand {} reserved {} available {}{sold_out}{}",
         event.position,
         event.product_id,
         event.store_id,
         event.version,
         stock.on_hand,
         stock.reserved,
-        stock.available
+        stock.available,
+        if event.command_event_count > 1 {
+            format!(
+                "  [{} of {} of one command]",
+                event.command_event_index + 1,
+                event.command_event_count
+            )
+        } else {
+            String::new()
+        }
     );
 }
 

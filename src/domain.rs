@@ -7,6 +7,7 @@
 
 mod ids;
 mod inventory;
+mod reservation;
 mod stock;
 mod values;
 
@@ -15,9 +16,11 @@ pub use ids::{
     ReservationIdText, StoreId, StreamKey,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
+pub use reservation::{ReservationLineView, ReservationView};
 pub use stock::{
-    ActiveReservation, Command, DomainError, EventKind, FoldMismatch, RecordedEvent, Reservations,
-    SMALL_RESERVATIONS_MAX, StockEvent, StockItem,
+    ActiveReservation, Command, CommitLine, DomainError, EventKind, FoldMismatch, LineRule,
+    LineViolation, MAX_COMMAND_LINES, RecordedEvent, ReservationLine, Reservations,
+    SMALL_RESERVATIONS_MAX, StockChangeKind, StockChangeLine, StockEvent, StockItem,
 };
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,

@@ -38,6 +38,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The most events one append may carry, so one write stays bounded in size and time.
 pub const MAX_APPEND_EVENTS: usize = 4096;
 
+/// Cuts `events` (a page read from a log, in order) after the last event that ends a
+/// command, so that appending them elsewhere never stores part of a command. A page holding no
+/// command's end is left whole: no sound log ends in the middle of a command, and a command
+/// has fewer events than a page.
+pub fn keep_whole_commands(events: &mut Vec<RecordedEvent>) {
+    if let Some(end) = events.iter().rposition(RecordedEvent::ends_command) {
+        events.truncate(end + 1);
+    }
+}
+
 /// The most events one read returns.
 pub const MAX_READ_EVENTS: usize = 4096;
 

@@ -135,13 +135,33 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "expires_at_unix_ms": expires_at.unix_millis(),
             }),
         ),
+        StockEvent::StockRemoved { quantity, reason } => (
+            "StockRemoved",
+            json!({"quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
         StockEvent::ReservationCommitted {
             reservation_id,
             quantity,
             order_id,
+            released_quantity,
         } => (
             "ReservationCommitted",
-            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "order_id": order_id.as_str()}),
+            json!({
+                "reservation_id": reservation_id.to_string(),
+                "quantity": quantity,
+                "order_id": order_id.as_str(),
+                "released_quantity": released_quantity,
+            }),
+        ),
+        StockEvent::ReservationExtended {
+            reservation_id,
+            expires_at,
+        } => (
+            "ReservationExtended",
+            json!({
+                "reservation_id": reservation_id.to_string(),
+                "expires_at_unix_ms": expires_at.unix_millis(),
+            }),
         ),
         StockEvent::ReservationReleased {
             reservation_id,
@@ -174,6 +194,8 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             "available": event.stock_after.available(),
         },
         "command_id": event.command_id.as_ref().map(|id| id.as_str()),
+        "command_event_index": event.command_event_index,
+        "command_event_count": event.command_event_count,
     })
 }
 
@@ -224,7 +246,9 @@ pub async fn migrate(source_dir: &Path, target: &PostgresLog) -> Result<u64, Too
     let mut position = target_head;
     let mut copied = 0;
     while position < source_head {
-        let events = source.read_all(position, MAX_APPEND_EVENTS).await?;
+        let mut events = source.read_all(position, MAX_APPEND_EVENTS).await?;
+        // Each append holds whole commands, so an interrupted migration leaves none in half.
+        crate::log::keep_whole_commands(&mut events);
         let Some(last) = events.last() else { break };
         position = last.position;
         let count = events.len() as u64;

@@ -2,9 +2,10 @@
 //! arrives at this time, then this event (or this error).
 
 use inventory::domain::{
-    Command, CustomerId, DomainError, IdError, Inventory, OrderId, ProductId, Quantity,
-    QuantityError, Reason, ReservationId, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX,
-    StockEvent, StoreId, StreamKey, StreamVersion, TimeToLive, Timestamp,
+    Command, CommitLine, CustomerId, Decision, DomainError, IdError, Inventory, LineRule,
+    LineViolation, OrderId, ProductId, Quantity, QuantityError, Reason, ReservationId,
+    ReservationLine, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX, StockChangeKind,
+    StockChangeLine, StockEvent, StoreId, StreamKey, StreamVersion, TimeToLive, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -43,10 +44,21 @@ fn adjust(product: &str, on_hand: u64) -> Command {
 }
 
 fn reserve(product: &str, id: &str, units: u64) -> Command {
+    reserve_lines(id, &[(product, units)])
+}
+
+/// A reservation of several lines: (product, units) in store-1.
+fn reserve_lines(id: &str, lines: &[(&str, u64)]) -> Command {
     Command::ReserveStock {
-        stream: stream(product),
         reservation_id: reservation(id),
-        quantity: quantity(units),
+        lines: lines
+            .iter()
+            .map(|(product, units)| ReservationLine {
+                stream: stream(product),
+                quantity: quantity(*units),
+                expected_version: None,
+            })
+            .collect(),
         customer_id: CustomerId::parse("customer-1").unwrap(),
         ttl: TimeToLive::from_millis(30 * MINUTE).unwrap(),
     }
@@ -56,6 +68,45 @@ fn commit(id: &str) -> Command {
     Command::CommitReservation {
         reservation_id: reservation(id),
         order_id: OrderId::parse("order-1").unwrap(),
+        lines: None,
+    }
+}
+
+/// A partial commit: (product, units shipped) in store-1.
+fn commit_lines(id: &str, lines: &[(&str, u64)]) -> Command {
+    Command::CommitReservation {
+        reservation_id: reservation(id),
+        order_id: OrderId::parse("order-1").unwrap(),
+        lines: Some(
+            lines
+                .iter()
+                .map(|(product, units)| CommitLine {
+                    stream: stream(product),
+                    quantity: *units,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The refusal of a command whose line `line` (on `product`) breaks `rule`.
+fn refused(line: usize, product: &str, rule: LineRule) -> DomainError {
+    refused_lines(&[(line, product, rule)])
+}
+
+fn refused_lines(lines: &[(usize, &str, LineRule)]) -> DomainError {
+    DomainError::LinesRefused {
+        violations: lines
+            .iter()
+            .map(|(line, product, rule)| LineViolation::new(*line, &stream(product), rule.clone()))
+            .collect(),
+    }
+}
+
+/// Applies every event of a decided command.
+fn apply_all(inventory: &mut Inventory, decisions: &[Decision]) {
+    for decision in decisions {
+        inventory.evolve(&decision.stream, &decision.event);
     }
 }
 
@@ -80,10 +131,10 @@ struct Given {
 fn given(commands: &[Command]) -> Given {
     let mut inventory = Inventory::new();
     for command in commands {
-        let decision = inventory
+        let decisions = inventory
             .decide(command, START)
             .unwrap_or_else(|error| panic!("given {command:?} was refused: {error}"));
-        inventory.evolve(&decision.stream, &decision.event);
+        apply_all(&mut inventory, &decisions);
     }
     Given { inventory }
 }
@@ -94,9 +145,12 @@ impl Given {
     }
 
     fn when_at(mut self, command: Command, now: Timestamp) -> Then {
-        let result = self.inventory.decide(&command, now).map(|decision| {
-            self.inventory.evolve(&decision.stream, &decision.event);
-            decision.event
+        let result = self.inventory.decide(&command, now).map(|decisions| {
+            apply_all(&mut self.inventory, &decisions);
+            decisions
+                .into_iter()
+                .map(|decision| (decision.stream, decision.event))
+                .collect()
         });
         Then {
             inventory: self.inventory,
@@ -107,12 +161,37 @@ impl Given {
 
 struct Then {
     inventory: Inventory,
-    result: Result<StockEvent, DomainError>,
+    /// Each event of the command and its item.
+    result: Result<Vec<(StreamKey, StockEvent)>, DomainError>,
 }
 
 impl Then {
+    /// The command became this one event.
     fn then_event(self, expected: StockEvent) -> Then {
+        let events: Option<Vec<&StockEvent>> = self
+            .result
+            .as_ref()
+            .ok()
+            .map(|events| events.iter().map(|(_, event)| event).collect());
+        assert_eq!(events, Some(vec![&expected]));
+        self
+    }
+
+    /// The command became these events, on these items (products in store-1), in this order.
+    fn then_events(self, expected: &[(&str, StockEvent)]) -> Then {
+        let expected: Vec<(StreamKey, StockEvent)> = expected
+            .iter()
+            .map(|(product, event)| (stream(product), event.clone()))
+            .collect();
         assert_eq!(self.result.as_ref().ok(), Some(&expected));
+        self
+    }
+
+    fn then_status(self, id: &str, status: ReservationStatus) -> Then {
+        assert_eq!(
+            self.inventory.reservation_status(&reservation(id)),
+            Some(status)
+        );
         self
     }
 
@@ -169,10 +248,14 @@ fn it_reserves_available_stock_until_the_ttl_ends() {
 fn it_rejects_a_reservation_larger_than_available() {
     given(&[add("apple", 10), reserve("apple", "r1", 7)])
         .when(reserve("apple", "r2", 4))
-        .then_error(DomainError::InsufficientStock {
-            requested: 4,
-            available: 3,
-        })
+        .then_error(refused(
+            0,
+            "apple",
+            LineRule::InsufficientStock {
+                requested: 4,
+                available: 3,
+            },
+        ))
         .then_stock("apple", 10, 7);
 }
 
@@ -180,10 +263,14 @@ fn it_rejects_a_reservation_larger_than_available() {
 fn it_rejects_reserving_stock_that_was_never_added() {
     given(&[])
         .when(reserve("unknown", "r1", 1))
-        .then_error(DomainError::InsufficientStock {
-            requested: 1,
-            available: 0,
-        });
+        .then_error(refused(
+            0,
+            "unknown",
+            LineRule::InsufficientStock {
+                requested: 1,
+                available: 0,
+            },
+        ));
 }
 
 #[test]
@@ -199,8 +286,9 @@ fn it_commits_a_reservation_so_the_goods_leave_on_hand() {
         .when(commit("r1"))
         .then_event(StockEvent::ReservationCommitted {
             reservation_id: reservation("r1"),
-            quantity: quantity(4),
+            quantity: 4,
             order_id: OrderId::parse("order-1").unwrap(),
+            released_quantity: 0,
         })
         .then_stock("apple", 6, 0);
 }
@@ -295,8 +383,8 @@ fn it_expires_a_reservation_and_frees_its_quantity() {
 fn it_lists_due_reservations_soonest_first_and_only_active_ones() {
     let mut inventory = Inventory::new();
     let mut apply = |command: Command, now: Timestamp| {
-        let decision = inventory.decide(&command, now).unwrap();
-        inventory.evolve(&decision.stream, &decision.event);
+        let decisions = inventory.decide(&command, now).unwrap();
+        apply_all(&mut inventory, &decisions);
     };
     apply(add("apple", 10), START);
     apply(reserve("apple", "late", 1), START);
@@ -344,20 +432,28 @@ fn it_adjusts_on_hand_down_to_the_reserved_quantity() {
 fn it_rejects_adjusting_on_hand_below_the_reserved_quantity() {
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(adjust("apple", 3))
-        .then_error(DomainError::AdjustBelowReserved {
-            requested_on_hand: 3,
-            reserved: 4,
-        });
+        .then_error(refused(
+            0,
+            "apple",
+            LineRule::OnHandBelowReserved {
+                requested_on_hand: 3,
+                reserved: 4,
+            },
+        ));
 }
 
 #[test]
 fn it_rejects_adding_stock_that_would_overflow_on_hand() {
     given(&[add("apple", i64::MAX as u64 - 1)])
         .when(add("apple", 2))
-        .then_error(DomainError::OnHandOverflow {
-            on_hand: i64::MAX as u64 - 1,
-            quantity: 2,
-        });
+        .then_error(refused(
+            0,
+            "apple",
+            LineRule::OnHandOverflow {
+                on_hand: i64::MAX as u64 - 1,
+                quantity: 2,
+            },
+        ));
 }
 
 #[test]
@@ -367,16 +463,25 @@ fn it_keeps_stores_apart() {
         StoreId::parse("store-2").unwrap(),
     );
     let then = given(&[add("apple", 10)]).when(Command::ReserveStock {
-        stream: other_store,
         reservation_id: reservation("r1"),
-        quantity: quantity(1),
+        lines: vec![ReservationLine {
+            stream: other_store,
+            quantity: quantity(1),
+            expected_version: None,
+        }],
         customer_id: CustomerId::parse("c").unwrap(),
         ttl: TimeToLive::DEFAULT,
     });
-    assert!(matches!(
-        then.result,
-        Err(DomainError::InsufficientStock { available: 0, .. })
-    ));
+    let Err(DomainError::LinesRefused { violations }) = then.result else {
+        panic!("accepted: {:?}", then.result);
+    };
+    assert_eq!(
+        violations[0].rule,
+        LineRule::InsufficientStock {
+            requested: 1,
+            available: 0
+        }
+    );
 }
 
 #[test]
@@ -477,11 +582,13 @@ proptest! {
                 }
             };
             let before = inventory.item(&stream("apple")).map(|item| item.level()).unwrap_or_default();
-            if let Ok(decision) = inventory.decide(&command, now) {
-                if let StockEvent::StockReserved { quantity, .. } = &decision.event {
-                    prop_assert!(quantity.get() <= before.available());
+            if let Ok(decisions) = inventory.decide(&command, now) {
+                for decision in &decisions {
+                    if let StockEvent::StockReserved { quantity, .. } = &decision.event {
+                        prop_assert!(quantity.get() <= before.available());
+                    }
                 }
-                inventory.evolve(&decision.stream, &decision.event);
+                apply_all(&mut inventory, &decisions);
             }
             if let Some(item) = inventory.item(&stream("apple")) {
                 let level = item.level();
@@ -541,8 +648,8 @@ proptest! {
                     Step::Expire(i) => expire(&pick(ids, *i)),
                     Step::Wait(millis) => { now = Timestamp(now.0 + millis); continue; }
                 };
-                if let Ok(decision) = inventory.decide(&command, now) {
-                    inventory.evolve(&decision.stream, &decision.event);
+                if let Ok(decisions) = inventory.decide(&command, now) {
+                    apply_all(inventory, &decisions);
                 }
             }
         };
@@ -735,8 +842,8 @@ proptest! {
 fn reservations_keep_their_items_across_rolled_back_batches() {
     let now = START;
     let apply = |inventory: &mut Inventory, command: Command| {
-        let decision = inventory.decide(&command, now).unwrap();
-        inventory.evolve(&decision.stream, &decision.event);
+        let decisions = inventory.decide(&command, now).unwrap();
+        apply_all(inventory, &decisions);
     };
     let mut inventory = Inventory::new();
     for product in ["a", "b"] {
@@ -758,9 +865,615 @@ fn reservations_keep_their_items_across_rolled_back_batches() {
     assert_eq!(inventory.reservation_status(&reservation("r-d")), None);
     assert_eq!(inventory.reservation_status(&reservation("r-a2")), None);
     for product in ["a", "b", "e", "f", "c"] {
-        let decision = inventory
+        let decisions = inventory
             .decide(&commit(&format!("r-{product}")), now)
             .unwrap();
-        assert_eq!(decision.stream, stream(product), "r-{product}");
+        assert_eq!(decisions[0].stream, stream(product), "r-{product}");
+    }
+}
+
+// ---- multi-line commands: carts, partial commits, batch stock changes ----
+
+fn change(product: &str, change: StockChangeKind) -> StockChangeLine {
+    StockChangeLine {
+        stream: stream(product),
+        change,
+        expected_version: None,
+    }
+}
+
+fn apply_changes(changes: Vec<StockChangeLine>) -> Command {
+    Command::ApplyStockChanges {
+        changes,
+        reason: Reason::parse("delivery note 17").unwrap(),
+    }
+}
+
+fn reserved(id: &str, units: u64) -> StockEvent {
+    StockEvent::StockReserved {
+        reservation_id: reservation(id),
+        quantity: quantity(units),
+        customer_id: CustomerId::parse("customer-1").unwrap(),
+        expires_at: Timestamp(START.0 + 30 * MINUTE),
+    }
+}
+
+fn committed(id: &str, shipped: u64, released: u64) -> StockEvent {
+    StockEvent::ReservationCommitted {
+        reservation_id: reservation(id),
+        quantity: shipped,
+        order_id: OrderId::parse("order-1").unwrap(),
+        released_quantity: released,
+    }
+}
+
+#[test]
+fn it_reserves_every_line_of_a_cart_under_one_reservation() {
+    given(&[add("apple", 10), add("pear", 5)])
+        .when(reserve_lines("cart", &[("apple", 2), ("pear", 1)]))
+        .then_events(&[
+            ("apple", reserved("cart", 2)),
+            ("pear", reserved("cart", 1)),
+        ])
+        .then_stock("apple", 10, 2)
+        .then_stock("pear", 5, 1)
+        .then_status("cart", ReservationStatus::Active);
+}
+
+#[test]
+fn it_reserves_nothing_when_one_line_of_a_cart_is_short_and_names_every_short_line() {
+    given(&[add("apple", 10), add("pear", 1), add("plum", 2)])
+        .when(reserve_lines(
+            "cart",
+            &[("apple", 2), ("pear", 3), ("fig", 1), ("plum", 2)],
+        ))
+        .then_error(refused_lines(&[
+            (
+                1,
+                "pear",
+                LineRule::InsufficientStock {
+                    requested: 3,
+                    available: 1,
+                },
+            ),
+            (
+                2,
+                "fig",
+                LineRule::InsufficientStock {
+                    requested: 1,
+                    available: 0,
+                },
+            ),
+        ]))
+        .then_stock("apple", 10, 0)
+        .then_stock("pear", 1, 0)
+        .then_stock("plum", 2, 0);
+}
+
+#[test]
+fn it_sums_lines_naming_the_same_item_instead_of_checking_each_alone() {
+    // Two lines of 3 against 5 available: each alone fits, together they do not.
+    given(&[add("apple", 5)])
+        .when(reserve_lines(
+            "cart",
+            &[("apple", 3), ("pear", 1), ("apple", 3)],
+        ))
+        .then_error(refused_lines(&[
+            (
+                0,
+                "apple",
+                LineRule::InsufficientStock {
+                    requested: 6,
+                    available: 5,
+                },
+            ),
+            (
+                1,
+                "pear",
+                LineRule::InsufficientStock {
+                    requested: 1,
+                    available: 0,
+                },
+            ),
+        ]));
+    given(&[add("apple", 6)])
+        .when(reserve_lines("cart", &[("apple", 3), ("apple", 3)]))
+        .then_events(&[("apple", reserved("cart", 6))])
+        .then_stock("apple", 6, 6);
+}
+
+#[test]
+fn it_refuses_a_cart_line_whose_item_moved_past_its_expected_version() {
+    let mut command = reserve_lines("cart", &[("apple", 1), ("pear", 1)]);
+    if let Command::ReserveStock { lines, .. } = &mut command {
+        lines[1].expected_version = Some(StreamVersion(1));
+    }
+    given(&[add("apple", 5), add("pear", 5), add("pear", 5)])
+        .when(command)
+        .then_error(refused(
+            1,
+            "pear",
+            LineRule::WrongExpectedVersion {
+                expected: StreamVersion(1),
+                current: StreamVersion(2),
+            },
+        ))
+        .then_stock("apple", 5, 0);
+}
+
+#[test]
+fn it_commits_every_line_of_a_cart() {
+    given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve_lines("cart", &[("apple", 2), ("pear", 1)]),
+    ])
+    .when(commit("cart"))
+    .then_events(&[
+        ("apple", committed("cart", 2, 0)),
+        ("pear", committed("cart", 1, 0)),
+    ])
+    .then_stock("apple", 8, 0)
+    .then_stock("pear", 4, 0)
+    .then_status("cart", ReservationStatus::Committed);
+}
+
+#[test]
+fn a_partial_commit_ships_what_it_names_and_releases_the_rest_in_the_same_command() {
+    given(&[
+        add("apple", 10),
+        add("pear", 5),
+        add("plum", 5),
+        reserve_lines("cart", &[("apple", 4), ("pear", 2), ("plum", 1)]),
+    ])
+    // 3 of 4 apples ship, both pears, no plum (not named).
+    .when(commit_lines("cart", &[("apple", 3), ("pear", 2)]))
+    .then_events(&[
+        ("apple", committed("cart", 3, 1)),
+        ("pear", committed("cart", 2, 0)),
+        ("plum", committed("cart", 0, 1)),
+    ])
+    .then_stock("apple", 7, 0)
+    .then_stock("pear", 3, 0)
+    .then_stock("plum", 5, 0)
+    .then_status("cart", ReservationStatus::PartiallyCommitted);
+}
+
+#[test]
+fn a_partial_commit_never_ships_more_than_a_line_reserved_nor_an_item_it_does_not_hold() {
+    given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve_lines("cart", &[("apple", 4), ("pear", 2)]),
+    ])
+    .when(commit_lines(
+        "cart",
+        &[("apple", 3), ("fig", 1), ("apple", 2)],
+    ))
+    .then_error(refused_lines(&[
+        (
+            0,
+            "apple",
+            LineRule::CommitExceedsReserved {
+                requested: 5,
+                reserved: 4,
+            },
+        ),
+        (1, "fig", LineRule::NotInReservation),
+    ]))
+    .then_stock("apple", 10, 4)
+    .then_stock("pear", 5, 2)
+    .then_status("cart", ReservationStatus::Active);
+}
+
+#[test]
+fn releasing_a_cart_releases_every_line() {
+    given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve_lines("cart", &[("apple", 2), ("pear", 1)]),
+    ])
+    .when(release("cart"))
+    .then_stock("apple", 10, 0)
+    .then_stock("pear", 5, 0)
+    .then_status("cart", ReservationStatus::Released);
+}
+
+#[test]
+fn a_cart_expires_whole_and_leaves_the_schedule() {
+    let then = given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve_lines("cart", &[("apple", 2), ("pear", 1)]),
+    ])
+    .when_at(expire("cart"), Timestamp(START.0 + 30 * MINUTE))
+    .then_events(&[
+        (
+            "apple",
+            StockEvent::ReservationExpired {
+                reservation_id: reservation("cart"),
+                quantity: quantity(2),
+            },
+        ),
+        (
+            "pear",
+            StockEvent::ReservationExpired {
+                reservation_id: reservation("cart"),
+                quantity: quantity(1),
+            },
+        ),
+    ])
+    .then_stock("apple", 10, 0)
+    .then_stock("pear", 5, 0)
+    .then_status("cart", ReservationStatus::Expired);
+    assert_eq!(then.inventory.next_expiry(), None);
+}
+
+#[test]
+fn extending_a_cart_moves_every_line_and_its_place_in_the_schedule() {
+    let ttl = TimeToLive::from_millis(60 * MINUTE).unwrap();
+    let now = Timestamp(START.0 + 20 * MINUTE);
+    let then = given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve_lines("cart", &[("apple", 2), ("pear", 1)]),
+    ])
+    .when_at(
+        Command::ExtendReservation {
+            reservation_id: reservation("cart"),
+            ttl,
+        },
+        now,
+    );
+    let extended = StockEvent::ReservationExtended {
+        reservation_id: reservation("cart"),
+        expires_at: Timestamp(now.0 + 60 * MINUTE),
+    };
+    let then = then
+        .then_events(&[("apple", extended.clone()), ("pear", extended)])
+        .then_stock("apple", 10, 2)
+        .then_status("cart", ReservationStatus::Active);
+    assert_eq!(
+        then.inventory.next_expiry(),
+        Some(Timestamp(now.0 + 60 * MINUTE))
+    );
+    // The old expiry no longer ends it.
+    assert!(
+        then.inventory
+            .due_reservations(Timestamp(START.0 + 30 * MINUTE), 10)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_reservation_that_ended_cannot_be_extended() {
+    given(&[add("apple", 10), reserve("apple", "r1", 1), commit("r1")])
+        .when(Command::ExtendReservation {
+            reservation_id: reservation("r1"),
+            ttl: TimeToLive::DEFAULT,
+        })
+        .then_error(DomainError::ReservationNotActive {
+            reservation_id: reservation("r1"),
+            status: ReservationStatus::Committed,
+        });
+    given(&[add("apple", 10), reserve("apple", "r1", 1)])
+        .when_at(
+            Command::ExtendReservation {
+                reservation_id: reservation("r1"),
+                ttl: TimeToLive::DEFAULT,
+            },
+            Timestamp(START.0 + 30 * MINUTE),
+        )
+        .then_error(DomainError::ReservationNotActive {
+            reservation_id: reservation("r1"),
+            status: ReservationStatus::Expired,
+        });
+}
+
+#[test]
+fn it_removes_stock_but_never_what_is_reserved() {
+    let remove = |units| Command::RemoveStock {
+        stream: stream("apple"),
+        quantity: quantity(units),
+        reason: Reason::parse("damaged in transit").unwrap(),
+    };
+    given(&[add("apple", 10), reserve("apple", "r1", 4)])
+        .when(remove(6))
+        .then_event(StockEvent::StockRemoved {
+            quantity: quantity(6),
+            reason: Reason::parse("damaged in transit").unwrap(),
+        })
+        .then_stock("apple", 4, 4);
+    given(&[add("apple", 10), reserve("apple", "r1", 4)])
+        .when(remove(7))
+        .then_error(refused(
+            0,
+            "apple",
+            LineRule::InsufficientStock {
+                requested: 7,
+                available: 6,
+            },
+        ))
+        .then_stock("apple", 10, 4);
+}
+
+#[test]
+fn a_batch_of_stock_changes_applies_every_change_in_order() {
+    given(&[add("apple", 10), add("pear", 5), reserve("pear", "r1", 2)])
+        .when(apply_changes(vec![
+            change("apple", StockChangeKind::Remove(quantity(3))),
+            change("pear", StockChangeKind::SetOnHand(2)),
+            change("fig", StockChangeKind::Add(quantity(7))),
+        ]))
+        .then_stock("apple", 7, 0)
+        .then_stock("pear", 2, 2)
+        .then_stock("fig", 7, 0);
+}
+
+#[test]
+fn a_batch_of_stock_changes_is_refused_whole_naming_every_broken_change() {
+    let mut stale = change("plum", StockChangeKind::Add(quantity(1)));
+    stale.expected_version = Some(StreamVersion(0));
+    given(&[
+        add("apple", 10),
+        add("pear", 5),
+        reserve("pear", "r1", 2),
+        add("plum", 1),
+    ])
+    .when(apply_changes(vec![
+        change("apple", StockChangeKind::Add(quantity(1))),
+        change("pear", StockChangeKind::SetOnHand(1)),
+        change("apple", StockChangeKind::Remove(quantity(1))),
+        change("fig", StockChangeKind::Remove(quantity(1))),
+        stale,
+    ]))
+    .then_error(refused_lines(&[
+        (
+            1,
+            "pear",
+            LineRule::OnHandBelowReserved {
+                requested_on_hand: 1,
+                reserved: 2,
+            },
+        ),
+        (2, "apple", LineRule::DuplicateItem { first_line: 0 }),
+        (
+            3,
+            "fig",
+            LineRule::InsufficientStock {
+                requested: 1,
+                available: 0,
+            },
+        ),
+        (
+            4,
+            "plum",
+            LineRule::WrongExpectedVersion {
+                expected: StreamVersion(0),
+                current: StreamVersion(1),
+            },
+        ),
+    ]))
+    .then_stock("apple", 10, 0)
+    .then_stock("pear", 5, 2)
+    .then_stock("plum", 1, 0);
+}
+
+#[test]
+fn a_rolled_back_cart_leaves_no_reservation_and_no_schedule_entry() {
+    let mut inventory = Inventory::new();
+    for product in ["apple", "pear"] {
+        let decisions = inventory.decide(&add(product, 5), START).unwrap();
+        apply_all(&mut inventory, &decisions);
+    }
+    inventory.begin_batch();
+    let cart = reserve_lines("cart", &[("apple", 2), ("pear", 1), ("fig-free", 1)]);
+    assert!(inventory.decide(&cart, START).is_err());
+    let cart = reserve_lines("cart", &[("apple", 2), ("pear", 1)]);
+    let decisions = inventory.decide(&cart, START).unwrap();
+    apply_all(&mut inventory, &decisions);
+    inventory.rollback_batch();
+    assert_eq!(inventory.reservation_status(&reservation("cart")), None);
+    assert_eq!(inventory.next_expiry(), None);
+    assert_eq!(
+        inventory.item(&stream("apple")).unwrap().level().reserved(),
+        0
+    );
+}
+
+/// One step of a random workload of multi-line commands over a few items.
+#[derive(Clone, Debug)]
+enum CartStep {
+    /// Lines of (item index, units).
+    Reserve(Vec<(usize, u64)>),
+    /// Commit reservation `index`, all of it or (item index, units) lines.
+    Commit(usize, Option<Vec<(usize, u64)>>),
+    Release(usize),
+    Expire(usize),
+    /// (item index, change kind 0 add / 1 remove / 2 set, units).
+    Changes(Vec<(usize, u8, u64)>),
+    Wait(u64),
+}
+
+const CART_ITEMS: [&str; 4] = ["apple", "pear", "plum", "fig"];
+
+fn cart_step() -> impl Strategy<Value = CartStep> {
+    let lines = proptest::collection::vec((0usize..4, 1u64..6), 1..6);
+    prop_oneof![
+        3 => lines.clone().prop_map(CartStep::Reserve),
+        2 => (0usize..30, proptest::option::of(proptest::collection::vec((0usize..4, 0u64..5), 1..5)))
+            .prop_map(|(index, lines)| CartStep::Commit(index, lines)),
+        1 => (0usize..30).prop_map(CartStep::Release),
+        1 => (0usize..30).prop_map(CartStep::Expire),
+        2 => proptest::collection::vec((0usize..4, 0u8..3, 0u64..12), 1..5).prop_map(CartStep::Changes),
+        1 => (0u64..40).prop_map(|minutes| CartStep::Wait(minutes * MINUTE)),
+    ]
+}
+
+/// The model: each item's (on_hand, reserved), and each reservation's lines and whether it
+/// still holds them.
+#[derive(Default, Debug)]
+struct CartModel {
+    stock: [(u64, u64); 4],
+    reservations: Vec<ModelReservation>,
+}
+
+/// A reservation in the model: its lines (item index, units), whether it is active, and when
+/// it expires.
+type ModelReservation = (Vec<(usize, u64)>, bool, Timestamp);
+
+proptest! {
+    /// Random multi-line commands against a model of the stock: a command is accepted only if
+    /// every line of it holds in the model, then the model applies it whole; a refused command
+    /// changes nothing. Never an oversell, never a partial reservation, and the fold equals
+    /// the model after every step.
+    #[test]
+    fn multi_line_commands_never_oversell_and_fold_into_the_model(
+        steps in proptest::collection::vec(cart_step(), 1..60)
+    ) {
+        let mut inventory = Inventory::new();
+        let mut model = CartModel::default();
+        let mut now = START;
+        for step in steps {
+            let pick = |index: usize, count: usize| if count == 0 { None } else { Some(index % count) };
+            let (command, expected_ok) = match &step {
+                CartStep::Reserve(lines) => {
+                    let mut wanted = [0u64; 4];
+                    for (item, units) in lines {
+                        wanted[*item] += units;
+                    }
+                    let fits = (0..4).all(|item| {
+                        let (on_hand, reserved) = model.stock[item];
+                        wanted[item] <= on_hand - reserved
+                    });
+                    let id = format!("c{}", model.reservations.len());
+                    let lines: Vec<(&str, u64)> = lines.iter().map(|(item, units)| (CART_ITEMS[*item], *units)).collect();
+                    (reserve_lines(&id, &lines), fits)
+                }
+                CartStep::Commit(index, lines) => {
+                    let Some(at) = pick(*index, model.reservations.len()) else { continue };
+                    let (held, active, expires_at) = &model.reservations[at];
+                    let mut ok = *active && *expires_at > now;
+                    if let Some(lines) = lines {
+                        let mut shipped = [0u64; 4];
+                        for (item, units) in lines {
+                            shipped[*item] += units;
+                            ok &= held.iter().any(|(held_item, _)| held_item == item);
+                        }
+                        ok &= held.iter().all(|(item, units)| shipped[*item] <= *units);
+                    }
+                    let id = format!("c{at}");
+                    let command = match lines {
+                        None => commit(&id),
+                        Some(lines) => {
+                            let lines: Vec<(&str, u64)> = lines.iter().map(|(item, units)| (CART_ITEMS[*item], *units)).collect();
+                            commit_lines(&id, &lines)
+                        }
+                    };
+                    (command, ok)
+                }
+                CartStep::Release(index) | CartStep::Expire(index) => {
+                    let Some(at) = pick(*index, model.reservations.len()) else { continue };
+                    let (_, active, expires_at) = &model.reservations[at];
+                    let id = format!("c{at}");
+                    if matches!(step, CartStep::Release(_)) {
+                        (release(&id), *active && *expires_at > now)
+                    } else {
+                        (expire(&id), *active)
+                    }
+                }
+                CartStep::Changes(changes) => {
+                    let mut seen = [false; 4];
+                    let mut ok = true;
+                    let mut lines = Vec::new();
+                    for (item, kind, units) in changes {
+                        ok &= !std::mem::replace(&mut seen[*item], true);
+                        let (on_hand, reserved) = model.stock[*item];
+                        let kind = match kind {
+                            0 if *units > 0 => StockChangeKind::Add(quantity(*units)),
+                            1 if *units > 0 => {
+                                ok &= *units <= on_hand - reserved;
+                                StockChangeKind::Remove(quantity(*units))
+                            }
+                            _ => {
+                                ok &= *units >= reserved;
+                                StockChangeKind::SetOnHand(*units)
+                            }
+                        };
+                        lines.push(change(CART_ITEMS[*item], kind));
+                    }
+                    (apply_changes(lines), ok)
+                }
+                CartStep::Wait(millis) => {
+                    now = Timestamp(now.0 + millis);
+                    continue;
+                }
+            };
+            let decided = inventory.decide(&command, now);
+            prop_assert_eq!(decided.is_ok(), expected_ok, "{:?} -> {:?}", command, decided);
+            let Ok(decisions) = decided else { continue };
+            apply_all(&mut inventory, &decisions);
+            // The model applies the command whole.
+            match step {
+                CartStep::Reserve(lines) => {
+                    for (item, units) in &lines {
+                        model.stock[*item].1 += units;
+                    }
+                    let mut merged: Vec<(usize, u64)> = Vec::new();
+                    for (item, units) in lines {
+                        match merged.iter_mut().find(|(held, _)| *held == item) {
+                            Some(line) => line.1 += units,
+                            None => merged.push((item, units)),
+                        }
+                    }
+                    model.reservations.push((merged, true, Timestamp(now.0 + 30 * MINUTE)));
+                }
+                CartStep::Commit(index, lines) => {
+                    let at = index % model.reservations.len();
+                    let held = model.reservations[at].0.clone();
+                    for (item, units) in held {
+                        let shipped = match &lines {
+                            None => units,
+                            Some(lines) => lines.iter().filter(|(i, _)| *i == item).map(|(_, u)| u).sum(),
+                        };
+                        model.stock[item].0 -= shipped;
+                        model.stock[item].1 -= units;
+                    }
+                    model.reservations[at].1 = false;
+                }
+                CartStep::Release(index) | CartStep::Expire(index) => {
+                    let at = index % model.reservations.len();
+                    for (item, units) in model.reservations[at].0.clone() {
+                        model.stock[item].1 -= units;
+                    }
+                    model.reservations[at].1 = false;
+                }
+                CartStep::Changes(changes) => {
+                    for (item, kind, units) in changes {
+                        let stock = &mut model.stock[item];
+                        match kind {
+                            0 if units > 0 => stock.0 += units,
+                            1 if units > 0 => stock.0 -= units,
+                            _ => stock.0 = units,
+                        }
+                    }
+                }
+                CartStep::Wait(_) => {}
+            }
+            for (item, product) in CART_ITEMS.iter().enumerate() {
+                let level = inventory.item(&stream(product)).map(|item| item.level()).unwrap_or_default();
+                prop_assert_eq!((level.on_hand(), level.reserved()), model.stock[item], "{}", product);
+                prop_assert!(level.reserved() <= level.on_hand(), "oversold {}", product);
+            }
+            // Never a partial reservation: an active reservation holds every line it was made with.
+            for (at, (lines, active, _)) in model.reservations.iter().enumerate() {
+                for (item, units) in lines {
+                    let held = inventory
+                        .item(&stream(CART_ITEMS[*item]))
+                        .and_then(|stock| stock.reservation(&reservation(&format!("c{at}"))).map(|r| r.quantity.get()));
+                    prop_assert_eq!(held, active.then_some(*units));
+                }
+            }
+        }
     }
 }

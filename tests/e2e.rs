@@ -221,6 +221,8 @@ async fn every_rpc_works_over_grpc() {
             Kind::ReservationReleased(_) => "released",
             Kind::StockAdjusted(_) => "adjusted",
             Kind::ReservationExpired(_) => "expired",
+            Kind::StockRemoved(_) => "removed",
+            Kind::ReservationExtended(_) => "extended",
         })
         .collect();
     assert_eq!(

@@ -95,7 +95,8 @@ async fn it_reads_every_page_of_streams_of_every_length() {
             };
             let decision = inventory
                 .decide(&command, inventory::domain::Timestamp(1_000))
-                .unwrap();
+                .unwrap()
+                .remove(0);
             let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
             event.position = LogPosition(events.len() as u64 + 1);
             event.stream = key;
@@ -193,7 +194,7 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
     let quantity = (1u64..=u64::from(u32::MAX)).prop_map(|value| Quantity::new(value).unwrap());
     let reason = "[ -~]{1,60}".prop_map(|text| Reason::parse(&text).unwrap());
     let kind = (
-        0u8..6,
+        0u8..8,
         reservation,
         quantity,
         reason,
@@ -218,8 +219,15 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                     },
                     3 => StockEvent::ReservationCommitted {
                         reservation_id,
-                        quantity,
+                        // A partial commit: none, some or all of the line shipped.
+                        quantity: quantity.get() / (1 + millis % 3),
                         order_id: OrderId::parse(&order).unwrap(),
+                        released_quantity: quantity.get() - quantity.get() / (1 + millis % 3),
+                    },
+                    6 => StockEvent::StockRemoved { quantity, reason },
+                    7 => StockEvent::ReservationExtended {
+                        reservation_id,
+                        expires_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
                     },
                     4 => StockEvent::ReservationReleased {
                         reservation_id,
@@ -244,13 +252,17 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
     let context = (
         proptest::option::of(id_text()),
         proptest::option::of(prop_oneof![Just(String::new()), "[ -~]{1,80}"]),
+        prop_oneof![
+            Just((0u32, 1u32)),
+            (1u32..=1000).prop_flat_map(|count| (0..count, Just(count)))
+        ],
     );
     (kind, (id_text(), id_text()), numbers, context).prop_map(
         |(
             event,
             (product, store),
             (position, event_id, version, millis, (a, b), fingerprint),
-            (command_id, trace_parent),
+            (command_id, trace_parent, (command_event_index, command_event_count)),
         )| {
             RecordedEvent {
                 position: LogPosition(position),
@@ -265,6 +277,8 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                 command_id: command_id.map(|text| CommandId::parse(&text).unwrap()),
                 command_fingerprint: fingerprint,
                 trace_parent: trace_parent.map(Arc::from),
+                command_event_index,
+                command_event_count,
                 event,
             }
         },

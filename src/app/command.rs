@@ -24,9 +24,9 @@ use tokio::task::JoinHandle;
 use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
-    Command, CommandId, CustomerId, DomainError, LogPosition, OrderId, Quantity, Reason,
-    RecordedEvent, ReservationId, StockEvent, StockLevel, StreamKey, StreamVersion, TimeToLive,
-    Timestamp,
+    Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition, OrderId,
+    Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StockChangeLine, StockEvent,
+    StockLevel, StreamKey, StreamVersion, TimeToLive, Timestamp,
 };
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
@@ -40,10 +40,17 @@ pub const COMMAND_QUEUE_CAPACITY: usize = 8192;
 /// The most commands decided and made durable together.
 pub const MAX_BATCH_COMMANDS: usize = 2048;
 
-/// The most expiries appended with one batch; the rest follow in the next.
+/// The most reservations expired with one batch; the rest follow in the next.
 pub const MAX_EXPIRIES_PER_BATCH: usize = 1024;
 
-const _: () = assert!(MAX_BATCH_COMMANDS + MAX_EXPIRIES_PER_BATCH <= MAX_APPEND_EVENTS);
+/// The most expiry events appended with one batch (a reservation of many lines expires with
+/// one event per line), unless one reservation alone has more.
+pub const MAX_EXPIRY_EVENTS_PER_BATCH: usize = 1024;
+
+// One batch holds the expiries and at least one command of the most lines.
+const _: () = assert!(
+    MAX_EXPIRY_EVENTS_PER_BATCH + 2 * crate::domain::MAX_COMMAND_LINES <= MAX_APPEND_EVENTS
+);
 
 /// How long a command id is remembered after its command was accepted: a retry within this
 /// window gets the original answer.
@@ -86,21 +93,38 @@ pub struct AdjustStock {
     pub reason: Reason,
 }
 
-/// Set a quantity aside for a customer. Without a `reservation_id` the server makes one.
+/// Shrinkage, theft, a write-off: on-hand shrinks, never below what is reserved.
+#[derive(Clone, Debug)]
+pub struct RemoveStock {
+    pub stream: StreamKey,
+    pub quantity: Quantity,
+    pub reason: Reason,
+}
+
+/// A delivery note, a recount, a write-off list: every change or none.
+#[derive(Clone, Debug)]
+pub struct ApplyStockChanges {
+    pub changes: Vec<StockChangeLine>,
+    pub reason: Reason,
+}
+
+/// Set quantities aside for a customer, all lines or none. Without a `reservation_id` the
+/// server makes one.
 #[derive(Clone, Debug)]
 pub struct ReserveStock {
-    pub stream: StreamKey,
+    pub lines: Vec<ReservationLine>,
     pub reservation_id: Option<ReservationId>,
-    pub quantity: Quantity,
     pub customer_id: CustomerId,
     pub ttl: TimeToLive,
 }
 
-/// The reserved goods leave the store.
+/// The reserved goods leave the stores: all of them (`lines: None`), or what `lines` says,
+/// the rest released.
 #[derive(Clone, Debug)]
 pub struct CommitReservation {
     pub reservation_id: ReservationId,
     pub order_id: OrderId,
+    pub lines: Option<Vec<CommitLine>>,
 }
 
 /// Give a reservation up.
@@ -110,8 +134,15 @@ pub struct ReleaseReservation {
     pub reason: Reason,
 }
 
-/// What an accepted command changed: its item's version and stock after it, and where its
-/// event is in the log.
+/// Hold a reservation for `ttl` from now.
+#[derive(Clone, Debug)]
+pub struct ExtendReservation {
+    pub reservation_id: ReservationId,
+    pub ttl: TimeToLive,
+}
+
+/// What an accepted command changed of one item: its version and stock after it, and where
+/// its event is in the log.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StockChange {
     pub stream: StreamKey,
@@ -122,10 +153,27 @@ pub struct StockChange {
     pub replayed: bool,
 }
 
-/// What an accepted reservation returns: the change, and the reservation's id and expiry.
+/// What an accepted command changed: one entry per item, in the order of its events (at
+/// contiguous positions; the last is the command's last position).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StockChanges {
+    pub changes: Vec<StockChange>,
+}
+
+impl StockChanges {
+    /// The change of the command's last event: its position is the command's last.
+    pub fn last(&self) -> &StockChange {
+        self.changes
+            .last()
+            .expect("an accepted command has an event")
+    }
+}
+
+/// What an accepted reservation (or its extension) returns: the changes, and the
+/// reservation's id and expiry.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ReservationMade {
-    pub change: StockChange,
+    pub changes: StockChanges,
     pub reservation_id: ReservationId,
     pub expires_at: Timestamp,
 }
@@ -143,6 +191,13 @@ pub trait CommandKind: Send + 'static {
     /// The outcome, from what the writer answered. `None` when the answer is of another kind:
     /// a remembered answer to a command id that was used for a different kind of command.
     fn outcome(answer: Accepted) -> Option<Self::Outcome>;
+}
+
+/// The one change of a single-item stock command whose event is of kind `kind`.
+fn single_change(answer: Accepted, kind: EventKind) -> Option<StockChange> {
+    (answer.kind == kind && answer.changes.len() == 1)
+        .then(|| answer.changes.into_iter().next())
+        .flatten()
 }
 
 impl CommandKind for AddStock {
@@ -163,7 +218,7 @@ impl CommandKind for AddStock {
     }
 
     fn outcome(answer: Accepted) -> Option<StockChange> {
-        Some(answer.change)
+        single_change(answer, EventKind::StockAdded)
     }
 }
 
@@ -185,7 +240,48 @@ impl CommandKind for AdjustStock {
     }
 
     fn outcome(answer: Accepted) -> Option<StockChange> {
-        Some(answer.change)
+        single_change(answer, EventKind::StockAdjusted)
+    }
+}
+
+impl CommandKind for RemoveStock {
+    type Outcome = StockChange;
+
+    fn into_command(self) -> (Command, bool) {
+        let RemoveStock {
+            stream,
+            quantity,
+            reason,
+        } = self;
+        let command = Command::RemoveStock {
+            stream,
+            quantity,
+            reason,
+        };
+        (command, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<StockChange> {
+        single_change(answer, EventKind::StockRemoved)
+    }
+}
+
+impl CommandKind for ApplyStockChanges {
+    type Outcome = StockChanges;
+
+    fn into_command(self) -> (Command, bool) {
+        let ApplyStockChanges { changes, reason } = self;
+        (Command::ApplyStockChanges { changes, reason }, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<StockChanges> {
+        matches!(
+            answer.kind,
+            EventKind::StockAdded | EventKind::StockAdjusted | EventKind::StockRemoved
+        )
+        .then_some(StockChanges {
+            changes: answer.changes,
+        })
     }
 }
 
@@ -194,9 +290,8 @@ impl CommandKind for ReserveStock {
 
     fn into_command(self) -> (Command, bool) {
         let ReserveStock {
-            stream,
+            lines,
             reservation_id,
-            quantity,
             customer_id,
             ttl,
         } = self;
@@ -204,9 +299,8 @@ impl CommandKind for ReserveStock {
         let reservation_id = reservation_id
             .unwrap_or_else(|| ReservationId::from_uuid(uuid::Uuid::now_v7().as_u128()));
         let command = Command::ReserveStock {
-            stream,
             reservation_id,
-            quantity,
+            lines,
             customer_id,
             ttl,
         };
@@ -214,37 +308,50 @@ impl CommandKind for ReserveStock {
     }
 
     fn outcome(answer: Accepted) -> Option<ReservationMade> {
-        let (reservation_id, expires_at) = answer.reservation?;
-        Some(ReservationMade {
-            change: answer.change,
-            reservation_id,
-            expires_at,
-        })
+        reservation_outcome(answer, EventKind::StockReserved)
     }
 }
 
+fn reservation_outcome(answer: Accepted, kind: EventKind) -> Option<ReservationMade> {
+    if answer.kind != kind {
+        return None;
+    }
+    let (reservation_id, expires_at) = answer.reservation?;
+    Some(ReservationMade {
+        changes: StockChanges {
+            changes: answer.changes,
+        },
+        reservation_id,
+        expires_at,
+    })
+}
+
 impl CommandKind for CommitReservation {
-    type Outcome = StockChange;
+    type Outcome = StockChanges;
 
     fn into_command(self) -> (Command, bool) {
         let CommitReservation {
             reservation_id,
             order_id,
+            lines,
         } = self;
         let command = Command::CommitReservation {
             reservation_id,
             order_id,
+            lines,
         };
         (command, false)
     }
 
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        Some(answer.change)
+    fn outcome(answer: Accepted) -> Option<StockChanges> {
+        (answer.kind == EventKind::ReservationCommitted).then_some(StockChanges {
+            changes: answer.changes,
+        })
     }
 }
 
 impl CommandKind for ReleaseReservation {
-    type Outcome = StockChange;
+    type Outcome = StockChanges;
 
     fn into_command(self) -> (Command, bool) {
         let ReleaseReservation {
@@ -258,40 +365,97 @@ impl CommandKind for ReleaseReservation {
         (command, false)
     }
 
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        Some(answer.change)
+    fn outcome(answer: Accepted) -> Option<StockChanges> {
+        (answer.kind == EventKind::ReservationReleased).then_some(StockChanges {
+            changes: answer.changes,
+        })
+    }
+}
+
+impl CommandKind for ExtendReservation {
+    type Outcome = ReservationMade;
+
+    fn into_command(self) -> (Command, bool) {
+        let ExtendReservation {
+            reservation_id,
+            ttl,
+        } = self;
+        (
+            Command::ExtendReservation {
+                reservation_id,
+                ttl,
+            },
+            false,
+        )
+    }
+
+    fn outcome(answer: Accepted) -> Option<ReservationMade> {
+        reservation_outcome(answer, EventKind::ReservationExtended)
     }
 }
 
 /// The writer's answer to one accepted command, before [`CommandKind::outcome`] types it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Accepted {
-    change: StockChange,
-    /// For a reservation: its id and when it expires.
+    /// One change per event of the command, in order.
+    changes: Vec<StockChange>,
+    /// The kind of the command's first event: tells the command's kind.
+    kind: EventKind,
+    /// For a reservation or its extension: its id and when it expires.
     reservation: Option<(ReservationId, Timestamp)>,
 }
 
 impl Accepted {
-    /// The answer that `event`, the command's event, gives.
+    /// The answer that `event`, the command's first event, starts.
     fn of(event: &RecordedEvent, replayed: bool) -> Accepted {
         let reservation = match &event.event {
             StockEvent::StockReserved {
                 reservation_id,
                 expires_at,
                 ..
+            }
+            | StockEvent::ReservationExtended {
+                reservation_id,
+                expires_at,
             } => Some((reservation_id.clone(), *expires_at)),
             _ => None,
         };
+        let mut changes = Vec::with_capacity(event.command_event_count as usize);
+        changes.push(Accepted::change(event, replayed));
         Accepted {
-            change: StockChange {
-                stream: event.stream.clone(),
-                version: event.version,
-                position: event.position,
-                stock: event.stock_after,
-                replayed,
-            },
+            changes,
+            kind: event.event.kind(),
             reservation,
         }
+    }
+
+    /// Adds a later event of the same command.
+    fn add(&mut self, event: &RecordedEvent, replayed: bool) {
+        self.changes.push(Accepted::change(event, replayed));
+    }
+
+    fn change(event: &RecordedEvent, replayed: bool) -> StockChange {
+        StockChange {
+            stream: event.stream.clone(),
+            version: event.version,
+            position: event.position,
+            stock: event.stock_after,
+            replayed,
+        }
+    }
+
+    /// True when this is a remembered answer.
+    fn replayed(&self) -> bool {
+        self.changes.first().is_some_and(|change| change.replayed)
+    }
+
+    /// The same answer, as given to a retry.
+    fn as_replayed(&self) -> Accepted {
+        let mut answer = self.clone();
+        for change in &mut answer.changes {
+            change.replayed = true;
+        }
+        answer
     }
 }
 
@@ -307,6 +471,12 @@ pub enum CommandError {
     },
     #[error("command id {command_id} was already used for a different request")]
     CommandIdReused { command_id: CommandId },
+    /// `expected_version` names one item's version, and the command touches several items.
+    #[error(
+        "expected_version names one item's version, but the command touches {items} items; \
+         a multi-line command takes an expected_version on each line"
+    )]
+    ExpectedVersionOfSeveralItems { items: usize },
     /// The log could not store the command: nothing was written.
     #[error("the event log is unavailable: {0}")]
     LogUnavailable(String),

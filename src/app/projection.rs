@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -13,8 +14,8 @@ use super::sharded_map::ShardedMap;
 use super::shutdown::Shutdown;
 use crate::dense_map::FastHash;
 use crate::domain::{
-    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockItem, StockLevel,
-    StoreId, StreamKey, StreamVersion,
+    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, ReservationView,
+    StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 use crate::telemetry;
@@ -47,6 +48,13 @@ pub struct ReadModel {
     /// Every item: a dense sharded map, about half the memory of a `DashMap` of a million.
     items: ShardedMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>, FastHash>,
+    /// Every reservation ever made, as a whole across its items: what `GetReservation`
+    /// answers.
+    reservations_by_id: DashMap<ReservationId, ReservationView, FastHash>,
+    /// The position of the last event applied (by the one task that applies events).
+    head: AtomicU64,
+    /// The position published to queries: the end of the last command applied whole, so that
+    /// a query waiting for a position never sees part of a command.
     applied: watch::Sender<LogPosition>,
     /// Since when the model's upstream (the command server it follows, or the database) is
     /// unreachable; `None` while it is reachable. Queries report it, so clients know how
@@ -70,6 +78,8 @@ impl ReadModel {
         ReadModel {
             items: ShardedMap::default(),
             stores_by_product: DashMap::default(),
+            reservations_by_id: DashMap::default(),
+            head: AtomicU64::new(0),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
             position_gauge: metrics::gauge!("inventory_read_model_position"),
@@ -97,9 +107,15 @@ impl ReadModel {
             .expect("upstream lock poisoned")
     }
 
-    /// The position of the last event applied.
+    /// The position queries answer as of: the end of the last command applied whole.
     pub fn position(&self) -> LogPosition {
         *self.applied.borrow()
+    }
+
+    /// The position of the last event applied, which may be inside a command whose other
+    /// events are still to come.
+    pub fn head(&self) -> LogPosition {
+        LogPosition(self.head.load(Ordering::Acquire))
     }
 
     pub fn item_count(&self) -> usize {
@@ -116,15 +132,20 @@ impl ReadModel {
     /// the last (on an error, after the last one applied). A read page or a replay is one
     /// batch: waking every waiter per event cost more than applying it.
     pub fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), LogError> {
+        let mut head = self.head();
         let mut applied = self.position();
         let mut result = Ok(());
         for event in events {
-            result = self.apply_unpublished(event, applied);
+            result = self.apply_unpublished(event, head);
             if result.is_err() {
                 break;
             }
-            applied = event.position;
+            head = event.position;
+            if event.ends_command() {
+                applied = head;
+            }
         }
+        self.head.store(head.0, Ordering::Release);
         if applied != self.position() {
             // Set before publishing the position, so whoever waited for it also sees the gauge.
             self.position_gauge.set(applied.0 as f64);
@@ -151,7 +172,25 @@ impl ReadModel {
                 .or_default()
                 .insert(event.stream.store_id.clone());
         }
+        if let Some(reservation_id) = event.event.reservation_id() {
+            match self.reservations_by_id.get_mut(reservation_id) {
+                Some(mut view) => view.evolve(&event.stream, event.position, &event.event),
+                None => {
+                    if let Some(mut view) = ReservationView::start(&event.event) {
+                        view.evolve(&event.stream, event.position, &event.event);
+                        self.reservations_by_id.insert(reservation_id.clone(), view);
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// One reservation, as a whole across its items.
+    pub fn reservation(&self, reservation_id: &ReservationId) -> Option<ReservationView> {
+        self.reservations_by_id
+            .get(reservation_id)
+            .map(|view| view.clone())
     }
 
     pub fn get(&self, stream: &StreamKey) -> Option<StockView> {
@@ -227,8 +266,8 @@ impl ReadModel {
         let mut failing = false;
         loop {
             let head_now = *head.borrow_and_update();
-            if self.position() < head_now {
-                let events = match log.read_all(self.position(), MAX_READ_EVENTS).await {
+            if self.head() < head_now {
+                let events = match log.read_all(self.head(), MAX_READ_EVENTS).await {
                     Ok(events) => events,
                     Err(error @ (LogError::Io { .. } | LogError::Backend { .. })) => {
                         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "the read model cannot read its log");
@@ -260,7 +299,7 @@ impl ReadModel {
                     self.apply_batch(&events)?;
                 }
                 self.lag_gauge
-                    .set(log.head().0.saturating_sub(self.position().0) as f64);
+                    .set(log.head().0.saturating_sub(self.head().0) as f64);
                 continue;
             }
             tokio::select! {

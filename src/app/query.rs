@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use super::projection::ReadModel;
 use crate::domain::{
-    ActiveReservation, LogPosition, ProductId, Quantity, RecordedEvent, ReservationId, StockItem,
-    StockLevel, StreamKey, StreamVersion, Timestamp,
+    ActiveReservation, LogPosition, ProductId, Quantity, RecordedEvent, ReservationId,
+    ReservationView, StockItem, StockLevel, StreamKey, StreamVersion, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -27,6 +27,8 @@ const _: () = assert!((MAX_HISTORY_PAGE as usize) < MAX_READ_EVENTS);
 pub enum QueryError {
     #[error("no stock item for product_id {} in store_id {}", .stream.product_id, .stream.store_id)]
     NotFound { stream: StreamKey },
+    #[error("reservation {reservation_id} not found")]
+    ReservationNotFound { reservation_id: ReservationId },
     #[error(
         "the read model had applied position {applied} when the deadline passed, \
          min_position is {min_position}"
@@ -175,6 +177,22 @@ impl Queries {
             product.stores.push((stream, stock));
         }
         Ok(self.answer(product, read_position))
+    }
+
+    /// One reservation by its id: its lines, status, expiry and events.
+    pub async fn reservation(
+        &self,
+        reservation_id: &ReservationId,
+        min_position: LogPosition,
+        wait: Duration,
+    ) -> Result<Answer<ReservationView>, QueryError> {
+        let read_position = self.wait_for(min_position, wait).await?;
+        let view = self.model.reservation(reservation_id).ok_or_else(|| {
+            QueryError::ReservationNotFound {
+                reservation_id: reservation_id.clone(),
+            }
+        })?;
+        Ok(self.answer(view, read_position))
     }
 
     /// Whether `quantity` of an item is available; an item never stocked has 0.

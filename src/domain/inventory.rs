@@ -9,8 +9,10 @@ use std::fmt;
 use crate::dense_map::{DenseMap, FastHash};
 
 use super::ids::{ReservationId, StreamKey};
-use super::stock::{Command, DomainError, StockEvent, StockItem};
+use super::stock::{StockEvent, StockItem};
 use super::values::{StockLevel, StreamVersion, Timestamp};
+
+mod decide;
 
 /// Where a reservation is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -19,6 +21,8 @@ pub enum ReservationStatus {
     Committed,
     Released,
     Expired,
+    /// Committed with less than every line reserved: the rest was released.
+    PartiallyCommitted,
 }
 
 impl fmt::Display for ReservationStatus {
@@ -28,26 +32,53 @@ impl fmt::Display for ReservationStatus {
             ReservationStatus::Committed => "committed",
             ReservationStatus::Released => "released",
             ReservationStatus::Expired => "expired",
+            ReservationStatus::PartiallyCommitted => "partially committed",
         })
     }
 }
 
-/// An accepted command: the event to append to a stream.
+/// One event of an accepted command, and the stream (item) it is appended to.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Decision {
     pub stream: StreamKey,
     pub event: StockEvent,
 }
 
-/// What the inventory keeps of every reservation id: the item it was made on and its status.
-/// The item is named by its index in `Inventory::items` (4 bytes instead of a 32-byte key;
+/// What the inventory keeps of every reservation id: the items it was made on and its status.
+/// Items are named by their index in `Inventory::items` (4 bytes instead of a 32-byte key;
 /// there is one entry per reservation ever made). Indices never change: items are never
 /// removed, except by a rollback, which removes only the items its batch created, the last
 /// ones, so no other item moves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct ReservationEntry {
-    item: u32,
+    items: ReservationItems,
     status: ReservationStatus,
+}
+
+/// The items of one reservation, in the order of its lines: most reservations have one line,
+/// kept without an allocation.
+#[derive(Clone, Debug)]
+enum ReservationItems {
+    One(u32),
+    Many(Box<[u32]>),
+}
+
+impl ReservationItems {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            ReservationItems::One(item) => std::slice::from_ref(item),
+            ReservationItems::Many(items) => items,
+        }
+    }
+
+    /// These items and `item`, unless they hold it already.
+    fn with(&self, item: u32) -> ReservationItems {
+        let items = self.as_slice();
+        if items.contains(&item) {
+            return self.clone();
+        }
+        ReservationItems::Many(items.iter().copied().chain([item]).collect())
+    }
 }
 
 /// Every stock item and reservation: the command side's state, a fold of the whole log.
@@ -107,50 +138,27 @@ impl Inventory {
             .map(|entry| entry.status)
     }
 
-    /// Decides whether a command is accepted, and if so which event it becomes. Pure: the
-    /// inventory does not change until the caller applies the event with [`Inventory::evolve`].
-    pub fn decide(&self, command: &Command, now: Timestamp) -> Result<Decision, DomainError> {
-        let stream = match command {
-            Command::AddStock { stream, .. } | Command::AdjustStock { stream, .. } => {
-                stream.clone()
-            }
-            Command::ReserveStock {
-                stream,
-                reservation_id,
-                ..
-            } => {
-                if self.reservations.contains_key(reservation_id) {
-                    return Err(DomainError::ReservationAlreadyExists {
-                        reservation_id: reservation_id.clone(),
-                    });
-                }
-                stream.clone()
-            }
-            Command::CommitReservation { reservation_id, .. }
-            | Command::ReleaseReservation { reservation_id, .. }
-            | Command::ExpireReservation { reservation_id } => {
-                let Some(entry) = self.reservations.get(reservation_id) else {
-                    return Err(DomainError::ReservationNotFound {
-                        reservation_id: reservation_id.clone(),
-                    });
-                };
-                if entry.status != ReservationStatus::Active {
-                    return Err(DomainError::ReservationNotActive {
-                        reservation_id: reservation_id.clone(),
-                        status: entry.status,
-                    });
-                }
-                let (stream, _) = self
+    /// The streams of a reservation's items, in the order of its lines; empty for an unknown
+    /// id.
+    pub fn reservation_items(&self, reservation_id: &ReservationId) -> Vec<&StreamKey> {
+        self.reservations
+            .get(reservation_id)
+            .map(|entry| {
+                entry
                     .items
-                    .get_index(entry.item as usize)
-                    .expect("a reservation's item exists");
-                stream.clone()
-            }
-        };
-        let empty = StockItem::default();
-        let item = self.items.get(&stream).unwrap_or(&empty);
-        let event = item.decide(command, now)?;
-        Ok(Decision { stream, event })
+                    .as_slice()
+                    .iter()
+                    .map(|index| self.item_key(*index))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn item_key(&self, index: u32) -> &StreamKey {
+        self.items
+            .get_index(index as usize)
+            .expect("a reservation's item exists")
+            .0
     }
 
     /// Starts a batch: every change until [`Inventory::commit_batch`] can be undone by
@@ -210,7 +218,8 @@ impl Inventory {
 
     /// Applies one event to its stream and returns the stream's new version and stock. Holds
     /// no rule and cannot fail.
-    /// Over 70 lines: one arm per event kind, an exhaustive table that reads best whole.
+    /// Over 70 lines: one arm per event kind, an exhaustive table that reads best whole, then
+    /// the reservation's entry and schedule.
     pub fn evolve(
         &mut self,
         stream: &StreamKey,
@@ -230,52 +239,72 @@ impl Inventory {
         };
         let item = &mut self.items[item_index];
         let item_index = u32::try_from(item_index).expect("fewer than 2^32 items");
-        let (status_change, expiry_removed) = match event {
-            StockEvent::StockAdded { .. } | StockEvent::StockAdjusted { .. } => (None, None),
+        // The reservation the event changes: its new status, the expiry it leaves the schedule
+        // with (its old one) and the one it enters it with.
+        let mut expiry_added = None;
+        let status_change = match event {
+            StockEvent::StockAdded { .. }
+            | StockEvent::StockAdjusted { .. }
+            | StockEvent::StockRemoved { .. } => None,
             StockEvent::StockReserved {
                 reservation_id,
                 expires_at,
                 ..
             } => {
-                let key = (*expires_at, reservation_id.clone());
-                if let Some(undo) = &mut self.undo {
-                    undo.schedule.push(ScheduleChange::Inserted(key.clone()));
-                }
-                self.expiry_schedule.insert(key);
-                (Some((reservation_id, ReservationStatus::Active)), None)
+                expiry_added = Some(*expires_at);
+                Some((reservation_id, ReservationStatus::Active))
             }
-            StockEvent::ReservationCommitted { reservation_id, .. } => {
-                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
-                (
-                    Some((reservation_id, ReservationStatus::Committed)),
-                    expires_at,
-                )
+            StockEvent::ReservationCommitted {
+                reservation_id,
+                released_quantity,
+                ..
+            } => {
+                // One line released in part makes the whole commit partial.
+                let partial = *released_quantity > 0
+                    || self
+                        .reservations
+                        .get(reservation_id)
+                        .map(|entry| entry.status)
+                        == Some(ReservationStatus::PartiallyCommitted);
+                let status = if partial {
+                    ReservationStatus::PartiallyCommitted
+                } else {
+                    ReservationStatus::Committed
+                };
+                Some((reservation_id, status))
             }
             StockEvent::ReservationReleased { reservation_id, .. } => {
-                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
-                (
-                    Some((reservation_id, ReservationStatus::Released)),
-                    expires_at,
-                )
+                Some((reservation_id, ReservationStatus::Released))
             }
             StockEvent::ReservationExpired { reservation_id, .. } => {
-                let expires_at = item.reservation(reservation_id).map(|r| r.expires_at);
-                (
-                    Some((reservation_id, ReservationStatus::Expired)),
-                    expires_at,
-                )
+                Some((reservation_id, ReservationStatus::Expired))
             }
+            StockEvent::ReservationExtended {
+                reservation_id,
+                expires_at,
+            } => {
+                expiry_added = Some(*expires_at);
+                Some((reservation_id, ReservationStatus::Active))
+            }
+        };
+        // Every event about a reservation but the first takes it off the schedule at its old
+        // expiry; the first line's event does it for the whole reservation, the others find
+        // it done.
+        let expiry_removed = match event {
+            StockEvent::StockReserved { .. } => None,
+            _ => event
+                .reservation_id()
+                .and_then(|id| item.reservation(id))
+                .map(|reservation| reservation.expires_at),
         };
         item.evolve(event);
         let result = (item.version(), item.level());
         if let Some((reservation_id, status)) = status_change {
             if let Some(expires_at) = expiry_removed {
-                let key = (expires_at, reservation_id.clone());
-                if self.expiry_schedule.remove(&key)
-                    && let Some(undo) = &mut self.undo
-                {
-                    undo.schedule.push(ScheduleChange::Removed(key));
-                }
+                self.unschedule((expires_at, reservation_id.clone()));
+            }
+            if let Some(expires_at) = expiry_added {
+                self.schedule((expires_at, reservation_id.clone()));
             }
             if let Some(undo) = &mut self.undo
                 && !undo.reservations.contains_key(reservation_id)
@@ -285,15 +314,36 @@ impl Inventory {
                     self.reservations.get(reservation_id).cloned(),
                 );
             }
-            self.reservations.insert(
-                reservation_id.clone(),
-                ReservationEntry {
-                    item: item_index,
-                    status,
-                },
-            );
+            let items = match self.reservations.get(reservation_id) {
+                // A later line of the same reservation, or a later event about it.
+                Some(entry)
+                    if entry.status == ReservationStatus::Active
+                        || !matches!(event, StockEvent::StockReserved { .. }) =>
+                {
+                    entry.items.with(item_index)
+                }
+                _ => ReservationItems::One(item_index),
+            };
+            self.reservations
+                .insert(reservation_id.clone(), ReservationEntry { items, status });
         }
         result
+    }
+
+    fn schedule(&mut self, key: (Timestamp, ReservationId)) {
+        if self.expiry_schedule.insert(key.clone())
+            && let Some(undo) = &mut self.undo
+        {
+            undo.schedule.push(ScheduleChange::Inserted(key));
+        }
+    }
+
+    fn unschedule(&mut self, key: (Timestamp, ReservationId)) {
+        if self.expiry_schedule.remove(&key)
+            && let Some(undo) = &mut self.undo
+        {
+            undo.schedule.push(ScheduleChange::Removed(key));
+        }
     }
 
     /// Active reservations whose time is up at `now`, soonest first, at most `limit`.

@@ -12,8 +12,13 @@ use super::values::{
     LogPosition, MAX_ON_HAND, Quantity, Reason, StockLevel, StreamVersion, TimeToLive, Timestamp,
 };
 
-/// What a client asks the inventory to do. Commands are in the imperative; each accepted
-/// command becomes exactly one event.
+/// The most lines of one multi-line command (a cart's reservation lines, a delivery's stock
+/// changes, a partial commit's lines).
+pub const MAX_COMMAND_LINES: usize = 1_000;
+
+/// What a client asks the inventory to do. Commands are in the imperative. An accepted command
+/// becomes one event per stock item it touches; a multi-line command is accepted or refused
+/// whole.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Command {
     AddStock {
@@ -26,23 +31,76 @@ pub enum Command {
         on_hand: u64,
         reason: Reason,
     },
-    ReserveStock {
+    /// Shrinkage, theft, a write-off: on-hand shrinks, never below what is reserved.
+    RemoveStock {
         stream: StreamKey,
-        reservation_id: ReservationId,
         quantity: Quantity,
+        reason: Reason,
+    },
+    /// A delivery note, a recount, a write-off list: every change or none. One change per item.
+    ApplyStockChanges {
+        changes: Vec<StockChangeLine>,
+        reason: Reason,
+    },
+    /// Sets the lines aside for a customer under one reservation id, all or nothing. Lines
+    /// naming the same item are summed.
+    ReserveStock {
+        reservation_id: ReservationId,
+        lines: Vec<ReservationLine>,
         customer_id: CustomerId,
         ttl: TimeToLive,
     },
+    /// The reserved goods leave the stores. `lines: None` commits every line whole; otherwise
+    /// `lines` says what ships of each item (summed per item, at most what it reserved), and
+    /// the rest of the reservation, items not named included, is released by the same command.
     CommitReservation {
         reservation_id: ReservationId,
         order_id: OrderId,
+        lines: Option<Vec<CommitLine>>,
     },
     ReleaseReservation {
         reservation_id: ReservationId,
         reason: Reason,
     },
+    /// A new expiry, `ttl` from now, for every line of an active reservation.
+    ExtendReservation {
+        reservation_id: ReservationId,
+        ttl: TimeToLive,
+    },
     /// Sent by the server itself when a reservation's time is up.
     ExpireReservation { reservation_id: ReservationId },
+}
+
+/// One change of [`Command::ApplyStockChanges`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StockChangeLine {
+    pub stream: StreamKey,
+    pub change: StockChangeKind,
+    /// Refuse the command unless this item is at this version.
+    pub expected_version: Option<StreamVersion>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StockChangeKind {
+    Add(Quantity),
+    Remove(Quantity),
+    SetOnHand(u64),
+}
+
+/// One line of a reservation.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ReservationLine {
+    pub stream: StreamKey,
+    pub quantity: Quantity,
+    /// Refuse the command unless this item is at this version.
+    pub expected_version: Option<StreamVersion>,
+}
+
+/// What ships of one item of a reservation; 0 ships none of it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CommitLine {
+    pub stream: StreamKey,
+    pub quantity: u64,
 }
 
 /// What happened to a stock item. Events are in the past tense and carry everything the fold
@@ -58,16 +116,24 @@ pub enum StockEvent {
         on_hand: u64,
         reason: Reason,
     },
+    /// On-hand shrank by `quantity` (never below what was reserved).
+    StockRemoved {
+        quantity: Quantity,
+        reason: Reason,
+    },
     StockReserved {
         reservation_id: ReservationId,
         quantity: Quantity,
         customer_id: CustomerId,
         expires_at: Timestamp,
     },
+    /// `quantity` of the item's reservation left the store (0 when none of it shipped) and
+    /// `released_quantity`, the rest of what it reserved, became available again.
     ReservationCommitted {
         reservation_id: ReservationId,
-        quantity: Quantity,
+        quantity: u64,
         order_id: OrderId,
+        released_quantity: u64,
     },
     ReservationReleased {
         reservation_id: ReservationId,
@@ -77,6 +143,11 @@ pub enum StockEvent {
     ReservationExpired {
         reservation_id: ReservationId,
         quantity: Quantity,
+    },
+    /// The item's reservation now holds until `expires_at`.
+    ReservationExtended {
+        reservation_id: ReservationId,
+        expires_at: Timestamp,
     },
 }
 
@@ -89,6 +160,8 @@ pub enum EventKind {
     ReservationCommitted,
     ReservationReleased,
     ReservationExpired,
+    StockRemoved,
+    ReservationExtended,
 }
 
 impl StockEvent {
@@ -96,10 +169,26 @@ impl StockEvent {
         match self {
             StockEvent::StockAdded { .. } => EventKind::StockAdded,
             StockEvent::StockAdjusted { .. } => EventKind::StockAdjusted,
+            StockEvent::StockRemoved { .. } => EventKind::StockRemoved,
             StockEvent::StockReserved { .. } => EventKind::StockReserved,
             StockEvent::ReservationCommitted { .. } => EventKind::ReservationCommitted,
             StockEvent::ReservationReleased { .. } => EventKind::ReservationReleased,
             StockEvent::ReservationExpired { .. } => EventKind::ReservationExpired,
+            StockEvent::ReservationExtended { .. } => EventKind::ReservationExtended,
+        }
+    }
+
+    /// The reservation the event is about, if any.
+    pub fn reservation_id(&self) -> Option<&ReservationId> {
+        match self {
+            StockEvent::StockAdded { .. }
+            | StockEvent::StockAdjusted { .. }
+            | StockEvent::StockRemoved { .. } => None,
+            StockEvent::StockReserved { reservation_id, .. }
+            | StockEvent::ReservationCommitted { reservation_id, .. }
+            | StockEvent::ReservationReleased { reservation_id, .. }
+            | StockEvent::ReservationExpired { reservation_id, .. }
+            | StockEvent::ReservationExtended { reservation_id, .. } => Some(reservation_id),
         }
     }
 }
@@ -121,6 +210,12 @@ pub struct RecordedEvent {
     /// The W3C `traceparent` of the command that caused the event, when traces are exported:
     /// opaque here, carried so that whoever applies the event continues the caller's trace.
     pub trace_parent: Option<Arc<str>>,
+    /// This event's index among the events of the command that caused it (0-based), and how
+    /// many events that command appended, at contiguous positions. A subscriber has the whole
+    /// command once it has the event with `command_event_index + 1 == command_event_count`.
+    /// Events written before multi-line commands existed are each a command of one event.
+    pub command_event_index: u32,
+    pub command_event_count: u32,
     pub event: StockEvent,
 }
 
@@ -145,6 +240,12 @@ pub enum FoldMismatch {
 }
 
 impl RecordedEvent {
+    /// Whether this is the last event of its command: a reader that stops here has every
+    /// command it read whole.
+    pub fn ends_command(&self) -> bool {
+        self.command_event_index.saturating_add(1) >= self.command_event_count
+    }
+
     /// The one check of every fold of the log (the command side, the read model, `verify`):
     /// the event's position follows `head`, its version follows its stream's `version`, and
     /// the stock it records is what `evolve` (the fold applying it) computes. `evolve` runs
@@ -181,15 +282,10 @@ impl RecordedEvent {
 /// Why a command is refused. Every variant is a business-rule outcome, not a fault.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum DomainError {
-    #[error("insufficient stock: requested {requested}, available {available}")]
-    InsufficientStock { requested: u64, available: u64 },
-    #[error("on_hand {requested_on_hand} is below the reserved quantity {reserved}")]
-    AdjustBelowReserved {
-        requested_on_hand: u64,
-        reserved: u64,
-    },
-    #[error("on_hand would exceed {MAX_ON_HAND}: on_hand {on_hand} + quantity {quantity}")]
-    OnHandOverflow { on_hand: u64, quantity: u64 },
+    /// Lines of the command break rules of their items: every such line is named, and nothing
+    /// is changed.
+    #[error("{}", describe_violations(.violations))]
+    LinesRefused { violations: Vec<LineViolation> },
     #[error("reservation {reservation_id} not found")]
     ReservationNotFound { reservation_id: ReservationId },
     #[error("reservation {reservation_id} is already {status}")]
@@ -199,6 +295,60 @@ pub enum DomainError {
     },
     #[error("reservation {reservation_id} already exists")]
     ReservationAlreadyExists { reservation_id: ReservationId },
+}
+
+impl LineViolation {
+    pub fn new(line: usize, stream: &StreamKey, rule: LineRule) -> LineViolation {
+        LineViolation {
+            line,
+            stream: stream.clone(),
+            rule,
+        }
+    }
+}
+
+/// One line of a command that breaks a rule of its item. `line` is its index in the
+/// command's lines (the first line naming the item, when several do).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LineViolation {
+    pub line: usize,
+    pub stream: StreamKey,
+    pub rule: LineRule,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum LineRule {
+    #[error("insufficient stock: requested {requested}, available {available}")]
+    InsufficientStock { requested: u64, available: u64 },
+    #[error("on_hand {requested_on_hand} is below the reserved quantity {reserved}")]
+    OnHandBelowReserved {
+        requested_on_hand: u64,
+        reserved: u64,
+    },
+    #[error("on_hand would exceed {MAX_ON_HAND}: on_hand {on_hand} + quantity {quantity}")]
+    OnHandOverflow { on_hand: u64, quantity: u64 },
+    #[error("version {current}, the command expected {expected}")]
+    WrongExpectedVersion {
+        expected: StreamVersion,
+        current: StreamVersion,
+    },
+    #[error("commits {requested}, but the reservation holds {reserved} of this item")]
+    CommitExceedsReserved { requested: u64, reserved: u64 },
+    #[error("the reservation holds nothing of this item")]
+    NotInReservation,
+    #[error("names the same item as line {first_line}: one change per item")]
+    DuplicateItem { first_line: usize },
+}
+
+fn describe_violations(violations: &[LineViolation]) -> String {
+    match violations {
+        [only] if only.line == 0 => only.rule.to_string(),
+        _ => violations
+            .iter()
+            .map(|v| format!("line {} ({}): {}", v.line, v.stream, v.rule))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// A reservation that still holds stock.
@@ -271,6 +421,16 @@ impl Reservations {
                 .find(|(id, _)| id == reservation_id)
                 .map(|(_, reservation)| reservation),
             Reservations::Large(entries) => entries.get(reservation_id),
+        }
+    }
+
+    pub fn get_mut(&mut self, reservation_id: &ReservationId) -> Option<&mut ActiveReservation> {
+        match self {
+            Reservations::Small(entries) => entries
+                .iter_mut()
+                .find(|(id, _)| id == reservation_id)
+                .map(|(_, reservation)| reservation),
+            Reservations::Large(entries) => entries.get_mut(reservation_id),
         }
     }
 
@@ -362,6 +522,9 @@ impl StockItem {
                 (on_hand.saturating_add(quantity.get()), reserved)
             }
             StockEvent::StockAdjusted { on_hand, .. } => (*on_hand, reserved),
+            StockEvent::StockRemoved { quantity, .. } => {
+                (on_hand.saturating_sub(quantity.get()), reserved)
+            }
             StockEvent::StockReserved {
                 reservation_id,
                 quantity,
@@ -381,12 +544,15 @@ impl StockItem {
             StockEvent::ReservationCommitted {
                 reservation_id,
                 quantity,
+                released_quantity,
                 ..
             } => {
                 self.reservations.remove(reservation_id);
                 (
-                    on_hand.saturating_sub(quantity.get()),
-                    reserved.saturating_sub(quantity.get()),
+                    on_hand.saturating_sub(*quantity),
+                    reserved
+                        .saturating_sub(*quantity)
+                        .saturating_sub(*released_quantity),
                 )
             }
             StockEvent::ReservationReleased {
@@ -401,139 +567,19 @@ impl StockItem {
                 self.reservations.remove(reservation_id);
                 (on_hand, reserved.saturating_sub(quantity.get()))
             }
+            StockEvent::ReservationExtended {
+                reservation_id,
+                expires_at,
+            } => {
+                if let Some(reservation) = self.reservations.get_mut(reservation_id) {
+                    reservation.expires_at = *expires_at;
+                }
+                (on_hand, reserved)
+            }
         };
         let on_hand = on_hand.min(MAX_ON_HAND);
         self.level = StockLevel::new(on_hand, reserved.min(on_hand))
             .expect("reserved is clamped to on_hand and on_hand to MAX_ON_HAND");
         self.version = self.version.next();
-    }
-
-    /// The rules for commands that name this item, once the inventory has checked what only it
-    /// can see (whether a reservation id is taken or has ended).
-    /// Over 70 lines: one arm per command kind, each rule next to the others.
-    pub(super) fn decide(
-        &self,
-        command: &Command,
-        now: Timestamp,
-    ) -> Result<StockEvent, DomainError> {
-        match command {
-            Command::AddStock {
-                quantity, reason, ..
-            } => {
-                let on_hand = self.level.on_hand();
-                if on_hand
-                    .checked_add(quantity.get())
-                    .is_none_or(|sum| sum > MAX_ON_HAND)
-                {
-                    return Err(DomainError::OnHandOverflow {
-                        on_hand,
-                        quantity: quantity.get(),
-                    });
-                }
-                Ok(StockEvent::StockAdded {
-                    quantity: *quantity,
-                    reason: reason.clone(),
-                })
-            }
-            Command::AdjustStock {
-                on_hand, reason, ..
-            } => {
-                if *on_hand < self.level.reserved() {
-                    return Err(DomainError::AdjustBelowReserved {
-                        requested_on_hand: *on_hand,
-                        reserved: self.level.reserved(),
-                    });
-                }
-                if *on_hand > MAX_ON_HAND {
-                    return Err(DomainError::OnHandOverflow {
-                        on_hand: *on_hand,
-                        quantity: 0,
-                    });
-                }
-                Ok(StockEvent::StockAdjusted {
-                    previous_on_hand: self.level.on_hand(),
-                    on_hand: *on_hand,
-                    reason: reason.clone(),
-                })
-            }
-            Command::ReserveStock {
-                reservation_id,
-                quantity,
-                customer_id,
-                ttl,
-                ..
-            } => {
-                let available = self.level.available();
-                if quantity.get() > available {
-                    return Err(DomainError::InsufficientStock {
-                        requested: quantity.get(),
-                        available,
-                    });
-                }
-                Ok(StockEvent::StockReserved {
-                    reservation_id: reservation_id.clone(),
-                    quantity: *quantity,
-                    customer_id: customer_id.clone(),
-                    expires_at: now.saturating_add(*ttl),
-                })
-            }
-            Command::CommitReservation {
-                reservation_id,
-                order_id,
-            } => {
-                let reservation = self.unexpired_reservation(reservation_id, now)?;
-                Ok(StockEvent::ReservationCommitted {
-                    reservation_id: reservation_id.clone(),
-                    quantity: reservation.quantity,
-                    order_id: order_id.clone(),
-                })
-            }
-            Command::ReleaseReservation {
-                reservation_id,
-                reason,
-            } => {
-                let reservation = self.unexpired_reservation(reservation_id, now)?;
-                Ok(StockEvent::ReservationReleased {
-                    reservation_id: reservation_id.clone(),
-                    quantity: reservation.quantity,
-                    reason: reason.clone(),
-                })
-            }
-            Command::ExpireReservation { reservation_id } => {
-                let reservation = self.active_reservation(reservation_id)?;
-                Ok(StockEvent::ReservationExpired {
-                    reservation_id: reservation_id.clone(),
-                    quantity: reservation.quantity,
-                })
-            }
-        }
-    }
-
-    fn active_reservation(
-        &self,
-        reservation_id: &ReservationId,
-    ) -> Result<&ActiveReservation, DomainError> {
-        self.reservations
-            .get(reservation_id)
-            .ok_or_else(|| DomainError::ReservationNotFound {
-                reservation_id: reservation_id.clone(),
-            })
-    }
-
-    /// An active reservation whose time is not up. One whose time is up but whose expiry event
-    /// is not written yet is already expired for every command.
-    fn unexpired_reservation(
-        &self,
-        reservation_id: &ReservationId,
-        now: Timestamp,
-    ) -> Result<&ActiveReservation, DomainError> {
-        let reservation = self.active_reservation(reservation_id)?;
-        if reservation.expires_at <= now {
-            return Err(DomainError::ReservationNotActive {
-                reservation_id: reservation_id.clone(),
-                status: ReservationStatus::Expired,
-            });
-        }
-        Ok(reservation)
     }
 }

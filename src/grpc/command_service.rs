@@ -4,12 +4,12 @@
 use tonic::{Request, Response, Status};
 
 use crate::app::CommandHandle;
-use crate::app::command::{CommandKind, CommandRequest, StockChange};
+use crate::app::command::{CommandKind, CommandRequest, StockChange, StockChanges};
 use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
 use super::pb;
-use super::status::command_error;
+use super::status::{Lines, command_error};
 
 pub struct CommandApi {
     commands: CommandHandle,
@@ -20,13 +20,22 @@ impl CommandApi {
         CommandApi { commands }
     }
 
-    /// The one call into the command side per command.
+    /// The one call into the command side per command; `lines` says how the request names
+    /// its items, for errors about them.
     async fn run<C: CommandKind>(
         &self,
         request: Result<CommandRequest<C>, Status>,
+        lines: Lines,
     ) -> Result<C::Outcome, Status> {
-        self.commands.execute(request?).await.map_err(command_error)
+        self.commands
+            .execute(request?)
+            .await
+            .map_err(|error| command_error(error, lines))
     }
+}
+
+fn results(changes: &StockChanges) -> Vec<pb::CommandResult> {
+    changes.changes.iter().filter_map(result).collect()
 }
 
 fn result(change: &StockChange) -> Option<pb::CommandResult> {
@@ -46,7 +55,9 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::AddStockRequest>,
     ) -> Result<Response<pb::AddStockResponse>, Status> {
-        let change = self.run(convert::add_stock(request.get_ref())).await?;
+        let change = self
+            .run(convert::add_stock(request.get_ref()), Lines::Single)
+            .await?;
         Ok(Response::new(pb::AddStockResponse {
             result: result(&change),
         }))
@@ -56,9 +67,39 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::AdjustStockResponse>, Status> {
-        let change = self.run(convert::adjust_stock(request.get_ref())).await?;
+        let change = self
+            .run(convert::adjust_stock(request.get_ref()), Lines::Single)
+            .await?;
         Ok(Response::new(pb::AdjustStockResponse {
             result: result(&change),
+        }))
+    }
+
+    async fn remove_stock(
+        &self,
+        request: Request<pb::RemoveStockRequest>,
+    ) -> Result<Response<pb::RemoveStockResponse>, Status> {
+        let change = self
+            .run(convert::remove_stock(request.get_ref()), Lines::Single)
+            .await?;
+        Ok(Response::new(pb::RemoveStockResponse {
+            result: result(&change),
+        }))
+    }
+
+    async fn apply_stock_changes(
+        &self,
+        request: Request<pb::ApplyStockChangesRequest>,
+    ) -> Result<Response<pb::ApplyStockChangesResponse>, Status> {
+        let changes = self
+            .run(
+                convert::apply_stock_changes(request.get_ref()),
+                Lines::Repeated("changes"),
+            )
+            .await?;
+        Ok(Response::new(pb::ApplyStockChangesResponse {
+            changes: results(&changes),
+            position: changes.last().position.0,
         }))
     }
 
@@ -66,11 +107,18 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ReserveStockRequest>,
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
-        let reservation = self.run(convert::reserve_stock(request.get_ref())).await?;
+        let request = request.get_ref();
+        let lines = if request.lines.is_empty() {
+            Lines::Single
+        } else {
+            Lines::Repeated("lines")
+        };
+        let reservation = self.run(convert::reserve_stock(request), lines).await?;
         Ok(Response::new(pb::ReserveStockResponse {
-            result: result(&reservation.change),
+            result: result(reservation.changes.last()),
             reservation_id: reservation.reservation_id.to_string(),
             expires_at: Some(timestamp_to_pb(reservation.expires_at)),
+            lines: results(&reservation.changes),
         }))
     }
 
@@ -78,11 +126,15 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::CommitReservationRequest>,
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
-        let change = self
-            .run(convert::commit_reservation(request.get_ref()))
+        let changes = self
+            .run(
+                convert::commit_reservation(request.get_ref()),
+                Lines::Repeated("lines"),
+            )
             .await?;
         Ok(Response::new(pb::CommitReservationResponse {
-            result: result(&change),
+            result: result(changes.last()),
+            lines: results(&changes),
         }))
     }
 
@@ -90,11 +142,32 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ReleaseReservationRequest>,
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
-        let change = self
-            .run(convert::release_reservation(request.get_ref()))
+        let changes = self
+            .run(
+                convert::release_reservation(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::ReleaseReservationResponse {
-            result: result(&change),
+            result: result(changes.last()),
+            lines: results(&changes),
+        }))
+    }
+
+    async fn extend_reservation(
+        &self,
+        request: Request<pb::ExtendReservationRequest>,
+    ) -> Result<Response<pb::ExtendReservationResponse>, Status> {
+        let extended = self
+            .run(
+                convert::extend_reservation(request.get_ref()),
+                Lines::Single,
+            )
+            .await?;
+        Ok(Response::new(pb::ExtendReservationResponse {
+            result: result(extended.changes.last()),
+            expires_at: Some(timestamp_to_pb(extended.expires_at)),
+            lines: results(&extended.changes),
         }))
     }
 }

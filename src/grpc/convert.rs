@@ -6,16 +6,64 @@ use crate::log::codec::timestamp_from_pb;
 use super::pb;
 use crate::app::EventFilter;
 use crate::app::command::{
-    AddStock, AdjustStock, CommandRequest, CommitReservation, ReleaseReservation, ReserveStock,
+    AddStock, AdjustStock, ApplyStockChanges, CommandRequest, CommitReservation, ExtendReservation,
+    ReleaseReservation, RemoveStock, ReserveStock,
 };
 use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
 use crate::domain::{
-    CommandId, CustomerId, EventKind, LogPosition, MAX_ON_HAND, OrderId, ProductId, Quantity,
-    Reason, ReservationId, StoreId, StreamKey, StreamVersion, TimeToLive,
+    CommandId, CommitLine, CustomerId, EventKind, LogPosition, MAX_COMMAND_LINES, MAX_ON_HAND,
+    OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StockChangeKind,
+    StockChangeLine, StoreId, StreamKey, StreamVersion, TimeToLive,
 };
 
 use super::status::{FieldViolation, invalid_argument};
+
+/// The name of a request's field in a violation: a plain field, or a field of one line of a
+/// repeated field (`lines[3].quantity`), rendered only when a violation is reported.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldName {
+    Plain(&'static str),
+    Line {
+        list: &'static str,
+        index: usize,
+        field: Option<&'static str>,
+    },
+}
+
+impl FieldName {
+    fn line(list: &'static str, index: usize, field: &'static str) -> FieldName {
+        FieldName::Line {
+            list,
+            index,
+            field: Some(field),
+        }
+    }
+}
+
+impl From<&'static str> for FieldName {
+    fn from(field: &'static str) -> FieldName {
+        FieldName::Plain(field)
+    }
+}
+
+impl std::fmt::Display for FieldName {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldName::Plain(field) => formatter.write_str(field),
+            FieldName::Line {
+                list,
+                index,
+                field: None,
+            } => write!(formatter, "{list}[{index}]"),
+            FieldName::Line {
+                list,
+                index,
+                field: Some(field),
+            } => write!(formatter, "{list}[{index}].{field}"),
+        }
+    }
+}
 
 /// Collects field violations while a request is converted.
 #[derive(Default)]
@@ -31,23 +79,24 @@ impl Fields {
     /// Records a violation for `field` when `result` is an error.
     pub fn check<T, E: ToString>(
         &mut self,
-        field: &'static str,
+        field: impl Into<FieldName>,
         result: Result<T, E>,
     ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(error) => {
-                self.violations.push(FieldViolation::new(field, error));
+                self.violations
+                    .push(FieldViolation::new(field.into().to_string(), error));
                 None
             }
         }
     }
 
-    pub fn product_id(&mut self, field: &'static str, text: &str) -> Option<ProductId> {
+    pub fn product_id(&mut self, field: impl Into<FieldName>, text: &str) -> Option<ProductId> {
         self.check(field, ProductId::parse(text))
     }
 
-    pub fn store_id(&mut self, field: &'static str, text: &str) -> Option<StoreId> {
+    pub fn store_id(&mut self, field: impl Into<FieldName>, text: &str) -> Option<StoreId> {
         self.check(field, StoreId::parse(text))
     }
 
@@ -57,16 +106,77 @@ impl Fields {
         Some(StreamKey::new(product_id?, store_id?))
     }
 
-    pub fn quantity(&mut self, field: &'static str, value: i64) -> Option<Quantity> {
+    /// The item of line `index` of the repeated field `list`.
+    fn line_stream(
+        &mut self,
+        list: &'static str,
+        index: usize,
+        product_id: &str,
+        store_id: &str,
+    ) -> Option<StreamKey> {
+        let product_id = self.product_id(FieldName::line(list, index, "product_id"), product_id);
+        let store_id = self.store_id(FieldName::line(list, index, "store_id"), store_id);
+        Some(StreamKey::new(product_id?, store_id?))
+    }
+
+    pub fn quantity(&mut self, field: impl Into<FieldName>, value: i64) -> Option<Quantity> {
         self.check(field, Quantity::from_signed(value))
     }
 
-    pub fn reason(&mut self, field: &'static str, text: &str) -> Option<Reason> {
+    fn on_hand(&mut self, field: impl Into<FieldName>, value: i64) -> Option<u64> {
+        self.check(
+            field,
+            u64::try_from(value)
+                .map_err(|_| format!("must not be negative, got {value}"))
+                .and_then(|value| {
+                    if value > MAX_ON_HAND {
+                        Err(format!("must be at most {MAX_ON_HAND}"))
+                    } else {
+                        Ok(value)
+                    }
+                }),
+        )
+    }
+
+    pub fn reason(&mut self, field: impl Into<FieldName>, text: &str) -> Option<Reason> {
         self.check(field, Reason::parse(text))
     }
 
-    pub fn reservation_id(&mut self, field: &'static str, text: &str) -> Option<ReservationId> {
+    pub fn reservation_id(
+        &mut self,
+        field: impl Into<FieldName>,
+        text: &str,
+    ) -> Option<ReservationId> {
         self.check(field, ReservationId::parse(text))
+    }
+
+    /// The number of lines of the repeated field `list`: 1 to [`MAX_COMMAND_LINES`].
+    fn line_count(&mut self, list: &'static str, count: usize) -> Option<()> {
+        let result = match count {
+            0 => Err("must hold at least 1 line".to_owned()),
+            count if count > MAX_COMMAND_LINES => Err(format!(
+                "must hold at most {MAX_COMMAND_LINES} lines, got {count}"
+            )),
+            _ => Ok(()),
+        };
+        self.check(list, result)
+    }
+
+    /// A violation for `field` that no single value check found.
+    fn refuse(&mut self, field: impl Into<FieldName>, problem: impl ToString) {
+        self.check::<(), _>(field, Err(problem.to_string()));
+    }
+
+    /// A reservation's time to live; [`TimeToLive::DEFAULT`] when unset.
+    fn ttl(
+        &mut self,
+        field: &'static str,
+        duration: Option<&prost_types::Duration>,
+    ) -> Option<TimeToLive> {
+        match duration {
+            None => Some(TimeToLive::DEFAULT),
+            Some(duration) => self.check(field, ttl_from_pb(duration)),
+        }
     }
 
     fn optional_command_id(&mut self, text: &str) -> Option<Option<CommandId>> {
@@ -129,18 +239,7 @@ pub fn adjust_stock(
 ) -> Result<CommandRequest<AdjustStock>, tonic::Status> {
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
-    let on_hand = fields.check(
-        "on_hand",
-        u64::try_from(request.on_hand)
-            .map_err(|_| format!("must not be negative, got {}", request.on_hand))
-            .and_then(|value| {
-                if value > MAX_ON_HAND {
-                    Err(format!("must be at most {MAX_ON_HAND}"))
-                } else {
-                    Ok(value)
-                }
-            }),
-    );
+    let on_hand = fields.on_hand("on_hand", request.on_hand);
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
         Some(AdjustStock {
@@ -152,17 +251,41 @@ pub fn adjust_stock(
     fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
+/// `ReserveStock`, in its single-item form or with `lines` (never both).
 pub fn reserve_stock(
     request: &pb::ReserveStockRequest,
 ) -> Result<CommandRequest<ReserveStock>, tonic::Status> {
     let mut fields = Fields::new();
-    let stream = fields.stream(&request.product_id, &request.store_id);
-    let quantity = fields.quantity("quantity", request.quantity);
-    let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
-    let ttl = match &request.ttl {
-        None => Some(TimeToLive::DEFAULT),
-        Some(duration) => fields.check("ttl", ttl_from_pb(duration)),
+    let lines = if request.lines.is_empty() {
+        let stream = fields.stream(&request.product_id, &request.store_id);
+        let quantity = fields.quantity("quantity", request.quantity);
+        (|| {
+            Some(vec![ReservationLine {
+                stream: stream?,
+                quantity: quantity?,
+                // The envelope's expected_version applies to the one item.
+                expected_version: None,
+            }])
+        })()
+    } else {
+        let single = [
+            ("product_id", !request.product_id.is_empty()),
+            ("store_id", !request.store_id.is_empty()),
+            ("quantity", request.quantity != 0),
+            ("expected_version", request.expected_version.is_some()),
+        ];
+        for (field, set) in single {
+            if set {
+                fields.refuse(
+                    field,
+                    "a request with lines names its items in the lines only (one form or the other)",
+                );
+            }
+        }
+        reservation_lines(&mut fields, &request.lines)
     };
+    let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
+    let ttl = fields.ttl("ttl", request.ttl.as_ref());
     // Empty: the server makes one.
     let reservation_id = if request.reservation_id.is_empty() {
         Some(None)
@@ -173,14 +296,33 @@ pub fn reserve_stock(
     };
     let command = (|| {
         Some(ReserveStock {
-            stream: stream?,
+            lines: lines?,
             reservation_id: reservation_id?,
-            quantity: quantity?,
             customer_id: customer_id?,
             ttl: ttl?,
         })
     })();
     fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+fn reservation_lines(
+    fields: &mut Fields,
+    lines: &[pb::ReservationLine],
+) -> Option<Vec<ReservationLine>> {
+    fields.line_count("lines", lines.len())?;
+    let mut valid = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let stream = fields.line_stream("lines", index, &line.product_id, &line.store_id);
+        let quantity = fields.quantity(FieldName::line("lines", index, "quantity"), line.quantity);
+        if let (Some(stream), Some(quantity)) = (stream, quantity) {
+            valid.push(ReservationLine {
+                stream,
+                quantity,
+                expected_version: line.expected_version.map(StreamVersion),
+            });
+        }
+    }
+    (valid.len() == lines.len()).then_some(valid)
 }
 
 fn ttl_from_pb(duration: &prost_types::Duration) -> Result<TimeToLive, String> {
@@ -202,13 +344,145 @@ pub fn commit_reservation(
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let order_id = fields.check("order_id", OrderId::parse(&request.order_id));
+    let lines = if request.lines.is_empty() {
+        Some(None)
+    } else {
+        commit_lines(&mut fields, &request.lines).map(Some)
+    };
     let command = (|| {
         Some(CommitReservation {
             reservation_id: reservation_id?,
             order_id: order_id?,
+            lines: lines?,
         })
     })();
     fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+fn commit_lines(fields: &mut Fields, lines: &[pb::CommitLine]) -> Option<Vec<CommitLine>> {
+    fields.line_count("lines", lines.len())?;
+    let mut valid = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let stream = fields.line_stream("lines", index, &line.product_id, &line.store_id);
+        let quantity = fields.on_hand(FieldName::line("lines", index, "quantity"), line.quantity);
+        if let (Some(stream), Some(quantity)) = (stream, quantity) {
+            valid.push(CommitLine { stream, quantity });
+        }
+    }
+    if valid.len() != lines.len() {
+        return None;
+    }
+    if valid.iter().all(|line| line.quantity == 0) {
+        fields.refuse(
+            "lines",
+            "commit at least one unit; to ship nothing, use ReleaseReservation",
+        );
+        return None;
+    }
+    Some(valid)
+}
+
+/// `ExtendReservation`.
+pub fn extend_reservation(
+    request: &pb::ExtendReservationRequest,
+) -> Result<CommandRequest<ExtendReservation>, tonic::Status> {
+    let mut fields = Fields::new();
+    let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
+    let ttl = fields.ttl("ttl", request.ttl.as_ref());
+    let command = (|| {
+        Some(ExtendReservation {
+            reservation_id: reservation_id?,
+            ttl: ttl?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+/// `RemoveStock`.
+pub fn remove_stock(
+    request: &pb::RemoveStockRequest,
+) -> Result<CommandRequest<RemoveStock>, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let quantity = fields.quantity("quantity", request.quantity);
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(RemoveStock {
+            stream: stream?,
+            quantity: quantity?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+/// The changes of `ApplyStockChanges`, each field checked and each item named once: a second
+/// change naming an item is refused with the first one's index.
+fn stock_changes(fields: &mut Fields, changes: &[pb::StockChange]) -> Option<Vec<StockChangeLine>> {
+    use pb::stock_change::Change;
+    let mut first: std::collections::HashMap<StreamKey, usize> =
+        std::collections::HashMap::with_capacity(changes.len());
+    let mut valid = Vec::with_capacity(changes.len());
+    for (index, change) in changes.iter().enumerate() {
+        let stream = fields.line_stream("changes", index, &change.product_id, &change.store_id);
+        let kind = match change.change {
+            Some(Change::Add(quantity)) => fields
+                .quantity(FieldName::line("changes", index, "add"), quantity)
+                .map(StockChangeKind::Add),
+            Some(Change::Remove(quantity)) => fields
+                .quantity(FieldName::line("changes", index, "remove"), quantity)
+                .map(StockChangeKind::Remove),
+            Some(Change::SetOnHand(on_hand)) => fields
+                .on_hand(FieldName::line("changes", index, "set_on_hand"), on_hand)
+                .map(StockChangeKind::SetOnHand),
+            None => {
+                fields.refuse(
+                    FieldName::line("changes", index, "change"),
+                    "set one of add, remove or set_on_hand",
+                );
+                None
+            }
+        };
+        let Some(stream) = stream else { continue };
+        if let Some(earlier) = first.get(&stream) {
+            fields.refuse(
+                FieldName::Line {
+                    list: "changes",
+                    index,
+                    field: None,
+                },
+                format!("names the same item as changes[{earlier}]: one change per item"),
+            );
+            continue;
+        }
+        first.insert(stream.clone(), index);
+        if let Some(kind) = kind {
+            valid.push(StockChangeLine {
+                stream,
+                change: kind,
+                expected_version: change.expected_version.map(StreamVersion),
+            });
+        }
+    }
+    (valid.len() == changes.len()).then_some(valid)
+}
+
+/// `ApplyStockChanges`: 1 to 1,000 changes; every invalid one is named by its index.
+pub fn apply_stock_changes(
+    request: &pb::ApplyStockChangesRequest,
+) -> Result<CommandRequest<ApplyStockChanges>, tonic::Status> {
+    let mut fields = Fields::new();
+    let reason = fields.reason("reason", &request.reason);
+    let changes = fields
+        .line_count("changes", request.changes.len())
+        .and_then(|()| stock_changes(&mut fields, &request.changes));
+    let command = (|| {
+        Some(ApplyStockChanges {
+            changes: changes?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, None)
 }
 
 pub fn release_reservation(
@@ -232,6 +506,16 @@ pub fn get_stock(request: &pb::GetStockRequest) -> Result<(StreamKey, LogPositio
     let stream = fields.stream(&request.product_id, &request.store_id);
     let min_position = fields.min_position(request.min_position);
     fields.finish(stream.zip(min_position))
+}
+
+/// `GetReservation`: the reservation id and `min_position`.
+pub fn get_reservation(
+    request: &pb::GetReservationRequest,
+) -> Result<(ReservationId, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
+    let min_position = fields.min_position(request.min_position);
+    fields.finish(reservation_id.zip(min_position))
 }
 
 /// `ListReservations`: the item and `min_position`.
@@ -372,6 +656,8 @@ pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilt
             Ok(pb::EventType::ReservationCommitted) => Some(EventKind::ReservationCommitted),
             Ok(pb::EventType::ReservationReleased) => Some(EventKind::ReservationReleased),
             Ok(pb::EventType::ReservationExpired) => Some(EventKind::ReservationExpired),
+            Ok(pb::EventType::StockRemoved) => Some(EventKind::StockRemoved),
+            Ok(pb::EventType::ReservationExtended) => Some(EventKind::ReservationExtended),
             Ok(pb::EventType::Unspecified) | Err(_) => fields.check(
                 "filter.event_types",
                 Err(format!("{value} is not an event type")),

@@ -156,7 +156,10 @@ async fn copy_from(
     loop {
         // Take what has arrived without waiting, so a catch-up is appended in large batches
         // and a live event is appended at once.
-        let message = if batch.is_empty() {
+        // The local log only ever gets whole commands: a batch ending inside a command waits
+        // for the command's last event.
+        let whole = batch.last().is_some_and(RecordedEvent::ends_command);
+        let message = if !whole {
             stream.message().await
         } else {
             match tokio::time::timeout(Duration::ZERO, stream.message()).await {
@@ -169,8 +172,10 @@ async fn copy_from(
         };
         let message = message.map_err(|status| FollowError::from_status(&status))?;
         let Some(message) = message else {
-            if !batch.is_empty() {
-                append(batch).await?;
+            // A command cut off by the stream's end is read again after reconnecting.
+            let whole = whole_commands(&mut batch);
+            if !whole.is_empty() {
+                append(whole).await?;
             }
             return Ok(());
         };
@@ -185,16 +190,31 @@ async fn copy_from(
                 })?;
                 batch.push(event);
                 if batch.len() >= MAX_APPEND_EVENTS {
-                    append(std::mem::take(&mut batch)).await?;
+                    let whole = whole_commands(&mut batch);
+                    if !whole.is_empty() {
+                        append(whole).await?;
+                    }
                 }
             }
             Some(Message::CaughtUp(_)) => {
-                if !batch.is_empty() {
-                    append(std::mem::take(&mut batch)).await?;
+                let whole = whole_commands(&mut batch);
+                if !whole.is_empty() {
+                    append(whole).await?;
                 }
                 state.send_replace(FollowerState::CaughtUp);
             }
             Some(Message::Checkpoint(_)) | None => {}
         }
     }
+}
+
+/// Takes the events of `batch` up to the end of its last whole command, leaving the rest (the
+/// start of a command whose other events have not arrived yet).
+fn whole_commands(batch: &mut Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+    let end = batch
+        .iter()
+        .rposition(RecordedEvent::ends_command)
+        .map_or(0, |last| last + 1);
+    let rest = batch.split_off(end);
+    std::mem::replace(batch, rest)
 }

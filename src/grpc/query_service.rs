@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::app::query::{Answer, ItemStock, Queries};
-use crate::domain::{StreamKey, Timestamp};
+use crate::domain::{ReservationStatus, StreamKey, Timestamp};
 use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
@@ -143,6 +143,51 @@ impl pb::query_service_server::QueryService for QueryApi {
             .collect();
         Ok(Response::new(pb::ListReservationsResponse {
             reservations,
+            read_position: answer.read_position.0,
+            upstream_unreachable_since: unreachable_since(&answer),
+        }))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let (reservation_id, min_position) = convert::get_reservation(request.get_ref())?;
+        let answer = self
+            .queries
+            .reservation(&reservation_id, min_position, wait(&request))
+            .await
+            .map_err(|error| query_error(&error))?;
+        let view = &answer.value;
+        let status = match view.status {
+            ReservationStatus::Active => pb::ReservationStatus::Active,
+            ReservationStatus::Committed => pb::ReservationStatus::Committed,
+            ReservationStatus::Released => pb::ReservationStatus::Released,
+            ReservationStatus::Expired => pb::ReservationStatus::Expired,
+            ReservationStatus::PartiallyCommitted => pb::ReservationStatus::PartiallyCommitted,
+        };
+        Ok(Response::new(pb::GetReservationResponse {
+            reservation_id: view.reservation_id.to_string(),
+            customer_id: view.customer_id.to_string(),
+            status: status.into(),
+            expires_at: Some(timestamp_to_pb(view.expires_at)),
+            lines: view
+                .lines
+                .iter()
+                .map(|line| pb::ReservationLineState {
+                    product_id: line.stream.product_id.to_string(),
+                    store_id: line.stream.store_id.to_string(),
+                    quantity: line.quantity as i64,
+                    committed: line.committed as i64,
+                    released: line.released as i64,
+                })
+                .collect(),
+            event_positions: view.positions.iter().map(|position| position.0).collect(),
+            order_id: view
+                .order_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             read_position: answer.read_position.0,
             upstream_unreachable_since: unreachable_since(&answer),
         }))

@@ -11,7 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::CommandError;
 use crate::app::query::QueryError;
-use crate::domain::{DomainError, ReservationStatus};
+use crate::domain::{DomainError, LineRule, LineViolation, ReservationStatus};
 use crate::log::LogError;
 
 /// The `domain` of every `ErrorInfo` this service returns.
@@ -20,14 +20,14 @@ pub const ERROR_DOMAIN: &str = "inventory.v1";
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
-    pub field: &'static str,
+    pub field: String,
     pub description: String,
 }
 
 impl FieldViolation {
-    pub fn new(field: &'static str, description: impl ToString) -> FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl ToString) -> FieldViolation {
         FieldViolation {
-            field,
+            field: field.into(),
             description: description.to_string(),
         }
     }
@@ -42,7 +42,7 @@ pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
         .join("; ");
     let mut details = ErrorDetails::new();
     for violation in violations {
-        details.add_bad_request_violation(violation.field, &violation.description);
+        details.add_bad_request_violation(&violation.field, &violation.description);
     }
     details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
     Status::with_error_details(Code::InvalidArgument, message, details)
@@ -53,57 +53,38 @@ fn error_info(
     message: String,
     reason: &str,
     metadata: &[(&str, String)],
-    precondition: Option<(&str, String)>,
+    preconditions: &[(&str, String, String)],
 ) -> Status {
     let metadata: HashMap<String, String> = metadata
         .iter()
         .map(|(key, value)| ((*key).to_owned(), value.clone()))
         .collect();
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-    if let Some((subject, description)) = precondition {
-        details.add_precondition_failure_violation(reason, subject, description);
+    for (kind, subject, description) in preconditions {
+        details.add_precondition_failure_violation(*kind, subject, description);
     }
     Status::with_error_details(code, message, details)
 }
 
-pub fn domain_error(error: &DomainError) -> Status {
+/// How the request of a command names its items, so that an error about one of them names
+/// the field a client sent: the single-item form's own fields (`quantity`, `on_hand`), or the
+/// lines of a repeated field (`lines[3]`, `changes[17].add`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lines {
+    Single,
+    Repeated(&'static str),
+}
+
+pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
     let message = error.to_string();
     match error {
-        DomainError::InsufficientStock {
-            requested,
-            available,
-        } => error_info(
-            Code::FailedPrecondition,
-            message.clone(),
-            "INSUFFICIENT_STOCK",
-            &[
-                ("requested", requested.to_string()),
-                ("available", available.to_string()),
-            ],
-            Some(("quantity", message)),
-        ),
-        DomainError::AdjustBelowReserved {
-            requested_on_hand,
-            reserved,
-        } => error_info(
-            Code::FailedPrecondition,
-            message.clone(),
-            "ON_HAND_BELOW_RESERVED",
-            &[
-                ("requested_on_hand", requested_on_hand.to_string()),
-                ("reserved", reserved.to_string()),
-            ],
-            Some(("on_hand", message)),
-        ),
-        DomainError::OnHandOverflow { .. } => {
-            invalid_argument(&[FieldViolation::new("quantity", message)])
-        }
+        DomainError::LinesRefused { violations } => lines_refused(message, violations, lines),
         DomainError::ReservationNotFound { reservation_id } => error_info(
             Code::NotFound,
             message,
             "RESERVATION_NOT_FOUND",
             &[("reservation_id", reservation_id.to_string())],
-            None,
+            &[],
         ),
         DomainError::ReservationNotActive {
             reservation_id,
@@ -116,15 +97,166 @@ pub fn domain_error(error: &DomainError) -> Status {
                 ("reservation_id", reservation_id.to_string()),
                 ("status", status.to_string()),
             ],
-            Some(("reservation_id", message)),
+            &[(
+                reservation_not_active_reason(*status),
+                "reservation_id".to_owned(),
+                message,
+            )],
         ),
         DomainError::ReservationAlreadyExists { reservation_id } => error_info(
             Code::AlreadyExists,
             message,
             "RESERVATION_EXISTS",
             &[("reservation_id", reservation_id.to_string())],
-            None,
+            &[],
         ),
+    }
+}
+
+/// The `ErrorInfo` reason of a line's broken rule: part of the public contract.
+fn line_reason(rule: &LineRule) -> &'static str {
+    match rule {
+        LineRule::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
+        LineRule::OnHandBelowReserved { .. } => "ON_HAND_BELOW_RESERVED",
+        LineRule::OnHandOverflow { .. } => "ON_HAND_OVERFLOW",
+        LineRule::WrongExpectedVersion { .. } => "WRONG_EXPECTED_VERSION",
+        LineRule::CommitExceedsReserved { .. } => "COMMIT_EXCEEDS_RESERVED",
+        LineRule::NotInReservation => "NOT_IN_RESERVATION",
+        LineRule::DuplicateItem { .. } => "DUPLICATE_ITEM",
+    }
+}
+
+/// The numbers of a line's broken rule, as `ErrorInfo` metadata.
+fn line_metadata(rule: &LineRule) -> Vec<(&'static str, String)> {
+    match rule {
+        LineRule::InsufficientStock {
+            requested,
+            available,
+        } => vec![
+            ("requested", requested.to_string()),
+            ("available", available.to_string()),
+        ],
+        LineRule::OnHandBelowReserved {
+            requested_on_hand,
+            reserved,
+        } => vec![
+            ("requested_on_hand", requested_on_hand.to_string()),
+            ("reserved", reserved.to_string()),
+        ],
+        LineRule::OnHandOverflow { on_hand, quantity } => vec![
+            ("on_hand", on_hand.to_string()),
+            ("quantity", quantity.to_string()),
+        ],
+        LineRule::WrongExpectedVersion { expected, current } => vec![
+            ("expected_version", expected.to_string()),
+            ("current_version", current.to_string()),
+        ],
+        LineRule::CommitExceedsReserved {
+            requested,
+            reserved,
+        } => vec![
+            ("requested", requested.to_string()),
+            ("reserved", reserved.to_string()),
+        ],
+        LineRule::NotInReservation => Vec::new(),
+        LineRule::DuplicateItem { first_line } => vec![("first_line", first_line.to_string())],
+    }
+}
+
+/// The field of the request that a line's broken rule is about.
+fn line_field(violation: &LineViolation, lines: Lines) -> String {
+    let single_field = match violation.rule {
+        LineRule::OnHandBelowReserved { .. } => "on_hand",
+        LineRule::OnHandOverflow { quantity: 0, .. } => "on_hand",
+        _ => "quantity",
+    };
+    match lines {
+        Lines::Single => single_field.to_owned(),
+        Lines::Repeated(list) => {
+            let field = match (list, &violation.rule) {
+                ("changes", LineRule::OnHandBelowReserved { .. })
+                | ("changes", LineRule::OnHandOverflow { quantity: 0, .. }) => Some("set_on_hand"),
+                ("changes", LineRule::OnHandOverflow { .. }) => Some("add"),
+                ("changes", LineRule::InsufficientStock { .. }) => Some("remove"),
+                (
+                    _,
+                    LineRule::InsufficientStock { .. } | LineRule::CommitExceedsReserved { .. },
+                ) => Some("quantity"),
+                _ => None,
+            };
+            match field {
+                Some(field) => format!("{list}[{}].{field}", violation.line),
+                None => format!("{list}[{}]", violation.line),
+            }
+        }
+    }
+}
+
+/// Lines that break rules of their items: one violation each. An overflow or a repeated item
+/// is a bad request (`INVALID_ARGUMENT`); a version conflict is `ABORTED`; anything else is a
+/// business rule (`FAILED_PRECONDITION`). The `ErrorInfo` reason and metadata are those of
+/// the first line.
+fn lines_refused(message: String, violations: &[LineViolation], lines: Lines) -> Status {
+    let bad_request = violations.iter().any(|violation| {
+        matches!(
+            violation.rule,
+            LineRule::OnHandOverflow { .. } | LineRule::DuplicateItem { .. }
+        )
+    });
+    if bad_request {
+        let fields: Vec<FieldViolation> = violations
+            .iter()
+            .map(|violation| {
+                FieldViolation::new(
+                    line_field(violation, lines),
+                    describe_line(violation, lines),
+                )
+            })
+            .collect();
+        return invalid_argument(&fields);
+    }
+    let code = if violations
+        .iter()
+        .any(|violation| matches!(violation.rule, LineRule::WrongExpectedVersion { .. }))
+    {
+        Code::Aborted
+    } else {
+        Code::FailedPrecondition
+    };
+    let first = violations.first().expect("a refused command names a line");
+    let mut metadata = vec![
+        ("product_id", first.stream.product_id.to_string()),
+        ("store_id", first.stream.store_id.to_string()),
+    ];
+    metadata.extend(line_metadata(&first.rule));
+    if let Lines::Repeated(_) = lines {
+        metadata.push(("line", first.line.to_string()));
+        metadata.push(("violations", violations.len().to_string()));
+    }
+    let preconditions: Vec<(&str, String, String)> = violations
+        .iter()
+        .map(|violation| {
+            (
+                line_reason(&violation.rule),
+                line_field(violation, lines),
+                describe_line(violation, lines),
+            )
+        })
+        .collect();
+    error_info(
+        code,
+        message,
+        line_reason(&first.rule),
+        &metadata,
+        &preconditions,
+    )
+}
+
+/// One line's broken rule, naming its item.
+fn describe_line(violation: &LineViolation, lines: Lines) -> String {
+    match lines {
+        Lines::Single => violation.rule.to_string(),
+        Lines::Repeated(_) => format!("{}: {}", violation.stream, violation.rule),
     }
 }
 
@@ -136,12 +268,24 @@ fn reservation_not_active_reason(status: ReservationStatus) -> &'static str {
         ReservationStatus::Committed => "RESERVATION_COMMITTED",
         ReservationStatus::Released => "RESERVATION_RELEASED",
         ReservationStatus::Expired => "RESERVATION_EXPIRED",
+        ReservationStatus::PartiallyCommitted => "RESERVATION_PARTIALLY_COMMITTED",
     }
 }
 
-pub fn command_error(error: CommandError) -> Status {
+pub fn command_error(error: CommandError, lines: Lines) -> Status {
     match &error {
-        CommandError::Domain(domain) => domain_error(domain),
+        CommandError::Domain(domain) => domain_error(domain, lines),
+        CommandError::ExpectedVersionOfSeveralItems { items } => error_info(
+            Code::FailedPrecondition,
+            error.to_string(),
+            "EXPECTED_VERSION_OF_SEVERAL_ITEMS",
+            &[("items", items.to_string())],
+            &[(
+                "EXPECTED_VERSION_OF_SEVERAL_ITEMS",
+                "expected_version".to_owned(),
+                error.to_string(),
+            )],
+        ),
         CommandError::WrongExpectedVersion {
             stream,
             expected,
@@ -156,7 +300,7 @@ pub fn command_error(error: CommandError) -> Status {
                 ("expected_version", expected.to_string()),
                 ("current_version", current.to_string()),
             ],
-            None,
+            &[],
         ),
         CommandError::CommandIdReused { command_id } => {
             let mut details = ErrorDetails::with_error_info(
@@ -207,6 +351,13 @@ pub fn command_error(error: CommandError) -> Status {
 pub fn query_error(error: &QueryError) -> Status {
     match error {
         QueryError::NotFound { .. } => Status::not_found(error.to_string()),
+        QueryError::ReservationNotFound { reservation_id } => error_info(
+            Code::NotFound,
+            error.to_string(),
+            "RESERVATION_NOT_FOUND",
+            &[("reservation_id", reservation_id.to_string())],
+            &[],
+        ),
         QueryError::MinPositionNotReached { .. } => Status::deadline_exceeded(error.to_string()),
         QueryError::Log(log) => log_error(log),
     }

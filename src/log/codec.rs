@@ -59,6 +59,8 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
         Field::Text(8, command_id),
         Field::Fixed(9, event.command_fingerprint),
         Field::Text(10, event.trace_parent.as_deref().unwrap_or_default()),
+        Field::Unsigned(11, u64::from(event.command_event_index)),
+        Field::Unsigned(12, u64::from(event.command_event_count)),
     ];
     for field in &header {
         field.encode(buffer);
@@ -100,14 +102,46 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             ];
             (22, reservation_fields(&reservation_text, *quantity, more))
         }
+        StockEvent::StockRemoved { quantity, reason } => (
+            26,
+            [
+                Field::Signed(1, quantity.get() as i64),
+                Field::Text(2, reason.as_str()),
+                Field::Absent,
+                Field::Absent,
+            ],
+        ),
         StockEvent::ReservationCommitted {
             reservation_id,
             quantity,
             order_id,
+            released_quantity,
         } => {
             reservation_text = reservation_id.as_str();
-            let more = [Field::Text(3, order_id.as_str()), Field::Absent];
-            (23, reservation_fields(&reservation_text, *quantity, more))
+            (
+                23,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Signed(2, *quantity as i64),
+                    Field::Text(3, order_id.as_str()),
+                    Field::Signed(4, *released_quantity as i64),
+                ],
+            )
+        }
+        StockEvent::ReservationExtended {
+            reservation_id,
+            expires_at,
+        } => {
+            reservation_text = reservation_id.as_str();
+            (
+                27,
+                [
+                    Field::Text(1, &reservation_text),
+                    Field::Time(2, timestamp_to_pb(*expires_at)),
+                    Field::Absent,
+                    Field::Absent,
+                ],
+            )
         }
         StockEvent::ReservationReleased {
             reservation_id,
@@ -296,14 +330,27 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             customer_id: customer_id.to_string(),
             expires_at: Some(timestamp_to_pb(*expires_at)),
         }),
+        StockEvent::StockRemoved { quantity, reason } => Kind::StockRemoved(pb::StockRemoved {
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
         StockEvent::ReservationCommitted {
             reservation_id,
             quantity,
             order_id,
+            released_quantity,
         } => Kind::ReservationCommitted(pb::ReservationCommitted {
             reservation_id: reservation_id.to_string(),
-            quantity: quantity.get() as i64,
+            quantity: *quantity as i64,
             order_id: order_id.to_string(),
+            released_quantity: *released_quantity as i64,
+        }),
+        StockEvent::ReservationExtended {
+            reservation_id,
+            expires_at,
+        } => Kind::ReservationExtended(pb::ReservationExtended {
+            reservation_id: reservation_id.to_string(),
+            expires_at: Some(timestamp_to_pb(*expires_at)),
         }),
         StockEvent::ReservationReleased {
             reservation_id,
@@ -337,6 +384,8 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             .unwrap_or_default(),
         command_fingerprint: event.command_fingerprint,
         trace_parent: event.trace_parent.as_deref().unwrap_or_default().to_owned(),
+        command_event_index: event.command_event_index,
+        command_event_count: event.command_event_count,
         kind: Some(kind),
     }
 }
@@ -407,9 +456,25 @@ fn event_from_pb_with(
         Some(Kind::ReservationCommitted(committed)) => StockEvent::ReservationCommitted {
             reservation_id: ReservationId::parse(&committed.reservation_id)
                 .map_err(|error| invalid("reservation_committed.reservation_id", error))?,
-            quantity: stored_quantity("reservation_committed.quantity", committed.quantity)?,
+            quantity: stored_count("reservation_committed.quantity", committed.quantity)?,
             order_id: OrderId::parse(&committed.order_id)
                 .map_err(|error| invalid("reservation_committed.order_id", error))?,
+            released_quantity: stored_count(
+                "reservation_committed.released_quantity",
+                committed.released_quantity,
+            )?,
+        },
+        Some(Kind::StockRemoved(removed)) => StockEvent::StockRemoved {
+            quantity: stored_quantity("stock_removed.quantity", removed.quantity)?,
+            reason: stored_reason("stock_removed.reason", &removed.reason)?,
+        },
+        Some(Kind::ReservationExtended(extended)) => StockEvent::ReservationExtended {
+            reservation_id: ReservationId::parse(&extended.reservation_id)
+                .map_err(|error| invalid("reservation_extended.reservation_id", error))?,
+            expires_at: stored_timestamp(
+                "reservation_extended.expires_at",
+                extended.expires_at.as_ref(),
+            )?,
         },
         Some(Kind::ReservationReleased(released)) => StockEvent::ReservationReleased {
             reservation_id: ReservationId::parse(&released.reservation_id)
@@ -446,6 +511,17 @@ fn event_from_pb_with(
     if message.version == 0 {
         return Err(invalid("version", "must be at least 1"));
     }
+    // Written before multi-line commands: a command of one event.
+    let command_event_count = message.command_event_count.max(1);
+    if message.command_event_index >= command_event_count {
+        return Err(invalid(
+            "command_event_index",
+            format!(
+                "{} is not below command_event_count {command_event_count}",
+                message.command_event_index
+            ),
+        ));
+    }
     Ok(RecordedEvent {
         position: LogPosition(message.position),
         event_id: EventId(event_id),
@@ -464,6 +540,8 @@ fn event_from_pb_with(
         command_fingerprint: message.command_fingerprint,
         trace_parent: (!message.trace_parent.is_empty())
             .then(|| message.trace_parent.as_str().into()),
+        command_event_index: message.command_event_index,
+        command_event_count,
         event,
     })
 }

@@ -2,8 +2,10 @@
 //!
 //! Schema (created at start-up, in its own PostgreSQL schema, default `inventory`):
 //! - `events(position PRIMARY KEY, product_id, store_id, version, command_id, payload)` with
-//!   `UNIQUE (product_id, store_id, version)` and a unique index on `command_id`; `payload` is
-//!   the protobuf `inventory.v1.InventoryEvent`, the same bytes the embedded log stores.
+//!   `UNIQUE (product_id, store_id, version)` and a unique index on `command_id` (set on the
+//!   first event of a command only, so a multi-line command's events share it in their
+//!   payloads); `payload` is the protobuf `inventory.v1.InventoryEvent`, the same bytes the
+//!   embedded log stores. A multi-line command's events are one append: one transaction.
 //! - `head(position)`: one row, the last position.
 //!
 //! **Positions a tailing reader can trust.** Every append locks the head row
@@ -377,8 +379,15 @@ impl EventColumns {
                 .push(event.stream.product_id.as_str().to_owned());
             rows.stores.push(event.stream.store_id.as_str().to_owned());
             rows.versions.push(event.version.0 as i64);
-            rows.command_ids
-                .push(event.command_id.as_ref().map(|id| id.as_str().to_owned()));
+            // The column holds a command's id once, on its first event, so that it stays
+            // unique per command; every event's payload carries it.
+            rows.command_ids.push(
+                event
+                    .command_id
+                    .as_ref()
+                    .filter(|_| event.command_event_index == 0)
+                    .map(|id| id.as_str().to_owned()),
+            );
             rows.payloads.push(encode_event(event));
         }
         rows

@@ -291,7 +291,7 @@ mod tests {
                     quantity: Quantity::new(1).unwrap(),
                     reason: Reason::default(),
                 };
-                let decision = inventory.decide(&command, Timestamp(0)).unwrap();
+                let decision = inventory.decide(&command, Timestamp(0)).unwrap().remove(0);
                 let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
                 RecordedEvent {
                     position: LogPosition(head + i),
@@ -303,6 +303,8 @@ mod tests {
                     command_id: None,
                     command_fingerprint: 0,
                     trace_parent: None,
+                    command_event_index: 0,
+                    command_event_count: 1,
                     event: decision.event,
                 }
             })

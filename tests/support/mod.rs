@@ -196,6 +196,7 @@ pub fn reserve_stock(product: &str, store: &str, quantity: i64) -> pb::ReserveSt
         customer_id: "customer-1".to_owned(),
         ttl: None,
         reservation_id: String::new(),
+        lines: Vec::new(),
         command_id: String::new(),
         expected_version: None,
     }
@@ -297,7 +298,10 @@ pub fn added_events(
                 quantity: Quantity::new(i).unwrap(),
                 reason: Reason::parse("delivery").unwrap(),
             };
-            let decision = inventory.decide(&command, Timestamp(1_000)).unwrap();
+            let decision = inventory
+                .decide(&command, Timestamp(1_000))
+                .unwrap()
+                .remove(0);
             let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
             RecordedEvent {
                 position: LogPosition(head.0 + i),
@@ -309,6 +313,8 @@ pub fn added_events(
                 command_id: None,
                 command_fingerprint: 0,
                 trace_parent: None,
+                command_event_index: 0,
+                command_event_count: 1,
                 event: decision.event,
             }
         })

@@ -1,7 +1,7 @@
 //! The fingerprint of a command's request: how a retry is told from a different request that
 //! reuses its command id.
 
-use crate::domain::{Command, StreamKey, StreamVersion};
+use crate::domain::{Command, StockChangeKind, StreamKey, StreamVersion};
 
 /// A hash of a command's request fields, stable across versions and restarts (FNV-1a 64 over
 /// a length-prefixed canonical encoding). `generated_reservation_id` leaves out a reservation
@@ -42,32 +42,97 @@ pub(super) fn fingerprint(
             hasher.number(*on_hand);
             hasher.text(reason.as_str());
         }
-        Command::ReserveStock {
+        Command::RemoveStock {
             stream: key,
-            reservation_id,
             quantity,
+            reason,
+        } => {
+            hasher.text("RemoveStock");
+            stream(&mut hasher, key);
+            hasher.number(quantity.get());
+            hasher.text(reason.as_str());
+        }
+        Command::ApplyStockChanges { changes, reason } => {
+            hasher.text("ApplyStockChanges");
+            hasher.text(reason.as_str());
+            hasher.number(changes.len() as u64);
+            for change in changes {
+                stream(&mut hasher, &change.stream);
+                let (kind, value) = match change.change {
+                    StockChangeKind::Add(quantity) => (1, quantity.get()),
+                    StockChangeKind::Remove(quantity) => (2, quantity.get()),
+                    StockChangeKind::SetOnHand(on_hand) => (3, on_hand),
+                };
+                hasher.number(kind);
+                hasher.number(value);
+                hasher.version(change.expected_version);
+            }
+        }
+        Command::ReserveStock {
+            reservation_id,
+            lines,
             customer_id,
             ttl,
         } => {
-            hasher.text("ReserveStock");
-            stream(&mut hasher, key);
             let reservation_id = reservation_id.as_str();
-            hasher.text(if generated_reservation_id {
+            let reservation_id = if generated_reservation_id {
                 ""
             } else {
                 &reservation_id
-            });
-            hasher.number(quantity.get());
-            hasher.text(customer_id.as_str());
-            hasher.number(ttl.millis());
+            };
+            match lines.as_slice() {
+                // One line, as before multi-line reservations: the same fingerprint, so a retry
+                // across the upgrade matches.
+                [line] if line.expected_version.is_none() => {
+                    hasher.text("ReserveStock");
+                    stream(&mut hasher, &line.stream);
+                    hasher.text(reservation_id);
+                    hasher.number(line.quantity.get());
+                    hasher.text(customer_id.as_str());
+                    hasher.number(ttl.millis());
+                }
+                lines => {
+                    hasher.text("ReserveStockLines");
+                    hasher.text(reservation_id);
+                    hasher.text(customer_id.as_str());
+                    hasher.number(ttl.millis());
+                    hasher.number(lines.len() as u64);
+                    for line in lines {
+                        stream(&mut hasher, &line.stream);
+                        hasher.number(line.quantity.get());
+                        hasher.version(line.expected_version);
+                    }
+                }
+            }
         }
         Command::CommitReservation {
             reservation_id,
             order_id,
+            lines,
+        } => match lines {
+            None => {
+                hasher.text("CommitReservation");
+                hasher.text(&reservation_id.as_str());
+                hasher.text(order_id.as_str());
+            }
+            Some(lines) => {
+                hasher.text("CommitReservationLines");
+                hasher.text(&reservation_id.as_str());
+                hasher.text(order_id.as_str());
+                hasher.number(lines.len() as u64);
+                for line in lines {
+                    stream(&mut hasher, &line.stream);
+                    hasher.number(line.quantity);
+                }
+            }
+        },
+        Command::ExtendReservation {
+            reservation_id,
+            ttl,
         } => {
-            hasher.text("CommitReservation");
+            hasher.text("ExtendReservation");
             hasher.text(&reservation_id.as_str());
-            hasher.text(order_id.as_str());
+            hasher.number(ttl.millis());
         }
         Command::ReleaseReservation {
             reservation_id,
@@ -82,13 +147,7 @@ pub(super) fn fingerprint(
             hasher.text(&reservation_id.as_str());
         }
     }
-    match expected_version {
-        Some(version) => {
-            hasher.number(1);
-            hasher.number(version.0);
-        }
-        None => hasher.number(0),
-    }
+    hasher.version(expected_version);
     hasher.finish()
 }
 
@@ -113,6 +172,16 @@ impl Fnv64 {
     fn text(&mut self, text: &str) {
         self.number(text.len() as u64);
         self.bytes(text.as_bytes());
+    }
+
+    fn version(&mut self, version: Option<StreamVersion>) {
+        match version {
+            Some(version) => {
+                self.number(1);
+                self.number(version.0);
+            }
+            None => self.number(0),
+        }
     }
 
     fn finish(&self) -> u64 {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use super::{
     Accepted, CommandError, IDEMPOTENCY_WINDOW_MILLIS, MAX_EXPIRIES_PER_BATCH,
-    MAX_REMEMBERED_COMMANDS, PreparedCommand,
+    MAX_EXPIRY_EVENTS_PER_BATCH, MAX_REMEMBERED_COMMANDS, PreparedCommand,
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Command, CommandId, EventId, Inventory, LogPosition, RecordedEvent, StockEvent, StreamKey,
-    Timestamp,
+    Command, CommandId, Decision, EventId, Inventory, LogPosition, RecordedEvent, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -101,21 +100,29 @@ impl CommandState {
             })
             .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
         self.head = event.position;
-        if let Some(command_id) = &event.command_id {
-            self.remember(command_id.clone(), event.command_fingerprint, event);
-        }
+        self.remember(event, true);
         Ok(())
     }
 
-    fn remember(&mut self, command_id: CommandId, fingerprint: u64, event: &RecordedEvent) {
-        let outcome = Accepted::of(event, true);
+    /// Remembers the answer a command's event gives a retry: its first event starts the
+    /// answer, each later one adds its item.
+    fn remember(&mut self, event: &RecordedEvent, replayed: bool) {
+        let Some(command_id) = &event.command_id else {
+            return;
+        };
+        if event.command_event_index > 0
+            && let Some(remembered) = self.remembered.get_mut(command_id)
+        {
+            remembered.outcome.add(event, replayed);
+            return;
+        }
         self.remembered_order
             .push_back((event.occurred_at, command_id.clone()));
         self.remembered.insert(
-            command_id,
+            command_id.clone(),
             RememberedCommand {
-                fingerprint,
-                outcome,
+                fingerprint: event.command_fingerprint,
+                outcome: Accepted::of(event, replayed),
             },
         );
     }
@@ -133,7 +140,26 @@ impl CommandState {
         }
     }
 
-    /// Decides one command; if accepted, applies its event and adds it to `events`.
+    /// At most how many events `command` can append: what a batch keeps room for.
+    pub(super) fn event_bound(&self, command: &Command) -> usize {
+        match command {
+            Command::AddStock { .. }
+            | Command::AdjustStock { .. }
+            | Command::RemoveStock { .. } => 1,
+            Command::ApplyStockChanges { changes, .. } => changes.len(),
+            Command::ReserveStock { lines, .. } => lines.len(),
+            Command::CommitReservation { reservation_id, .. }
+            | Command::ReleaseReservation { reservation_id, .. }
+            | Command::ExtendReservation { reservation_id, .. }
+            | Command::ExpireReservation { reservation_id } => self
+                .inventory
+                .reservation_items(reservation_id)
+                .len()
+                .max(1),
+        }
+    }
+
+    /// Decides one command; if accepted, applies its events and adds them to `events`.
     pub(super) fn execute(
         &mut self,
         request: &PreparedCommand,
@@ -148,22 +174,27 @@ impl CommandState {
                     command_id: command_id.clone(),
                 });
             }
-            return Ok(remembered.outcome.clone());
+            return Ok(remembered.outcome.as_replayed());
         }
-        let decision = self.inventory.decide(&request.command, now)?;
+        let decisions = self.inventory.decide(&request.command, now)?;
         if let Some(expected) = request.expected_version {
+            let [decision] = decisions.as_slice() else {
+                return Err(CommandError::ExpectedVersionOfSeveralItems {
+                    items: decisions.len(),
+                });
+            };
             let current = self.inventory.version(&decision.stream);
             if current != expected {
                 return Err(CommandError::WrongExpectedVersion {
-                    stream: decision.stream,
+                    stream: decision.stream.clone(),
                     expected,
                     current,
                 });
             }
         }
-        let event = self.record(
-            decision.stream,
-            decision.event,
+        let first = events.len();
+        self.record(
+            decisions,
             now,
             request.command_id.clone(),
             request.fingerprint,
@@ -171,21 +202,27 @@ impl CommandState {
                 .trace
                 .as_ref()
                 .map(|trace| trace.trace_parent.clone()),
+            events,
         );
-        let outcome = Accepted::of(&event, false);
-        events.push(event);
+        let mut outcome = Accepted::of(&events[first], false);
+        for event in &events[first + 1..] {
+            outcome.add(event, false);
+        }
         Ok(outcome)
     }
 
-    /// Appends `ReservationExpired` for reservations whose time is up.
+    /// Appends the expiries of reservations whose time is up: at most
+    /// [`MAX_EXPIRY_EVENTS_PER_BATCH`] events, unless one reservation alone has more lines.
     pub(super) fn expire_due(&mut self, now: Timestamp, events: &mut Vec<RecordedEvent>) {
+        let first = events.len();
         for reservation_id in self.inventory.due_reservations(now, MAX_EXPIRIES_PER_BATCH) {
+            let lines = self.inventory.reservation_items(&reservation_id).len();
+            if events.len() > first && events.len() - first + lines > MAX_EXPIRY_EVENTS_PER_BATCH {
+                break;
+            }
             let command = Command::ExpireReservation { reservation_id };
             match self.inventory.decide(&command, now) {
-                Ok(decision) => {
-                    let event = self.record(decision.stream, decision.event, now, None, 0, None);
-                    events.push(event);
-                }
+                Ok(decisions) => self.record(decisions, now, None, 0, None, events),
                 Err(error) => {
                     unreachable!("a due reservation is active, yet expiring it failed: {error}")
                 }
@@ -193,34 +230,39 @@ impl CommandState {
         }
     }
 
-    /// Applies a newly decided event and returns it as it will be stored.
+    /// Applies a newly decided command's events and adds them to `events` as they will be
+    /// stored: at the next positions, each saying where it is in its command.
     fn record(
         &mut self,
-        stream: StreamKey,
-        event: StockEvent,
+        decisions: Vec<Decision>,
         now: Timestamp,
         command_id: Option<CommandId>,
         command_fingerprint: u64,
         trace_parent: Option<Arc<str>>,
-    ) -> RecordedEvent {
-        let (version, stock_after) = self.inventory.evolve(&stream, &event);
-        self.head = self.head.next();
-        let recorded = RecordedEvent {
-            position: self.head,
-            event_id: EventId(uuid::Uuid::now_v7().as_u128()),
-            stream,
-            version,
-            occurred_at: now,
-            stock_after,
-            command_id,
-            command_fingerprint,
-            trace_parent,
-            event,
-        };
-        if let Some(command_id) = recorded.command_id.clone() {
-            self.remember(command_id, command_fingerprint, &recorded);
+        events: &mut Vec<RecordedEvent>,
+    ) {
+        let command_event_count =
+            u32::try_from(decisions.len()).expect("a command has fewer than 2^32 events");
+        for (command_event_index, Decision { stream, event }) in (0u32..).zip(decisions) {
+            let (version, stock_after) = self.inventory.evolve(&stream, &event);
+            self.head = self.head.next();
+            let recorded = RecordedEvent {
+                position: self.head,
+                event_id: EventId(uuid::Uuid::now_v7().as_u128()),
+                stream,
+                version,
+                occurred_at: now,
+                stock_after,
+                command_id: command_id.clone(),
+                command_fingerprint,
+                trace_parent: trace_parent.clone(),
+                command_event_index,
+                command_event_count,
+                event,
+            };
+            self.remember(&recorded, false);
+            events.push(recorded);
         }
-        recorded
     }
 
     /// Rebuilds the state from the whole log.

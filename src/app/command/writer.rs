@@ -15,7 +15,7 @@ use super::{
 use crate::app::breaker::{BreakerState, CircuitBreaker};
 use crate::app::clock::Clock;
 use crate::domain::{CommandId, RecordedEvent};
-use crate::log::{AppendLock, EventLog, LogError};
+use crate::log::{AppendLock, EventLog, LogError, MAX_APPEND_EVENTS};
 
 pub(super) enum Job {
     Execute {
@@ -91,7 +91,7 @@ impl WriterMetrics {
     /// Counts the answer one command is about to get.
     fn count(&self, result: &Result<Accepted, CommandError>) {
         let counter = match result {
-            Ok(outcome) if outcome.change.replayed => &self.replayed,
+            Ok(outcome) if outcome.replayed() => &self.replayed,
             Ok(_) => &self.accepted,
             // The command was decided but could not be stored (or never reached a decision).
             Err(
@@ -102,6 +102,7 @@ impl WriterMetrics {
             Err(
                 CommandError::Domain(_)
                 | CommandError::WrongExpectedVersion { .. }
+                | CommandError::ExpectedVersionOfSeveralItems { .. }
                 | CommandError::CommandIdReused { .. },
             ) => &self.refused,
         };
@@ -148,7 +149,17 @@ fn run_writer(
                 .map(|_| Err(CommandError::CircuitOpen { retry_after }))
                 .collect(),
             Ok(()) => {
-                let results = execute_batch(&runtime, &mut state, log, clock, &requests);
+                // A batch appends at most MAX_APPEND_EVENTS: the commands that do not fit wait
+                // for the next append, decided against the state after this one. A batch
+                // without commands (a tick) still expires what is due.
+                let mut results = Vec::with_capacity(requests.len());
+                loop {
+                    let rest = &requests[results.len()..];
+                    results.extend(execute_batch(&runtime, &mut state, log, clock, rest));
+                    if results.len() >= requests.len() {
+                        break;
+                    }
+                }
                 // Only storage failures count; refusals and conflicts mean it works.
                 if results
                     .iter()
@@ -251,8 +262,9 @@ fn execute_batch(
     }
 }
 
-/// Decides every command of a batch (after expiring what is due) against the open batch's
-/// state; returns each command's result and the events to append.
+/// Decides the commands of a batch (after expiring what is due) against the open batch's
+/// state, in order, while the events fit one append; returns the result of each command it
+/// decided (at least the first) and the events to append.
 fn decide_batch(
     state: &mut CommandState,
     requests: &[PreparedCommand],
@@ -261,15 +273,20 @@ fn decide_batch(
 ) -> (Vec<Result<Accepted, CommandError>>, Vec<RecordedEvent>) {
     let mut events = Vec::with_capacity(requests.len() + 1);
     state.expire_due(now, &mut events);
-    let results = requests
-        .iter()
-        .map(|request| match &request.command_id {
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        if !results.is_empty()
+            && events.len() + state.event_bound(&request.command) > MAX_APPEND_EVENTS
+        {
+            break;
+        }
+        results.push(match &request.command_id {
             Some(command_id) if taken.contains(command_id) => Err(CommandError::CommandIdReused {
                 command_id: command_id.clone(),
             }),
             _ => state.execute(request, now, &mut events),
-        })
-        .collect();
+        });
+    }
     (results, events)
 }
 

@@ -203,6 +203,7 @@ fn reserve_stock(
             nanos: 0,
         }),
         reservation_id: String::new(),
+        lines: Vec::new(),
         command_id: String::new(),
         expected_version: None,
     }

@@ -12,8 +12,8 @@ use super::format::{
 use super::index::{Index, KeyInterner};
 use super::{OpenReport, io_error};
 use crate::domain::{LogPosition, RecordedEvent};
-use crate::log::LogError;
 use crate::log::codec::{EventDecoder, decode_event};
+use crate::log::{LogError, MAX_APPEND_EVENTS};
 
 /// How many replayed events are handed to the visitor at once.
 pub const REPLAY_BATCH_EVENTS: usize = 1024;
@@ -155,17 +155,18 @@ pub(super) fn decode_records(
         if offset == file_length {
             break;
         }
-        // The records before a damaged one are sent first: a problem among them comes first.
-        let damaged = |problem: &str, batch: DecodedBatch| -> Result<u64, LogError> {
-            if !send(batch) {
-                return Ok(offset);
-            }
-            check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
-            Ok(offset)
-        };
         let length = match read_record(&mut reader, file_length - offset, &mut payload)? {
             Ok(length) => length,
-            Err(problem) => return damaged(problem, batch),
+            Err(problem) => {
+                // The records before a damaged one are sent first: a problem among them comes
+                // first. A torn tail takes the command it cut with it.
+                let (batch, end) = without_partial_command(batch, offset);
+                if !send(batch) {
+                    return Ok(end);
+                }
+                check_torn_tail(file, offset, file_length, LogPosition(records), problem)?;
+                return Ok(end);
+            }
         };
         let mut known = true;
         let decoded = decoder.decode(&payload, |product_id, store_id| {
@@ -189,15 +190,38 @@ pub(super) fn decode_records(
         batch.offsets.push(offset);
         batch.events.push(event);
         records += 1;
-        if batch.events.len() == REPLAY_BATCH_EVENTS
+        offset += (FRAME_HEADER_LEN + length) as u64;
+        // A batch ends with a whole command, so that the end of the log can still take back a
+        // command that a crash cut short before any of it is visited.
+        let whole = batch.events.last().is_some_and(RecordedEvent::ends_command);
+        if batch.events.len() >= REPLAY_BATCH_EVENTS
+            && (whole || batch.events.len() >= REPLAY_BATCH_EVENTS + MAX_APPEND_EVENTS)
             && !send(std::mem::replace(&mut batch, DecodedBatch::new()))
         {
             return Ok(offset);
         }
-        offset += (FRAME_HEADER_LEN + length) as u64;
     }
+    let (batch, end) = without_partial_command(batch, offset);
     send(batch);
-    Ok(offset)
+    Ok(end)
+}
+
+/// The batch without the events of a command whose last event is missing at the end of the
+/// log, and where the log's whole records end then: a crash during the command's one write
+/// left part of it, and the command was never acknowledged.
+fn without_partial_command(mut batch: DecodedBatch, end: u64) -> (DecodedBatch, u64) {
+    if batch.events.last().is_none_or(RecordedEvent::ends_command) {
+        return (batch, end);
+    }
+    let start = batch
+        .events
+        .iter()
+        .rposition(RecordedEvent::ends_command)
+        .map_or(0, |last| last + 1);
+    let end = batch.offsets[start];
+    batch.events.truncate(start);
+    batch.offsets.truncate(start);
+    (batch, end)
 }
 
 /// Reads and checks the file's header.

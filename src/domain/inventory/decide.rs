@@ -1,0 +1,443 @@
+//! The rules: how each command is decided against the inventory. Pure: the inventory does not
+//! change until the caller applies the events with [`Inventory::evolve`].
+//!
+//! A multi-line command is checked whole before any event is made: every line that breaks a
+//! rule is reported, and a refused command yields no event at all.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::{Decision, Inventory, ReservationEntry, ReservationStatus};
+use crate::dense_map::FastHash;
+use crate::domain::ids::{ReservationId, StreamKey};
+use crate::domain::stock::{
+    ActiveReservation, Command, CommitLine, DomainError, LineRule, LineViolation, ReservationLine,
+    StockChangeKind, StockChangeLine, StockEvent, StockItem,
+};
+use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, Timestamp};
+
+/// The state of an item that has no event yet.
+static EMPTY_ITEM: std::sync::LazyLock<StockItem> = std::sync::LazyLock::new(StockItem::default);
+
+impl Inventory {
+    /// Decides whether a command is accepted, and if so which events it becomes: one per item
+    /// it touches, in the order of its lines. Pure: the inventory does not change until the
+    /// caller applies the events with [`Inventory::evolve`].
+    pub fn decide(&self, command: &Command, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
+        match command {
+            Command::AddStock {
+                stream,
+                quantity,
+                reason,
+            } => self.decide_one_change(stream, StockChangeKind::Add(*quantity), reason),
+            Command::AdjustStock {
+                stream,
+                on_hand,
+                reason,
+            } => self.decide_one_change(stream, StockChangeKind::SetOnHand(*on_hand), reason),
+            Command::RemoveStock {
+                stream,
+                quantity,
+                reason,
+            } => self.decide_one_change(stream, StockChangeKind::Remove(*quantity), reason),
+            Command::ApplyStockChanges { changes, reason } => self.decide_changes(changes, reason),
+            Command::ReserveStock {
+                reservation_id,
+                lines,
+                customer_id,
+                ttl,
+            } => {
+                if self.reservations.contains_key(reservation_id) {
+                    return Err(DomainError::ReservationAlreadyExists {
+                        reservation_id: reservation_id.clone(),
+                    });
+                }
+                let expires_at = now.saturating_add(*ttl);
+                self.decide_reservation(lines, |quantity| StockEvent::StockReserved {
+                    reservation_id: reservation_id.clone(),
+                    quantity,
+                    customer_id: customer_id.clone(),
+                    expires_at,
+                })
+            }
+            Command::CommitReservation {
+                reservation_id,
+                order_id,
+                lines,
+            } => {
+                let held = self.unexpired_reservation(reservation_id, now)?;
+                let shipped = match lines {
+                    None => held
+                        .iter()
+                        .map(|(_, reservation)| reservation.quantity.get())
+                        .collect(),
+                    Some(lines) => shipped_quantities(&held, lines)?,
+                };
+                Ok(held
+                    .iter()
+                    .zip(shipped)
+                    .map(|((stream, reservation), shipped)| Decision {
+                        stream: (*stream).clone(),
+                        event: StockEvent::ReservationCommitted {
+                            reservation_id: reservation_id.clone(),
+                            quantity: shipped,
+                            order_id: order_id.clone(),
+                            released_quantity: reservation.quantity.get() - shipped,
+                        },
+                    })
+                    .collect())
+            }
+            Command::ReleaseReservation {
+                reservation_id,
+                reason,
+            } => Ok(self.each_line(
+                &self.unexpired_reservation(reservation_id, now)?,
+                |reservation| StockEvent::ReservationReleased {
+                    reservation_id: reservation_id.clone(),
+                    quantity: reservation.quantity,
+                    reason: reason.clone(),
+                },
+            )),
+            Command::ExtendReservation {
+                reservation_id,
+                ttl,
+            } => {
+                let expires_at = now.saturating_add(*ttl);
+                Ok(
+                    self.each_line(&self.unexpired_reservation(reservation_id, now)?, |_| {
+                        StockEvent::ReservationExtended {
+                            reservation_id: reservation_id.clone(),
+                            expires_at,
+                        }
+                    }),
+                )
+            }
+            Command::ExpireReservation { reservation_id } => Ok(self.each_line(
+                &self.active_reservation(reservation_id)?,
+                |reservation| StockEvent::ReservationExpired {
+                    reservation_id: reservation_id.clone(),
+                    quantity: reservation.quantity,
+                },
+            )),
+        }
+    }
+
+    fn item_or_empty(&self, stream: &StreamKey) -> &StockItem {
+        self.items.get(stream).unwrap_or(&EMPTY_ITEM)
+    }
+
+    fn decide_one_change(
+        &self,
+        stream: &StreamKey,
+        change: StockChangeKind,
+        reason: &Reason,
+    ) -> Result<Vec<Decision>, DomainError> {
+        match decide_change(self.item_or_empty(stream), change, reason) {
+            Ok(event) => Ok(vec![Decision {
+                stream: stream.clone(),
+                event,
+            }]),
+            Err(rule) => Err(DomainError::LinesRefused {
+                violations: vec![LineViolation::new(0, stream, rule)],
+            }),
+        }
+    }
+
+    fn decide_changes(
+        &self,
+        changes: &[StockChangeLine],
+        reason: &Reason,
+    ) -> Result<Vec<Decision>, DomainError> {
+        let mut first_line: HashMap<&StreamKey, usize, FastHash> = HashMap::default();
+        let mut violations = Vec::new();
+        let mut decisions = Vec::with_capacity(changes.len());
+        for (line, change) in changes.iter().enumerate() {
+            let violation = |rule| LineViolation::new(line, &change.stream, rule);
+            match first_line.entry(&change.stream) {
+                Entry::Occupied(first) => {
+                    violations.push(violation(LineRule::DuplicateItem {
+                        first_line: *first.get(),
+                    }));
+                    continue;
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert(line);
+                }
+            }
+            let item = self.item_or_empty(&change.stream);
+            if let Some(expected) = change.expected_version
+                && expected != item.version()
+            {
+                violations.push(violation(LineRule::WrongExpectedVersion {
+                    expected,
+                    current: item.version(),
+                }));
+                continue;
+            }
+            match decide_change(item, change.change, reason) {
+                Ok(event) => decisions.push(Decision {
+                    stream: change.stream.clone(),
+                    event,
+                }),
+                Err(rule) => violations.push(violation(rule)),
+            }
+        }
+        if violations.is_empty() {
+            Ok(decisions)
+        } else {
+            Err(DomainError::LinesRefused { violations })
+        }
+    }
+
+    /// One event per item the lines name, with the lines naming it summed; refused whole when
+    /// any item has less available than its lines ask for together.
+    fn decide_reservation(
+        &self,
+        lines: &[ReservationLine],
+        event: impl Fn(Quantity) -> StockEvent,
+    ) -> Result<Vec<Decision>, DomainError> {
+        // Each item once, in the order of its first line: (its stream, that line, the sum).
+        let mut items: Vec<(&StreamKey, usize, u64)> = Vec::with_capacity(lines.len());
+        let mut index_of: HashMap<&StreamKey, usize, FastHash> = HashMap::default();
+        let mut violations = Vec::new();
+        for (line, requested) in lines.iter().enumerate() {
+            if let Some(expected) = requested.expected_version {
+                let current = self.item_or_empty(&requested.stream).version();
+                if expected != current {
+                    violations.push(LineViolation::new(
+                        line,
+                        &requested.stream,
+                        LineRule::WrongExpectedVersion { expected, current },
+                    ));
+                }
+            }
+            let quantity = requested.quantity.get();
+            if lines.len() == 1 {
+                items.push((&requested.stream, line, quantity));
+                continue;
+            }
+            match index_of.entry(&requested.stream) {
+                Entry::Occupied(at) => {
+                    let sum = &mut items[*at.get()].2;
+                    *sum = sum.saturating_add(quantity);
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert(items.len());
+                    items.push((&requested.stream, line, quantity));
+                }
+            }
+        }
+        let mut decisions = Vec::with_capacity(items.len());
+        for (stream, line, requested) in items {
+            let available = self.item_or_empty(stream).level().available();
+            match Quantity::new(requested) {
+                Ok(quantity) if requested <= available => decisions.push(Decision {
+                    stream: stream.clone(),
+                    event: event(quantity),
+                }),
+                _ => violations.push(LineViolation::new(
+                    line,
+                    stream,
+                    LineRule::InsufficientStock {
+                        requested,
+                        available,
+                    },
+                )),
+            }
+        }
+        if violations.is_empty() {
+            Ok(decisions)
+        } else {
+            violations.sort_by_key(|violation| violation.line);
+            Err(DomainError::LinesRefused { violations })
+        }
+    }
+
+    fn each_line(
+        &self,
+        held: &[(&StreamKey, &ActiveReservation)],
+        event: impl Fn(&ActiveReservation) -> StockEvent,
+    ) -> Vec<Decision> {
+        held.iter()
+            .map(|(stream, reservation)| Decision {
+                stream: (*stream).clone(),
+                event: event(reservation),
+            })
+            .collect()
+    }
+
+    /// An active reservation's entry, or why there is none.
+    fn active_entry(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<&ReservationEntry, DomainError> {
+        let Some(entry) = self.reservations.get(reservation_id) else {
+            return Err(DomainError::ReservationNotFound {
+                reservation_id: reservation_id.clone(),
+            });
+        };
+        if entry.status != ReservationStatus::Active {
+            return Err(DomainError::ReservationNotActive {
+                reservation_id: reservation_id.clone(),
+                status: entry.status,
+            });
+        }
+        Ok(entry)
+    }
+
+    /// An active reservation's lines: each item and what it holds of it, in line order.
+    fn active_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<Vec<(&StreamKey, &ActiveReservation)>, DomainError> {
+        let entry = self.active_entry(reservation_id)?;
+        Ok(entry
+            .items
+            .as_slice()
+            .iter()
+            .map(|index| {
+                let (stream, item) = self
+                    .items
+                    .get_index(*index as usize)
+                    .expect("a reservation's item exists");
+                let reservation = item
+                    .reservation(reservation_id)
+                    .expect("an active reservation is held by each of its items");
+                (stream, reservation)
+            })
+            .collect())
+    }
+
+    /// An active reservation whose time is not up. One whose time is up but whose expiry event
+    /// is not written yet is already expired for every command.
+    fn unexpired_reservation(
+        &self,
+        reservation_id: &ReservationId,
+        now: Timestamp,
+    ) -> Result<Vec<(&StreamKey, &ActiveReservation)>, DomainError> {
+        let held = self.active_reservation(reservation_id)?;
+        if held
+            .iter()
+            .any(|(_, reservation)| reservation.expires_at <= now)
+        {
+            return Err(DomainError::ReservationNotActive {
+                reservation_id: reservation_id.clone(),
+                status: ReservationStatus::Expired,
+            });
+        }
+        Ok(held)
+    }
+}
+
+/// The rule of one stock change on one item.
+fn decide_change(
+    item: &StockItem,
+    change: StockChangeKind,
+    reason: &Reason,
+) -> Result<StockEvent, LineRule> {
+    let level = item.level();
+    match change {
+        StockChangeKind::Add(quantity) => {
+            let on_hand = level.on_hand();
+            if on_hand
+                .checked_add(quantity.get())
+                .is_none_or(|sum| sum > MAX_ON_HAND)
+            {
+                return Err(LineRule::OnHandOverflow {
+                    on_hand,
+                    quantity: quantity.get(),
+                });
+            }
+            Ok(StockEvent::StockAdded {
+                quantity,
+                reason: reason.clone(),
+            })
+        }
+        StockChangeKind::Remove(quantity) => {
+            // Never below what is reserved: only the available part can go.
+            if quantity.get() > level.available() {
+                return Err(LineRule::InsufficientStock {
+                    requested: quantity.get(),
+                    available: level.available(),
+                });
+            }
+            Ok(StockEvent::StockRemoved {
+                quantity,
+                reason: reason.clone(),
+            })
+        }
+        StockChangeKind::SetOnHand(on_hand) => {
+            if on_hand < level.reserved() {
+                return Err(LineRule::OnHandBelowReserved {
+                    requested_on_hand: on_hand,
+                    reserved: level.reserved(),
+                });
+            }
+            if on_hand > MAX_ON_HAND {
+                return Err(LineRule::OnHandOverflow {
+                    on_hand,
+                    quantity: 0,
+                });
+            }
+            Ok(StockEvent::StockAdjusted {
+                previous_on_hand: level.on_hand(),
+                on_hand,
+                reason: reason.clone(),
+            })
+        }
+    }
+}
+
+/// What ships of each line of `held` (in its order), from a partial commit's lines: summed
+/// per item, each at most what the item holds, and none for an item the lines do not name.
+fn shipped_quantities(
+    held: &[(&StreamKey, &ActiveReservation)],
+    lines: &[CommitLine],
+) -> Result<Vec<u64>, DomainError> {
+    let mut shipped = vec![0u64; held.len()];
+    // The first line naming each item, to report it.
+    let mut first_line = vec![None; held.len()];
+    let mut violations = Vec::new();
+    for (line, commit) in lines.iter().enumerate() {
+        match held
+            .iter()
+            .position(|(stream, _)| **stream == commit.stream)
+        {
+            Some(at) => {
+                shipped[at] = shipped[at].saturating_add(commit.quantity);
+                first_line[at].get_or_insert(line);
+            }
+            None => {
+                if !violations
+                    .iter()
+                    .any(|v: &LineViolation| v.stream == commit.stream)
+                {
+                    violations.push(LineViolation::new(
+                        line,
+                        &commit.stream,
+                        LineRule::NotInReservation,
+                    ));
+                }
+            }
+        }
+    }
+    for (at, (stream, reservation)) in held.iter().enumerate() {
+        let reserved = reservation.quantity.get();
+        if shipped[at] > reserved {
+            violations.push(LineViolation::new(
+                first_line[at].expect("an item ships only if a line names it"),
+                stream,
+                LineRule::CommitExceedsReserved {
+                    requested: shipped[at],
+                    reserved,
+                },
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(shipped)
+    } else {
+        violations.sort_by_key(|violation| violation.line);
+        Err(DomainError::LinesRefused { violations })
+    }
+}
