@@ -66,6 +66,8 @@ pub struct Tally {
     window: Window,
     pub latencies: Histogram<u64>,
     pub operations: u64,
+    /// Lines of the operations done (a 5-line cart's reservation is 5; a one-item command 1).
+    pub lines: u64,
     /// Expected refusals (not enough stock): counted, not failures.
     pub refusals: u64,
     pub failures: u64,
@@ -78,6 +80,7 @@ impl Tally {
             window,
             latencies: latency_histogram(),
             operations: 0,
+            lines: 0,
             refusals: 0,
             failures: 0,
             failure_examples: Vec::new(),
@@ -91,6 +94,11 @@ impl Tally {
     /// Records one answered request that was sent at `sent_at`, if it was answered inside the
     /// window.
     pub fn record(&mut self, sent_at: Instant, outcome: Outcome) {
+        self.record_lines(sent_at, outcome, 1);
+    }
+
+    /// Records one answered request of `lines` lines (each line of a done request counts).
+    pub fn record_lines(&mut self, sent_at: Instant, outcome: Outcome, lines: u64) {
         let answered_at = Instant::now();
         if !self.window.contains(answered_at) {
             return;
@@ -98,7 +106,10 @@ impl Tally {
         let micros = u64::try_from((answered_at - sent_at).as_micros()).unwrap_or(u64::MAX);
         self.latencies.saturating_record(micros.max(1));
         match outcome {
-            Outcome::Done => self.operations += 1,
+            Outcome::Done => {
+                self.operations += 1;
+                self.lines += lines;
+            }
             Outcome::Refused => {
                 self.operations += 1;
                 self.refusals += 1;
@@ -118,6 +129,7 @@ impl Tally {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latencies.add(&other.latencies);
         self.operations += other.operations;
+        self.lines += other.lines;
         self.refusals += other.refusals;
         self.failures += other.failures;
         for message in other.failure_examples {
@@ -168,6 +180,8 @@ pub struct LoadResult {
     pub failures: u64,
     pub failure_examples: Vec<String>,
     pub operations_per_second: f64,
+    /// Lines done per second: a multi-line command counts each of its lines.
+    pub lines_per_second: f64,
     pub latency_micros: LatencySummary,
     pub server_cpu_micros_per_operation: Option<f64>,
     /// The load generator's own CPU time (this process, user + system) per operation: it
@@ -231,6 +245,7 @@ impl LoadResult {
             "failures": self.failures,
             "failure_examples": self.failure_examples,
             "operations_per_second": self.operations_per_second,
+            "lines_per_second": self.lines_per_second,
             "latency_micros": self.latency_micros.to_json(),
             "server_cpu_micros_per_operation": self.server_cpu_micros_per_operation,
             "bench_cpu_micros_per_operation": self.bench_cpu_micros_per_operation,
@@ -327,6 +342,7 @@ pub async fn drive<O: Operation>(
         failures: total.failures,
         failure_examples: total.failure_examples,
         operations_per_second: total.operations as f64 / duration.as_secs_f64(),
+        lines_per_second: total.lines as f64 / duration.as_secs_f64(),
         latency_micros: LatencySummary::of(&total.latencies),
         server_cpu_micros_per_operation: per_operation(delta.cpu_micros),
         bench_cpu_micros_per_operation: per_operation(bench.cpu_micros),

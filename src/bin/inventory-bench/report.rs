@@ -148,6 +148,7 @@ impl Report {
                 Bound::AtLeast(0.8 * uniform.operations_per_second),
             ));
         }
+        checks.extend(self.multi_line_targets());
         let hot_runs: Vec<&LoadResult> = self
             .loads
             .iter()
@@ -178,6 +179,60 @@ impl Report {
                 ),
                 uniform.latency_micros.p50 as f64,
                 Bound::AtMost(bound),
+            ));
+        }
+        checks
+    }
+
+    /// Multi-line commands against single-line reservations measured in the same run: a
+    /// cart's lines at least 3 × reserve-uniform's operations with a p99 at most twice its
+    /// p99, and a delivery note's changes at least 10 × its operations.
+    fn multi_line_targets(&self) -> Vec<TargetCheck> {
+        let mut checks = Vec::new();
+        let level = TARGET_LEVEL;
+        let Some(uniform) = self.load(Scenario::ReserveUniform, level) else {
+            return checks;
+        };
+        if let Some(cart) = self.load(Scenario::Cart, level) {
+            checks.push(TargetCheck::compare(
+                format!("cart lines/s at {level} in flight ≥ 3 × reserve-uniform ops/s"),
+                format!(
+                    "{:.0} lines/s vs {:.0} ops/s ({:.2}×)",
+                    cart.lines_per_second,
+                    uniform.operations_per_second,
+                    cart.lines_per_second / uniform.operations_per_second
+                ),
+                cart.lines_per_second,
+                Bound::AtLeast(3.0 * uniform.operations_per_second),
+            ));
+            checks.push(TargetCheck::compare(
+                format!("cart p99 at {level} in flight ≤ 2 × reserve-uniform p99"),
+                format!(
+                    "{} µs vs {} µs",
+                    cart.latency_micros.p99, uniform.latency_micros.p99
+                ),
+                cart.latency_micros.p99 as f64,
+                Bound::AtMost(2.0 * uniform.latency_micros.p99 as f64),
+            ));
+        }
+        let bulk = self
+            .loads
+            .iter()
+            .find(|result| result.scenario == Scenario::Bulk.name());
+        if let Some(bulk) = bulk {
+            checks.push(TargetCheck::compare(
+                format!(
+                    "bulk changes/s at {} in flight ≥ 10 × reserve-uniform ops/s at {level}",
+                    bulk.in_flight
+                ),
+                format!(
+                    "{:.0} changes/s vs {:.0} ops/s ({:.1}×)",
+                    bulk.lines_per_second,
+                    uniform.operations_per_second,
+                    bulk.lines_per_second / uniform.operations_per_second
+                ),
+                bulk.lines_per_second,
+                Bound::AtLeast(10.0 * uniform.operations_per_second),
             ));
         }
         checks
@@ -276,16 +331,18 @@ impl Report {
         let _ = writeln!(
             out,
             "In flight = connections × requests per connection. Each request is one \
-             operation (a reservation and its release are two). Latencies in µs; server CPU \
+             operation (a reservation and its release are two); lines/s counts each line of a \
+             multi-line command (a 5-line cart's reservation is 5 lines), and equals ops/s \
+             for single-item commands. Latencies in µs; server CPU \
              is user + system time of the server process per operation, bench CPU the same \
              for the load generator (they share the machine); machine busy is the share of \
              all CPUs not idle during the window.\n"
         );
         let _ = writeln!(
             out,
-            "| scenario | in flight | ops/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | bench CPU µs/op | machine busy % | server RSS MiB | events/fsync | failures |"
+            "| scenario | in flight | ops/s | lines/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | bench CPU µs/op | machine busy % | server RSS MiB | events/fsync | failures |"
         );
-        let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for result in &self.loads {
             let in_flight = if result.connections == 0 {
                 result.in_flight.to_string()
@@ -294,10 +351,11 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 result.scenario,
                 in_flight,
                 result.operations_per_second,
+                result.lines_per_second,
                 result.latency_micros.p50,
                 result.latency_micros.p99,
                 result.latency_micros.p999,

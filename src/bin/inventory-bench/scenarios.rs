@@ -5,6 +5,8 @@
 
 mod baseline_disk;
 mod baseline_rpc;
+mod bulk;
+mod cart;
 mod mixed;
 mod reads;
 mod reserve_hot;
@@ -38,6 +40,8 @@ pub enum Scenario {
     BaselineRpc,
     BaselineDisk,
     ReserveUniform,
+    Cart,
+    Bulk,
     ReserveHot,
     Reads,
     Mixed,
@@ -46,10 +50,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::BaselineRpc,
         Scenario::BaselineDisk,
         Scenario::ReserveUniform,
+        Scenario::Cart,
+        Scenario::Bulk,
         Scenario::ReserveHot,
         Scenario::Reads,
         Scenario::Mixed,
@@ -62,6 +68,8 @@ impl Scenario {
             Scenario::BaselineRpc => "baseline-rpc",
             Scenario::BaselineDisk => "baseline-disk",
             Scenario::ReserveUniform => "reserve-uniform",
+            Scenario::Cart => "cart",
+            Scenario::Bulk => "bulk",
             Scenario::ReserveHot => "reserve-hot",
             Scenario::Reads => "reads",
             Scenario::Mixed => "mixed",
@@ -89,6 +97,8 @@ pub async fn run_all(config: &BenchConfig) -> Result<Report, BenchError> {
             Scenario::BaselineRpc => report.loads.extend(baseline_rpc::run(config).await?),
             Scenario::BaselineDisk => report.loads.push(baseline_disk::run(config).await?),
             Scenario::ReserveUniform => report.loads.extend(reserve_uniform::run(config).await?),
+            Scenario::Cart => report.loads.extend(cart::run(config).await?),
+            Scenario::Bulk => report.loads.extend(bulk::run(config).await?),
             Scenario::ReserveHot => report.loads.extend(reserve_hot::run(config).await?),
             Scenario::Reads => report.loads.extend(reads::run(config).await?),
             Scenario::Mixed => report.loads.extend(mixed::run(config).await?),
@@ -270,10 +280,22 @@ async fn run_levels<O: Operation, const ADDRESSES: usize>(
     scenario: Scenario,
     addresses: [std::net::SocketAddr; ADDRESSES],
     probe: ServerProbe,
+    make: impl FnMut(usize, [Channel; ADDRESSES]) -> O,
+) -> Result<Vec<LoadResult>, BenchError> {
+    run_levels_at(config, &config.levels, scenario, addresses, probe, make).await
+}
+
+/// [`run_levels`] at the given levels instead of the configured ones.
+async fn run_levels_at<O: Operation, const ADDRESSES: usize>(
+    config: &BenchConfig,
+    levels: &[usize],
+    scenario: Scenario,
+    addresses: [std::net::SocketAddr; ADDRESSES],
+    probe: ServerProbe,
     mut make: impl FnMut(usize, [Channel; ADDRESSES]) -> O,
 ) -> Result<Vec<LoadResult>, BenchError> {
     let mut results = Vec::new();
-    for &level in &config.levels {
+    for &level in levels {
         let connections = load::connections_for_level(level);
         let mut channels_per_address = Vec::with_capacity(ADDRESSES);
         for address in addresses {
@@ -297,9 +319,10 @@ async fn run_levels<O: Operation, const ADDRESSES: usize>(
 
 fn one_line(result: &LoadResult) -> String {
     format!(
-        "{} in flight: {:.0} ops/s, p50 {} µs, p99 {} µs, {} failures",
+        "{} in flight: {:.0} ops/s ({:.0} lines/s), p50 {} µs, p99 {} µs, {} failures",
         result.in_flight,
         result.operations_per_second,
+        result.lines_per_second,
         result.latency_micros.p50,
         result.latency_micros.p99,
         result.failures

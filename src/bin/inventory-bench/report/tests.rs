@@ -29,6 +29,7 @@ fn load(
         failures,
         failure_examples: Vec::new(),
         operations_per_second: ops,
+        lines_per_second: ops,
         latency_micros: LatencySummary {
             p50,
             p99,

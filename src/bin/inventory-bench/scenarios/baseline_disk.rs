@@ -51,6 +51,7 @@ pub async fn run(config: &BenchConfig) -> Result<LoadResult, BenchError> {
         failures: tally.failures,
         failure_examples: tally.failure_examples.clone(),
         operations_per_second: tally.operations as f64 / duration.as_secs_f64(),
+        lines_per_second: tally.lines as f64 / duration.as_secs_f64(),
         latency_micros: LatencySummary::of(&tally.latencies),
         server_cpu_micros_per_operation: None,
         bench_cpu_micros_per_operation: None,
