@@ -37,9 +37,13 @@ type ResponseFuture<E> = Pin<
     Box<dyn Future<Output = Result<tonic::codegen::http::Response<tonic::body::Body>, E>> + Send>,
 >;
 
-/// The largest request a server decodes. Every valid request is far smaller (ids of at most
-/// 128 bytes, reasons of at most 256); anything bigger is refused before it is parsed.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The largest request a server decodes. Every valid request is smaller: a multi-line command
+/// of `MAX_COMMAND_LINES` lines, each naming an item by two ids of at most 128 bytes, is under
+/// 300 KiB; anything bigger is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+const _: () =
+    assert!(crate::domain::MAX_COMMAND_LINES * (2 * (128 + 3) + 30) + 1024 < MAX_REQUEST_BYTES);
 
 /// The largest response a server encodes (a page of history is the largest).
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;

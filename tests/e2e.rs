@@ -696,7 +696,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing() {
     // A message over the size limit is refused before it is parsed.
     let status = commands
         .add_stock(pb::AddStockRequest {
-            reason: "r".repeat(100_000),
+            reason: "r".repeat(inventory::grpc::MAX_REQUEST_BYTES + 1),
             ..add_stock("p", "s", 1)
         })
         .await

@@ -364,6 +364,64 @@ async fn it_cuts_off_garbage_after_the_last_record() {
     assert_eq!(truncated, 11);
 }
 
+/// A multi-line command is one write: a crash that left only part of it (its last record
+/// torn, or whole records of it but not all) takes the whole command back, never half of it.
+#[tokio::test]
+async fn a_crash_in_the_middle_of_a_multi_line_command_takes_the_whole_command_back() {
+    let mut inventory = Inventory::new();
+    let mut events = added_events(&mut inventory, LogPosition(0), 20, 4);
+    // Positions 17 to 20: one command of four events, one per item.
+    for (index, event) in (0u32..).zip(&mut events[16..]) {
+        event.command_event_index = index;
+        event.command_event_count = 4;
+    }
+    // How long the file is with the command's first two records only.
+    let two_of_four = {
+        let directory = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(directory.path());
+        log.append(events[..18].to_vec()).await.unwrap();
+        std::fs::metadata(log.path()).unwrap().len()
+    };
+    for cut_to in [Cut::TornLastRecord, Cut::At(two_of_four)] {
+        let directory = tempfile::tempdir().unwrap();
+        let file_length = {
+            let (log, _, _) = open(directory.path());
+            log.append(events[..16].to_vec()).await.unwrap();
+            log.append(events[16..].to_vec()).await.unwrap();
+            std::fs::metadata(log.path()).unwrap().len()
+        };
+        let length = match cut_to {
+            Cut::TornLastRecord => file_length - 5,
+            Cut::At(length) => length,
+        };
+        OpenOptions::new()
+            .write(true)
+            .open(directory.path().join(LOG_FILE_NAME))
+            .unwrap()
+            .set_len(length)
+            .unwrap();
+        let (log, replayed, truncated) = open(directory.path());
+        assert_eq!(replayed, events[..16].to_vec(), "{cut_to:?}");
+        assert!(
+            truncated > 0,
+            "{cut_to:?}: the partial command was reported"
+        );
+        assert_eq!(log.head(), LogPosition(16));
+        drop(log);
+        // The cut is durable, and the positions are free for the next command.
+        let (log, replayed, truncated) = open(directory.path());
+        assert_eq!((replayed.len(), truncated), (16, 0));
+        log.append(events[16..].to_vec()).await.unwrap();
+        assert_eq!(log.head(), LogPosition(20));
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    TornLastRecord,
+    At(u64),
+}
+
 #[tokio::test]
 async fn it_refuses_to_open_a_log_corrupted_before_its_tail() {
     let directory = tempfile::tempdir().unwrap();
@@ -627,5 +685,39 @@ async fn it_reports_the_first_problem_in_log_order_across_replay_batches() {
     match error {
         LogError::Corrupt { problem, .. } => assert_eq!(problem, "refused by the fold"),
         other => panic!("expected the visitor's refusal, got {other}"),
+    }
+}
+
+/// A log whose command events are out of place (a command's second event missing, a new
+/// command starting inside another) folds into nothing: the command side, and so `verify`,
+/// names the event.
+#[tokio::test]
+async fn a_command_whose_events_are_not_contiguous_is_refused_by_the_fold() {
+    let mut inventory = Inventory::new();
+    let mut events = added_events(&mut inventory, LogPosition(0), 6, 6);
+    // Events 2 and 3: indices 0 and 2 of a command of three.
+    events[1].command_event_count = 3;
+    events[2].command_event_index = 2;
+    events[2].command_event_count = 3;
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(directory.path());
+    log.append(events).await.unwrap();
+    let now = inventory::domain::Timestamp(1_000);
+    match CommandState::load(&log, now).await {
+        Err(LogError::FoldMismatch {
+            position, mismatch, ..
+        }) => {
+            assert_eq!(position, LogPosition(3));
+            assert_eq!(
+                mismatch,
+                inventory::domain::FoldMismatch::CommandEvents {
+                    expected_index: 1,
+                    got_index: 2,
+                    got_count: 3
+                }
+            );
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("a log with a broken command folded"),
     }
 }

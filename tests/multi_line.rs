@@ -513,6 +513,13 @@ async fn a_batch_of_stock_changes_names_every_broken_change_and_stores_nothing()
         .map(|violation| violation.subject.as_str())
         .collect();
     assert_eq!(subjects, ["changes[1].remove", "changes[3].remove"]);
+    assert!(
+        status.message().starts_with(
+            "changes[1].remove: sku-1@store-1: insufficient stock: requested 7, available 6; "
+        ),
+        "{}",
+        status.message()
+    );
 
     // Bad fields: each named with its index.
     let mut no_change = change(4, Change::Add(1));

@@ -59,8 +59,24 @@ async fn load(address: SocketAddr, clients: usize, count_per_client: usize) -> u
                         .add_stock(add_stock(&product, "s", 3))
                         .await
                         .map(|_| ()),
+                    // A cart of two items: one command of two events for the replicas.
                     2 => match commands
-                        .reserve_stock(reserve_stock(&product, "s", 2))
+                        .reserve_stock(pb::ReserveStockRequest {
+                            lines: [
+                                product.clone(),
+                                format!("item-{}", (client * 7 + i + 1) % ITEMS),
+                            ]
+                            .into_iter()
+                            .map(|product_id| pb::ReservationLine {
+                                product_id,
+                                store_id: "s".to_owned(),
+                                quantity: 1,
+                                expected_version: None,
+                            })
+                            .collect(),
+                            customer_id: "c".to_owned(),
+                            ..Default::default()
+                        })
                         .await
                     {
                         Ok(reserved) => {

@@ -237,6 +237,16 @@ pub enum FoldMismatch {
         recorded: StockLevel,
         folded: StockLevel,
     },
+    /// The event is not where its command needs it: a command's events are contiguous, from
+    /// index 0 to its count − 1, and a new command starts only after the last one ended.
+    #[error(
+        "event {got_index} of a command of {got_count} where event {expected_index} of its command was expected"
+    )]
+    CommandEvents {
+        expected_index: u32,
+        got_index: u32,
+        got_count: u32,
+    },
 }
 
 impl RecordedEvent {

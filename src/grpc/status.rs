@@ -197,6 +197,21 @@ fn line_field(violation: &LineViolation, lines: Lines) -> String {
 /// business rule (`FAILED_PRECONDITION`). The `ErrorInfo` reason and metadata are those of
 /// the first line.
 fn lines_refused(message: String, violations: &[LineViolation], lines: Lines) -> Status {
+    // A repeated field's lines are named as the client sent them: `lines[3].quantity: …`.
+    let message = match lines {
+        Lines::Single => message,
+        Lines::Repeated(_) => violations
+            .iter()
+            .map(|violation| {
+                format!(
+                    "{}: {}",
+                    line_field(violation, lines),
+                    describe_line(violation, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
     let bad_request = violations.iter().any(|violation| {
         matches!(
             violation.rule,

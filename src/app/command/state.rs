@@ -10,7 +10,8 @@ use super::{
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Command, CommandId, Decision, EventId, Inventory, LogPosition, RecordedEvent, Timestamp,
+    Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition, RecordedEvent,
+    Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -29,6 +30,9 @@ pub struct CommandState {
     remembered_order: VecDeque<(Timestamp, CommandId)>,
     /// While a batch is open: the head before it, and how many ids it remembered.
     open_batch: Option<(LogPosition, usize)>,
+    /// The index and count of the last event applied from the log while its command has more
+    /// events to come.
+    open_command: Option<(u32, u32)>,
 }
 
 impl CommandState {
@@ -39,6 +43,7 @@ impl CommandState {
             remembered: HashMap::default(),
             remembered_order: VecDeque::new(),
             open_batch: None,
+            open_command: None,
         }
     }
 
@@ -92,7 +97,24 @@ impl CommandState {
 
     /// Applies one event from the log, checking it against the fold: its position follows the
     /// head, its version follows its stream, and its recorded stock is what the fold computes.
+    /// It also checks that the event is where its command needs it (see
+    /// [`FoldMismatch::CommandEvents`]).
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), LogError> {
+        let expected_index = self.open_command.map_or(0, |(index, _)| index + 1);
+        let continues = match self.open_command {
+            Some((index, count)) => {
+                event.command_event_index == index + 1 && event.command_event_count == count
+            }
+            None => event.command_event_index == 0,
+        };
+        if !continues {
+            let mismatch = FoldMismatch::CommandEvents {
+                expected_index,
+                got_index: event.command_event_index,
+                got_count: event.command_event_count,
+            };
+            return Err(LogError::fold_mismatch(event, mismatch));
+        }
         let version = self.inventory.version(&event.stream);
         event
             .apply_checked(self.head, version, || {
@@ -100,6 +122,8 @@ impl CommandState {
             })
             .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
         self.head = event.position;
+        self.open_command = (!event.ends_command())
+            .then_some((event.command_event_index, event.command_event_count));
         self.remember(event, true);
         Ok(())
     }
