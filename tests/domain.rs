@@ -1477,3 +1477,82 @@ proptest! {
         }
     }
 }
+
+/// The command a cart step becomes (the ids it names are those made so far), without a model.
+fn cart_command(step: &CartStep, made: &mut usize) -> Option<Command> {
+    let id = |index: usize, made: usize| (made > 0).then(|| format!("c{}", index % made));
+    let items = |lines: &[(usize, u64)]| -> Vec<(&'static str, u64)> {
+        lines
+            .iter()
+            .map(|(item, units)| (CART_ITEMS[*item], *units))
+            .collect()
+    };
+    Some(match step {
+        CartStep::Reserve(lines) => {
+            *made += 1;
+            reserve_lines(&format!("c{}", *made - 1), &items(lines))
+        }
+        CartStep::Commit(index, None) => commit(&id(*index, *made)?),
+        CartStep::Commit(index, Some(lines)) => commit_lines(&id(*index, *made)?, &items(lines)),
+        CartStep::Release(index) => release(&id(*index, *made)?),
+        CartStep::Expire(index) => expire(&id(*index, *made)?),
+        CartStep::Changes(changes) => apply_changes(
+            changes
+                .iter()
+                .map(|(item, _, units)| {
+                    change(CART_ITEMS[*item], StockChangeKind::Add(quantity(units + 1)))
+                })
+                .collect(),
+        ),
+        CartStep::Wait(_) => return None,
+    })
+}
+
+proptest! {
+    /// A rolled-back batch of multi-line commands leaves no trace either: items, every
+    /// reservation's status and items, and the expiry schedule are as before it.
+    #[test]
+    fn a_rolled_back_batch_of_carts_leaves_no_trace(
+        before in proptest::collection::vec(cart_step(), 0..30),
+        batch in proptest::collection::vec(cart_step(), 1..30),
+    ) {
+        let run = |inventory: &mut Inventory, steps: &[CartStep], made: &mut usize| {
+            for step in steps {
+                if let Some(command) = cart_command(step, made)
+                    && let Ok(decisions) = inventory.decide(&command, START)
+                {
+                    apply_all(inventory, &decisions);
+                }
+            }
+        };
+        let observe = |inventory: &Inventory, made: usize| {
+            let items: Vec<_> = CART_ITEMS
+                .iter()
+                .map(|product| inventory.item(&stream(product)).cloned())
+                .collect();
+            let reservations: Vec<_> = (0..made + 30)
+                .map(|at| {
+                    let id = reservation(&format!("c{at}"));
+                    (inventory.reservation_status(&id), inventory.reservation_items(&id).into_iter().cloned().collect::<Vec<_>>())
+                })
+                .collect();
+            (items, reservations, inventory.due_reservations(Timestamp(u64::MAX), usize::MAX))
+        };
+        let mut inventory = Inventory::new();
+        let mut untouched = Inventory::new();
+        let mut made = 0;
+        run(&mut inventory, &before, &mut made);
+        run(&mut untouched, &before, &mut 0);
+        let before_batch = made;
+        inventory.begin_batch();
+        run(&mut inventory, &batch, &mut made);
+        inventory.rollback_batch();
+        prop_assert_eq!(observe(&inventory, before_batch), observe(&untouched, before_batch));
+        // And the same batch applied again gives the same state as on a fresh copy.
+        let mut made_untouched = before_batch;
+        run(&mut untouched, &batch, &mut made_untouched);
+        let mut made_again = before_batch;
+        run(&mut inventory, &batch, &mut made_again);
+        prop_assert_eq!(observe(&inventory, made_again), observe(&untouched, made_again));
+    }
+}

@@ -192,3 +192,50 @@ async fn migrate_refuses_a_target_that_differs_from_the_source_before_its_last_e
     support::drop_schema(&url, &schema).await;
     support::drop_schema(&url, &resumed_schema).await;
 }
+
+/// A multi-line command that straddles the migration's read pages is copied whole, and the
+/// copy folds and verifies like the source.
+#[tokio::test]
+async fn migrate_copies_multi_line_commands_whole_across_its_pages() {
+    use inventory::domain::{Inventory, LogPosition};
+    use inventory::log::{EmbeddedLog, EventLog, MAX_APPEND_EVENTS, PostgresLog};
+    use inventory::server::LogConfig;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    let directory = tempfile::tempdir().unwrap();
+    // One page of the migration is MAX_APPEND_EVENTS events: the command of three events
+    // starts at its last position.
+    let total = MAX_APPEND_EVENTS as u64 + 2;
+    let mut events = support::added_events(&mut Inventory::new(), LogPosition(0), total, 7);
+    let start = MAX_APPEND_EVENTS - 1;
+    for (index, event) in (0u32..).zip(&mut events[start..]) {
+        event.command_event_index = index;
+        event.command_event_count = 3;
+    }
+    {
+        let (source, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+        source.append(events[..1000].to_vec()).await.unwrap();
+        source.append(events[1000..].to_vec()).await.unwrap();
+    }
+    let target = PostgresLog::connect(&url, &schema).await.unwrap();
+    let copied = inventory::tools::migrate(directory.path(), &target)
+        .await
+        .unwrap();
+    assert_eq!(copied, total);
+    let mut copy = Vec::new();
+    while (copy.len() as u64) < total {
+        let after = LogPosition(copy.len() as u64);
+        copy.extend(target.read_all(after, MAX_APPEND_EVENTS).await.unwrap());
+    }
+    assert_eq!(copy, events);
+    let report = inventory::tools::verify(&LogConfig::Postgres {
+        url: url.clone(),
+        schema: schema.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.head, LogPosition(total));
+    support::drop_schema(&url, &schema).await;
+}

@@ -14,8 +14,8 @@ use super::sharded_map::ShardedMap;
 use super::shutdown::Shutdown;
 use crate::dense_map::FastHash;
 use crate::domain::{
-    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, ReservationView,
-    StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
+    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockEvent, StockItem,
+    StockLevel, StoreId, StreamKey, StreamVersion,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 use crate::telemetry;
@@ -42,15 +42,26 @@ impl StockView {
     }
 }
 
+/// Where a reservation's commands are in the log: its reservation's first event, its end's
+/// (`START` while it has not ended), and how many lines (events per command) it has.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReservationRecord {
+    reserved_at: LogPosition,
+    ended_at: LogPosition,
+    lines: u32,
+}
+
 /// The query side's state. Readers see each item either before or after an event, never
 /// half-applied.
 pub struct ReadModel {
     /// Every item: a dense sharded map, about half the memory of a `DashMap` of a million.
     items: ShardedMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>, FastHash>,
-    /// Every reservation ever made, as a whole across its items: what `GetReservation`
-    /// answers.
-    reservations_by_id: DashMap<ReservationId, ReservationView, FastHash>,
+    /// Where the commands of every reservation ever made are in the log: `GetReservation`
+    /// reads them back (a few positions per reservation, instead of a copy of its lines).
+    reservations_by_id: ShardedMap<ReservationId, ReservationRecord>,
+    /// The positions of the extensions of reservations that were extended (few are).
+    extensions: DashMap<ReservationId, Vec<LogPosition>, FastHash>,
     /// The position of the last event applied (by the one task that applies events).
     head: AtomicU64,
     /// The position published to queries: the end of the last command applied whole, so that
@@ -78,7 +89,8 @@ impl ReadModel {
         ReadModel {
             items: ShardedMap::default(),
             stores_by_product: DashMap::default(),
-            reservations_by_id: DashMap::default(),
+            reservations_by_id: ShardedMap::default(),
+            extensions: DashMap::default(),
             head: AtomicU64::new(0),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
@@ -172,25 +184,52 @@ impl ReadModel {
                 .or_default()
                 .insert(event.stream.store_id.clone());
         }
-        if let Some(reservation_id) = event.event.reservation_id() {
-            match self.reservations_by_id.get_mut(reservation_id) {
-                Some(mut view) => view.evolve(&event.stream, event.position, &event.event),
-                None => {
-                    if let Some(mut view) = ReservationView::start(&event.event) {
-                        view.evolve(&event.stream, event.position, &event.event);
-                        self.reservations_by_id.insert(reservation_id.clone(), view);
+        // One entry per command about a reservation: its first event says where it starts.
+        if event.command_event_index == 0
+            && let Some(reservation_id) = event.event.reservation_id()
+        {
+            match &event.event {
+                StockEvent::StockReserved { .. } => {
+                    let mut record = self.reservations_by_id.get_or_default(reservation_id);
+                    record.reserved_at = event.position;
+                    record.lines = event.command_event_count;
+                }
+                StockEvent::ReservationExtended { .. } => {
+                    self.extensions
+                        .entry(reservation_id.clone())
+                        .or_default()
+                        .push(event.position);
+                }
+                StockEvent::ReservationCommitted { .. }
+                | StockEvent::ReservationReleased { .. }
+                | StockEvent::ReservationExpired { .. } => {
+                    if let Some(mut record) = self.reservations_by_id.get_mut(reservation_id) {
+                        record.ended_at = event.position;
                     }
                 }
+                StockEvent::StockAdded { .. }
+                | StockEvent::StockAdjusted { .. }
+                | StockEvent::StockRemoved { .. } => {}
             }
         }
         Ok(())
     }
 
-    /// One reservation, as a whole across its items.
-    pub fn reservation(&self, reservation_id: &ReservationId) -> Option<ReservationView> {
-        self.reservations_by_id
-            .get(reservation_id)
-            .map(|view| view.clone())
+    /// Where the commands of a reservation start in the log, in order (its reservation, its
+    /// extensions, its end), and how many events each has (one per line).
+    pub fn reservation_commands(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Option<(Vec<LogPosition>, u32)> {
+        let record = *self.reservations_by_id.get(reservation_id)?;
+        let mut starts = vec![record.reserved_at];
+        if let Some(extensions) = self.extensions.get(reservation_id) {
+            starts.extend(extensions.iter().copied());
+        }
+        if record.ended_at != LogPosition::START {
+            starts.push(record.ended_at);
+        }
+        Some((starts, record.lines))
     }
 
     pub fn get(&self, stream: &StreamKey) -> Option<StockView> {

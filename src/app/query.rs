@@ -179,7 +179,8 @@ impl Queries {
         Ok(self.answer(product, read_position))
     }
 
-    /// One reservation by its id: its lines, status, expiry and events.
+    /// One reservation by its id: its lines, status, expiry and events. The read model knows
+    /// where its commands are; their events are read back from the log and folded.
     pub async fn reservation(
         &self,
         reservation_id: &ReservationId,
@@ -187,11 +188,31 @@ impl Queries {
         wait: Duration,
     ) -> Result<Answer<ReservationView>, QueryError> {
         let read_position = self.wait_for(min_position, wait).await?;
-        let view = self.model.reservation(reservation_id).ok_or_else(|| {
-            QueryError::ReservationNotFound {
-                reservation_id: reservation_id.clone(),
+        let not_found = || QueryError::ReservationNotFound {
+            reservation_id: reservation_id.clone(),
+        };
+        let (starts, lines) = self
+            .model
+            .reservation_commands(reservation_id)
+            .ok_or_else(not_found)?;
+        let mut view: Option<ReservationView> = None;
+        for start in starts {
+            let after = LogPosition(start.0 - 1);
+            let events = self.log.read_all(after, lines as usize).await?;
+            for event in events
+                .iter()
+                .filter(|event| event.event.reservation_id() == Some(reservation_id))
+            {
+                let view = match &mut view {
+                    Some(view) => view,
+                    None => {
+                        view.insert(ReservationView::start(&event.event).ok_or_else(not_found)?)
+                    }
+                };
+                view.evolve(&event.stream, event.position, &event.event);
             }
-        })?;
+        }
+        let view = view.ok_or_else(not_found)?;
         Ok(self.answer(view, read_position))
     }
 

@@ -89,6 +89,13 @@ impl<K: Hash + Eq + Clone, V: Default> ShardedMap<K, V> {
         RefMut { shard, index }
     }
 
+    /// The entry of `key`, to change, if there is one.
+    pub fn get_mut(&self, key: &K) -> Option<RefMut<'_, K, V>> {
+        let shard = self.shard(key).write().expect("map shard poisoned");
+        let index = shard.get_index_of(key)?;
+        Some(RefMut { shard, index })
+    }
+
     pub fn get(&self, key: &K) -> Option<Ref<'_, K, V>> {
         let shard = self.shard(key).read().expect("map shard poisoned");
         let index = shard.get_index_of(key)?;

@@ -44,41 +44,16 @@ pub struct Decision {
     pub event: StockEvent,
 }
 
-/// What the inventory keeps of every reservation id: the items it was made on and its status.
-/// Items are named by their index in `Inventory::items` (4 bytes instead of a 32-byte key;
-/// there is one entry per reservation ever made). Indices never change: items are never
+/// What the inventory keeps of every reservation id: the (first) item it was made on and its
+/// status. The item is named by its index in `Inventory::items` (4 bytes instead of a 32-byte
+/// key; there is one entry per reservation ever made). Indices never change: items are never
 /// removed, except by a rollback, which removes only the items its batch created, the last
-/// ones, so no other item moves.
-#[derive(Clone, Debug)]
+/// ones, so no other item moves. A reservation of several items keeps the others in
+/// `Inventory::more_items`, so the many reservations of one item cost no more than before.
+#[derive(Clone, Copy, Debug)]
 struct ReservationEntry {
-    items: ReservationItems,
+    item: u32,
     status: ReservationStatus,
-}
-
-/// The items of one reservation, in the order of its lines: most reservations have one line,
-/// kept without an allocation.
-#[derive(Clone, Debug)]
-enum ReservationItems {
-    One(u32),
-    Many(Box<[u32]>),
-}
-
-impl ReservationItems {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            ReservationItems::One(item) => std::slice::from_ref(item),
-            ReservationItems::Many(items) => items,
-        }
-    }
-
-    /// These items and `item`, unless they hold it already.
-    fn with(&self, item: u32) -> ReservationItems {
-        let items = self.as_slice();
-        if items.contains(&item) {
-            return self.clone();
-        }
-        ReservationItems::Many(items.iter().copied().chain([item]).collect())
-    }
 }
 
 /// Every stock item and reservation: the command side's state, a fold of the whole log.
@@ -88,6 +63,8 @@ pub struct Inventory {
     /// Every reservation id ever used, so a reused id is refused and a late commit or release
     /// is told what happened to its reservation.
     reservations: DenseMap<ReservationId, ReservationEntry>,
+    /// The items after the first of each reservation of several items, in line order.
+    more_items: HashMap<ReservationId, Box<[u32]>, FastHash>,
     /// Active reservations by expiry time.
     expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
     /// While a batch is open: how to put back everything it changed.
@@ -101,6 +78,8 @@ struct Undo {
     items: HashMap<StreamKey, Option<StockItem>, FastHash>,
     /// Each touched reservation entry as it was before the batch.
     reservations: HashMap<ReservationId, Option<ReservationEntry>, FastHash>,
+    /// Each touched entry of `more_items` as it was before the batch.
+    more_items: HashMap<ReservationId, Option<Box<[u32]>>, FastHash>,
     /// Changes to the expiry schedule in order, to be undone in reverse.
     schedule: Vec<ScheduleChange>,
     /// How many items there were before the batch: the items it created come after them.
@@ -144,14 +123,21 @@ impl Inventory {
         self.reservations
             .get(reservation_id)
             .map(|entry| {
-                entry
-                    .items
-                    .as_slice()
-                    .iter()
-                    .map(|index| self.item_key(*index))
+                self.entry_items(reservation_id, entry)
+                    .map(|index| self.item_key(index))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The indices of a reservation's items, in the order of its lines.
+    fn entry_items(
+        &self,
+        reservation_id: &ReservationId,
+        entry: &ReservationEntry,
+    ) -> impl Iterator<Item = u32> {
+        let more = self.more_items.get(reservation_id).map(|more| &more[..]);
+        std::iter::once(entry.item).chain(more.unwrap_or_default().iter().copied())
     }
 
     fn item_key(&self, index: u32) -> &StreamKey {
@@ -194,6 +180,12 @@ impl Inventory {
             match entry {
                 Some(entry) => self.reservations.insert(reservation_id, entry),
                 None => self.reservations.swap_remove(&reservation_id),
+            };
+        }
+        for (reservation_id, more) in undo.more_items {
+            match more {
+                Some(more) => self.more_items.insert(reservation_id, more),
+                None => self.more_items.remove(&reservation_id),
             };
         }
         for (stream, item) in undo.items {
@@ -314,20 +306,60 @@ impl Inventory {
                     self.reservations.get(reservation_id).cloned(),
                 );
             }
-            let items = match self.reservations.get(reservation_id) {
+            let later = matches!(
+                self.reservations.get(reservation_id),
+                Some(entry) if entry.status == ReservationStatus::Active
+                    || !matches!(event, StockEvent::StockReserved { .. })
+            );
+            let item = match self.reservations.get(reservation_id).copied() {
                 // A later line of the same reservation, or a later event about it.
-                Some(entry)
-                    if entry.status == ReservationStatus::Active
-                        || !matches!(event, StockEvent::StockReserved { .. }) =>
-                {
-                    entry.items.with(item_index)
+                Some(entry) if later => {
+                    if entry.item != item_index
+                        && !self
+                            .more_items
+                            .get(reservation_id)
+                            .is_some_and(|more| more.contains(&item_index))
+                    {
+                        self.change_more_items(reservation_id, |more| {
+                            Some(
+                                more.unwrap_or_default()
+                                    .into_iter()
+                                    .chain([item_index])
+                                    .collect(),
+                            )
+                        });
+                    }
+                    entry.item
                 }
-                _ => ReservationItems::One(item_index),
+                _ => {
+                    if self.more_items.contains_key(reservation_id) {
+                        self.change_more_items(reservation_id, |_| None);
+                    }
+                    item_index
+                }
             };
             self.reservations
-                .insert(reservation_id.clone(), ReservationEntry { items, status });
+                .insert(reservation_id.clone(), ReservationEntry { item, status });
         }
         result
+    }
+
+    /// Replaces a reservation's `more_items` with what `change` makes of them, keeping the
+    /// old ones for a rollback.
+    fn change_more_items(
+        &mut self,
+        reservation_id: &ReservationId,
+        change: impl FnOnce(Option<Vec<u32>>) -> Option<Box<[u32]>>,
+    ) {
+        let old = self.more_items.remove(reservation_id);
+        if let Some(undo) = &mut self.undo
+            && !undo.more_items.contains_key(reservation_id)
+        {
+            undo.more_items.insert(reservation_id.clone(), old.clone());
+        }
+        if let Some(new) = change(old.map(Vec::from)) {
+            self.more_items.insert(reservation_id.clone(), new);
+        }
     }
 
     fn schedule(&mut self, key: (Timestamp, ReservationId)) {

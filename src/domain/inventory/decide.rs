@@ -291,14 +291,12 @@ impl Inventory {
         reservation_id: &ReservationId,
     ) -> Result<Vec<(&StreamKey, &ActiveReservation)>, DomainError> {
         let entry = self.active_entry(reservation_id)?;
-        Ok(entry
-            .items
-            .as_slice()
-            .iter()
+        Ok(self
+            .entry_items(reservation_id, entry)
             .map(|index| {
                 let (stream, item) = self
                     .items
-                    .get_index(*index as usize)
+                    .get_index(index as usize)
                     .expect("a reservation's item exists");
                 let reservation = item
                     .reservation(reservation_id)
