@@ -721,3 +721,62 @@ async fn bad_carts_are_refused_naming_the_field_and_store_nothing() {
     assert_eq!(next.result.unwrap().position, head + 2);
     server.stop().await;
 }
+
+/// More lines arrive at once than one append takes (eight deliveries of 1,000 changes against
+/// an append of at most 4,096 events): the writer spreads whole commands over several appends,
+/// each command's events contiguous, and every delivery counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_larger_together_than_one_append_are_each_stored_whole() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let mut tasks = Vec::new();
+    for delivery in 0..8 {
+        let mut commands = server.commands().await;
+        tasks.push(tokio::spawn(async move {
+            let changes = (0..1000)
+                .map(|index| add_change(&format!("bulk-{index}"), "s", delivery + 1))
+                .collect();
+            commands
+                .apply_stock_changes(pb::ApplyStockChangesRequest {
+                    changes,
+                    reason: format!("delivery {delivery}"),
+                    command_id: format!("delivery-{delivery}"),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut last_positions = Vec::new();
+    for task in tasks {
+        let response = task.await.unwrap();
+        let positions: Vec<u64> = response
+            .changes
+            .iter()
+            .map(|change| change.position)
+            .collect();
+        assert_eq!(positions.len(), 1000);
+        assert!(positions.windows(2).all(|pair| pair[1] == pair[0] + 1));
+        assert_eq!(response.position, positions[999]);
+        last_positions.push(response.position);
+    }
+    last_positions.sort_unstable();
+    assert_eq!(
+        last_positions,
+        (1..=8).map(|n| n * 1000).collect::<Vec<u64>>()
+    );
+    // Every item got every delivery: 1 + 2 + … + 8 units.
+    let mut queries = server.queries().await;
+    for index in [0, 499, 999] {
+        let item = queries
+            .get_stock(get_stock(&format!("bulk-{index}"), "s", 8000))
+            .await
+            .unwrap()
+            .into_inner()
+            .item
+            .unwrap();
+        assert_eq!(level(item.stock).0, 36);
+        assert_eq!(item.version, 8);
+    }
+    server.stop().await;
+}
