@@ -18,6 +18,7 @@ use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource};
 use inventory::telemetry::{self, LogFormat};
 use inventory::tools;
 
+mod config_file;
 mod metrics_endpoint;
 
 /// Buckets of the `inventory_command_batch_size` histogram: powers of two up to the largest
@@ -48,6 +49,42 @@ struct Cli {
     /// inventory-query.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// A TOML file whose keys are these flags' names (`command_addr = "0.0.0.0:50051"`); a
+    /// flag or environment variable given as well wins over the file. See README.
+    #[arg(long, global = true, env = "INVENTORY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The flags, with the configuration file's values as their defaults. Without a mode, the
+/// flags are `serve`'s.
+fn parse_cli(mut arguments: Vec<std::ffi::OsString>) -> Result<Cli, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    if let Some(path) = config_file::path_from(&arguments) {
+        command = config_file::ConfigFile::read(&path)?.apply(command);
+    }
+    let modes: Vec<String> = command
+        .get_subcommands()
+        .map(|mode| mode.get_name().to_owned())
+        .collect();
+    let asks_for_help = arguments.iter().skip(1).any(|argument| {
+        matches!(
+            argument.to_str(),
+            Some("-h" | "--help" | "-V" | "--version")
+        )
+    });
+    let names_a_mode = arguments.iter().skip(1).any(|argument| {
+        argument
+            .to_str()
+            .is_some_and(|text| modes.iter().any(|mode| mode == text))
+    });
+    if !names_a_mode && !asks_for_help {
+        arguments.insert(1.min(arguments.len()), "serve".into());
+    }
+    let matches = command
+        .try_get_matches_from(arguments)
+        .unwrap_or_else(|error| error.exit());
+    Cli::from_arg_matches(&matches).map_err(|error| error.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,18 +255,21 @@ impl LogArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("inventory: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    // No mode given means `serve` with its defaults and environment variables.
-    let mode = cli
-        .mode
-        .unwrap_or_else(|| match Cli::parse_from(["inventory", "serve"]).mode {
-            Some(mode) => mode,
-            None => unreachable!("parsing `serve` gives the serve mode"),
-        });
+    // No mode given means `serve` (`parse_cli` put it in); `--help` alone shows every mode.
+    let Some(mode) = cli.mode else {
+        unreachable!("clap prints the help and exits when no mode is given");
+    };
     let service_name = match &mode {
         Mode::Command { .. } => "inventory-command",
         Mode::Query { .. } => "inventory-query",

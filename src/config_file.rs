@@ -1,0 +1,140 @@
+//! The configuration file (`--config FILE`, or `INVENTORY_CONFIG`): TOML whose keys are the
+//! flags' names (`command_addr` for `--command-addr`). Every key is checked when the file is
+//! read (an unknown key, or a value of the wrong kind, is an error naming the key), and each
+//! becomes its flag's default, so a flag or an environment variable given as well wins over
+//! the file.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use inventory::telemetry::LogFormat;
+
+/// Every key the file may hold. A key a mode has no flag for is ignored by that mode (a
+/// `follow` in a file that `serve` reads), so one file can serve every mode.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    log: Option<String>,
+    pg_schema: Option<String>,
+    command_addr: Option<SocketAddr>,
+    query_addr: Option<SocketAddr>,
+    metrics_addr: Option<String>,
+    follow: Option<String>,
+    data: Option<PathBuf>,
+    max_in_flight: Option<usize>,
+    max_connections: Option<usize>,
+    log_format: Option<String>,
+    otlp_endpoint: Option<String>,
+}
+
+/// The file `--config` (or `INVENTORY_CONFIG`) names, if any, found before the flags are
+/// parsed: its values are the defaults the parser then uses.
+pub fn path_from(arguments: &[OsString]) -> Option<PathBuf> {
+    let mut arguments = arguments.iter().skip(1);
+    while let Some(argument) = arguments.next() {
+        let text = argument.to_string_lossy();
+        if text == "--config" {
+            return arguments.next().map(PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("INVENTORY_CONFIG")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
+impl ConfigFile {
+    /// Reads and checks the file.
+    pub fn read(path: &Path) -> Result<ConfigFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read the config file {}: {error}", path.display()))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|error| format!("config file {}: {error}", path.display()))?;
+        let invalid = |key: &str, problem: String| {
+            format!("config file {}: key `{key}`: {problem}", path.display())
+        };
+        if let Some(metrics_addr) = &file.metrics_addr {
+            crate::parse_metrics_addr(metrics_addr)
+                .map_err(|problem| invalid("metrics_addr", problem))?;
+        }
+        if let Some(log_format) = &file.log_format {
+            log_format
+                .parse::<LogFormat>()
+                .map_err(|problem| invalid("log_format", problem))?;
+        }
+        for (key, value) in [("log", &file.log), ("pg_schema", &file.pg_schema)] {
+            if value.as_deref() == Some("") {
+                return Err(invalid(key, "must not be empty".to_owned()));
+            }
+        }
+        Ok(file)
+    }
+
+    /// Each key that is set, with its flag's id (the field name clap gives the argument) and
+    /// its value as the flag would take it.
+    fn defaults(&self) -> Vec<(&'static str, String)> {
+        let text = |value: &Option<String>| value.clone();
+        let number = |value: Option<usize>| value.map(|value| value.to_string());
+        let address = |value: Option<SocketAddr>| value.map(|value| value.to_string());
+        let mut defaults = vec![
+            ("target", text(&self.log)),
+            ("pg_schema", text(&self.pg_schema)),
+            ("command_addr", address(self.command_addr)),
+            ("query_addr", address(self.query_addr)),
+            ("metrics_addr", text(&self.metrics_addr)),
+            ("follow", text(&self.follow)),
+            (
+                "data",
+                self.data.as_ref().map(|data| data.display().to_string()),
+            ),
+            ("max_in_flight", number(self.max_in_flight)),
+            ("max_connections", number(self.max_connections)),
+            ("log_format", text(&self.log_format)),
+            ("otlp_endpoint", text(&self.otlp_endpoint)),
+        ];
+        // A query server on its own reads only a PostgreSQL log (its `--log`); an embedded
+        // log's directory in the file is for the other modes.
+        if let Some(log) = &self.log
+            && log.starts_with("postgres://")
+        {
+            defaults.push(("log", Some(log.clone())));
+        }
+        defaults
+            .into_iter()
+            .filter_map(|(id, value)| value.map(|value| (id, value)))
+            .collect()
+    }
+
+    /// `command` with the file's values as the defaults of the flags they name, in it and in
+    /// every subcommand.
+    pub fn apply(&self, command: clap::Command) -> clap::Command {
+        let defaults = self.defaults();
+        with_defaults(command, &defaults)
+    }
+}
+
+fn with_defaults(mut command: clap::Command, defaults: &[(&'static str, String)]) -> clap::Command {
+    for (id, value) in defaults {
+        if command
+            .get_arguments()
+            .any(|argument| argument.get_id() == *id)
+        {
+            // Parsed once per process: leaking the few bytes gives clap the 'static it asks for.
+            let value: &'static str = Box::leak(value.clone().into_boxed_str());
+            command = command.mut_arg(*id, |argument| argument.default_value(value));
+        }
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|subcommand| subcommand.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |subcommand| with_defaults(subcommand, defaults));
+    }
+    command
+}
