@@ -38,13 +38,22 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The most events one append may carry, so one write stays bounded in size and time.
 pub const MAX_APPEND_EVENTS: usize = 4096;
 
+/// How many of `events` (consecutive, in log order) there are up to the end of the last
+/// command they hold whole; `None` when no command ends among them.
+pub fn whole_commands_len(events: &[RecordedEvent]) -> Option<usize> {
+    events
+        .iter()
+        .rposition(RecordedEvent::ends_command)
+        .map(|last| last + 1)
+}
+
 /// Cuts `events` (a page read from a log, in order) after the last event that ends a
 /// command, so that appending them elsewhere never stores part of a command. A page holding no
 /// command's end is left whole: no sound log ends in the middle of a command, and a command
 /// has fewer events than a page.
 pub fn keep_whole_commands(events: &mut Vec<RecordedEvent>) {
-    if let Some(end) = events.iter().rposition(RecordedEvent::ends_command) {
-        events.truncate(end + 1);
+    if let Some(len) = whole_commands_len(events) {
+        events.truncate(len);
     }
 }
 

@@ -406,8 +406,9 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The answer that `event`, the command's first event, starts.
-    fn of(event: &RecordedEvent, replayed: bool) -> Accepted {
+    /// The answer that `event`, the command's first event, starts (as given the first time;
+    /// [`Accepted::as_replayed`] makes the one a retry gets).
+    fn of(event: &RecordedEvent) -> Accepted {
         let reservation = match &event.event {
             StockEvent::StockReserved {
                 reservation_id,
@@ -421,7 +422,7 @@ impl Accepted {
             _ => None,
         };
         let mut changes = Vec::with_capacity(event.command_event_count as usize);
-        changes.push(Accepted::change(event, replayed));
+        changes.push(Accepted::change(event));
         Accepted {
             changes,
             kind: event.event.kind(),
@@ -430,17 +431,17 @@ impl Accepted {
     }
 
     /// Adds a later event of the same command.
-    fn add(&mut self, event: &RecordedEvent, replayed: bool) {
-        self.changes.push(Accepted::change(event, replayed));
+    fn add(&mut self, event: &RecordedEvent) {
+        self.changes.push(Accepted::change(event));
     }
 
-    fn change(event: &RecordedEvent, replayed: bool) -> StockChange {
+    fn change(event: &RecordedEvent) -> StockChange {
         StockChange {
             stream: event.stream.clone(),
             version: event.version,
             position: event.position,
             stock: event.stock_after,
-            replayed,
+            replayed: false,
         }
     }
 

@@ -140,9 +140,9 @@ impl ReadModel {
         self.apply_batch(std::slice::from_ref(event))
     }
 
-    /// Applies the next events of the log, in order, and publishes the position once, after
-    /// the last (on an error, after the last one applied). A read page or a replay is one
-    /// batch: waking every waiter per event cost more than applying it.
+    /// Applies the next events of the log, in order, and publishes the position once, at the
+    /// end of the last command applied whole (on an error, of the last one before it). A read
+    /// page or a replay is one batch: waking every waiter per event cost more than applying it.
     pub fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), LogError> {
         let mut head = self.head();
         let mut applied = self.position();

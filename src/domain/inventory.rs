@@ -130,6 +130,19 @@ impl Inventory {
             .unwrap_or_default()
     }
 
+    /// How many items (lines) a reservation holds; 0 for an unknown id.
+    pub fn reservation_line_count(&self, reservation_id: &ReservationId) -> usize {
+        match self.reservations.get(reservation_id) {
+            None => 0,
+            Some(_) => {
+                1 + self
+                    .more_items
+                    .get(reservation_id)
+                    .map_or(0, |more| more.len())
+            }
+        }
+    }
+
     /// The indices of a reservation's items, in the order of its lines.
     fn entry_items(
         &self,
@@ -306,14 +319,10 @@ impl Inventory {
                     self.reservations.get(reservation_id).cloned(),
                 );
             }
-            let later = matches!(
-                self.reservations.get(reservation_id),
-                Some(entry) if entry.status == ReservationStatus::Active
-                    || !matches!(event, StockEvent::StockReserved { .. })
-            );
+            let reserved = matches!(event, StockEvent::StockReserved { .. });
             let item = match self.reservations.get(reservation_id).copied() {
                 // A later line of the same reservation, or a later event about it.
-                Some(entry) if later => {
+                Some(entry) if entry.status == ReservationStatus::Active || !reserved => {
                     if entry.item != item_index
                         && !self
                             .more_items

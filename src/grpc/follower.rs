@@ -211,10 +211,7 @@ async fn copy_from(
 /// Takes the events of `batch` up to the end of its last whole command, leaving the rest (the
 /// start of a command whose other events have not arrived yet).
 fn whole_commands(batch: &mut Vec<RecordedEvent>) -> Vec<RecordedEvent> {
-    let end = batch
-        .iter()
-        .rposition(RecordedEvent::ends_command)
-        .map_or(0, |last| last + 1);
+    let end = crate::log::whole_commands_len(batch).unwrap_or(0);
     let rest = batch.split_off(end);
     std::mem::replace(batch, rest)
 }

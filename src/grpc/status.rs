@@ -197,18 +197,23 @@ fn line_field(violation: &LineViolation, lines: Lines) -> String {
 /// business rule (`FAILED_PRECONDITION`). The `ErrorInfo` reason and metadata are those of
 /// the first line.
 fn lines_refused(message: String, violations: &[LineViolation], lines: Lines) -> Status {
+    // Each violation as the client sees it: its rule's reason, the field, what is wrong.
+    let named: Vec<(&str, String, String)> = violations
+        .iter()
+        .map(|violation| {
+            (
+                line_reason(&violation.rule),
+                line_field(violation, lines),
+                describe_line(violation, lines),
+            )
+        })
+        .collect();
     // A repeated field's lines are named as the client sent them: `lines[3].quantity: …`.
     let message = match lines {
         Lines::Single => message,
-        Lines::Repeated(_) => violations
+        Lines::Repeated(_) => named
             .iter()
-            .map(|violation| {
-                format!(
-                    "{}: {}",
-                    line_field(violation, lines),
-                    describe_line(violation, lines)
-                )
-            })
+            .map(|(_, field, description)| format!("{field}: {description}"))
             .collect::<Vec<_>>()
             .join("; "),
     };
@@ -219,14 +224,9 @@ fn lines_refused(message: String, violations: &[LineViolation], lines: Lines) ->
         )
     });
     if bad_request {
-        let fields: Vec<FieldViolation> = violations
-            .iter()
-            .map(|violation| {
-                FieldViolation::new(
-                    line_field(violation, lines),
-                    describe_line(violation, lines),
-                )
-            })
+        let fields: Vec<FieldViolation> = named
+            .into_iter()
+            .map(|(_, field, description)| FieldViolation::new(field, description))
             .collect();
         return invalid_argument(&fields);
     }
@@ -248,23 +248,7 @@ fn lines_refused(message: String, violations: &[LineViolation], lines: Lines) ->
         metadata.push(("line", first.line.to_string()));
         metadata.push(("violations", violations.len().to_string()));
     }
-    let preconditions: Vec<(&str, String, String)> = violations
-        .iter()
-        .map(|violation| {
-            (
-                line_reason(&violation.rule),
-                line_field(violation, lines),
-                describe_line(violation, lines),
-            )
-        })
-        .collect();
-    error_info(
-        code,
-        message,
-        line_reason(&first.rule),
-        &metadata,
-        &preconditions,
-    )
+    error_info(code, message, line_reason(&first.rule), &metadata, &named)
 }
 
 /// One line's broken rule, naming its item.

@@ -124,20 +124,20 @@ impl CommandState {
         self.head = event.position;
         self.open_command = (!event.ends_command())
             .then_some((event.command_event_index, event.command_event_count));
-        self.remember(event, true);
+        self.remember(event);
         Ok(())
     }
 
-    /// Remembers the answer a command's event gives a retry: its first event starts the
-    /// answer, each later one adds its item.
-    fn remember(&mut self, event: &RecordedEvent, replayed: bool) {
+    /// Remembers the answer a command's event gives a retry (marked replayed when it is
+    /// given): its first event starts the answer, each later one adds its item.
+    fn remember(&mut self, event: &RecordedEvent) {
         let Some(command_id) = &event.command_id else {
             return;
         };
         if event.command_event_index > 0
             && let Some(remembered) = self.remembered.get_mut(command_id)
         {
-            remembered.outcome.add(event, replayed);
+            remembered.outcome.add(event);
             return;
         }
         self.remembered_order
@@ -146,7 +146,7 @@ impl CommandState {
             command_id.clone(),
             RememberedCommand {
                 fingerprint: event.command_fingerprint,
-                outcome: Accepted::of(event, replayed),
+                outcome: Accepted::of(event),
             },
         );
     }
@@ -175,11 +175,9 @@ impl CommandState {
             Command::CommitReservation { reservation_id, .. }
             | Command::ReleaseReservation { reservation_id, .. }
             | Command::ExtendReservation { reservation_id, .. }
-            | Command::ExpireReservation { reservation_id } => self
-                .inventory
-                .reservation_items(reservation_id)
-                .len()
-                .max(1),
+            | Command::ExpireReservation { reservation_id } => {
+                self.inventory.reservation_line_count(reservation_id).max(1)
+            }
         }
     }
 
@@ -228,9 +226,9 @@ impl CommandState {
                 .map(|trace| trace.trace_parent.clone()),
             events,
         );
-        let mut outcome = Accepted::of(&events[first], false);
+        let mut outcome = Accepted::of(&events[first]);
         for event in &events[first + 1..] {
-            outcome.add(event, false);
+            outcome.add(event);
         }
         Ok(outcome)
     }
@@ -240,7 +238,7 @@ impl CommandState {
     pub(super) fn expire_due(&mut self, now: Timestamp, events: &mut Vec<RecordedEvent>) {
         let first = events.len();
         for reservation_id in self.inventory.due_reservations(now, MAX_EXPIRIES_PER_BATCH) {
-            let lines = self.inventory.reservation_items(&reservation_id).len();
+            let lines = self.inventory.reservation_line_count(&reservation_id);
             if events.len() > first && events.len() - first + lines > MAX_EXPIRY_EVENTS_PER_BATCH {
                 break;
             }
@@ -284,7 +282,7 @@ impl CommandState {
                 command_event_count,
                 event,
             };
-            self.remember(&recorded, false);
+            self.remember(&recorded);
             events.push(recorded);
         }
     }

@@ -213,11 +213,7 @@ fn without_partial_command(mut batch: DecodedBatch, end: u64) -> (DecodedBatch, 
     if batch.events.last().is_none_or(RecordedEvent::ends_command) {
         return (batch, end);
     }
-    let start = batch
-        .events
-        .iter()
-        .rposition(RecordedEvent::ends_command)
-        .map_or(0, |last| last + 1);
+    let start = crate::log::whole_commands_len(&batch.events).unwrap_or(0);
     let end = batch.offsets[start];
     batch.events.truncate(start);
     batch.offsets.truncate(start);
