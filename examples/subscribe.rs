@@ -88,6 +88,10 @@ async fn follow(arguments: &Arguments, from_position: u64) -> Result<(), String>
     Ok(())
 }
 
+fn state_name(state: i32) -> &'static str {
+    pb::StockState::try_from(state).map_or("?", |state| state.as_str_name())
+}
+
 fn print_event(event: &pb::InventoryEvent) {
     let what = match &event.kind {
         Some(Kind::StockAdded(added)) => format!("added {}", added.quantity),
@@ -105,7 +109,23 @@ fn print_event(event: &pb::InventoryEvent) {
             "committed {} as order {} (released {})",
             committed.quantity, committed.order_id, committed.released_quantity
         ),
-        Some(Kind::StockRemoved(removed)) => format!("removed {}", removed.quantity),
+        Some(Kind::StockRemoved(removed)) => {
+            format!("removed {} {}", removed.quantity, state_name(removed.from))
+        }
+        Some(Kind::StockMoved(moved)) => format!(
+            "moved {} from {} to {}",
+            moved.quantity,
+            state_name(moved.from),
+            state_name(moved.to)
+        ),
+        Some(Kind::ItemPolicyChanged(policy)) => format!(
+            "policy: safety stock {}, low at {}",
+            policy.safety_stock, policy.low_stock_threshold
+        ),
+        Some(Kind::StockLow(_)) => "ALERT stock low".to_owned(),
+        Some(Kind::OutOfStock(_)) => "ALERT out of stock".to_owned(),
+        Some(Kind::BackInStock(_)) => "ALERT back in stock".to_owned(),
+        Some(Kind::StockShort(_)) => "ALERT stock short".to_owned(),
         Some(Kind::ReservationExtended(extended)) => {
             format!("extended {}", extended.reservation_id)
         }

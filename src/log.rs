@@ -27,7 +27,7 @@ impl LogError {
         LogError::FoldMismatch {
             position: event.position,
             stream: event.stream.clone(),
-            mismatch,
+            mismatch: Box::new(mismatch),
         }
     }
 }
@@ -36,7 +36,7 @@ impl LogError {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The most events one append may carry, so one write stays bounded in size and time.
-pub const MAX_APPEND_EVENTS: usize = 4096;
+pub const MAX_APPEND_EVENTS: usize = 8192;
 
 /// How many of `events` (consecutive, in log order) there are up to the end of the last
 /// command they hold whole; `None` when no command ends among them.
@@ -115,7 +115,8 @@ pub enum LogError {
     FoldMismatch {
         position: LogPosition,
         stream: StreamKey,
-        mismatch: FoldMismatch,
+        /// Boxed: it holds two stock levels, and every `Result` of the log carries its size.
+        mismatch: Box<FoldMismatch>,
     },
 }
 

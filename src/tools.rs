@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::app::command::CommandState;
-use crate::domain::{LogPosition, RecordedEvent, StockEvent};
+use crate::domain::{LogPosition, RecordedEvent, StockAlert, StockEvent, StockLevel};
 use crate::log::codec::uuid_string;
 use crate::log::{
     EmbeddedLog, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS, PostgresLog,
@@ -135,9 +135,43 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "expires_at_unix_ms": expires_at.unix_millis(),
             }),
         ),
-        StockEvent::StockRemoved { quantity, reason } => (
+        StockEvent::StockRemoved {
+            quantity,
+            from,
+            reason,
+        } => (
             "StockRemoved",
-            json!({"quantity": quantity.get(), "reason": reason.as_str()}),
+            json!({"quantity": quantity.get(), "from": from.to_string(), "reason": reason.as_str()}),
+        ),
+        StockEvent::StockMoved {
+            quantity,
+            from,
+            to,
+            reason,
+        } => (
+            "StockMoved",
+            json!({
+                "quantity": quantity.get(),
+                "from": from.to_string(),
+                "to": to.to_string(),
+                "reason": reason.as_str(),
+            }),
+        ),
+        StockEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => (
+            "ItemPolicyChanged",
+            json!({"safety_stock": safety_stock, "low_stock_threshold": low_stock_threshold}),
+        ),
+        StockEvent::StockAlertRaised { alert } => (
+            match alert {
+                StockAlert::StockLow => "StockLow",
+                StockAlert::OutOfStock => "OutOfStock",
+                StockAlert::BackInStock => "BackInStock",
+                StockAlert::StockShort => "StockShort",
+            },
+            json!({}),
         ),
         StockEvent::ReservationCommitted {
             reservation_id,
@@ -188,14 +222,25 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "occurred_at_unix_ms": event.occurred_at.unix_millis(),
         "type": kind,
         "data": details,
-        "stock": {
-            "on_hand": event.stock_after.on_hand(),
-            "reserved": event.stock_after.reserved(),
-            "available": event.stock_after.available(),
-        },
+        "stock": stock_json(event.stock_after),
         "command_id": event.command_id.as_ref().map(|id| id.as_str()),
         "command_event_index": event.command_event_index,
         "command_event_count": event.command_event_count,
+    })
+}
+
+/// Every quantity of a level, as `export` writes it.
+pub fn stock_json(level: StockLevel) -> serde_json::Value {
+    json!({
+        "on_hand": level.on_hand(),
+        "reserved": level.reserved(),
+        "available": level.available(),
+        "damaged": level.damaged(),
+        "quality_control": level.quality_control(),
+        "safety_stock": level.safety_stock(),
+        "incoming": level.incoming(),
+        "shortfall": level.shortfall(),
+        "low_stock_threshold": level.low_stock_threshold(),
     })
 }
 

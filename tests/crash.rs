@@ -122,6 +122,7 @@ fn delivery(task: usize, sequence: usize) -> pb::ApplyStockChangesRequest {
         store_id: "s".to_owned(),
         change: Some(pb::stock_change::Change::Add(1)),
         expected_version: None,
+        from: 0,
     };
     pb::ApplyStockChangesRequest {
         changes: vec![

@@ -4,8 +4,9 @@
 use inventory::domain::{
     Command, CommitLine, CustomerId, Decision, DomainError, IdError, Inventory, LineRule,
     LineViolation, OrderId, ProductId, Quantity, QuantityError, Reason, ReservationId,
-    ReservationLine, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX, StockChangeKind,
-    StockChangeLine, StockEvent, StoreId, StreamKey, StreamVersion, TimeToLive, Timestamp,
+    ReservationLine, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX, StockAlert,
+    StockChangeKind, StockChangeLine, StockEvent, StockState, StoreId, StreamKey, StreamVersion,
+    TimeToLive, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -87,6 +88,11 @@ fn commit_lines(id: &str, lines: &[(&str, u64)]) -> Command {
                 .collect(),
         ),
     }
+}
+
+/// The alert event of `kind`.
+fn alert(kind: StockAlert) -> StockEvent {
+    StockEvent::StockAlertRaised { alert: kind }
 }
 
 /// The refusal of a command whose line `line` (on `product`) breaks `rule`.
@@ -420,11 +426,18 @@ fn it_rejects_a_reused_reservation_id_even_after_the_reservation_ended() {
 fn it_adjusts_on_hand_down_to_the_reserved_quantity() {
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(adjust("apple", 4))
-        .then_event(StockEvent::StockAdjusted {
-            previous_on_hand: 10,
-            on_hand: 4,
-            reason: Reason::parse("cycle count").unwrap(),
-        })
+        .then_events(&[
+            (
+                "apple",
+                StockEvent::StockAdjusted {
+                    previous_on_hand: 10,
+                    on_hand: 4,
+                    reason: Reason::parse("cycle count").unwrap(),
+                },
+            ),
+            // Nothing is left to sell.
+            ("apple", alert(StockAlert::OutOfStock)),
+        ])
         .then_stock("apple", 4, 4);
 }
 
@@ -978,7 +991,10 @@ fn it_sums_lines_naming_the_same_item_instead_of_checking_each_alone() {
         ]));
     given(&[add("apple", 6)])
         .when(reserve_lines("cart", &[("apple", 3), ("apple", 3)]))
-        .then_events(&[("apple", reserved("cart", 6))])
+        .then_events(&[
+            ("apple", reserved("cart", 6)),
+            ("apple", alert(StockAlert::OutOfStock)),
+        ])
         .then_stock("apple", 6, 6);
 }
 
@@ -1175,14 +1191,22 @@ fn it_removes_stock_but_never_what_is_reserved() {
     let remove = |units| Command::RemoveStock {
         stream: stream("apple"),
         quantity: quantity(units),
+        from: StockState::Available,
         reason: Reason::parse("damaged in transit").unwrap(),
     };
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(remove(6))
-        .then_event(StockEvent::StockRemoved {
-            quantity: quantity(6),
-            reason: Reason::parse("damaged in transit").unwrap(),
-        })
+        .then_events(&[
+            (
+                "apple",
+                StockEvent::StockRemoved {
+                    quantity: quantity(6),
+                    from: StockState::Available,
+                    reason: Reason::parse("damaged in transit").unwrap(),
+                },
+            ),
+            ("apple", alert(StockAlert::OutOfStock)),
+        ])
         .then_stock("apple", 4, 4);
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(remove(7))
@@ -1201,7 +1225,10 @@ fn it_removes_stock_but_never_what_is_reserved() {
 fn a_batch_of_stock_changes_applies_every_change_in_order() {
     given(&[add("apple", 10), add("pear", 5), reserve("pear", "r1", 2)])
         .when(apply_changes(vec![
-            change("apple", StockChangeKind::Remove(quantity(3))),
+            change(
+                "apple",
+                StockChangeKind::Remove(quantity(3), StockState::Available),
+            ),
             change("pear", StockChangeKind::SetOnHand(2)),
             change("fig", StockChangeKind::Add(quantity(7))),
         ]))
@@ -1223,8 +1250,14 @@ fn a_batch_of_stock_changes_is_refused_whole_naming_every_broken_change() {
     .when(apply_changes(vec![
         change("apple", StockChangeKind::Add(quantity(1))),
         change("pear", StockChangeKind::SetOnHand(1)),
-        change("apple", StockChangeKind::Remove(quantity(1))),
-        change("fig", StockChangeKind::Remove(quantity(1))),
+        change(
+            "apple",
+            StockChangeKind::Remove(quantity(1), StockState::Available),
+        ),
+        change(
+            "fig",
+            StockChangeKind::Remove(quantity(1), StockState::Available),
+        ),
         stale,
     ]))
     .then_error(refused_lines(&[
@@ -1393,7 +1426,7 @@ proptest! {
                             0 if *units > 0 => StockChangeKind::Add(quantity(*units)),
                             1 if *units > 0 => {
                                 ok &= *units <= on_hand - reserved;
-                                StockChangeKind::Remove(quantity(*units))
+                                StockChangeKind::Remove(quantity(*units), StockState::Available)
                             }
                             _ => {
                                 ok &= *units >= reserved;

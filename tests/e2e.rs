@@ -13,22 +13,9 @@ use tonic_types::StatusExt;
 use inventory::app::ManualClock;
 use inventory::domain::Timestamp;
 use inventory::grpc::pb;
-use support::{Combined, Running, add_stock, get_stock, level, reserve_stock};
-
-/// The field names of a status's BadRequest details.
-fn bad_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-fn error_reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
-        .unwrap_or_default()
-}
+use support::{
+    Combined, Running, add_stock, bad_fields, error_reason, get_stock, level, reserve_stock,
+};
 
 fn error_metadata(status: &tonic::Status, key: &str) -> String {
     status
@@ -223,6 +210,12 @@ async fn every_rpc_works_over_grpc() {
             Kind::ReservationExpired(_) => "expired",
             Kind::StockRemoved(_) => "removed",
             Kind::ReservationExtended(_) => "extended",
+            Kind::StockMoved(_) => "moved",
+            Kind::ItemPolicyChanged(_) => "policy",
+            Kind::StockLow(_) => "low",
+            Kind::OutOfStock(_) => "out of stock",
+            Kind::BackInStock(_) => "back in stock",
+            Kind::StockShort(_) => "short",
         })
         .collect();
     assert_eq!(
@@ -343,7 +336,8 @@ async fn sixty_four_clients_racing_for_forty_units_get_exactly_forty() {
         .item
         .unwrap();
     assert_eq!(level(item.stock), (40, 40, 0));
-    assert_eq!(item.version, 41);
+    // The delivery, 40 reservations and the OUT_OF_STOCK alert after the last.
+    assert_eq!(item.version, 42);
     server.stop().await;
 }
 

@@ -11,8 +11,8 @@ use inventory::app::command::CommandState;
 use inventory::app::{CommandRequest, CommandSide, SystemClock};
 use inventory::domain::{
     Command, CommandId, CustomerId, EventId, Inventory, LogPosition, OrderId, ProductId, Quantity,
-    Reason, RecordedEvent, ReservationId, StockEvent, StockLevel, StoreId, StreamKey,
-    StreamVersion, Timestamp,
+    Reason, RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts,
+    StockState, StoreId, StreamKey, StreamVersion, Timestamp,
 };
 use inventory::log::embedded::LOG_FILE_NAME;
 use inventory::log::{EmbeddedLog, EventLog, LogError};
@@ -193,8 +193,14 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
     ];
     let quantity = (1u64..=u64::from(u32::MAX)).prop_map(|value| Quantity::new(value).unwrap());
     let reason = "[ -~]{1,60}".prop_map(|text| Reason::parse(&text).unwrap());
+    let states = prop_oneof![
+        Just(StockState::Available),
+        Just(StockState::Damaged),
+        Just(StockState::QualityControl),
+    ];
     let kind = (
-        0u8..8,
+        0u8..14,
+        states,
         reservation,
         quantity,
         reason,
@@ -203,7 +209,20 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
         0u64..=u64::from(u32::MAX),
     )
         .prop_map(
-            |(kind, reservation_id, quantity, reason, (customer, order), millis, on_hand)| {
+            |(
+                kind,
+                state,
+                reservation_id,
+                quantity,
+                reason,
+                (customer, order),
+                millis,
+                on_hand,
+            )| {
+                let other = match state {
+                    StockState::Available => StockState::Damaged,
+                    StockState::Damaged | StockState::QualityControl => StockState::Available,
+                };
                 match kind {
                     0 => StockEvent::StockAdded { quantity, reason },
                     1 => StockEvent::StockAdjusted {
@@ -224,7 +243,33 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                         order_id: OrderId::parse(&order).unwrap(),
                         released_quantity: quantity.get() - quantity.get() / (1 + millis % 3),
                     },
-                    6 => StockEvent::StockRemoved { quantity, reason },
+                    6 => StockEvent::StockRemoved {
+                        quantity,
+                        from: state,
+                        reason,
+                    },
+                    8 => StockEvent::StockMoved {
+                        quantity,
+                        from: state,
+                        to: other,
+                        reason,
+                    },
+                    9 => StockEvent::ItemPolicyChanged {
+                        safety_stock: on_hand,
+                        low_stock_threshold: millis % 1000,
+                    },
+                    10 => StockEvent::StockAlertRaised {
+                        alert: StockAlert::StockLow,
+                    },
+                    11 => StockEvent::StockAlertRaised {
+                        alert: StockAlert::OutOfStock,
+                    },
+                    12 => StockEvent::StockAlertRaised {
+                        alert: StockAlert::BackInStock,
+                    },
+                    13 => StockEvent::StockAlertRaised {
+                        alert: StockAlert::StockShort,
+                    },
                     7 => StockEvent::ReservationExtended {
                         reservation_id,
                         expires_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
@@ -248,6 +293,11 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
         0u64..4_000_000_000_000,
         (0u64..=u64::from(u32::MAX), 0u64..=u64::from(u32::MAX)),
         prop_oneof![Just(0u64), any::<u64>()],
+        // The other parts of a level: mostly none, sometimes any (a shortfall included).
+        prop_oneof![
+            Just([0u64; 5]),
+            proptest::array::uniform5(0u64..=u64::from(u32::MAX))
+        ],
     );
     let context = (
         proptest::option::of(id_text()),
@@ -261,7 +311,7 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
         |(
             event,
             (product, store),
-            (position, event_id, version, millis, (a, b), fingerprint),
+            (position, event_id, version, millis, (a, b), fingerprint, more),
             (command_id, trace_parent, (command_event_index, command_event_count)),
         )| {
             RecordedEvent {
@@ -273,7 +323,16 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                 ),
                 version: StreamVersion(version),
                 occurred_at: Timestamp::from_unix_millis(millis),
-                stock_after: StockLevel::new(a.max(b), a.min(b)).unwrap(),
+                stock_after: StockLevel::from_parts(StockParts {
+                    on_hand: a.max(b),
+                    reserved: a.min(b),
+                    damaged: more[0],
+                    quality_control: more[1],
+                    safety_stock: more[2],
+                    incoming: more[3],
+                    low_stock_threshold: more[4],
+                })
+                .unwrap(),
                 command_id: command_id.map(|text| CommandId::parse(&text).unwrap()),
                 command_fingerprint: fingerprint,
                 trace_parent: trace_parent.map(Arc::from),
@@ -606,7 +665,7 @@ async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
         }) => {
             assert_eq!(position, LogPosition(1), "the refused event is named");
             assert_eq!(
-                mismatch,
+                *mismatch,
                 inventory::domain::FoldMismatch::Position {
                     expected: LogPosition(2),
                     got: LogPosition(1)
@@ -709,7 +768,7 @@ async fn a_command_whose_events_are_not_contiguous_is_refused_by_the_fold() {
         }) => {
             assert_eq!(position, LogPosition(3));
             assert_eq!(
-                mismatch,
+                *mismatch,
                 inventory::domain::FoldMismatch::CommandEvents {
                     expected_index: 1,
                     got_index: 2,

@@ -23,8 +23,9 @@ type Queries = QueryServiceClient<tonic::transport::Channel>;
 
 const ITEMS: usize = 20;
 
-/// An accepted cart: its reservation id and the units it holds of each item (by index).
-type Cart = (String, HashMap<usize, i64>);
+/// An accepted cart: its reservation id, the units it holds of each item (by index), and for
+/// each line of its answer the line's last position and how many alerts end there.
+type Cart = (String, HashMap<usize, i64>, Vec<(u64, u64)>);
 const STOCK_PER_ITEM: i64 = 6;
 
 fn item(index: usize) -> (String, String) {
@@ -54,6 +55,7 @@ fn add_change(product: &str, store: &str, quantity: i64) -> pb::StockChange {
         store_id: store.to_owned(),
         change: Some(pb::stock_change::Change::Add(quantity)),
         expected_version: None,
+        from: 0,
     }
 }
 
@@ -119,10 +121,15 @@ async fn cart_storm(servers: &[SocketAddr]) -> (Vec<Cart>, usize) {
                     Ok(response) => {
                         let response = response.into_inner();
                         assert_eq!(response.lines.len(), wanted.len());
+                        let ends = response
+                            .lines
+                            .iter()
+                            .map(|line| (line.position, line.alerts.len() as u64))
+                            .collect();
                         accepted
                             .lock()
                             .unwrap()
-                            .push((response.reservation_id, wanted));
+                            .push((response.reservation_id, wanted, ends));
                     }
                     Err(status) => {
                         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -152,7 +159,7 @@ async fn cart_storm(servers: &[SocketAddr]) -> (Vec<Cart>, usize) {
 /// oversold.
 async fn check_carts(queries: &mut Queries, accepted: &[Cart]) {
     let mut reserved = [0i64; ITEMS];
-    for (reservation_id, wanted) in accepted {
+    for (reservation_id, wanted, ends) in accepted {
         let found = queries
             .get_reservation(pb::GetReservationRequest {
                 reservation_id: reservation_id.clone(),
@@ -173,9 +180,20 @@ async fn check_carts(queries: &mut Queries, accepted: &[Cart]) {
             assert_eq!(held.quantity, *quantity);
             reserved[*index] += quantity;
         }
-        // Its events are contiguous: one command.
+        // Its events are one command: each line's event is followed only by its item's alerts,
+        // then comes the next line's event.
         let positions = &found.event_positions;
-        assert!(positions.windows(2).all(|pair| pair[1] == pair[0] + 1));
+        assert_eq!(positions.len(), ends.len());
+        for (line, (end, alerts)) in ends.iter().enumerate() {
+            assert_eq!(
+                positions[line],
+                end - alerts,
+                "{reservation_id} line {line}"
+            );
+            if let Some(next) = positions.get(line + 1) {
+                assert_eq!(*next, end + 1, "{reservation_id} line {line}");
+            }
+        }
     }
     for (index, reserved) in reserved.iter().enumerate() {
         let (product, store) = item(index);
@@ -487,6 +505,7 @@ async fn a_batch_of_stock_changes_names_every_broken_change_and_stores_nothing()
             store_id: store,
             change: Some(change),
             expected_version: None,
+            from: 0,
         }
     };
     use pb::stock_change::Change;

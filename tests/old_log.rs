@@ -163,8 +163,13 @@ async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_com
         .await
         .unwrap()
         .into_inner();
+    // Each line's event at 12 and 14, and after each the alert of its item running out.
     let positions: Vec<u64> = cart.lines.iter().map(|line| line.position).collect();
-    assert_eq!(positions, [12, 13]);
+    assert_eq!(positions, [13, 15]);
+    for line in &cart.lines {
+        assert_eq!(line.alerts, [pb::EventType::OutOfStock as i32]);
+    }
+    assert_eq!(level(cart.lines[0].stock).2, 0);
     assert_eq!(level(cart.lines[1].stock), (5, 5, 0));
     server.stop().await;
 
@@ -177,7 +182,7 @@ async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_com
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(found.event_positions, [12, 13]);
+    assert_eq!(found.event_positions, [12, 14]);
     assert_eq!(found.status(), pb::ReservationStatus::Active);
     server.stop().await;
     let report = inventory::tools::verify(&LogConfig::Embedded {
@@ -185,7 +190,7 @@ async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_com
     })
     .await
     .unwrap();
-    assert_eq!(report.head, LogPosition(13));
+    assert_eq!(report.head, LogPosition(15));
 }
 
 /// `export` of the old log gives what the old binary's `export` gave, plus the new fields.
@@ -216,6 +221,23 @@ async fn exporting_an_old_log_gives_what_the_old_binary_gave() {
         let object = ours.as_object_mut().unwrap();
         object.remove("command_event_index");
         object.remove("command_event_count");
+        // The level's parts that came with stock states: none in an old log.
+        let stock = ours["stock"].as_object_mut().unwrap();
+        for part in [
+            "damaged",
+            "quality_control",
+            "safety_stock",
+            "incoming",
+            "shortfall",
+            "low_stock_threshold",
+        ] {
+            assert_eq!(stock.remove(part), Some(serde_json::json!(0)), "{part}");
+        }
+        // A removal of that version took available units.
+        if ours["type"] == "StockRemoved" {
+            let data = ours["data"].as_object_mut().unwrap();
+            assert_eq!(data.remove("from"), Some(serde_json::json!("available")));
+        }
         // The commit event's new field, 0 for every commit of that version.
         if ours["type"] == "ReservationCommitted" {
             assert_eq!(ours["data"]["released_quantity"], 0);

@@ -25,8 +25,9 @@ use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
     Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition, OrderId,
-    Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StockChangeLine, StockEvent,
-    StockLevel, StreamKey, StreamVersion, TimeToLive, Timestamp,
+    Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StateMove, StockAlert,
+    StockChangeLine, StockEvent, StockLevel, StockState, StreamKey, StreamVersion, TimeToLive,
+    Timestamp,
 };
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
@@ -45,12 +46,11 @@ pub const MAX_EXPIRIES_PER_BATCH: usize = 1024;
 
 /// The most expiry events appended with one batch (a reservation of many lines expires with
 /// one event per line), unless one reservation alone has more.
-pub const MAX_EXPIRY_EVENTS_PER_BATCH: usize = 1024;
+pub const MAX_EXPIRY_EVENTS_PER_BATCH: usize = 4096;
 
-// One batch holds the expiries and at least one command of the most lines.
-const _: () = assert!(
-    MAX_EXPIRY_EVENTS_PER_BATCH + 2 * crate::domain::MAX_COMMAND_LINES <= MAX_APPEND_EVENTS
-);
+// One batch holds the expiries and at least one command of the most events.
+const _: () =
+    assert!(MAX_EXPIRY_EVENTS_PER_BATCH + crate::domain::MAX_COMMAND_EVENTS <= MAX_APPEND_EVENTS);
 
 /// How long a command id is remembered after its command was accepted: a retry within this
 /// window gets the original answer.
@@ -93,12 +93,31 @@ pub struct AdjustStock {
     pub reason: Reason,
 }
 
-/// Shrinkage, theft, a write-off: on-hand shrinks, never below what is reserved.
+/// Shrinkage, theft, a write-off: on-hand shrinks by units of state `from`, never below what
+/// is reserved.
 #[derive(Clone, Debug)]
 pub struct RemoveStock {
     pub stream: StreamKey,
     pub quantity: Quantity,
+    pub from: StockState,
     pub reason: Reason,
+}
+
+/// Units change state: found damaged, sent to or released from inspection.
+#[derive(Clone, Debug)]
+pub struct MoveStock {
+    pub stream: StreamKey,
+    pub quantity: Quantity,
+    pub states: StateMove,
+    pub reason: Reason,
+}
+
+/// The item's safety stock and low-stock threshold; `None` keeps what it has.
+#[derive(Clone, Debug)]
+pub struct SetItemPolicy {
+    pub stream: StreamKey,
+    pub safety_stock: Option<u64>,
+    pub low_stock_threshold: Option<u64>,
 }
 
 /// A delivery note, a recount, a write-off list: every change or none.
@@ -142,13 +161,15 @@ pub struct ExtendReservation {
 }
 
 /// What an accepted command changed of one item: its version and stock after it, and where
-/// its event is in the log.
+/// its last event is in the log (an alert the change raised, if any).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StockChange {
     pub stream: StreamKey,
     pub version: StreamVersion,
     pub position: LogPosition,
     pub stock: StockLevel,
+    /// The alerts the change raised, in order.
+    pub alerts: Vec<StockAlert>,
     /// True when this is the remembered answer to an earlier command with the same id.
     pub replayed: bool,
 }
@@ -251,11 +272,13 @@ impl CommandKind for RemoveStock {
         let RemoveStock {
             stream,
             quantity,
+            from,
             reason,
         } = self;
         let command = Command::RemoveStock {
             stream,
             quantity,
+            from,
             reason,
         };
         (command, false)
@@ -263,6 +286,52 @@ impl CommandKind for RemoveStock {
 
     fn outcome(answer: Accepted) -> Option<StockChange> {
         single_change(answer, EventKind::StockRemoved)
+    }
+}
+
+impl CommandKind for MoveStock {
+    type Outcome = StockChange;
+
+    fn into_command(self) -> (Command, bool) {
+        let MoveStock {
+            stream,
+            quantity,
+            states,
+            reason,
+        } = self;
+        let command = Command::MoveStock {
+            stream,
+            quantity,
+            states,
+            reason,
+        };
+        (command, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<StockChange> {
+        single_change(answer, EventKind::StockMoved)
+    }
+}
+
+impl CommandKind for SetItemPolicy {
+    type Outcome = StockChange;
+
+    fn into_command(self) -> (Command, bool) {
+        let SetItemPolicy {
+            stream,
+            safety_stock,
+            low_stock_threshold,
+        } = self;
+        let command = Command::SetItemPolicy {
+            stream,
+            safety_stock,
+            low_stock_threshold,
+        };
+        (command, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<StockChange> {
+        single_change(answer, EventKind::ItemPolicyChanged)
     }
 }
 
@@ -397,7 +466,7 @@ impl CommandKind for ExtendReservation {
 /// The writer's answer to one accepted command, before [`CommandKind::outcome`] types it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Accepted {
-    /// One change per event of the command, in order.
+    /// One change per item of the command, in order: its line's event and the alerts after it.
     changes: Vec<StockChange>,
     /// The kind of the command's first event: tells the command's kind.
     kind: EventKind,
@@ -430,8 +499,20 @@ impl Accepted {
         }
     }
 
-    /// Adds a later event of the same command.
+    /// Adds a later event of the same command: an alert belongs to the change before it.
     fn add(&mut self, event: &RecordedEvent) {
+        if let StockEvent::StockAlertRaised { alert } = event.event
+            && let Some(change) = self.changes.last_mut()
+        {
+            debug_assert_eq!(
+                change.stream, event.stream,
+                "an alert follows its item's event"
+            );
+            change.version = event.version;
+            change.position = event.position;
+            change.alerts.push(alert);
+            return;
+        }
         self.changes.push(Accepted::change(event));
     }
 
@@ -441,6 +522,7 @@ impl Accepted {
             version: event.version,
             position: event.position,
             stock: event.stock_after,
+            alerts: Vec::new(),
             replayed: false,
         }
     }

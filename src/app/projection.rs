@@ -57,6 +57,9 @@ pub struct ReadModel {
     /// Every item: a dense sharded map, about half the memory of a `DashMap` of a million.
     items: ShardedMap<StreamKey, StockView>,
     stores_by_product: DashMap<ProductId, BTreeSet<StoreId>, FastHash>,
+    /// The items at or below their low-stock threshold, by store then product: few, and
+    /// listed in order by `ListLowStock`.
+    low_stock: DashMap<StoreId, BTreeSet<ProductId>, FastHash>,
     /// Where the commands of every reservation ever made are in the log: `GetReservation`
     /// reads them back (a few positions per reservation, instead of a copy of its lines).
     reservations_by_id: ShardedMap<ReservationId, ReservationRecord>,
@@ -89,6 +92,7 @@ impl ReadModel {
         ReadModel {
             items: ShardedMap::default(),
             stores_by_product: DashMap::default(),
+            low_stock: DashMap::default(),
             reservations_by_id: ShardedMap::default(),
             extensions: DashMap::default(),
             head: AtomicU64::new(0),
@@ -167,8 +171,9 @@ impl ReadModel {
     }
 
     fn apply_unpublished(&self, event: &RecordedEvent, head: LogPosition) -> Result<(), LogError> {
-        let new_stream = {
+        let (new_stream, was_low) = {
             let mut view = self.items.get_or_default(&event.stream);
+            let was_low = view.level().is_low();
             event
                 .apply_checked(head, view.version(), || {
                     view.item.evolve(&event.event);
@@ -176,8 +181,19 @@ impl ReadModel {
                     view.level()
                 })
                 .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
-            event.version == StreamVersion(1)
+            (event.version == StreamVersion(1), was_low)
         };
+        if was_low != event.stock_after.is_low() {
+            let mut products = self
+                .low_stock
+                .entry(event.stream.store_id.clone())
+                .or_default();
+            if was_low {
+                products.remove(&event.stream.product_id);
+            } else {
+                products.insert(event.stream.product_id.clone());
+            }
+        }
         if new_stream {
             self.stores_by_product
                 .entry(event.stream.product_id.clone())
@@ -209,10 +225,37 @@ impl ReadModel {
                 }
                 StockEvent::StockAdded { .. }
                 | StockEvent::StockAdjusted { .. }
-                | StockEvent::StockRemoved { .. } => {}
+                | StockEvent::StockRemoved { .. }
+                | StockEvent::StockMoved { .. }
+                | StockEvent::ItemPolicyChanged { .. }
+                | StockEvent::StockAlertRaised { .. } => {}
             }
         }
         Ok(())
+    }
+
+    /// The products of `store_id` that are low, after `after`, at most `limit`; and whether
+    /// there are more.
+    pub fn low_stock(
+        &self,
+        store_id: &StoreId,
+        after: Option<&ProductId>,
+        limit: usize,
+    ) -> (Vec<ProductId>, bool) {
+        use std::ops::Bound;
+        let Some(low) = self.low_stock.get(store_id) else {
+            return (Vec::new(), false);
+        };
+        let start = match after {
+            Some(product_id) => Bound::Excluded(product_id),
+            None => Bound::Unbounded,
+        };
+        let mut products = low
+            .range::<ProductId, _>((start, Bound::Unbounded))
+            .cloned();
+        let page: Vec<_> = products.by_ref().take(limit).collect();
+        let more = products.next().is_some();
+        (page, more)
     }
 
     /// Where the commands of a reservation start in the log, in order (its reservation, its

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use super::projection::ReadModel;
 use crate::domain::{
-    ActiveReservation, LogPosition, ProductId, Quantity, RecordedEvent, ReservationId,
-    ReservationView, StockItem, StockLevel, StreamKey, StreamVersion, Timestamp,
+    ActiveReservation, LogPosition, MAX_ALERTS_PER_ITEM, ProductId, Quantity, RecordedEvent,
+    ReservationId, ReservationView, StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
+    Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -84,6 +85,14 @@ pub struct HistoryPage {
     pub next_after: Option<StreamVersion>,
 }
 
+/// A page of a store's low items, by product id.
+#[derive(Clone, Debug)]
+pub struct LowStockPage {
+    pub items: Vec<(StreamKey, ItemStock)>,
+    /// The product id the next page starts after, when there is one.
+    pub next_after: Option<ProductId>,
+}
+
 /// The point in the log a temporal query folds up to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AsOf {
@@ -153,6 +162,39 @@ impl Queries {
         Ok(self.answer(stock, read_position))
     }
 
+    /// The items of `store_id` at or below their low-stock threshold, by product id, after
+    /// `after`: at most `page_size`.
+    pub async fn low_stock(
+        &self,
+        store_id: &StoreId,
+        after: Option<&ProductId>,
+        page_size: u32,
+        min_position: LogPosition,
+        wait: Duration,
+    ) -> Result<Answer<LowStockPage>, QueryError> {
+        let read_position = self.wait_for(min_position, wait).await?;
+        let (products, more) = self.model.low_stock(store_id, after, page_size as usize);
+        let items: Vec<_> = products
+            .into_iter()
+            .filter_map(|product_id| {
+                let stream = StreamKey::new(product_id, store_id.clone());
+                let (level, version, position) = self.model.stock(&stream)?;
+                Some((
+                    stream,
+                    ItemStock {
+                        level,
+                        version,
+                        position,
+                    },
+                ))
+            })
+            .collect();
+        let next_after = more
+            .then(|| items.last().map(|(stream, _)| stream.product_id.clone()))
+            .flatten();
+        Ok(self.answer(LowStockPage { items, next_after }, read_position))
+    }
+
     pub async fn product_stock(
         &self,
         product_id: &ProductId,
@@ -198,9 +240,16 @@ impl Queries {
         let mut view: Option<ReservationView> = None;
         for start in starts {
             let after = LogPosition(start.0 - 1);
-            let events = self.log.read_all(after, lines as usize).await?;
+            // A command of the reservation has at most `lines` events and the alerts of each;
+            // only the events of the command that starts here are its.
+            let bound = lines as usize * (1 + MAX_ALERTS_PER_ITEM);
+            let events = self.log.read_all(after, bound).await?;
+            let command_events = events
+                .first()
+                .map_or(0, |event| event.command_event_count as usize);
             for event in events
                 .iter()
+                .take(command_events)
                 .filter(|event| event.event.reservation_id() == Some(reservation_id))
             {
                 let view = match &mut view {

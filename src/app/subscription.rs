@@ -34,6 +34,9 @@ pub const CHECKPOINT_EVERY_DROPPED: u64 = 10_000;
 /// The most ids in one filter list.
 pub const MAX_FILTER_IDS: usize = 1000;
 
+/// Nearly every item is an event, so the other variants' spare room costs little, and boxing
+/// the event would cost an allocation per event delivered.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriptionItem {
     Event(RecordedEvent),

@@ -250,7 +250,10 @@ impl Inventory {
         let status_change = match event {
             StockEvent::StockAdded { .. }
             | StockEvent::StockAdjusted { .. }
-            | StockEvent::StockRemoved { .. } => None,
+            | StockEvent::StockRemoved { .. }
+            | StockEvent::StockMoved { .. }
+            | StockEvent::ItemPolicyChanged { .. }
+            | StockEvent::StockAlertRaised { .. } => None,
             StockEvent::StockReserved {
                 reservation_id,
                 expires_at,

@@ -63,7 +63,10 @@ impl ReservationView {
         match event {
             StockEvent::StockAdded { .. }
             | StockEvent::StockAdjusted { .. }
-            | StockEvent::StockRemoved { .. } => {}
+            | StockEvent::StockRemoved { .. }
+            | StockEvent::StockMoved { .. }
+            | StockEvent::ItemPolicyChanged { .. }
+            | StockEvent::StockAlertRaised { .. } => {}
             StockEvent::StockReserved {
                 quantity,
                 expires_at,

@@ -9,12 +9,19 @@ use crate::dense_map::FastHash;
 use super::ids::{CommandId, CustomerId, EventId, OrderId, ReservationId, StreamKey};
 use super::inventory::ReservationStatus;
 use super::values::{
-    LogPosition, MAX_ON_HAND, Quantity, Reason, StockLevel, StreamVersion, TimeToLive, Timestamp,
+    LogPosition, MAX_ON_HAND, Quantity, Reason, StockLevel, StockParts, StockState, StreamVersion,
+    TimeToLive, Timestamp,
 };
 
 /// The most lines of one multi-line command (a cart's reservation lines, a delivery's stock
 /// changes, a partial commit's lines).
 pub const MAX_COMMAND_LINES: usize = 1_000;
+
+/// The most alerts one command raises on one item: low, out of stock and short at once.
+pub const MAX_ALERTS_PER_ITEM: usize = 3;
+
+/// The most events of one command: an event per line and its item's alerts.
+pub const MAX_COMMAND_EVENTS: usize = MAX_COMMAND_LINES * (1 + MAX_ALERTS_PER_ITEM);
 
 /// What a client asks the inventory to do. Commands are in the imperative. An accepted command
 /// becomes one event per stock item it touches; a multi-line command is accepted or refused
@@ -31,11 +38,26 @@ pub enum Command {
         on_hand: u64,
         reason: Reason,
     },
-    /// Shrinkage, theft, a write-off: on-hand shrinks, never below what is reserved.
+    /// Shrinkage, theft, a write-off: on-hand shrinks by units of state `from`, never below
+    /// what is reserved.
     RemoveStock {
         stream: StreamKey,
         quantity: Quantity,
+        from: StockState,
         reason: Reason,
+    },
+    /// Units change state on the shelf: found damaged, sent to or released from inspection.
+    MoveStock {
+        stream: StreamKey,
+        quantity: Quantity,
+        states: StateMove,
+        reason: Reason,
+    },
+    /// The item's safety stock and low-stock threshold; `None` keeps what it has.
+    SetItemPolicy {
+        stream: StreamKey,
+        safety_stock: Option<u64>,
+        low_stock_threshold: Option<u64>,
     },
     /// A delivery note, a recount, a write-off list: every change or none. One change per item.
     ApplyStockChanges {
@@ -83,8 +105,73 @@ pub struct StockChangeLine {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum StockChangeKind {
     Add(Quantity),
-    Remove(Quantity),
+    Remove(Quantity, StockState),
     SetOnHand(u64),
+}
+
+/// Where a move takes units from and where it puts them: two different states.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct StateMove {
+    from: StockState,
+    to: StockState,
+}
+
+/// A move from a state to itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("from and to are both {0}: a move needs two different states")]
+pub struct SameState(pub StockState);
+
+impl StateMove {
+    pub fn new(from: StockState, to: StockState) -> Result<StateMove, SameState> {
+        if from == to {
+            return Err(SameState(from));
+        }
+        Ok(StateMove { from, to })
+    }
+
+    pub fn from(self) -> StockState {
+        self.from
+    }
+
+    pub fn to(self) -> StockState {
+        self.to
+    }
+}
+
+/// A threshold an item's stock crossed, raised as an event by the command that crossed it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum StockAlert {
+    /// Available fell to or below the low-stock threshold, from above it (or the threshold
+    /// rose to or above available).
+    StockLow,
+    /// Available fell to 0.
+    OutOfStock,
+    /// Available rose above 0, on an item that had stock events before.
+    BackInStock,
+    /// On-hand fell below what is reserved, damaged or in quality control (a count found less).
+    StockShort,
+}
+
+impl StockAlert {
+    /// The alerts of one item whose stock went from `before` to `after` in one command, in
+    /// this order: short, low, out of stock, back in stock. `had_events`: whether the item had
+    /// any event before the command (its first stock is not "back" in stock).
+    /// At most [`MAX_ALERTS_PER_ITEM`]: out of stock and back in stock exclude each other.
+    pub fn crossed(
+        before: StockLevel,
+        after: StockLevel,
+        had_events: bool,
+    ) -> impl Iterator<Item = StockAlert> {
+        [
+            (before.shortfall() == 0 && after.shortfall() > 0).then_some(StockAlert::StockShort),
+            (!before.is_low() && after.is_low()).then_some(StockAlert::StockLow),
+            (before.available() > 0 && after.available() == 0).then_some(StockAlert::OutOfStock),
+            (had_events && before.available() == 0 && after.available() > 0)
+                .then_some(StockAlert::BackInStock),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// One line of a reservation.
@@ -116,10 +203,28 @@ pub enum StockEvent {
         on_hand: u64,
         reason: Reason,
     },
-    /// On-hand shrank by `quantity` (never below what was reserved).
+    /// On-hand shrank by `quantity` units of state `from` (never below what was reserved).
     StockRemoved {
         quantity: Quantity,
+        from: StockState,
         reason: Reason,
+    },
+    /// `quantity` units went from one state to another; on-hand is unchanged.
+    StockMoved {
+        quantity: Quantity,
+        from: StockState,
+        to: StockState,
+        reason: Reason,
+    },
+    /// The item's policy is now this.
+    ItemPolicyChanged {
+        safety_stock: u64,
+        low_stock_threshold: u64,
+    },
+    /// The command before this event in the same append crossed one of the item's thresholds.
+    /// Changes nothing.
+    StockAlertRaised {
+        alert: StockAlert,
     },
     StockReserved {
         reservation_id: ReservationId,
@@ -162,6 +267,25 @@ pub enum EventKind {
     ReservationExpired,
     StockRemoved,
     ReservationExtended,
+    StockMoved,
+    ItemPolicyChanged,
+    StockLow,
+    OutOfStock,
+    BackInStock,
+    StockShort,
+}
+
+impl EventKind {
+    /// Whether events of this kind are alerts.
+    pub fn is_alert(self) -> bool {
+        matches!(
+            self,
+            EventKind::StockLow
+                | EventKind::OutOfStock
+                | EventKind::BackInStock
+                | EventKind::StockShort
+        )
+    }
 }
 
 impl StockEvent {
@@ -175,6 +299,14 @@ impl StockEvent {
             StockEvent::ReservationReleased { .. } => EventKind::ReservationReleased,
             StockEvent::ReservationExpired { .. } => EventKind::ReservationExpired,
             StockEvent::ReservationExtended { .. } => EventKind::ReservationExtended,
+            StockEvent::StockMoved { .. } => EventKind::StockMoved,
+            StockEvent::ItemPolicyChanged { .. } => EventKind::ItemPolicyChanged,
+            StockEvent::StockAlertRaised { alert } => match alert {
+                StockAlert::StockLow => EventKind::StockLow,
+                StockAlert::OutOfStock => EventKind::OutOfStock,
+                StockAlert::BackInStock => EventKind::BackInStock,
+                StockAlert::StockShort => EventKind::StockShort,
+            },
         }
     }
 
@@ -183,7 +315,10 @@ impl StockEvent {
         match self {
             StockEvent::StockAdded { .. }
             | StockEvent::StockAdjusted { .. }
-            | StockEvent::StockRemoved { .. } => None,
+            | StockEvent::StockRemoved { .. }
+            | StockEvent::StockMoved { .. }
+            | StockEvent::ItemPolicyChanged { .. }
+            | StockEvent::StockAlertRaised { .. } => None,
             StockEvent::StockReserved { reservation_id, .. }
             | StockEvent::ReservationCommitted { reservation_id, .. }
             | StockEvent::ReservationReleased { reservation_id, .. }
@@ -330,7 +465,9 @@ pub struct LineViolation {
 pub enum LineRule {
     #[error("insufficient stock: requested {requested}, available {available}")]
     InsufficientStock { requested: u64, available: u64 },
-    #[error("on_hand {requested_on_hand} is below the reserved quantity {reserved}")]
+    #[error(
+        "on_hand {requested_on_hand} is below the {reserved} units reserved, damaged or in quality control"
+    )]
     OnHandBelowReserved {
         requested_on_hand: u64,
         reserved: u64,
@@ -348,6 +485,13 @@ pub enum LineRule {
     NotInReservation,
     #[error("names the same item as line {first_line}: one change per item")]
     DuplicateItem { first_line: usize },
+    /// A removal or move takes more units of a state than the item has in it.
+    #[error("takes {requested} {state} units, the item has {held}")]
+    StateHoldsLess {
+        state: StockState,
+        requested: u64,
+        held: u64,
+    },
 }
 
 fn describe_violations(violations: &[LineViolation]) -> String {
@@ -370,11 +514,27 @@ pub struct ActiveReservation {
 }
 
 /// The state of one stock item: a fold of its stream's events.
+///
+/// Every item is held twice in memory (command side and read model), and most have only
+/// on-hand and reserved units: the other parts of its level are boxed, and only held by an
+/// item that has any.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct StockItem {
-    level: StockLevel,
+    on_hand: u64,
+    reserved: u64,
     version: StreamVersion,
     reservations: Reservations,
+    more: Option<Box<MoreStock>>,
+}
+
+/// The parts of an item's level besides on-hand and reserved, at least one of them not 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct MoreStock {
+    damaged: u64,
+    quality_control: u64,
+    safety_stock: u64,
+    incoming: u64,
+    low_stock_threshold: u64,
 }
 
 /// How many active reservations an item keeps in a vector before it moves them to a hash map.
@@ -398,7 +558,7 @@ impl Default for Reservations {
 }
 
 const _: () = assert!(std::mem::size_of::<Reservations>() == 16);
-const _: () = assert!(std::mem::size_of::<StockItem>() == 40);
+const _: () = assert!(std::mem::size_of::<StockItem>() == 48);
 
 /// Equal when they hold the same reservations, in whatever order or form.
 impl PartialEq for Reservations {
@@ -507,7 +667,46 @@ impl Reservations {
 
 impl StockItem {
     pub fn level(&self) -> StockLevel {
-        self.level
+        let more = self.more.as_deref().copied().unwrap_or(MoreStock {
+            damaged: 0,
+            quality_control: 0,
+            safety_stock: 0,
+            incoming: 0,
+            low_stock_threshold: 0,
+        });
+        StockLevel::from_parts(StockParts {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            damaged: more.damaged,
+            quality_control: more.quality_control,
+            safety_stock: more.safety_stock,
+            incoming: more.incoming,
+            low_stock_threshold: more.low_stock_threshold,
+        })
+        .expect("an item's parts are each at most MAX_ON_HAND")
+    }
+
+    fn set_level(&mut self, level: StockLevel) {
+        let parts = level.parts();
+        self.on_hand = parts.on_hand;
+        self.reserved = parts.reserved;
+        let more = MoreStock {
+            damaged: parts.damaged,
+            quality_control: parts.quality_control,
+            safety_stock: parts.safety_stock,
+            incoming: parts.incoming,
+            low_stock_threshold: parts.low_stock_threshold,
+        };
+        let none = more.damaged == 0
+            && more.quality_control == 0
+            && more.safety_stock == 0
+            && more.incoming == 0
+            && more.low_stock_threshold == 0;
+        match (&mut self.more, none) {
+            (_, true) => self.more = None,
+            (Some(boxed), false) => **boxed = more,
+            (None, false) => self.more = Some(Box::new(more)),
+        }
     }
 
     pub fn version(&self) -> StreamVersion {
@@ -526,15 +725,7 @@ impl StockItem {
     /// saturate instead of wrapping, so even a log written by a faulty version folds into a
     /// state whose `level` a caller can compare with the event's recorded `stock_after`.
     pub fn evolve(&mut self, event: &StockEvent) {
-        let (on_hand, reserved) = (self.level.on_hand(), self.level.reserved());
-        let (on_hand, reserved) = match event {
-            StockEvent::StockAdded { quantity, .. } => {
-                (on_hand.saturating_add(quantity.get()), reserved)
-            }
-            StockEvent::StockAdjusted { on_hand, .. } => (*on_hand, reserved),
-            StockEvent::StockRemoved { quantity, .. } => {
-                (on_hand.saturating_sub(quantity.get()), reserved)
-            }
+        match event {
             StockEvent::StockReserved {
                 reservation_id,
                 quantity,
@@ -549,33 +740,11 @@ impl StockItem {
                         expires_at: *expires_at,
                     },
                 );
-                (on_hand, reserved.saturating_add(quantity.get()))
             }
-            StockEvent::ReservationCommitted {
-                reservation_id,
-                quantity,
-                released_quantity,
-                ..
-            } => {
+            StockEvent::ReservationCommitted { reservation_id, .. }
+            | StockEvent::ReservationReleased { reservation_id, .. }
+            | StockEvent::ReservationExpired { reservation_id, .. } => {
                 self.reservations.remove(reservation_id);
-                (
-                    on_hand.saturating_sub(*quantity),
-                    reserved
-                        .saturating_sub(*quantity)
-                        .saturating_sub(*released_quantity),
-                )
-            }
-            StockEvent::ReservationReleased {
-                reservation_id,
-                quantity,
-                ..
-            }
-            | StockEvent::ReservationExpired {
-                reservation_id,
-                quantity,
-            } => {
-                self.reservations.remove(reservation_id);
-                (on_hand, reserved.saturating_sub(quantity.get()))
             }
             StockEvent::ReservationExtended {
                 reservation_id,
@@ -584,12 +753,80 @@ impl StockItem {
                 if let Some(reservation) = self.reservations.get_mut(reservation_id) {
                     reservation.expires_at = *expires_at;
                 }
-                (on_hand, reserved)
             }
-        };
-        let on_hand = on_hand.min(MAX_ON_HAND);
-        self.level = StockLevel::new(on_hand, reserved.min(on_hand))
-            .expect("reserved is clamped to on_hand and on_hand to MAX_ON_HAND");
+            StockEvent::StockAdded { .. }
+            | StockEvent::StockAdjusted { .. }
+            | StockEvent::StockRemoved { .. }
+            | StockEvent::StockMoved { .. }
+            | StockEvent::ItemPolicyChanged { .. }
+            | StockEvent::StockAlertRaised { .. } => {}
+        }
+        self.set_level(level_after(self.level(), event));
         self.version = self.version.next();
     }
+}
+
+/// The level of an item after `event`: the part of the fold that concerns quantities, so a
+/// rule can see what an event would leave without applying it.
+pub fn level_after(level: StockLevel, event: &StockEvent) -> StockLevel {
+    fn take(parts: &mut StockParts, state: StockState, quantity: u64) {
+        match state {
+            StockState::Available => {}
+            StockState::Damaged => parts.damaged = parts.damaged.saturating_sub(quantity),
+            StockState::QualityControl => {
+                parts.quality_control = parts.quality_control.saturating_sub(quantity)
+            }
+        }
+    }
+    fn put(parts: &mut StockParts, state: StockState, quantity: u64) {
+        match state {
+            StockState::Available => {}
+            StockState::Damaged => parts.damaged = parts.damaged.saturating_add(quantity),
+            StockState::QualityControl => {
+                parts.quality_control = parts.quality_control.saturating_add(quantity)
+            }
+        }
+    }
+    level.changed(|parts| match event {
+        StockEvent::StockAdded { quantity, .. } => {
+            parts.on_hand = parts.on_hand.saturating_add(quantity.get())
+        }
+        StockEvent::StockAdjusted { on_hand, .. } => parts.on_hand = *on_hand,
+        StockEvent::StockRemoved { quantity, from, .. } => {
+            parts.on_hand = parts.on_hand.saturating_sub(quantity.get());
+            take(parts, *from, quantity.get());
+        }
+        StockEvent::StockMoved {
+            quantity, from, to, ..
+        } => {
+            take(parts, *from, quantity.get());
+            put(parts, *to, quantity.get());
+        }
+        StockEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => {
+            parts.safety_stock = *safety_stock;
+            parts.low_stock_threshold = *low_stock_threshold;
+        }
+        StockEvent::StockReserved { quantity, .. } => {
+            parts.reserved = parts.reserved.saturating_add(quantity.get())
+        }
+        StockEvent::ReservationCommitted {
+            quantity,
+            released_quantity,
+            ..
+        } => {
+            parts.on_hand = parts.on_hand.saturating_sub(*quantity);
+            parts.reserved = parts
+                .reserved
+                .saturating_sub(*quantity)
+                .saturating_sub(*released_quantity);
+        }
+        StockEvent::ReservationReleased { quantity, .. }
+        | StockEvent::ReservationExpired { quantity, .. } => {
+            parts.reserved = parts.reserved.saturating_sub(quantity.get())
+        }
+        StockEvent::ReservationExtended { .. } | StockEvent::StockAlertRaised { .. } => {}
+    })
 }

@@ -50,18 +50,111 @@ impl Quantity {
     }
 }
 
-/// The stock of one item at one moment. Invariant: `reserved <= on_hand <= MAX_ON_HAND`.
+/// A state that units on hand can be in. `Available` units are the good ones: what no
+/// reservation holds is what reservations, removals, moves and transfers take from.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum StockState {
+    Available,
+    Damaged,
+    QualityControl,
+}
+
+impl fmt::Display for StockState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            StockState::Available => "available",
+            StockState::Damaged => "damaged",
+            StockState::QualityControl => "quality_control",
+        })
+    }
+}
+
+/// Every quantity of one item at one moment, and its policy.
+///
+/// `on_hand` is everything physically in the store, whatever its state; `reserved`,
+/// `damaged` and `quality_control` are parts of it that cannot be sold. `safety_stock` is a
+/// buffer the web shop must not sell, `incoming` is on its way and not on hand, and
+/// `low_stock_threshold` is where the item counts as low (0: never). Invariant:
+/// `reserved + damaged + quality_control <= on_hand` except after a physical count found less
+/// than that (see [`StockLevel::shortfall`]); every quantity is at most [`MAX_ON_HAND`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct StockLevel {
     on_hand: u64,
     reserved: u64,
+    damaged: u64,
+    quality_control: u64,
+    safety_stock: u64,
+    incoming: u64,
+    low_stock_threshold: u64,
+}
+
+/// The parts of a [`StockLevel`], to build one with [`StockLevel::from_parts`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct StockParts {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub damaged: u64,
+    pub quality_control: u64,
+    pub safety_stock: u64,
+    pub incoming: u64,
+    pub low_stock_threshold: u64,
 }
 
 impl StockLevel {
-    /// A stock level; `None` when `reserved > on_hand` or `on_hand > MAX_ON_HAND`, which no
-    /// sequence of valid events can produce.
+    /// A stock level of on-hand and reserved units only; `None` when `reserved > on_hand` or
+    /// `on_hand > MAX_ON_HAND`.
     pub fn new(on_hand: u64, reserved: u64) -> Option<StockLevel> {
-        (reserved <= on_hand && on_hand <= MAX_ON_HAND).then_some(StockLevel { on_hand, reserved })
+        (reserved <= on_hand && on_hand <= MAX_ON_HAND).then_some(StockLevel {
+            on_hand,
+            reserved,
+            ..StockLevel::default()
+        })
+    }
+
+    /// A stock level of any parts each at most [`MAX_ON_HAND`]; `None` otherwise. It may hold
+    /// a shortfall.
+    pub fn from_parts(parts: StockParts) -> Option<StockLevel> {
+        let StockParts {
+            on_hand,
+            reserved,
+            damaged,
+            quality_control,
+            safety_stock,
+            incoming,
+            low_stock_threshold,
+        } = parts;
+        [
+            on_hand,
+            reserved,
+            damaged,
+            quality_control,
+            safety_stock,
+            incoming,
+            low_stock_threshold,
+        ]
+        .iter()
+        .all(|quantity| *quantity <= MAX_ON_HAND)
+        .then_some(StockLevel {
+            on_hand,
+            reserved,
+            damaged,
+            quality_control,
+            safety_stock,
+            incoming,
+            low_stock_threshold,
+        })
+    }
+
+    pub fn parts(self) -> StockParts {
+        StockParts {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            damaged: self.damaged,
+            quality_control: self.quality_control,
+            safety_stock: self.safety_stock,
+            incoming: self.incoming,
+            low_stock_threshold: self.low_stock_threshold,
+        }
     }
 
     pub fn on_hand(self) -> u64 {
@@ -72,8 +165,81 @@ impl StockLevel {
         self.reserved
     }
 
+    pub fn damaged(self) -> u64 {
+        self.damaged
+    }
+
+    pub fn quality_control(self) -> u64 {
+        self.quality_control
+    }
+
+    pub fn safety_stock(self) -> u64 {
+        self.safety_stock
+    }
+
+    pub fn incoming(self) -> u64 {
+        self.incoming
+    }
+
+    pub fn low_stock_threshold(self) -> u64 {
+        self.low_stock_threshold
+    }
+
+    /// What on-hand must cover: the reserved, damaged and quality-control units.
+    pub fn held(self) -> u64 {
+        self.reserved
+            .saturating_add(self.damaged)
+            .saturating_add(self.quality_control)
+    }
+
+    /// The good units no reservation holds: `on_hand − reserved − damaged − quality_control`
+    /// (0 when that is negative). Removals, moves and transfers from `Available` take from
+    /// these, the safety buffer included.
+    pub fn unreserved(self) -> u64 {
+        self.on_hand.saturating_sub(self.held())
+    }
+
+    /// What may be reserved: the unreserved units beyond the safety stock.
     pub fn available(self) -> u64 {
-        self.on_hand - self.reserved
+        self.unreserved().saturating_sub(self.safety_stock)
+    }
+
+    /// How many units on-hand lacks to cover what is reserved, damaged or in quality control:
+    /// 0 except after a physical count found fewer units than that.
+    pub fn shortfall(self) -> u64 {
+        self.held().saturating_sub(self.on_hand)
+    }
+
+    /// How many units are in `state`.
+    pub fn in_state(self, state: StockState) -> u64 {
+        match state {
+            StockState::Available => self.unreserved(),
+            StockState::Damaged => self.damaged,
+            StockState::QualityControl => self.quality_control,
+        }
+    }
+
+    /// Whether the item is at or below its low-stock threshold (never when it has none).
+    pub fn is_low(self) -> bool {
+        self.low_stock_threshold > 0 && self.available() <= self.low_stock_threshold
+    }
+
+    /// The same level with `change` applied to its parts, every quantity saturating in
+    /// `0..=MAX_ON_HAND`: the fold never fails, and a faulty log folds into a level that a
+    /// caller can compare with what it recorded.
+    pub fn changed(self, change: impl FnOnce(&mut StockParts)) -> StockLevel {
+        let mut parts = self.parts();
+        change(&mut parts);
+        let clamp = |quantity: u64| quantity.min(MAX_ON_HAND);
+        StockLevel {
+            on_hand: clamp(parts.on_hand),
+            reserved: clamp(parts.reserved),
+            damaged: clamp(parts.damaged),
+            quality_control: clamp(parts.quality_control),
+            safety_stock: clamp(parts.safety_stock),
+            incoming: clamp(parts.incoming),
+            low_stock_threshold: clamp(parts.low_stock_threshold),
+        }
     }
 }
 

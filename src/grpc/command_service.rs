@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::CommandHandle;
 use crate::app::command::{CommandKind, CommandRequest, StockChange, StockChanges};
+use crate::domain::StockAlert;
 use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
@@ -46,7 +47,21 @@ fn result(change: &StockChange) -> Option<pb::CommandResult> {
         position: change.position.0,
         stock: Some(stock_level_to_pb(change.stock)),
         replayed: change.replayed,
+        alerts: change
+            .alerts
+            .iter()
+            .map(|alert| alert_event_type(*alert) as i32)
+            .collect(),
     })
+}
+
+fn alert_event_type(alert: StockAlert) -> pb::EventType {
+    match alert {
+        StockAlert::StockLow => pb::EventType::StockLow,
+        StockAlert::OutOfStock => pb::EventType::OutOfStock,
+        StockAlert::BackInStock => pb::EventType::BackInStock,
+        StockAlert::StockShort => pb::EventType::StockShort,
+    }
 }
 
 #[tonic::async_trait]
@@ -83,6 +98,30 @@ impl pb::command_service_server::CommandService for CommandApi {
             .run(convert::remove_stock(request.get_ref()), Lines::Single)
             .await?;
         Ok(Response::new(pb::RemoveStockResponse {
+            result: result(&change),
+        }))
+    }
+
+    async fn move_stock(
+        &self,
+        request: Request<pb::MoveStockRequest>,
+    ) -> Result<Response<pb::MoveStockResponse>, Status> {
+        let change = self
+            .run(convert::move_stock(request.get_ref()), Lines::Single)
+            .await?;
+        Ok(Response::new(pb::MoveStockResponse {
+            result: result(&change),
+        }))
+    }
+
+    async fn set_item_policy(
+        &self,
+        request: Request<pb::SetItemPolicyRequest>,
+    ) -> Result<Response<pb::SetItemPolicyResponse>, Status> {
+        let change = self
+            .run(convert::set_item_policy(request.get_ref()), Lines::Single)
+            .await?;
+        Ok(Response::new(pb::SetItemPolicyResponse {
             result: result(&change),
         }))
     }

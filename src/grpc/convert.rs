@@ -1,20 +1,20 @@
 //! Wire → domain conversions for requests. Each checks every field once, here at the edge, and
 //! reports every invalid field by name; past this point the types carry the guarantees.
 
-use crate::log::codec::timestamp_from_pb;
+use crate::log::codec::{stock_state_from_pb, timestamp_from_pb};
 
 use super::pb;
 use crate::app::EventFilter;
 use crate::app::command::{
     AddStock, AdjustStock, ApplyStockChanges, CommandRequest, CommitReservation, ExtendReservation,
-    ReleaseReservation, RemoveStock, ReserveStock,
+    MoveStock, ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy,
 };
 use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
 use crate::domain::{
     CommandId, CommitLine, CustomerId, EventKind, LogPosition, MAX_COMMAND_LINES, MAX_ON_HAND,
-    OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StockChangeKind,
-    StockChangeLine, StoreId, StreamKey, StreamVersion, TimeToLive,
+    OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StateMove,
+    StockChangeKind, StockChangeLine, StockState, StoreId, StreamKey, StreamVersion, TimeToLive,
 };
 
 use super::status::{FieldViolation, invalid_argument};
@@ -138,8 +138,45 @@ impl Fields {
         )
     }
 
+    /// A state; `unset` is what `STOCK_STATE_UNSPECIFIED` means here (`None`: required).
+    fn state(
+        &mut self,
+        field: impl Into<FieldName>,
+        value: i32,
+        unset: Option<StockState>,
+    ) -> Option<StockState> {
+        let result = match (value, unset) {
+            (0, Some(state)) => Ok(state),
+            (0, None) => Err("set AVAILABLE, DAMAGED or QUALITY_CONTROL".to_owned()),
+            (value, _) => stock_state_from_pb(value).ok_or_else(|| {
+                format!("{value} is not a state: AVAILABLE, DAMAGED or QUALITY_CONTROL")
+            }),
+        };
+        self.check(field, result)
+    }
+
+    /// A policy quantity: unset stays unset; set, 0 to [`MAX_ON_HAND`].
+    fn policy(&mut self, field: &'static str, value: Option<i64>) -> Option<Option<u64>> {
+        match value {
+            None => Some(None),
+            Some(value) => self.on_hand(field, value).map(Some),
+        }
+    }
+
     pub fn reason(&mut self, field: impl Into<FieldName>, text: &str) -> Option<Reason> {
         self.check(field, Reason::parse(text))
+    }
+
+    /// A page size: 1 to [`MAX_HISTORY_PAGE`], [`DEFAULT_HISTORY_PAGE`] when 0.
+    fn page_size(&mut self, size: u32) -> Option<u32> {
+        match size {
+            0 => Some(DEFAULT_HISTORY_PAGE),
+            size if size <= MAX_HISTORY_PAGE => Some(size),
+            size => self.check(
+                "page_size",
+                Err(format!("must be at most {MAX_HISTORY_PAGE}, got {size}")),
+            ),
+        }
     }
 
     pub fn reservation_id(
@@ -405,12 +442,63 @@ pub fn remove_stock(
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
     let quantity = fields.quantity("quantity", request.quantity);
+    let from = fields.state("from", request.from, Some(StockState::Available));
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
         Some(RemoveStock {
             stream: stream?,
             quantity: quantity?,
+            from: from?,
             reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+/// `MoveStock`: a quantity and two different states.
+pub fn move_stock(
+    request: &pb::MoveStockRequest,
+) -> Result<CommandRequest<MoveStock>, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let quantity = fields.quantity("quantity", request.quantity);
+    let from = fields.state("from", request.from, None);
+    let to = fields.state("to", request.to, None);
+    let states = match (from, to) {
+        (Some(from), Some(to)) => fields.check("to", StateMove::new(from, to)),
+        _ => None,
+    };
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(MoveStock {
+            stream: stream?,
+            quantity: quantity?,
+            states: states?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, request.expected_version)
+}
+
+/// `SetItemPolicy`: each quantity unset (unchanged) or 0 to `MAX_ON_HAND`; at least one set.
+pub fn set_item_policy(
+    request: &pb::SetItemPolicyRequest,
+) -> Result<CommandRequest<SetItemPolicy>, tonic::Status> {
+    let mut fields = Fields::new();
+    let stream = fields.stream(&request.product_id, &request.store_id);
+    let safety_stock = fields.policy("safety_stock", request.safety_stock);
+    let low_stock_threshold = fields.policy("low_stock_threshold", request.low_stock_threshold);
+    if request.safety_stock.is_none() && request.low_stock_threshold.is_none() {
+        fields.check::<(), _>(
+            "safety_stock",
+            Err("set safety_stock, low_stock_threshold or both"),
+        );
+    }
+    let command = (|| {
+        Some(SetItemPolicy {
+            stream: stream?,
+            safety_stock: safety_stock?,
+            low_stock_threshold: low_stock_threshold?,
         })
     })();
     fields.finish_command(command, &request.command_id, request.expected_version)
@@ -429,9 +517,18 @@ fn stock_changes(fields: &mut Fields, changes: &[pb::StockChange]) -> Option<Vec
             Some(Change::Add(quantity)) => fields
                 .quantity(FieldName::line("changes", index, "add"), quantity)
                 .map(StockChangeKind::Add),
-            Some(Change::Remove(quantity)) => fields
-                .quantity(FieldName::line("changes", index, "remove"), quantity)
-                .map(StockChangeKind::Remove),
+            Some(Change::Remove(quantity)) => {
+                let quantity =
+                    fields.quantity(FieldName::line("changes", index, "remove"), quantity);
+                let from = fields.state(
+                    FieldName::line("changes", index, "from"),
+                    change.from,
+                    Some(StockState::Available),
+                );
+                quantity
+                    .zip(from)
+                    .map(|(quantity, from)| StockChangeKind::Remove(quantity, from))
+            }
             Some(Change::SetOnHand(on_hand)) => fields
                 .on_hand(FieldName::line("changes", index, "set_on_hand"), on_hand)
                 .map(StockChangeKind::SetOnHand),
@@ -443,6 +540,12 @@ fn stock_changes(fields: &mut Fields, changes: &[pb::StockChange]) -> Option<Vec
                 None
             }
         };
+        if change.from != 0 && !matches!(change.change, Some(Change::Remove(_))) {
+            fields.refuse(
+                FieldName::line("changes", index, "from"),
+                "only a remove takes units from a state",
+            );
+        }
         let Some(stream) = stream else { continue };
         if let Some(earlier) = first.get(&stream) {
             fields.refuse(
@@ -559,17 +662,44 @@ pub struct HistoryQuery {
     pub min_position: LogPosition,
 }
 
+/// `ListLowStock`: the store, the product id the page starts after, its size.
+pub struct LowStockQuery {
+    pub store_id: StoreId,
+    pub after: Option<ProductId>,
+    pub page_size: u32,
+    pub min_position: LogPosition,
+}
+
+pub fn list_low_stock(request: &pb::ListLowStockRequest) -> Result<LowStockQuery, tonic::Status> {
+    let mut fields = Fields::new();
+    let store_id = fields.store_id("store_id", &request.store_id);
+    let page_size = fields.page_size(request.page_size);
+    let after = if request.page_token.is_empty() {
+        Some(None)
+    } else {
+        fields.check(
+            "page_token",
+            ProductId::parse(&request.page_token)
+                .map(Some)
+                .map_err(|_| "not a token from a previous response".to_owned()),
+        )
+    };
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| {
+        Some(LowStockQuery {
+            store_id: store_id?,
+            after: after?,
+            page_size: page_size?,
+            min_position: min_position?,
+        })
+    })();
+    fields.finish(query)
+}
+
 pub fn get_history(request: &pb::GetHistoryRequest) -> Result<HistoryQuery, tonic::Status> {
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
-    let page_size = match request.page_size {
-        0 => Some(DEFAULT_HISTORY_PAGE),
-        size if size <= MAX_HISTORY_PAGE => Some(size),
-        size => fields.check(
-            "page_size",
-            Err(format!("must be at most {MAX_HISTORY_PAGE}, got {size}")),
-        ),
-    };
+    let page_size = fields.page_size(request.page_size);
     let after = if request.page_token.is_empty() {
         Some(StreamVersion::INITIAL)
     } else {
@@ -658,6 +788,12 @@ pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilt
             Ok(pb::EventType::ReservationExpired) => Some(EventKind::ReservationExpired),
             Ok(pb::EventType::StockRemoved) => Some(EventKind::StockRemoved),
             Ok(pb::EventType::ReservationExtended) => Some(EventKind::ReservationExtended),
+            Ok(pb::EventType::StockMoved) => Some(EventKind::StockMoved),
+            Ok(pb::EventType::ItemPolicyChanged) => Some(EventKind::ItemPolicyChanged),
+            Ok(pb::EventType::StockLow) => Some(EventKind::StockLow),
+            Ok(pb::EventType::OutOfStock) => Some(EventKind::OutOfStock),
+            Ok(pb::EventType::BackInStock) => Some(EventKind::BackInStock),
+            Ok(pb::EventType::StockShort) => Some(EventKind::StockShort),
             Ok(pb::EventType::Unspecified) | Err(_) => fields.check(
                 "filter.event_types",
                 Err(format!("{value} is not an event type")),

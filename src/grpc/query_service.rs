@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::app::query::{Answer, ItemStock, Queries};
-use crate::domain::{ReservationStatus, StreamKey, Timestamp};
+use crate::domain::{ReservationStatus, StockLevel, StreamKey, Timestamp};
 use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
@@ -85,10 +85,26 @@ impl pb::query_service_server::QueryService for QueryApi {
             .await
             .map_err(|error| query_error(&error))?;
         let product = &answer.value;
+        let sum = |part: fn(StockLevel) -> u64| {
+            total(
+                product
+                    .stores
+                    .iter()
+                    .map(|(_, stock)| u128::from(part(stock.level)))
+                    .sum(),
+            )
+        };
+        // Each quantity summed over the stores; a threshold is per item, so none here.
         let total = pb::StockLevel {
             on_hand: total(product.on_hand_total),
             reserved: total(product.reserved_total),
-            available: total(product.on_hand_total - product.reserved_total),
+            available: sum(StockLevel::available),
+            damaged: sum(StockLevel::damaged),
+            quality_control: sum(StockLevel::quality_control),
+            safety_stock: sum(StockLevel::safety_stock),
+            incoming: sum(StockLevel::incoming),
+            shortfall: sum(StockLevel::shortfall),
+            low_stock_threshold: 0,
         };
         Ok(Response::new(pb::GetProductStockResponse {
             product_id: product_id.to_string(),
@@ -215,6 +231,39 @@ impl pb::query_service_server::QueryService for QueryApi {
             next_page_token: page
                 .next_after
                 .map(|version| version.0.to_string())
+                .unwrap_or_default(),
+            read_position: answer.read_position.0,
+            upstream_unreachable_since: unreachable_since(&answer),
+        }))
+    }
+
+    async fn list_low_stock(
+        &self,
+        request: Request<pb::ListLowStockRequest>,
+    ) -> Result<Response<pb::ListLowStockResponse>, Status> {
+        let query = convert::list_low_stock(request.get_ref())?;
+        let answer = self
+            .queries
+            .low_stock(
+                &query.store_id,
+                query.after.as_ref(),
+                query.page_size,
+                query.min_position,
+                wait(&request),
+            )
+            .await
+            .map_err(|error| query_error(&error))?;
+        let page = &answer.value;
+        Ok(Response::new(pb::ListLowStockResponse {
+            items: page
+                .items
+                .iter()
+                .map(|(stream, stock)| stock_item(stream, stock))
+                .collect(),
+            next_page_token: page
+                .next_after
+                .as_ref()
+                .map(ToString::to_string)
                 .unwrap_or_default(),
             read_position: answer.read_position.0,
             upstream_unreachable_since: unreachable_since(&answer),

@@ -123,6 +123,7 @@ fn line_reason(rule: &LineRule) -> &'static str {
         LineRule::CommitExceedsReserved { .. } => "COMMIT_EXCEEDS_RESERVED",
         LineRule::NotInReservation => "NOT_IN_RESERVATION",
         LineRule::DuplicateItem { .. } => "DUPLICATE_ITEM",
+        LineRule::StateHoldsLess { .. } => "INSUFFICIENT_STOCK_IN_STATE",
     }
 }
 
@@ -160,7 +161,21 @@ fn line_metadata(rule: &LineRule) -> Vec<(&'static str, String)> {
         ],
         LineRule::NotInReservation => Vec::new(),
         LineRule::DuplicateItem { first_line } => vec![("first_line", first_line.to_string())],
+        LineRule::StateHoldsLess {
+            state,
+            requested,
+            held,
+        } => vec![
+            ("state", state_name(*state).to_owned()),
+            ("requested", requested.to_string()),
+            ("held", held.to_string()),
+        ],
     }
+}
+
+/// A state as the proto names it.
+fn state_name(state: crate::domain::StockState) -> &'static str {
+    crate::log::codec::stock_state_to_pb(state).as_str_name()
 }
 
 /// The field of the request that a line's broken rule is about.
@@ -177,7 +192,8 @@ fn line_field(violation: &LineViolation, lines: Lines) -> String {
                 ("changes", LineRule::OnHandBelowReserved { .. })
                 | ("changes", LineRule::OnHandOverflow { quantity: 0, .. }) => Some("set_on_hand"),
                 ("changes", LineRule::OnHandOverflow { .. }) => Some("add"),
-                ("changes", LineRule::InsufficientStock { .. }) => Some("remove"),
+                ("changes", LineRule::InsufficientStock { .. })
+                | ("changes", LineRule::StateHoldsLess { .. }) => Some("remove"),
                 (
                     _,
                     LineRule::InsufficientStock { .. } | LineRule::CommitExceedsReserved { .. },

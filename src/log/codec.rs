@@ -14,8 +14,8 @@ use prost::Message;
 
 use crate::domain::{
     CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
-    RecordedEvent, ReservationId, StockEvent, StockLevel, StoreId, StreamKey, StreamVersion,
-    Timestamp,
+    RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts, StockState,
+    StoreId, StreamKey, StreamVersion, Timestamp,
 };
 
 /// Why bytes or a message are not a valid stored event.
@@ -102,14 +102,48 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             ];
             (22, reservation_fields(&reservation_text, *quantity, more))
         }
-        StockEvent::StockRemoved { quantity, reason } => (
+        StockEvent::StockRemoved {
+            quantity,
+            from,
+            reason,
+        } => (
             26,
             [
                 Field::Signed(1, quantity.get() as i64),
                 Field::Text(2, reason.as_str()),
+                Field::Unsigned(3, stock_state_to_pb(*from) as u64),
+                Field::Absent,
+            ],
+        ),
+        StockEvent::StockMoved {
+            quantity,
+            from,
+            to,
+            reason,
+        } => (
+            28,
+            [
+                Field::Signed(1, quantity.get() as i64),
+                Field::Unsigned(2, stock_state_to_pb(*from) as u64),
+                Field::Unsigned(3, stock_state_to_pb(*to) as u64),
+                Field::Text(4, reason.as_str()),
+            ],
+        ),
+        StockEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => (
+            29,
+            [
+                Field::Signed(1, *safety_stock as i64),
+                Field::Signed(2, *low_stock_threshold as i64),
                 Field::Absent,
                 Field::Absent,
             ],
+        ),
+        StockEvent::StockAlertRaised { alert } => (
+            alert_tag(*alert),
+            [Field::Absent, Field::Absent, Field::Absent, Field::Absent],
         ),
         StockEvent::ReservationCommitted {
             reservation_id,
@@ -295,7 +329,63 @@ pub fn stock_level_to_pb(level: StockLevel) -> pb::StockLevel {
         on_hand: level.on_hand() as i64,
         reserved: level.reserved() as i64,
         available: level.available() as i64,
+        damaged: level.damaged() as i64,
+        quality_control: level.quality_control() as i64,
+        safety_stock: level.safety_stock() as i64,
+        incoming: level.incoming() as i64,
+        shortfall: level.shortfall() as i64,
+        low_stock_threshold: level.low_stock_threshold() as i64,
     }
+}
+
+pub fn stock_state_to_pb(state: StockState) -> pb::StockState {
+    match state {
+        StockState::Available => pb::StockState::Available,
+        StockState::Damaged => pb::StockState::Damaged,
+        StockState::QualityControl => pb::StockState::QualityControl,
+    }
+}
+
+/// A state as the wire or the log names it; `None` for an unknown number or for
+/// `STOCK_STATE_UNSPECIFIED`.
+pub fn stock_state_from_pb(value: i32) -> Option<StockState> {
+    match pb::StockState::try_from(value).ok()? {
+        pb::StockState::Unspecified => None,
+        pb::StockState::Available => Some(StockState::Available),
+        pb::StockState::Damaged => Some(StockState::Damaged),
+        pb::StockState::QualityControl => Some(StockState::QualityControl),
+    }
+}
+
+/// The field number of an alert in `InventoryEvent.kind`.
+fn alert_tag(alert: StockAlert) -> u32 {
+    match alert {
+        StockAlert::StockLow => 30,
+        StockAlert::OutOfStock => 31,
+        StockAlert::BackInStock => 32,
+        StockAlert::StockShort => 33,
+    }
+}
+
+/// A stored level: every part a count, and the derived ones (available, shortfall) equal to
+/// what the parts make. A level written before states existed has only on_hand, reserved and
+/// available, and reads as it did.
+fn stored_level(stock: &pb::StockLevel) -> Result<StockLevel, EventDecodeError> {
+    let parts = StockParts {
+        on_hand: stored_count("stock.on_hand", stock.on_hand)?,
+        reserved: stored_count("stock.reserved", stock.reserved)?,
+        damaged: stored_count("stock.damaged", stock.damaged)?,
+        quality_control: stored_count("stock.quality_control", stock.quality_control)?,
+        safety_stock: stored_count("stock.safety_stock", stock.safety_stock)?,
+        incoming: stored_count("stock.incoming", stock.incoming)?,
+        low_stock_threshold: stored_count("stock.low_stock_threshold", stock.low_stock_threshold)?,
+    };
+    StockLevel::from_parts(parts)
+        .filter(|level| {
+            level.available() as i64 == stock.available
+                && level.shortfall() as i64 == stock.shortfall
+        })
+        .ok_or_else(|| invalid("stock", format!("inconsistent: {stock:?}")))
 }
 
 pub fn uuid_string(id: u128) -> String {
@@ -330,10 +420,39 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             customer_id: customer_id.to_string(),
             expires_at: Some(timestamp_to_pb(*expires_at)),
         }),
-        StockEvent::StockRemoved { quantity, reason } => Kind::StockRemoved(pb::StockRemoved {
+        StockEvent::StockRemoved {
+            quantity,
+            from,
+            reason,
+        } => Kind::StockRemoved(pb::StockRemoved {
             quantity: quantity.get() as i64,
             reason: reason.as_str().to_owned(),
+            from: stock_state_to_pb(*from) as i32,
         }),
+        StockEvent::StockMoved {
+            quantity,
+            from,
+            to,
+            reason,
+        } => Kind::StockMoved(pb::StockMoved {
+            quantity: quantity.get() as i64,
+            from: stock_state_to_pb(*from) as i32,
+            to: stock_state_to_pb(*to) as i32,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => Kind::ItemPolicyChanged(pb::ItemPolicyChanged {
+            safety_stock: *safety_stock as i64,
+            low_stock_threshold: *low_stock_threshold as i64,
+        }),
+        StockEvent::StockAlertRaised { alert } => match alert {
+            StockAlert::StockLow => Kind::StockLow(pb::StockLow {}),
+            StockAlert::OutOfStock => Kind::OutOfStock(pb::OutOfStock {}),
+            StockAlert::BackInStock => Kind::BackInStock(pb::BackInStock {}),
+            StockAlert::StockShort => Kind::StockShort(pb::StockShort {}),
+        },
         StockEvent::ReservationCommitted {
             reservation_id,
             quantity,
@@ -466,7 +585,47 @@ fn event_from_pb_with(
         },
         Some(Kind::StockRemoved(removed)) => StockEvent::StockRemoved {
             quantity: stored_quantity("stock_removed.quantity", removed.quantity)?,
+            // Written before states existed: from the available units.
+            from: match removed.from {
+                0 => StockState::Available,
+                from => stock_state_from_pb(from)
+                    .ok_or_else(|| invalid("stock_removed.from", format!("unknown: {from}")))?,
+            },
             reason: stored_reason("stock_removed.reason", &removed.reason)?,
+        },
+        Some(Kind::StockMoved(moved)) => {
+            let from = stock_state_from_pb(moved.from)
+                .ok_or_else(|| invalid("stock_moved.from", format!("unknown: {}", moved.from)))?;
+            let to = stock_state_from_pb(moved.to)
+                .filter(|to| *to != from)
+                .ok_or_else(|| {
+                    invalid("stock_moved.to", format!("unknown or from: {}", moved.to))
+                })?;
+            StockEvent::StockMoved {
+                quantity: stored_quantity("stock_moved.quantity", moved.quantity)?,
+                from,
+                to,
+                reason: stored_reason("stock_moved.reason", &moved.reason)?,
+            }
+        }
+        Some(Kind::ItemPolicyChanged(policy)) => StockEvent::ItemPolicyChanged {
+            safety_stock: stored_count("item_policy_changed.safety_stock", policy.safety_stock)?,
+            low_stock_threshold: stored_count(
+                "item_policy_changed.low_stock_threshold",
+                policy.low_stock_threshold,
+            )?,
+        },
+        Some(Kind::StockLow(_)) => StockEvent::StockAlertRaised {
+            alert: StockAlert::StockLow,
+        },
+        Some(Kind::OutOfStock(_)) => StockEvent::StockAlertRaised {
+            alert: StockAlert::OutOfStock,
+        },
+        Some(Kind::BackInStock(_)) => StockEvent::StockAlertRaised {
+            alert: StockAlert::BackInStock,
+        },
+        Some(Kind::StockShort(_)) => StockEvent::StockAlertRaised {
+            alert: StockAlert::StockShort,
         },
         Some(Kind::ReservationExtended(extended)) => StockEvent::ReservationExtended {
             reservation_id: ReservationId::parse(&extended.reservation_id)
@@ -492,11 +651,7 @@ fn event_from_pb_with(
         .stock
         .as_ref()
         .ok_or_else(|| invalid("stock", "missing"))?;
-    let on_hand = stored_count("stock.on_hand", stock.on_hand)?;
-    let reserved = stored_count("stock.reserved", stock.reserved)?;
-    let stock_after = StockLevel::new(on_hand, reserved)
-        .filter(|level| level.available() as i64 == stock.available)
-        .ok_or_else(|| invalid("stock", format!("inconsistent: {stock:?}")))?;
+    let stock_after = stored_level(stock)?;
     let event_id = uuid::Uuid::parse_str(&message.event_id)
         .map_err(|error| invalid("event_id", error))?
         .as_u128();

@@ -177,6 +177,24 @@ impl Running {
     }
 }
 
+/// The field names of a status's BadRequest details.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The reason of a status's ErrorInfo details; empty without them.
+pub fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
 pub fn add_stock(product: &str, store: &str, quantity: i64) -> pb::AddStockRequest {
     pb::AddStockRequest {
         product_id: product.to_owned(),

@@ -1,7 +1,16 @@
 //! The fingerprint of a command's request: how a retry is told from a different request that
 //! reuses its command id.
 
-use crate::domain::{Command, StockChangeKind, StreamKey, StreamVersion};
+use crate::domain::{Command, StockChangeKind, StockState, StreamKey, StreamVersion};
+
+/// A state's number in the fingerprint's encoding: never to change.
+fn state_number(state: StockState) -> u64 {
+    match state {
+        StockState::Available => 1,
+        StockState::Damaged => 2,
+        StockState::QualityControl => 3,
+    }
+}
 
 /// A hash of a command's request fields, stable across versions and restarts (FNV-1a 64 over
 /// a length-prefixed canonical encoding). `generated_reservation_id` leaves out a reservation
@@ -45,12 +54,48 @@ pub(super) fn fingerprint(
         Command::RemoveStock {
             stream: key,
             quantity,
+            from,
             reason,
         } => {
             hasher.text("RemoveStock");
             stream(&mut hasher, key);
             hasher.number(quantity.get());
             hasher.text(reason.as_str());
+            // Left out for the available units, as before states existed: a retry across the
+            // upgrade matches.
+            if *from != StockState::Available {
+                hasher.number(state_number(*from));
+            }
+        }
+        Command::MoveStock {
+            stream: key,
+            quantity,
+            states,
+            reason,
+        } => {
+            hasher.text("MoveStock");
+            stream(&mut hasher, key);
+            hasher.number(quantity.get());
+            hasher.number(state_number(states.from()));
+            hasher.number(state_number(states.to()));
+            hasher.text(reason.as_str());
+        }
+        Command::SetItemPolicy {
+            stream: key,
+            safety_stock,
+            low_stock_threshold,
+        } => {
+            hasher.text("SetItemPolicy");
+            stream(&mut hasher, key);
+            for part in [safety_stock, low_stock_threshold] {
+                match part {
+                    None => hasher.number(0),
+                    Some(value) => {
+                        hasher.number(1);
+                        hasher.number(*value);
+                    }
+                }
+            }
         }
         Command::ApplyStockChanges { changes, reason } => {
             hasher.text("ApplyStockChanges");
@@ -60,7 +105,10 @@ pub(super) fn fingerprint(
                 stream(&mut hasher, &change.stream);
                 let (kind, value) = match change.change {
                     StockChangeKind::Add(quantity) => (1, quantity.get()),
-                    StockChangeKind::Remove(quantity) => (2, quantity.get()),
+                    StockChangeKind::Remove(quantity, StockState::Available) => (2, quantity.get()),
+                    StockChangeKind::Remove(quantity, from) => {
+                        (3 + state_number(from), quantity.get())
+                    }
                     StockChangeKind::SetOnHand(on_hand) => (3, on_hand),
                 };
                 hasher.number(kind);

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition, RecordedEvent,
-    Timestamp,
+    Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition,
+    MAX_ALERTS_PER_ITEM, RecordedEvent, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -164,12 +164,15 @@ impl CommandState {
         }
     }
 
-    /// At most how many events `command` can append: what a batch keeps room for.
+    /// At most how many events `command` can append: what a batch keeps room for. Each item
+    /// it touches may raise alerts.
     pub(super) fn event_bound(&self, command: &Command) -> usize {
-        match command {
+        let items = match command {
             Command::AddStock { .. }
             | Command::AdjustStock { .. }
-            | Command::RemoveStock { .. } => 1,
+            | Command::RemoveStock { .. }
+            | Command::MoveStock { .. }
+            | Command::SetItemPolicy { .. } => 1,
             Command::ApplyStockChanges { changes, .. } => changes.len(),
             Command::ReserveStock { lines, .. } => lines.len(),
             Command::CommitReservation { reservation_id, .. }
@@ -178,7 +181,8 @@ impl CommandState {
             | Command::ExpireReservation { reservation_id } => {
                 self.inventory.reservation_line_count(reservation_id).max(1)
             }
-        }
+        };
+        items * (1 + MAX_ALERTS_PER_ITEM)
     }
 
     /// Decides one command; if accepted, applies its events and adds them to `events`.
@@ -200,11 +204,16 @@ impl CommandState {
         }
         let decisions = self.inventory.decide(&request.command, now)?;
         if let Some(expected) = request.expected_version {
-            let [decision] = decisions.as_slice() else {
-                return Err(CommandError::ExpectedVersionOfSeveralItems {
-                    items: decisions.len(),
-                });
-            };
+            // The item's alerts follow its event: a command of one item has only its events.
+            let decision = &decisions[0];
+            if decisions[1..]
+                .iter()
+                .any(|later| later.stream != decision.stream)
+            {
+                let mut items: Vec<_> = decisions.iter().map(|d| &d.stream).collect();
+                items.dedup();
+                return Err(CommandError::ExpectedVersionOfSeveralItems { items: items.len() });
+            }
             let current = self.inventory.version(&decision.stream);
             if current != expected {
                 return Err(CommandError::WrongExpectedVersion {
@@ -238,8 +247,9 @@ impl CommandState {
     pub(super) fn expire_due(&mut self, now: Timestamp, events: &mut Vec<RecordedEvent>) {
         let first = events.len();
         for reservation_id in self.inventory.due_reservations(now, MAX_EXPIRIES_PER_BATCH) {
-            let lines = self.inventory.reservation_line_count(&reservation_id);
-            if events.len() > first && events.len() - first + lines > MAX_EXPIRY_EVENTS_PER_BATCH {
+            let bound =
+                self.inventory.reservation_line_count(&reservation_id) * (1 + MAX_ALERTS_PER_ITEM);
+            if events.len() > first && events.len() - first + bound > MAX_EXPIRY_EVENTS_PER_BATCH {
                 break;
             }
             let command = Command::ExpireReservation { reservation_id };

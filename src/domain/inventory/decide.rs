@@ -12,18 +12,66 @@ use crate::dense_map::FastHash;
 use crate::domain::ids::{ReservationId, StreamKey};
 use crate::domain::stock::{
     ActiveReservation, Command, CommitLine, DomainError, LineRule, LineViolation, ReservationLine,
-    StockChangeKind, StockChangeLine, StockEvent, StockItem,
+    StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem, level_after,
 };
-use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, Timestamp};
+use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, StockState, Timestamp};
 
 /// The state of an item that has no event yet.
 static EMPTY_ITEM: std::sync::LazyLock<StockItem> = std::sync::LazyLock::new(StockItem::default);
 
 impl Inventory {
     /// Decides whether a command is accepted, and if so which events it becomes: one per item
-    /// it touches, in the order of its lines. Pure: the inventory does not change until the
-    /// caller applies the events with [`Inventory::evolve`].
+    /// it touches, in the order of its lines, each followed by the alerts of the thresholds
+    /// its item crosses. Pure: the inventory does not change until the caller applies the
+    /// events with [`Inventory::evolve`].
     pub fn decide(&self, command: &Command, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
+        let decisions = self.decide_lines(command, now)?;
+        Ok(self.with_alerts(decisions))
+    }
+
+    /// Each decision followed by the alerts of its item. A command touches each item once, so
+    /// the item's state before the command is its state now.
+    fn with_alerts(&self, decisions: Vec<Decision>) -> Vec<Decision> {
+        let alerts = |decision: &Decision| {
+            let item = self.item_or_empty(&decision.stream);
+            let before = item.level();
+            StockAlert::crossed(
+                before,
+                level_after(before, &decision.event),
+                item.version().0 > 0,
+            )
+        };
+        // Most commands cross nothing: their decisions are returned as they are.
+        if !decisions
+            .iter()
+            .any(|decision| alerts(decision).next().is_some())
+        {
+            return decisions;
+        }
+        let mut with_alerts = Vec::with_capacity(decisions.len() + 1);
+        for decision in decisions {
+            let alerts = alerts(&decision);
+            let stream = decision.stream.clone();
+            debug_assert!(
+                with_alerts
+                    .iter()
+                    .all(|earlier: &Decision| earlier.stream != stream),
+                "a command touches each item once"
+            );
+            with_alerts.push(decision);
+            with_alerts.extend(alerts.into_iter().map(|alert| Decision {
+                stream: stream.clone(),
+                event: StockEvent::StockAlertRaised { alert },
+            }));
+        }
+        with_alerts
+    }
+
+    fn decide_lines(
+        &self,
+        command: &Command,
+        now: Timestamp,
+    ) -> Result<Vec<Decision>, DomainError> {
         match command {
             Command::AddStock {
                 stream,
@@ -38,8 +86,54 @@ impl Inventory {
             Command::RemoveStock {
                 stream,
                 quantity,
+                from,
                 reason,
-            } => self.decide_one_change(stream, StockChangeKind::Remove(*quantity), reason),
+            } => self.decide_one_change(stream, StockChangeKind::Remove(*quantity, *from), reason),
+            Command::MoveStock {
+                stream,
+                quantity,
+                states,
+                reason,
+            } => {
+                let held = self.item_or_empty(stream).level().in_state(states.from());
+                if quantity.get() > held {
+                    return Err(DomainError::LinesRefused {
+                        violations: vec![LineViolation::new(
+                            0,
+                            stream,
+                            LineRule::StateHoldsLess {
+                                state: states.from(),
+                                requested: quantity.get(),
+                                held,
+                            },
+                        )],
+                    });
+                }
+                Ok(vec![Decision {
+                    stream: stream.clone(),
+                    event: StockEvent::StockMoved {
+                        quantity: *quantity,
+                        from: states.from(),
+                        to: states.to(),
+                        reason: reason.clone(),
+                    },
+                }])
+            }
+            Command::SetItemPolicy {
+                stream,
+                safety_stock,
+                low_stock_threshold,
+            } => {
+                let level = self.item_or_empty(stream).level();
+                Ok(vec![Decision {
+                    stream: stream.clone(),
+                    event: StockEvent::ItemPolicyChanged {
+                        safety_stock: safety_stock.unwrap_or(level.safety_stock()),
+                        low_stock_threshold: low_stock_threshold
+                            .unwrap_or(level.low_stock_threshold()),
+                    },
+                }])
+            }
             Command::ApplyStockChanges { changes, reason } => self.decide_changes(changes, reason),
             Command::ReserveStock {
                 reservation_id,
@@ -351,24 +445,36 @@ fn decide_change(
                 reason: reason.clone(),
             })
         }
-        StockChangeKind::Remove(quantity) => {
-            // Never below what is reserved: only the available part can go.
-            if quantity.get() > level.available() {
-                return Err(LineRule::InsufficientStock {
-                    requested: quantity.get(),
-                    available: level.available(),
+        StockChangeKind::Remove(quantity, from) => {
+            // Never below what is reserved: only unreserved good units (the safety buffer
+            // included: they are physically gone), or damaged or inspected ones, can go.
+            let held = level.in_state(from);
+            if quantity.get() > held {
+                return Err(match from {
+                    StockState::Available => LineRule::InsufficientStock {
+                        requested: quantity.get(),
+                        available: held,
+                    },
+                    StockState::Damaged | StockState::QualityControl => LineRule::StateHoldsLess {
+                        state: from,
+                        requested: quantity.get(),
+                        held,
+                    },
                 });
             }
             Ok(StockEvent::StockRemoved {
                 quantity,
+                from,
                 reason: reason.clone(),
             })
         }
         StockChangeKind::SetOnHand(on_hand) => {
-            if on_hand < level.reserved() {
+            // What on-hand must still cover: the reserved, damaged and inspected units.
+            let held = level.held();
+            if on_hand < held {
                 return Err(LineRule::OnHandBelowReserved {
                     requested_on_hand: on_hand,
-                    reserved: level.reserved(),
+                    reserved: held,
                 });
             }
             if on_hand > MAX_ON_HAND {

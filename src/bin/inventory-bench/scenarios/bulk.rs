@@ -53,6 +53,7 @@ impl Operation for DeliveryNote {
                     store_id,
                     change: Some(pb::stock_change::Change::Add(1)),
                     expected_version: None,
+                    from: 0,
                 }
             })
             .collect();

@@ -1,0 +1,741 @@
+//! The retail stock model in the pure domain: stock states (damaged, quality control), the
+//! item policy (safety stock, low-stock threshold) and the alerts a command raises when it
+//! crosses a threshold. Given/when/then tests for every rule, and a property test of random
+//! commands against a simple model.
+
+use inventory::domain::{
+    Command, CustomerId, Decision, DomainError, Inventory, LineRule, LineViolation, OrderId,
+    ProductId, Quantity, Reason, ReservationId, ReservationLine, StateMove, StockAlert,
+    StockChangeKind, StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey,
+    TimeToLive, Timestamp,
+};
+use proptest::prelude::*;
+
+const START: Timestamp = Timestamp(1_700_000_000_000);
+const MINUTE: u64 = 60_000;
+
+fn stream(product: &str) -> StreamKey {
+    StreamKey::new(
+        ProductId::parse(product).unwrap(),
+        StoreId::parse("store-1").unwrap(),
+    )
+}
+
+fn quantity(value: u64) -> Quantity {
+    Quantity::new(value).unwrap()
+}
+
+fn add(product: &str, units: u64) -> Command {
+    Command::AddStock {
+        stream: stream(product),
+        quantity: quantity(units),
+        reason: Reason::default(),
+    }
+}
+
+fn adjust(product: &str, on_hand: u64) -> Command {
+    Command::AdjustStock {
+        stream: stream(product),
+        on_hand,
+        reason: Reason::default(),
+    }
+}
+
+fn remove(product: &str, units: u64, from: StockState) -> Command {
+    Command::RemoveStock {
+        stream: stream(product),
+        quantity: quantity(units),
+        from,
+        reason: Reason::default(),
+    }
+}
+
+fn move_stock(product: &str, units: u64, from: StockState, to: StockState) -> Command {
+    Command::MoveStock {
+        stream: stream(product),
+        quantity: quantity(units),
+        states: StateMove::new(from, to).unwrap(),
+        reason: Reason::parse("inspection").unwrap(),
+    }
+}
+
+fn policy(product: &str, safety_stock: Option<u64>, low_stock_threshold: Option<u64>) -> Command {
+    Command::SetItemPolicy {
+        stream: stream(product),
+        safety_stock,
+        low_stock_threshold,
+    }
+}
+
+fn reserve(product: &str, id: &str, units: u64) -> Command {
+    Command::ReserveStock {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        lines: vec![ReservationLine {
+            stream: stream(product),
+            quantity: quantity(units),
+            expected_version: None,
+        }],
+        customer_id: CustomerId::parse("customer-1").unwrap(),
+        ttl: TimeToLive::from_millis(30 * MINUTE).unwrap(),
+    }
+}
+
+fn commit(id: &str) -> Command {
+    Command::CommitReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        order_id: OrderId::parse("order-1").unwrap(),
+        lines: None,
+    }
+}
+
+fn release(id: &str) -> Command {
+    Command::ReleaseReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        reason: Reason::default(),
+    }
+}
+
+fn expire(id: &str) -> Command {
+    Command::ExpireReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+    }
+}
+
+fn alert(kind: StockAlert) -> StockEvent {
+    StockEvent::StockAlertRaised { alert: kind }
+}
+
+fn refused(product: &str, rule: LineRule) -> DomainError {
+    DomainError::LinesRefused {
+        violations: vec![LineViolation::new(0, &stream(product), rule)],
+    }
+}
+
+fn apply_all(inventory: &mut Inventory, decisions: &[Decision]) {
+    for decision in decisions {
+        inventory.evolve(&decision.stream, &decision.event);
+    }
+}
+
+struct Given {
+    inventory: Inventory,
+}
+
+fn given(commands: &[Command]) -> Given {
+    let mut inventory = Inventory::new();
+    for command in commands {
+        let decisions = inventory
+            .decide(command, START)
+            .unwrap_or_else(|error| panic!("given {command:?} was refused: {error}"));
+        apply_all(&mut inventory, &decisions);
+    }
+    Given { inventory }
+}
+
+impl Given {
+    fn when(mut self, command: Command) -> Then {
+        let result = self.inventory.decide(&command, START).map(|decisions| {
+            apply_all(&mut self.inventory, &decisions);
+            decisions
+                .into_iter()
+                .map(|decision| decision.event)
+                .collect()
+        });
+        Then {
+            inventory: self.inventory,
+            result,
+        }
+    }
+}
+
+struct Then {
+    inventory: Inventory,
+    result: Result<Vec<StockEvent>, DomainError>,
+}
+
+impl Then {
+    /// The command became these events (all on the one item), in this order.
+    fn then_events(self, expected: &[StockEvent]) -> Then {
+        assert_eq!(self.result.as_ref().ok().map(Vec::as_slice), Some(expected));
+        self
+    }
+
+    /// The command's alerts, whatever its own event.
+    fn then_alerts(self, expected: &[StockAlert]) -> Then {
+        let alerts: Vec<StockAlert> = self
+            .result
+            .as_ref()
+            .expect("the command was accepted")
+            .iter()
+            .filter_map(|event| match event {
+                StockEvent::StockAlertRaised { alert } => Some(*alert),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(alerts, expected);
+        self
+    }
+
+    fn then_error(self, expected: DomainError) -> Then {
+        assert_eq!(self.result.as_ref().err(), Some(&expected));
+        self
+    }
+
+    fn level(&self, product: &str) -> StockLevel {
+        self.inventory.item(&stream(product)).unwrap().level()
+    }
+
+    /// (on_hand, reserved, damaged, quality_control, available).
+    fn then_stock(self, product: &str, expected: (u64, u64, u64, u64, u64)) -> Then {
+        let level = self.level(product);
+        assert_eq!(
+            (
+                level.on_hand(),
+                level.reserved(),
+                level.damaged(),
+                level.quality_control(),
+                level.available()
+            ),
+            expected,
+            "on_hand, reserved, damaged, quality_control, available"
+        );
+        self
+    }
+}
+
+#[test]
+fn it_moves_units_found_damaged_out_of_available_keeping_on_hand() {
+    given(&[add("apple", 10)])
+        .when(move_stock(
+            "apple",
+            3,
+            StockState::Available,
+            StockState::Damaged,
+        ))
+        .then_events(&[StockEvent::StockMoved {
+            quantity: quantity(3),
+            from: StockState::Available,
+            to: StockState::Damaged,
+            reason: Reason::parse("inspection").unwrap(),
+        }])
+        .then_stock("apple", (10, 0, 3, 0, 7));
+}
+
+#[test]
+fn it_releases_inspected_units_back_to_available() {
+    given(&[
+        add("apple", 10),
+        move_stock(
+            "apple",
+            4,
+            StockState::Available,
+            StockState::QualityControl,
+        ),
+    ])
+    .when(move_stock(
+        "apple",
+        4,
+        StockState::QualityControl,
+        StockState::Available,
+    ))
+    .then_stock("apple", (10, 0, 0, 0, 10));
+}
+
+#[test]
+fn it_never_moves_more_than_the_source_state_holds() {
+    given(&[
+        add("apple", 10),
+        move_stock("apple", 2, StockState::Available, StockState::Damaged),
+    ])
+    .when(move_stock(
+        "apple",
+        3,
+        StockState::Damaged,
+        StockState::QualityControl,
+    ))
+    .then_error(refused(
+        "apple",
+        LineRule::StateHoldsLess {
+            state: StockState::Damaged,
+            requested: 3,
+            held: 2,
+        },
+    ));
+}
+
+#[test]
+fn it_never_moves_reserved_units_out_of_available() {
+    given(&[add("apple", 10), reserve("apple", "r1", 8)])
+        .when(move_stock(
+            "apple",
+            3,
+            StockState::Available,
+            StockState::Damaged,
+        ))
+        .then_error(refused(
+            "apple",
+            LineRule::StateHoldsLess {
+                state: StockState::Available,
+                requested: 3,
+                held: 2,
+            },
+        ));
+}
+
+#[test]
+fn it_refuses_a_move_between_one_state_and_itself() {
+    assert!(StateMove::new(StockState::Damaged, StockState::Damaged).is_err());
+}
+
+#[test]
+fn it_writes_off_damaged_goods_from_the_damaged_state() {
+    given(&[
+        add("apple", 10),
+        move_stock("apple", 3, StockState::Available, StockState::Damaged),
+    ])
+    .when(remove("apple", 3, StockState::Damaged))
+    .then_events(&[StockEvent::StockRemoved {
+        quantity: quantity(3),
+        from: StockState::Damaged,
+        reason: Reason::default(),
+    }])
+    .then_stock("apple", (7, 0, 0, 0, 7));
+}
+
+#[test]
+fn it_never_removes_more_damaged_units_than_there_are() {
+    given(&[
+        add("apple", 10),
+        move_stock("apple", 1, StockState::Available, StockState::Damaged),
+    ])
+    .when(remove("apple", 2, StockState::Damaged))
+    .then_error(refused(
+        "apple",
+        LineRule::StateHoldsLess {
+            state: StockState::Damaged,
+            requested: 2,
+            held: 1,
+        },
+    ));
+}
+
+#[test]
+fn it_removes_from_a_state_in_a_list_of_changes() {
+    let changes = Command::ApplyStockChanges {
+        changes: vec![StockChangeLine {
+            stream: stream("apple"),
+            change: StockChangeKind::Remove(quantity(2), StockState::QualityControl),
+            expected_version: None,
+        }],
+        reason: Reason::default(),
+    };
+    given(&[
+        add("apple", 10),
+        move_stock(
+            "apple",
+            2,
+            StockState::Available,
+            StockState::QualityControl,
+        ),
+    ])
+    .when(changes)
+    .then_stock("apple", (8, 0, 0, 0, 8));
+}
+
+#[test]
+fn it_keeps_the_safety_stock_out_of_reach_of_reservations() {
+    given(&[add("apple", 10), policy("apple", Some(4), None)])
+        .when(reserve("apple", "r1", 7))
+        .then_error(refused(
+            "apple",
+            LineRule::InsufficientStock {
+                requested: 7,
+                available: 6,
+            },
+        ));
+    given(&[add("apple", 10), policy("apple", Some(4), None)])
+        .when(reserve("apple", "r1", 6))
+        .then_alerts(&[StockAlert::OutOfStock])
+        .then_stock("apple", (10, 6, 0, 0, 0));
+}
+
+#[test]
+fn it_lets_shrinkage_take_the_safety_buffer_it_cannot_sell() {
+    // The buffer is physical stock: a theft of it is recorded, reservations never had it.
+    given(&[add("apple", 10), policy("apple", Some(4), None)])
+        .when(remove("apple", 8, StockState::Available))
+        .then_stock("apple", (2, 0, 0, 0, 0));
+}
+
+#[test]
+fn it_counts_damaged_and_inspected_units_in_what_an_adjustment_must_cover() {
+    given(&[
+        add("apple", 10),
+        reserve("apple", "r1", 3),
+        move_stock("apple", 2, StockState::Available, StockState::Damaged),
+    ])
+    .when(adjust("apple", 4))
+    .then_error(refused(
+        "apple",
+        LineRule::OnHandBelowReserved {
+            requested_on_hand: 4,
+            reserved: 5,
+        },
+    ));
+}
+
+#[test]
+fn it_keeps_a_policy_part_that_is_not_given() {
+    let then = given(&[add("apple", 10), policy("apple", Some(2), Some(5))])
+        .when(policy("apple", None, Some(3)))
+        .then_events(&[StockEvent::ItemPolicyChanged {
+            safety_stock: 2,
+            low_stock_threshold: 3,
+        }]);
+    let level = then.level("apple");
+    assert_eq!((level.safety_stock(), level.low_stock_threshold()), (2, 3));
+}
+
+#[test]
+fn it_raises_stock_low_when_available_falls_to_the_threshold() {
+    given(&[add("apple", 10), policy("apple", None, Some(5))])
+        .when(reserve("apple", "r1", 5))
+        .then_alerts(&[StockAlert::StockLow]);
+}
+
+#[test]
+fn it_raises_stock_low_once_for_one_crossing() {
+    given(&[
+        add("apple", 10),
+        policy("apple", None, Some(5)),
+        reserve("apple", "r1", 6),
+    ])
+    .when(reserve("apple", "r2", 1))
+    .then_alerts(&[]);
+}
+
+#[test]
+fn it_raises_stock_low_again_after_the_item_recovered() {
+    given(&[
+        add("apple", 10),
+        policy("apple", None, Some(5)),
+        reserve("apple", "r1", 6),
+        release("r1"),
+    ])
+    .when(reserve("apple", "r2", 6))
+    .then_alerts(&[StockAlert::StockLow]);
+}
+
+#[test]
+fn it_raises_stock_low_and_out_of_stock_when_one_command_crosses_both() {
+    given(&[add("apple", 10), policy("apple", None, Some(3))])
+        .when(reserve("apple", "r1", 10))
+        .then_alerts(&[StockAlert::StockLow, StockAlert::OutOfStock]);
+}
+
+#[test]
+fn it_raises_stock_low_when_the_threshold_is_raised_to_available() {
+    given(&[add("apple", 4)])
+        .when(policy("apple", None, Some(4)))
+        .then_alerts(&[StockAlert::StockLow]);
+}
+
+#[test]
+fn it_raises_no_low_stock_alert_on_an_item_without_a_threshold() {
+    given(&[add("apple", 10)])
+        .when(reserve("apple", "r1", 9))
+        .then_alerts(&[]);
+}
+
+#[test]
+fn it_raises_out_of_stock_when_a_safety_stock_takes_the_last_available_units() {
+    given(&[add("apple", 3)])
+        .when(policy("apple", Some(3), None))
+        .then_alerts(&[StockAlert::OutOfStock]);
+}
+
+#[test]
+fn it_raises_back_in_stock_when_a_delivery_ends_an_out_of_stock() {
+    given(&[add("apple", 2), reserve("apple", "r1", 2), commit("r1")])
+        .when(add("apple", 5))
+        .then_events(&[
+            StockEvent::StockAdded {
+                quantity: quantity(5),
+                reason: Reason::default(),
+            },
+            alert(StockAlert::BackInStock),
+        ]);
+}
+
+#[test]
+fn it_raises_back_in_stock_when_an_expiry_frees_the_units() {
+    given(&[add("apple", 2), reserve("apple", "r1", 2)])
+        .when(expire("r1"))
+        .then_alerts(&[StockAlert::BackInStock]);
+}
+
+#[test]
+fn it_raises_no_back_in_stock_for_an_items_first_stock() {
+    given(&[]).when(add("apple", 5)).then_alerts(&[]);
+}
+
+#[test]
+fn it_raises_no_alert_for_a_commit_which_leaves_available_as_it_was() {
+    given(&[add("apple", 2), reserve("apple", "r1", 2)])
+        .when(commit("r1"))
+        .then_alerts(&[]);
+}
+
+#[test]
+fn it_raises_the_alerts_of_each_item_of_a_multi_line_command_after_its_own_event() {
+    let changes = Command::ApplyStockChanges {
+        changes: ["apple", "pear"]
+            .into_iter()
+            .map(|product| StockChangeLine {
+                stream: stream(product),
+                change: StockChangeKind::SetOnHand(0),
+                expected_version: None,
+            })
+            .collect(),
+        reason: Reason::default(),
+    };
+    let then = given(&[add("apple", 1), add("pear", 1)]).when(changes);
+    let kinds: Vec<_> = then
+        .result
+        .unwrap()
+        .iter()
+        .map(|event| event.kind())
+        .collect();
+    use inventory::domain::EventKind;
+    assert_eq!(
+        kinds,
+        [
+            EventKind::StockAdjusted,
+            EventKind::OutOfStock,
+            EventKind::StockAdjusted,
+            EventKind::OutOfStock
+        ]
+    );
+}
+
+/// One step of a random workload on two items.
+#[derive(Clone, Debug)]
+enum Step {
+    Add(usize, u64),
+    Adjust(usize, u64),
+    Remove(usize, u64, StockState),
+    Move(usize, u64, StockState, StockState),
+    Policy(usize, Option<u64>, Option<u64>),
+    Reserve(usize, u64),
+    /// Commit, release or expire the reservation at this index (0, 1, 2).
+    End(usize, u8),
+}
+
+fn state() -> impl Strategy<Value = StockState> {
+    prop_oneof![
+        Just(StockState::Available),
+        Just(StockState::Damaged),
+        Just(StockState::QualityControl),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let item = 0usize..2;
+    prop_oneof![
+        3 => (item.clone(), 1u64..8).prop_map(|(item, units)| Step::Add(item, units)),
+        1 => (item.clone(), 0u64..12).prop_map(|(item, units)| Step::Adjust(item, units)),
+        2 => (item.clone(), 1u64..6, state()).prop_map(|(item, units, from)| Step::Remove(item, units, from)),
+        2 => (item.clone(), 1u64..6, state(), state())
+            .prop_filter("two states", |(_, _, from, to)| from != to)
+            .prop_map(|(item, units, from, to)| Step::Move(item, units, from, to)),
+        1 => (item.clone(), proptest::option::of(0u64..6), proptest::option::of(0u64..8))
+            .prop_map(|(item, safety, threshold)| Step::Policy(item, safety, threshold)),
+        3 => (item, 1u64..6).prop_map(|(item, units)| Step::Reserve(item, units)),
+        2 => (0usize..40, 0u8..3).prop_map(|(index, how)| Step::End(index, how)),
+    ]
+}
+
+/// The model of one item: plain numbers and the rules as the issue states them.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct ModelItem {
+    on_hand: u64,
+    reserved: u64,
+    damaged: u64,
+    quality_control: u64,
+    safety_stock: u64,
+    threshold: u64,
+    events: u64,
+}
+
+impl ModelItem {
+    fn good_unreserved(&self) -> u64 {
+        self.on_hand - self.reserved - self.damaged - self.quality_control
+    }
+
+    fn available(&self) -> u64 {
+        self.good_unreserved().saturating_sub(self.safety_stock)
+    }
+
+    fn in_state(&self, state: StockState) -> u64 {
+        match state {
+            StockState::Available => self.good_unreserved(),
+            StockState::Damaged => self.damaged,
+            StockState::QualityControl => self.quality_control,
+        }
+    }
+
+    fn state_mut(&mut self, state: StockState) -> Option<&mut u64> {
+        match state {
+            StockState::Available => None,
+            StockState::Damaged => Some(&mut self.damaged),
+            StockState::QualityControl => Some(&mut self.quality_control),
+        }
+    }
+
+    fn low(&self) -> bool {
+        self.threshold > 0 && self.available() <= self.threshold
+    }
+
+    /// The alerts of going from `self` to `after`, by the issue's words.
+    fn alerts(&self, after: &ModelItem) -> Vec<StockAlert> {
+        let mut alerts = Vec::new();
+        if !self.low() && after.low() {
+            alerts.push(StockAlert::StockLow);
+        }
+        if self.available() > 0 && after.available() == 0 {
+            alerts.push(StockAlert::OutOfStock);
+        }
+        if self.events > 0 && self.available() == 0 && after.available() > 0 {
+            alerts.push(StockAlert::BackInStock);
+        }
+        alerts
+    }
+}
+
+const ITEMS: [&str; 2] = ["apple", "pear"];
+
+proptest! {
+    /// Random commands of every kind on two items against a model: each is accepted exactly
+    /// when the model's rules allow it, the fold equals the model after every step, the
+    /// invariant reserved + damaged + quality_control <= on_hand holds, and the alerts are
+    /// exactly the model's crossings.
+    #[test]
+    fn the_stock_model_folds_into_the_model_with_alerts_exactly_at_the_crossings(
+        steps in proptest::collection::vec(step(), 1..80)
+    ) {
+        let mut inventory = Inventory::new();
+        let mut model = [ModelItem::default(); 2];
+        // Each reservation made: its item, units, and whether it still holds them.
+        let mut reservations: Vec<(usize, u64, bool)> = Vec::new();
+        for step in steps {
+            let (item, command, after) = match step {
+                Step::Add(item, units) => {
+                    let mut after = model[item];
+                    after.on_hand += units;
+                    (item, add(ITEMS[item], units), Some(after))
+                }
+                Step::Adjust(item, on_hand) => {
+                    let mut after = model[item];
+                    let held = after.reserved + after.damaged + after.quality_control;
+                    after.on_hand = on_hand;
+                    (item, adjust(ITEMS[item], on_hand), (on_hand >= held).then_some(after))
+                }
+                Step::Remove(item, units, from) => {
+                    let mut after = model[item];
+                    let fits = units <= after.in_state(from);
+                    if fits {
+                        after.on_hand -= units;
+                        if let Some(part) = after.state_mut(from) {
+                            *part -= units;
+                        }
+                    }
+                    (item, remove(ITEMS[item], units, from), fits.then_some(after))
+                }
+                Step::Move(item, units, from, to) => {
+                    let mut after = model[item];
+                    let fits = units <= after.in_state(from);
+                    if fits {
+                        if let Some(part) = after.state_mut(from) {
+                            *part -= units;
+                        }
+                        if let Some(part) = after.state_mut(to) {
+                            *part += units;
+                        }
+                    }
+                    (item, move_stock(ITEMS[item], units, from, to), fits.then_some(after))
+                }
+                Step::Policy(item, safety, threshold) => {
+                    let mut after = model[item];
+                    after.safety_stock = safety.unwrap_or(after.safety_stock);
+                    after.threshold = threshold.unwrap_or(after.threshold);
+                    (item, policy(ITEMS[item], safety, threshold), Some(after))
+                }
+                Step::Reserve(item, units) => {
+                    let mut after = model[item];
+                    let fits = units <= after.available();
+                    after.reserved += units;
+                    let id = format!("r{}", reservations.len());
+                    if fits {
+                        reservations.push((item, units, true));
+                    }
+                    (item, reserve(ITEMS[item], &id, units), fits.then_some(after))
+                }
+                Step::End(index, how) => {
+                    if reservations.is_empty() {
+                        continue;
+                    }
+                    let at = index % reservations.len();
+                    let (item, units, active) = reservations[at];
+                    let id = format!("r{at}");
+                    let mut after = model[item];
+                    after.reserved -= if active { units } else { 0 };
+                    let command = match how {
+                        0 => {
+                            after.on_hand -= if active { units } else { 0 };
+                            commit(&id)
+                        }
+                        1 => release(&id),
+                        _ => expire(&id),
+                    };
+                    if active {
+                        reservations[at].2 = false;
+                    }
+                    (item, command, active.then_some(after))
+                }
+            };
+            let result = inventory.decide(&command, START);
+            prop_assert_eq!(result.is_ok(), after.is_some(), "{:?} gave {:?}", command, result);
+            let (Ok(decisions), Some(mut after)) = (result, after) else { continue };
+            let alerts: Vec<StockAlert> = decisions
+                .iter()
+                .filter_map(|decision| match decision.event {
+                    StockEvent::StockAlertRaised { alert } => Some(alert),
+                    _ => None,
+                })
+                .collect();
+            prop_assert_eq!(&alerts, &model[item].alerts(&after), "{:?}", command);
+            apply_all(&mut inventory, &decisions);
+            after.events += decisions.len() as u64;
+            model[item] = after;
+            for (index, product) in ITEMS.iter().enumerate() {
+                let Some(stock) = inventory.item(&stream(product)) else {
+                    prop_assert_eq!(model[index], ModelItem::default());
+                    continue;
+                };
+                let level = stock.level();
+                let expected = model[index];
+                prop_assert_eq!(
+                    (level.on_hand(), level.reserved(), level.damaged(), level.quality_control()),
+                    (expected.on_hand, expected.reserved, expected.damaged, expected.quality_control)
+                );
+                prop_assert_eq!(
+                    (level.safety_stock(), level.low_stock_threshold(), level.available()),
+                    (expected.safety_stock, expected.threshold, expected.available())
+                );
+                prop_assert_eq!(stock.version().0, expected.events);
+                prop_assert_eq!(level.shortfall(), 0, "only a count leaves a shortfall");
+                prop_assert!(level.reserved() + level.damaged() + level.quality_control() <= level.on_hand());
+            }
+        }
+    }
+}
