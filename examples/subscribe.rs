@@ -122,6 +122,10 @@ fn print_event(event: &pb::InventoryEvent) {
             "policy: safety stock {}, low at {}",
             policy.safety_stock, policy.low_stock_threshold
         ),
+        Some(Kind::StockCounted(count)) => format!(
+            "counted {} (variance {:+}) -> on hand {}",
+            count.counted, count.variance, count.on_hand
+        ),
         Some(Kind::StockLow(_)) => "ALERT stock low".to_owned(),
         Some(Kind::OutOfStock(_)) => "ALERT out of stock".to_owned(),
         Some(Kind::BackInStock(_)) => "ALERT back in stock".to_owned(),

@@ -18,10 +18,10 @@ pub use ids::{
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use reservation::{ReservationLineView, ReservationView};
 pub use stock::{
-    ActiveReservation, Command, CommitLine, DomainError, EventKind, FoldMismatch, LineRule,
-    LineViolation, MAX_ALERTS_PER_ITEM, MAX_COMMAND_EVENTS, MAX_COMMAND_LINES, RecordedEvent,
-    ReservationLine, Reservations, SMALL_RESERVATIONS_MAX, SameState, StateMove, StockAlert,
-    StockChangeKind, StockChangeLine, StockEvent, StockItem, level_after,
+    ActiveReservation, Command, CommitLine, CountLine, DomainError, EventKind, FoldMismatch,
+    LineRule, LineViolation, MAX_ALERTS_PER_ITEM, MAX_COMMAND_EVENTS, MAX_COMMAND_LINES,
+    RecordedEvent, ReservationLine, Reservations, SMALL_RESERVATIONS_MAX, SameState, StateMove,
+    StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem, level_after,
 };
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,

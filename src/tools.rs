@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::app::command::CommandState;
 use crate::domain::{LogPosition, RecordedEvent, StockAlert, StockEvent, StockLevel};
-use crate::log::codec::uuid_string;
+use crate::log::codec::{count_variance, uuid_string};
 use crate::log::{
     EmbeddedLog, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS, PostgresLog,
 };
@@ -163,6 +163,25 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         } => (
             "ItemPolicyChanged",
             json!({"safety_stock": safety_stock, "low_stock_threshold": low_stock_threshold}),
+        ),
+        StockEvent::StockCounted {
+            counted,
+            counted_at,
+            on_hand_at_count,
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => (
+            "StockCounted",
+            json!({
+                "counted": counted,
+                "counted_at_unix_ms": counted_at.unix_millis(),
+                "on_hand_at_count": on_hand_at_count,
+                "variance": count_variance(*counted, *on_hand_at_count),
+                "previous_on_hand": previous_on_hand,
+                "on_hand": on_hand,
+                "reason": reason.as_str(),
+            }),
         ),
         StockEvent::StockAlertRaised { alert } => (
             match alert {

@@ -216,6 +216,7 @@ async fn every_rpc_works_over_grpc() {
             Kind::OutOfStock(_) => "out of stock",
             Kind::BackInStock(_) => "back in stock",
             Kind::StockShort(_) => "short",
+            Kind::StockCounted(_) => "counted",
         })
         .collect();
     assert_eq!(

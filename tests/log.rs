@@ -199,7 +199,7 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
         Just(StockState::QualityControl),
     ];
     let kind = (
-        0u8..14,
+        0u8..15,
         states,
         reservation,
         quantity,
@@ -269,6 +269,15 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                     },
                     13 => StockEvent::StockAlertRaised {
                         alert: StockAlert::StockShort,
+                    },
+                    14 => StockEvent::StockCounted {
+                        // Either side of what the log said: a variance of either sign.
+                        counted: millis % 1000,
+                        counted_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
+                        on_hand_at_count: on_hand % 1000,
+                        previous_on_hand: on_hand,
+                        on_hand: quantity.get(),
+                        reason,
                     },
                     7 => StockEvent::ReservationExtended {
                         reservation_id,

@@ -702,3 +702,249 @@ async fn replicas_export_and_migrate_carry_states_policies_and_alerts() {
     assert_eq!(from_postgres, exported, "the same events, byte for byte");
     support::drop_schema(&url, &schema).await;
 }
+
+fn count_request(
+    lines: &[(&str, i64)],
+    counted_at: Option<inventory::domain::Timestamp>,
+) -> pb::RecordCountRequest {
+    pb::RecordCountRequest {
+        store_id: "store-a".to_owned(),
+        lines: lines
+            .iter()
+            .map(|(product, counted)| pb::CountLine {
+                product_id: (*product).to_owned(),
+                counted: *counted,
+            })
+            .collect(),
+        counted_at: counted_at.map(inventory::log::codec::timestamp_to_pb),
+        reason: "cycle count".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn sale(product: &str, quantity: i64) -> pb::RemoveStockRequest {
+    pb::RemoveStockRequest {
+        product_id: product.to_owned(),
+        store_id: "store-a".to_owned(),
+        quantity,
+        reason: "sale".to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_count_dated_in_the_past_keeps_what_was_recorded_after_it() {
+    use inventory::app::{Clock, ManualClock};
+    use inventory::domain::Timestamp;
+    const MINUTE: u64 = 60_000;
+    let start = Timestamp(1_800_000_000_000);
+    let directory = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let server = Combined::start_with_clock(directory.path(), clock.clone()).await;
+    let mut commands = server.commands().await;
+    commands
+        .add_stock(add_stock("sku-1", "store-a", 20))
+        .await
+        .unwrap();
+    clock.advance_millis(10 * MINUTE);
+    commands.remove_stock(sale("sku-1", 3)).await.unwrap();
+    clock.advance_millis(10 * MINUTE);
+    // The shelf was counted at minute 5 (18 found, the log said 20) and entered at minute 20,
+    // after the sale of 3 at minute 10: 18 - 3 = 15 now.
+    let mut past = count_request(&[("sku-1", 18)], Some(Timestamp(start.0 + 5 * MINUTE)));
+    past.command_id = "count-1".to_owned();
+    let counted = commands
+        .record_count(past.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let line = &counted.lines[0];
+    assert_eq!((line.on_hand_at_count, line.variance), (20, -2));
+    assert_eq!(
+        parts(line.result.as_ref().unwrap().stock),
+        (15, 0, 0, 0, 0, 15)
+    );
+    // A retry gets the same answer, also once more was sold.
+    commands.remove_stock(sale("sku-1", 1)).await.unwrap();
+    let retried = commands.record_count(past).await.unwrap().into_inner();
+    assert!(retried.lines[0].result.as_ref().unwrap().replayed);
+    assert_eq!(retried.lines[0].variance, -2);
+    // A count of now: what is on the shelf is on hand.
+    let now = commands
+        .record_count(count_request(&[("sku-1", 13)], None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (now.lines[0].on_hand_at_count, now.lines[0].variance),
+        (14, -1)
+    );
+
+    // Reserved 10, then a count finds 6: recorded all the same, with the shortfall.
+    let reservation = commands
+        .reserve_stock(reserve_stock("sku-1", "store-a", 10))
+        .await
+        .unwrap()
+        .into_inner();
+    let short = commands
+        .record_count(count_request(&[("sku-1", 6)], None))
+        .await
+        .unwrap()
+        .into_inner();
+    let result = short.lines[0].result.as_ref().unwrap();
+    assert_eq!(parts(result.stock), (6, 10, 0, 0, 0, 0));
+    assert_eq!(result.stock.unwrap().shortfall, 4);
+    assert_eq!(
+        result.alerts,
+        [
+            pb::EventType::StockShort as i32,
+            pb::EventType::OutOfStock as i32
+        ]
+    );
+    let refused = commands
+        .reserve_stock(reserve_stock("sku-1", "store-a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&refused), "INSUFFICIENT_STOCK");
+    let commit = |lines: Vec<pb::CommitLine>| pb::CommitReservationRequest {
+        reservation_id: reservation.reservation_id.clone(),
+        order_id: "order-9".to_owned(),
+        lines,
+        ..Default::default()
+    };
+    let not_there = commands
+        .commit_reservation(commit(Vec::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(not_there.code(), Code::FailedPrecondition);
+    assert_eq!(error_reason(&not_there), "STOCK_SHORT");
+    // What is there ships; the rest is released: no shortfall left.
+    let shipped = commands
+        .commit_reservation(commit(vec![pb::CommitLine {
+            product_id: "sku-1".to_owned(),
+            store_id: "store-a".to_owned(),
+            quantity: 6,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let stock = shipped.lines[0].stock.unwrap();
+    assert_eq!((stock.on_hand, stock.reserved, stock.shortfall), (0, 0, 0));
+
+    // Bad counts: nothing stored.
+    let head = shipped.lines[0].position;
+    let invalid = |status: tonic::Status, fields: &[&str]| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(bad_fields(&status), fields, "{status:?}");
+    };
+    let future = Timestamp(clock.now().0 + MINUTE);
+    invalid(
+        commands
+            .record_count(count_request(&[("sku-1", 1)], Some(future)))
+            .await
+            .unwrap_err(),
+        &["counted_at"],
+    );
+    let too_old = Timestamp(clock.now().0 - 8 * 24 * 60 * MINUTE);
+    invalid(
+        commands
+            .record_count(count_request(&[("sku-1", 1)], Some(too_old)))
+            .await
+            .unwrap_err(),
+        &["counted_at"],
+    );
+    invalid(
+        commands
+            .record_count(count_request(&[("sku-1", 1), ("sku-1", 2)], None))
+            .await
+            .unwrap_err(),
+        &["lines[1]"],
+    );
+    invalid(
+        commands
+            .record_count(count_request(&[("sku-1", -1)], None))
+            .await
+            .unwrap_err(),
+        &["lines[0].counted"],
+    );
+    invalid(
+        commands
+            .record_count(count_request(&[], None))
+            .await
+            .unwrap_err(),
+        &["lines"],
+    );
+    let mut client = server.events().await;
+    let all = events(&mut client, None).await;
+    assert_eq!(all.len() as u64, head);
+    let counts: Vec<_> = all
+        .iter()
+        .filter_map(|event| match event.kind.as_ref() {
+            Some(pb::inventory_event::Kind::StockCounted(count)) => Some((
+                count.counted,
+                count.on_hand_at_count,
+                count.variance,
+                count.on_hand,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts, [(18, 20, -2, 15), (13, 14, -1, 13), (6, 13, -7, 6)]);
+    server.stop().await;
+    let report = inventory::tools::verify(&LogConfig::Embedded {
+        data_dir: directory.path().to_owned(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.head.0, head);
+}
+
+/// A count dated between two events, on the PostgreSQL log: its reference is read from the
+/// database.
+#[tokio::test]
+async fn a_past_count_reads_its_reference_from_the_postgres_log() {
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema();
+    let log = LogConfig::Postgres {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let server = Running::command_on(log.clone()).await;
+    let mut commands = Commands::new(support::channel(server.address).await);
+    commands
+        .add_stock(add_stock("sku-1", "store-a", 20))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let between = inventory::domain::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    commands.remove_stock(sale("sku-1", 3)).await.unwrap();
+    let counted = commands
+        .record_count(count_request(&[("sku-1", 19), ("sku-2", 4)], Some(between)))
+        .await
+        .unwrap()
+        .into_inner();
+    let found: Vec<_> = counted
+        .lines
+        .iter()
+        .map(|line| {
+            (
+                line.on_hand_at_count,
+                line.variance,
+                line.result.as_ref().unwrap().stock.unwrap().on_hand,
+            )
+        })
+        .collect();
+    // sku-1: 19 found where the log said 20, 3 sold since: 16. sku-2 had no event: 4.
+    assert_eq!(found, [(20, -1, 16), (0, 4, 4)]);
+    server.stop().await;
+    assert_eq!(inventory::tools::verify(&log).await.unwrap().head.0, 4);
+    support::drop_schema(&url, &schema).await;
+}

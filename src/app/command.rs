@@ -11,6 +11,7 @@
 //! outcome. Everything else a command needs (its fingerprint, a reservation id the server
 //! chooses, the trace it belongs to) is worked out here.
 
+mod count;
 mod fingerprint;
 mod state;
 mod writer;
@@ -32,6 +33,7 @@ use crate::domain::{
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
 
+pub use count::{CountRecorded, CountedAtError, MAX_COUNT_AGE_MILLIS, RecordCount};
 pub use state::CommandState;
 
 /// How many commands may wait for the writer. Past this, callers wait for room (back-pressure)
@@ -472,6 +474,8 @@ pub struct Accepted {
     kind: EventKind,
     /// For a reservation or its extension: its id and when it expires.
     reservation: Option<(ReservationId, Timestamp)>,
+    /// For a count: per line, the on-hand at the count and the variance.
+    counts: Vec<(u64, i64)>,
 }
 
 impl Accepted {
@@ -492,10 +496,27 @@ impl Accepted {
         };
         let mut changes = Vec::with_capacity(event.command_event_count as usize);
         changes.push(Accepted::change(event));
-        Accepted {
+        let mut accepted = Accepted {
             changes,
             kind: event.event.kind(),
             reservation,
+            counts: Vec::new(),
+        };
+        accepted.add_count(event);
+        accepted
+    }
+
+    fn add_count(&mut self, event: &RecordedEvent) {
+        if let StockEvent::StockCounted {
+            counted,
+            on_hand_at_count,
+            ..
+        } = event.event
+        {
+            self.counts.push((
+                on_hand_at_count,
+                crate::log::codec::count_variance(counted, on_hand_at_count),
+            ));
         }
     }
 
@@ -513,6 +534,7 @@ impl Accepted {
             change.alerts.push(alert);
             return;
         }
+        self.add_count(event);
         self.changes.push(Accepted::change(event));
     }
 
@@ -563,6 +585,9 @@ pub enum CommandError {
     /// The log could not store the command: nothing was written.
     #[error("the event log is unavailable: {0}")]
     LogUnavailable(String),
+    /// A count's `counted_at` is in the future or older than the history it is read against.
+    #[error("counted_at {0}")]
+    CountedAt(#[from] count::CountedAtError),
     /// The log's storage kept failing; commands are refused at once until `retry_after`.
     #[error("the event log's storage is failing; retry in {retry_after:?}")]
     CircuitOpen { retry_after: Duration },
@@ -593,9 +618,32 @@ struct PreparedCommand {
 #[derive(Clone)]
 pub struct CommandHandle {
     jobs: mpsc::Sender<writer::Job>,
+    /// What a count of the past reads its items' on-hand at that time from.
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
 }
 
 impl CommandHandle {
+    /// Records a physical count: a count of the past first reads each item's on-hand at its
+    /// `counted_at` from the log, then goes to the writer like any command.
+    pub async fn record_count(
+        &self,
+        request: CommandRequest<RecordCount>,
+    ) -> Result<CountRecorded, CommandError> {
+        let CommandRequest {
+            command,
+            command_id,
+            expected_version,
+        } = request;
+        let command = count::resolve(command, self.clock.now(), self.log.as_ref()).await?;
+        self.execute(CommandRequest {
+            command,
+            command_id,
+            expected_version,
+        })
+        .await
+    }
+
     /// Executes one command; returns once its event is durable (or it was refused). When
     /// traces are exported, the command joins the trace of the caller's current span.
     pub async fn execute<C: CommandKind>(
@@ -657,9 +705,14 @@ impl CommandSide {
         log: Arc<dyn EventLog>,
         clock: Arc<dyn Clock>,
     ) -> CommandSide {
+        let (log_for_counts, clock_for_counts) = (log.clone(), clock.clone());
         let (jobs, writer, breaker) = writer::start(state, log, clock);
         CommandSide {
-            handle: CommandHandle { jobs },
+            handle: CommandHandle {
+                jobs,
+                log: log_for_counts,
+                clock: clock_for_counts,
+            },
             writer,
             breaker,
         }

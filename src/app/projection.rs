@@ -228,7 +228,8 @@ impl ReadModel {
                 | StockEvent::StockRemoved { .. }
                 | StockEvent::StockMoved { .. }
                 | StockEvent::ItemPolicyChanged { .. }
-                | StockEvent::StockAlertRaised { .. } => {}
+                | StockEvent::StockAlertRaised { .. }
+                | StockEvent::StockCounted { .. } => {}
             }
         }
         Ok(())

@@ -253,7 +253,8 @@ impl Inventory {
             | StockEvent::StockRemoved { .. }
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. } => None,
+            | StockEvent::StockAlertRaised { .. }
+            | StockEvent::StockCounted { .. } => None,
             StockEvent::StockReserved {
                 reservation_id,
                 expires_at,

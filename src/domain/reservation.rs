@@ -66,7 +66,8 @@ impl ReservationView {
             | StockEvent::StockRemoved { .. }
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. } => {}
+            | StockEvent::StockAlertRaised { .. }
+            | StockEvent::StockCounted { .. } => {}
             StockEvent::StockReserved {
                 quantity,
                 expires_at,

@@ -91,6 +91,26 @@ pub enum Command {
     },
     /// Sent by the server itself when a reservation's time is up.
     ExpireReservation { reservation_id: ReservationId },
+    /// A physical count: what was on the shelf of each item at `counted_at` (`None`: now).
+    /// Never refused because of reservations: it is the physical truth.
+    RecordCount {
+        lines: Vec<CountLine>,
+        counted_at: Option<Timestamp>,
+        reason: Reason,
+    },
+}
+
+/// One line of [`Command::RecordCount`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CountLine {
+    pub stream: StreamKey,
+    pub counted: u64,
+    /// The item's on-hand at the count's `counted_at`, as the log says (the stock after its
+    /// last event at or before then; 0 before its first); `None` for a count of now, whose
+    /// reference is the item's on-hand when the command is decided. Sales and receipts
+    /// recorded after `counted_at` still happened: the new on-hand is
+    /// `counted + (on-hand now − on_hand_at_count)`.
+    pub on_hand_at_count: Option<u64>,
 }
 
 /// One change of [`Command::ApplyStockChanges`].
@@ -226,6 +246,17 @@ pub enum StockEvent {
     StockAlertRaised {
         alert: StockAlert,
     },
+    /// A physical count found `counted` units at `counted_at`, when the log said
+    /// `on_hand_at_count`; on-hand went from `previous_on_hand` to `on_hand`, which keeps what
+    /// was recorded after `counted_at`. May leave on-hand below what is reserved (a shortfall).
+    StockCounted {
+        counted: u64,
+        counted_at: Timestamp,
+        on_hand_at_count: u64,
+        previous_on_hand: u64,
+        on_hand: u64,
+        reason: Reason,
+    },
     StockReserved {
         reservation_id: ReservationId,
         quantity: Quantity,
@@ -273,6 +304,7 @@ pub enum EventKind {
     OutOfStock,
     BackInStock,
     StockShort,
+    StockCounted,
 }
 
 impl EventKind {
@@ -300,6 +332,7 @@ impl StockEvent {
             StockEvent::ReservationExpired { .. } => EventKind::ReservationExpired,
             StockEvent::ReservationExtended { .. } => EventKind::ReservationExtended,
             StockEvent::StockMoved { .. } => EventKind::StockMoved,
+            StockEvent::StockCounted { .. } => EventKind::StockCounted,
             StockEvent::ItemPolicyChanged { .. } => EventKind::ItemPolicyChanged,
             StockEvent::StockAlertRaised { alert } => match alert {
                 StockAlert::StockLow => EventKind::StockLow,
@@ -318,7 +351,8 @@ impl StockEvent {
             | StockEvent::StockRemoved { .. }
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. } => None,
+            | StockEvent::StockAlertRaised { .. }
+            | StockEvent::StockCounted { .. } => None,
             StockEvent::StockReserved { reservation_id, .. }
             | StockEvent::ReservationCommitted { reservation_id, .. }
             | StockEvent::ReservationReleased { reservation_id, .. }
@@ -372,6 +406,10 @@ pub enum FoldMismatch {
         recorded: StockLevel,
         folded: StockLevel,
     },
+    /// An event other than a physical count left the item with a larger shortfall: only a
+    /// count may find fewer units than are reserved, damaged or in quality control.
+    #[error("the shortfall went from {before} to {after}, and the event is not a count")]
+    Shortfall { before: u64, after: u64 },
     /// The event is not where its command needs it: a command's events are contiguous, from
     /// index 0 to its count − 1, and a new command starts only after the last one ended.
     #[error(
@@ -485,6 +523,10 @@ pub enum LineRule {
     NotInReservation,
     #[error("names the same item as line {first_line}: one change per item")]
     DuplicateItem { first_line: usize },
+    /// A commit ships more units than the item has in good condition on hand (a count found
+    /// fewer than reserved).
+    #[error("ships {requested}, but only {on_hand} good units are on hand")]
+    StockShort { requested: u64, on_hand: u64 },
     /// A removal or move takes more units of a state than the item has in it.
     #[error("takes {requested} {state} units, the item has {held}")]
     StateHoldsLess {
@@ -759,7 +801,8 @@ impl StockItem {
             | StockEvent::StockRemoved { .. }
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. } => {}
+            | StockEvent::StockAlertRaised { .. }
+            | StockEvent::StockCounted { .. } => {}
         }
         self.set_level(level_after(self.level(), event));
         self.version = self.version.next();
@@ -791,7 +834,9 @@ pub fn level_after(level: StockLevel, event: &StockEvent) -> StockLevel {
         StockEvent::StockAdded { quantity, .. } => {
             parts.on_hand = parts.on_hand.saturating_add(quantity.get())
         }
-        StockEvent::StockAdjusted { on_hand, .. } => parts.on_hand = *on_hand,
+        StockEvent::StockAdjusted { on_hand, .. } | StockEvent::StockCounted { on_hand, .. } => {
+            parts.on_hand = *on_hand
+        }
         StockEvent::StockRemoved { quantity, from, .. } => {
             parts.on_hand = parts.on_hand.saturating_sub(quantity.get());
             take(parts, *from, quantity.get());

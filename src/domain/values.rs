@@ -214,8 +214,10 @@ impl StockLevel {
     pub fn in_state(self, state: StockState) -> u64 {
         match state {
             StockState::Available => self.unreserved(),
-            StockState::Damaged => self.damaged,
-            StockState::QualityControl => self.quality_control,
+            // After a count found fewer units than recorded as damaged or inspected, no
+            // more than are on hand.
+            StockState::Damaged => self.damaged.min(self.on_hand),
+            StockState::QualityControl => self.quality_control.min(self.on_hand),
         }
     }
 

@@ -126,6 +126,32 @@ impl pb::command_service_server::CommandService for CommandApi {
         }))
     }
 
+    async fn record_count(
+        &self,
+        request: Request<pb::RecordCountRequest>,
+    ) -> Result<Response<pb::RecordCountResponse>, Status> {
+        let request = convert::record_count(request.get_ref())?;
+        let counted = self
+            .commands
+            .record_count(request)
+            .await
+            .map_err(|error| command_error(error, Lines::Repeated("lines")))?;
+        Ok(Response::new(pb::RecordCountResponse {
+            lines: counted
+                .changes
+                .changes
+                .iter()
+                .zip(&counted.references)
+                .map(|(change, (on_hand_at_count, variance))| pb::CountResult {
+                    result: result(change),
+                    on_hand_at_count: *on_hand_at_count as i64,
+                    variance: *variance,
+                })
+                .collect(),
+            position: counted.changes.last().position.0,
+        }))
+    }
+
     async fn apply_stock_changes(
         &self,
         request: Request<pb::ApplyStockChangesRequest>,

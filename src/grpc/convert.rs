@@ -7,7 +7,7 @@ use super::pb;
 use crate::app::EventFilter;
 use crate::app::command::{
     AddStock, AdjustStock, ApplyStockChanges, CommandRequest, CommitReservation, ExtendReservation,
-    MoveStock, ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy,
+    MoveStock, RecordCount, ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy,
 };
 use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
@@ -480,6 +480,62 @@ pub fn move_stock(
     fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
+/// `RecordCount`: a store, 1 to 1,000 lines each naming a different product, counts of 0 to
+/// `MAX_ON_HAND`, an optional time (checked against the clock by the command side).
+pub fn record_count(
+    request: &pb::RecordCountRequest,
+) -> Result<CommandRequest<RecordCount>, tonic::Status> {
+    let mut fields = Fields::new();
+    let store_id = fields.store_id("store_id", &request.store_id);
+    let reason = fields.reason("reason", &request.reason);
+    let counted_at = match &request.counted_at {
+        None => Some(None),
+        Some(time) => fields.check(
+            "counted_at",
+            timestamp_from_pb(time)
+                .map(Some)
+                .ok_or_else(|| "must be a valid time after 1970".to_owned()),
+        ),
+    };
+    let mut lines = Vec::with_capacity(request.lines.len());
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    if fields.line_count("lines", request.lines.len()).is_some() {
+        for (index, line) in request.lines.iter().enumerate() {
+            let product_id = fields.product_id(
+                FieldName::line("lines", index, "product_id"),
+                &line.product_id,
+            );
+            let counted = fields.on_hand(FieldName::line("lines", index, "counted"), line.counted);
+            if let Some(earlier) = first.insert(line.product_id.as_str(), index) {
+                first.insert(line.product_id.as_str(), earlier);
+                fields.refuse(
+                    FieldName::Line {
+                        list: "lines",
+                        index,
+                        field: None,
+                    },
+                    format!("names the same product as lines[{earlier}]: one line per item"),
+                );
+                continue;
+            }
+            if let (Some(product_id), Some(store_id), Some(counted)) =
+                (product_id, store_id.clone(), counted)
+            {
+                lines.push((StreamKey::new(product_id, store_id), counted));
+            }
+        }
+    }
+    let complete = lines.len() == request.lines.len();
+    let command = (|| {
+        Some(RecordCount {
+            lines: complete.then_some(lines)?,
+            counted_at: counted_at?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, None)
+}
+
 /// `SetItemPolicy`: each quantity unset (unchanged) or 0 to `MAX_ON_HAND`; at least one set.
 pub fn set_item_policy(
     request: &pb::SetItemPolicyRequest,
@@ -794,6 +850,7 @@ pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilt
             Ok(pb::EventType::OutOfStock) => Some(EventKind::OutOfStock),
             Ok(pb::EventType::BackInStock) => Some(EventKind::BackInStock),
             Ok(pb::EventType::StockShort) => Some(EventKind::StockShort),
+            Ok(pb::EventType::StockCounted) => Some(EventKind::StockCounted),
             Ok(pb::EventType::Unspecified) | Err(_) => fields.check(
                 "filter.event_types",
                 Err(format!("{value} is not an event type")),

@@ -124,6 +124,7 @@ fn line_reason(rule: &LineRule) -> &'static str {
         LineRule::NotInReservation => "NOT_IN_RESERVATION",
         LineRule::DuplicateItem { .. } => "DUPLICATE_ITEM",
         LineRule::StateHoldsLess { .. } => "INSUFFICIENT_STOCK_IN_STATE",
+        LineRule::StockShort { .. } => "STOCK_SHORT",
     }
 }
 
@@ -161,6 +162,10 @@ fn line_metadata(rule: &LineRule) -> Vec<(&'static str, String)> {
         ],
         LineRule::NotInReservation => Vec::new(),
         LineRule::DuplicateItem { first_line } => vec![("first_line", first_line.to_string())],
+        LineRule::StockShort { requested, on_hand } => vec![
+            ("requested", requested.to_string()),
+            ("on_hand", on_hand.to_string()),
+        ],
         LineRule::StateHoldsLess {
             state,
             requested,
@@ -328,6 +333,9 @@ pub fn command_error(error: CommandError, lines: Lines) -> Status {
                 "already used for a different request; use a new command_id for a new request",
             );
             Status::with_error_details(Code::AlreadyExists, error.to_string(), details)
+        }
+        CommandError::CountedAt(problem) => {
+            invalid_argument(&[FieldViolation::new("counted_at".to_owned(), problem)])
         }
         CommandError::LogUnavailable(_) => {
             // The cause was logged in full by the writer.

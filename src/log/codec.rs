@@ -145,6 +145,27 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             alert_tag(*alert),
             [Field::Absent, Field::Absent, Field::Absent, Field::Absent],
         ),
+        StockEvent::StockCounted {
+            counted,
+            counted_at,
+            on_hand_at_count,
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => {
+            // Seven fields: more than the other kinds' four.
+            let fields = [
+                Field::Signed(1, *counted as i64),
+                Field::Time(2, timestamp_to_pb(*counted_at)),
+                Field::Signed(3, *on_hand_at_count as i64),
+                Field::Signed(4, *previous_on_hand as i64),
+                Field::Signed(5, *on_hand as i64),
+                Field::Text(6, reason.as_str()),
+                Field::Signed(7, count_variance(*counted, *on_hand_at_count)),
+            ];
+            encode_kind(34, &fields, buffer);
+            return;
+        }
         StockEvent::ReservationCommitted {
             reservation_id,
             quantity,
@@ -195,11 +216,15 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             (25, reservation_fields(&reservation_text, *quantity, more))
         }
     };
-    // The oneof's message is always written, even when every field of it is a default.
-    let length: usize = kind.iter().map(Field::encoded_len).sum();
+    encode_kind(tag, &kind, buffer);
+}
+
+/// Writes the oneof's message: always, even when every field of it is a default.
+fn encode_kind(tag: u32, fields: &[Field<'_>], buffer: &mut Vec<u8>) {
+    let length: usize = fields.iter().map(Field::encoded_len).sum();
     prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buffer);
     prost::encoding::encode_varint(length as u64, buffer);
-    for field in &kind {
+    for field in fields {
         field.encode(buffer);
     }
 }
@@ -357,6 +382,12 @@ pub fn stock_state_from_pb(value: i32) -> Option<StockState> {
     }
 }
 
+/// What a count found more (or, negative, less) than the log said: `counted − on_hand_at_count`.
+pub fn count_variance(counted: u64, on_hand_at_count: u64) -> i64 {
+    // Both are at most MAX_ON_HAND (i64::MAX), so the difference fits.
+    counted as i64 - on_hand_at_count as i64
+}
+
 /// The field number of an alert in `InventoryEvent.kind`.
 fn alert_tag(alert: StockAlert) -> u32 {
     match alert {
@@ -446,6 +477,22 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
         } => Kind::ItemPolicyChanged(pb::ItemPolicyChanged {
             safety_stock: *safety_stock as i64,
             low_stock_threshold: *low_stock_threshold as i64,
+        }),
+        StockEvent::StockCounted {
+            counted,
+            counted_at,
+            on_hand_at_count,
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => Kind::StockCounted(pb::StockCounted {
+            counted: *counted as i64,
+            counted_at: Some(timestamp_to_pb(*counted_at)),
+            on_hand_at_count: *on_hand_at_count as i64,
+            previous_on_hand: *previous_on_hand as i64,
+            on_hand: *on_hand as i64,
+            reason: reason.as_str().to_owned(),
+            variance: count_variance(*counted, *on_hand_at_count),
         }),
         StockEvent::StockAlertRaised { alert } => match alert {
             StockAlert::StockLow => Kind::StockLow(pb::StockLow {}),
@@ -615,6 +662,31 @@ fn event_from_pb_with(
                 policy.low_stock_threshold,
             )?,
         },
+        Some(Kind::StockCounted(count)) => {
+            let counted = stored_count("stock_counted.counted", count.counted)?;
+            let on_hand_at_count =
+                stored_count("stock_counted.on_hand_at_count", count.on_hand_at_count)?;
+            if count.variance != count_variance(counted, on_hand_at_count) {
+                return Err(invalid(
+                    "stock_counted.variance",
+                    format!("{} is not counted - on_hand_at_count", count.variance),
+                ));
+            }
+            StockEvent::StockCounted {
+                counted,
+                counted_at: stored_timestamp(
+                    "stock_counted.counted_at",
+                    count.counted_at.as_ref(),
+                )?,
+                on_hand_at_count,
+                previous_on_hand: stored_count(
+                    "stock_counted.previous_on_hand",
+                    count.previous_on_hand,
+                )?,
+                on_hand: stored_count("stock_counted.on_hand", count.on_hand)?,
+                reason: stored_reason("stock_counted.reason", &count.reason)?,
+            }
+        }
         Some(Kind::StockLow(_)) => StockEvent::StockAlertRaised {
             alert: StockAlert::StockLow,
         },

@@ -97,6 +97,28 @@ pub(super) fn fingerprint(
                 }
             }
         }
+        Command::RecordCount {
+            lines,
+            counted_at,
+            reason,
+        } => {
+            // What the request says; each line's on-hand at the count is worked out from the
+            // log, the same for a retry.
+            hasher.text("RecordCount");
+            hasher.text(reason.as_str());
+            match counted_at {
+                None => hasher.number(0),
+                Some(counted_at) => {
+                    hasher.number(1);
+                    hasher.number(counted_at.unix_millis());
+                }
+            }
+            hasher.number(lines.len() as u64);
+            for line in lines {
+                stream(&mut hasher, &line.stream);
+                hasher.number(line.counted);
+            }
+        }
         Command::ApplyStockChanges { changes, reason } => {
             hasher.text("ApplyStockChanges");
             hasher.text(reason.as_str());

@@ -11,7 +11,7 @@ use super::{
 use crate::dense_map::FastHash;
 use crate::domain::{
     Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition,
-    MAX_ALERTS_PER_ITEM, RecordedEvent, Timestamp,
+    MAX_ALERTS_PER_ITEM, RecordedEvent, StockEvent, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -116,11 +116,25 @@ impl CommandState {
             return Err(LogError::fold_mismatch(event, mismatch));
         }
         let version = self.inventory.version(&event.stream);
+        let shortfall_before = self
+            .inventory
+            .item(&event.stream)
+            .map_or(0, |item| item.level().shortfall());
         event
             .apply_checked(self.head, version, || {
                 self.inventory.evolve(&event.stream, &event.event).1
             })
             .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
+        // Only a physical count may find fewer units than are reserved or held.
+        if event.stock_after.shortfall() > shortfall_before
+            && !matches!(event.event, StockEvent::StockCounted { .. })
+        {
+            let mismatch = FoldMismatch::Shortfall {
+                before: shortfall_before,
+                after: event.stock_after.shortfall(),
+            };
+            return Err(LogError::fold_mismatch(event, mismatch));
+        }
         self.head = event.position;
         self.open_command = (!event.ends_command())
             .then_some((event.command_event_index, event.command_event_count));
@@ -175,6 +189,7 @@ impl CommandState {
             | Command::SetItemPolicy { .. } => 1,
             Command::ApplyStockChanges { changes, .. } => changes.len(),
             Command::ReserveStock { lines, .. } => lines.len(),
+            Command::RecordCount { lines, .. } => lines.len(),
             Command::CommitReservation { reservation_id, .. }
             | Command::ReleaseReservation { reservation_id, .. }
             | Command::ExtendReservation { reservation_id, .. }

@@ -103,7 +103,8 @@ impl WriterMetrics {
                 CommandError::Domain(_)
                 | CommandError::WrongExpectedVersion { .. }
                 | CommandError::ExpectedVersionOfSeveralItems { .. }
-                | CommandError::CommandIdReused { .. },
+                | CommandError::CommandIdReused { .. }
+                | CommandError::CountedAt(_),
             ) => &self.refused,
         };
         counter.increment(1);

@@ -11,8 +11,9 @@ use super::{Decision, Inventory, ReservationEntry, ReservationStatus};
 use crate::dense_map::FastHash;
 use crate::domain::ids::{ReservationId, StreamKey};
 use crate::domain::stock::{
-    ActiveReservation, Command, CommitLine, DomainError, LineRule, LineViolation, ReservationLine,
-    StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem, level_after,
+    ActiveReservation, Command, CommitLine, CountLine, DomainError, LineRule, LineViolation,
+    ReservationLine, StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem,
+    level_after,
 };
 use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, StockState, Timestamp};
 
@@ -167,6 +168,32 @@ impl Inventory {
                         .collect(),
                     Some(lines) => shipped_quantities(&held, lines)?,
                 };
+                // The goods must be there: after a count found fewer units than reserved, a
+                // commit ships at most the good units on hand.
+                let short: Vec<LineViolation> = held
+                    .iter()
+                    .zip(&shipped)
+                    .enumerate()
+                    .filter_map(|(line, ((stream, _), shipped))| {
+                        let level = self.item_or_empty(stream).level();
+                        let good = level
+                            .on_hand()
+                            .saturating_sub(level.damaged() + level.quality_control());
+                        (*shipped > good).then(|| {
+                            LineViolation::new(
+                                line,
+                                stream,
+                                LineRule::StockShort {
+                                    requested: *shipped,
+                                    on_hand: good,
+                                },
+                            )
+                        })
+                    })
+                    .collect();
+                if !short.is_empty() {
+                    return Err(DomainError::LinesRefused { violations: short });
+                }
                 Ok(held
                     .iter()
                     .zip(shipped)
@@ -206,6 +233,11 @@ impl Inventory {
                     }),
                 )
             }
+            Command::RecordCount {
+                lines,
+                counted_at,
+                reason,
+            } => self.decide_count(lines, counted_at.unwrap_or(now), reason),
             Command::ExpireReservation { reservation_id } => Ok(self.each_line(
                 &self.active_reservation(reservation_id)?,
                 |reservation| StockEvent::ReservationExpired {
@@ -275,6 +307,69 @@ impl Inventory {
                 }),
                 Err(rule) => violations.push(violation(rule)),
             }
+        }
+        if violations.is_empty() {
+            Ok(decisions)
+        } else {
+            Err(DomainError::LinesRefused { violations })
+        }
+    }
+
+    /// One `StockCounted` per line: the new on-hand keeps what was recorded after the count.
+    /// Refused only for an item named twice or an on-hand past [`MAX_ON_HAND`]; never because
+    /// of reservations.
+    fn decide_count(
+        &self,
+        lines: &[CountLine],
+        counted_at: Timestamp,
+        reason: &Reason,
+    ) -> Result<Vec<Decision>, DomainError> {
+        let mut first_line: HashMap<&StreamKey, usize, FastHash> = HashMap::default();
+        let mut violations = Vec::new();
+        let mut decisions = Vec::with_capacity(lines.len());
+        for (line, count) in lines.iter().enumerate() {
+            match first_line.entry(&count.stream) {
+                Entry::Occupied(first) => {
+                    violations.push(LineViolation::new(
+                        line,
+                        &count.stream,
+                        LineRule::DuplicateItem {
+                            first_line: *first.get(),
+                        },
+                    ));
+                    continue;
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert(line);
+                }
+            }
+            let current = self.item_or_empty(&count.stream).level().on_hand();
+            let at_count = count.on_hand_at_count.unwrap_or(current);
+            // Sales after the count larger than what it found leave nothing, not less.
+            let on_hand = (i128::from(count.counted) + i128::from(current) - i128::from(at_count))
+                .clamp(0, i128::from(u64::MAX)) as u64;
+            if on_hand > MAX_ON_HAND {
+                violations.push(LineViolation::new(
+                    line,
+                    &count.stream,
+                    LineRule::OnHandOverflow {
+                        on_hand: current,
+                        quantity: count.counted,
+                    },
+                ));
+                continue;
+            }
+            decisions.push(Decision {
+                stream: count.stream.clone(),
+                event: StockEvent::StockCounted {
+                    counted: count.counted,
+                    counted_at,
+                    on_hand_at_count: at_count,
+                    previous_on_hand: current,
+                    on_hand,
+                    reason: reason.clone(),
+                },
+            });
         }
         if violations.is_empty() {
             Ok(decisions)
