@@ -170,6 +170,8 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             on_hand_at_count,
             previous_on_hand,
             on_hand,
+            damaged_not_found,
+            quality_control_not_found,
             reason,
         } => (
             "StockCounted",
@@ -180,6 +182,8 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "variance": count_variance(*counted, *on_hand_at_count),
                 "previous_on_hand": previous_on_hand,
                 "on_hand": on_hand,
+                "damaged_not_found": damaged_not_found,
+                "quality_control_not_found": quality_control_not_found,
                 "reason": reason.as_str(),
             }),
         ),

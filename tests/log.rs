@@ -277,6 +277,8 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                         on_hand_at_count: on_hand % 1000,
                         previous_on_hand: on_hand,
                         on_hand: quantity.get(),
+                        damaged_not_found: millis % 7,
+                        quality_control_not_found: on_hand % 5,
                         reason,
                     },
                     7 => StockEvent::ReservationExtended {

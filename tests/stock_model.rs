@@ -542,6 +542,8 @@ fn it_sets_on_hand_to_a_count_of_now_and_records_the_variance() {
             on_hand_at_count: 10,
             previous_on_hand: 10,
             on_hand: 8,
+            damaged_not_found: 0,
+            quality_control_not_found: 0,
             reason: Reason::parse("cycle count").unwrap(),
         }])
         .then_stock("apple", (8, 0, 0, 0, 8));
@@ -558,6 +560,8 @@ fn it_keeps_the_sales_recorded_after_a_counts_time() {
             on_hand_at_count: 10,
             previous_on_hand: 7,
             on_hand: 6,
+            damaged_not_found: 0,
+            quality_control_not_found: 0,
             reason: Reason::parse("cycle count").unwrap(),
         }])
         .then_stock("apple", (6, 0, 0, 0, 6));
@@ -617,6 +621,24 @@ fn it_refuses_to_commit_units_a_count_did_not_find() {
             )]
         })
     );
+}
+
+#[test]
+fn it_cuts_damaged_and_inspected_units_to_what_a_count_found() {
+    // 2 damaged and 3 in inspection recorded; the count finds 4 units in all.
+    let then = given(&[
+        add("apple", 10),
+        move_stock("apple", 2, StockState::Available, StockState::Damaged),
+        move_stock(
+            "apple",
+            3,
+            StockState::Available,
+            StockState::QualityControl,
+        ),
+    ])
+    .when(count("apple", 4, None))
+    .then_stock("apple", (4, 0, 2, 2, 0));
+    assert_eq!(then.level("apple").shortfall(), 0);
 }
 
 #[test]
@@ -744,8 +766,8 @@ impl ModelItem {
     fn in_state(&self, state: StockState) -> u64 {
         match state {
             StockState::Available => self.good_unreserved(),
-            StockState::Damaged => self.damaged.min(self.on_hand),
-            StockState::QualityControl => self.quality_control.min(self.on_hand),
+            StockState::Damaged => self.damaged,
+            StockState::QualityControl => self.quality_control,
         }
     }
 
@@ -825,6 +847,9 @@ proptest! {
                             .map_or(0, |(_, on_hand)| *on_hand),
                     };
                     after.on_hand = (counted + after.on_hand).saturating_sub(at_count);
+                    // What the count found is all there is: no state holds more.
+                    after.damaged = after.damaged.min(after.on_hand);
+                    after.quality_control = after.quality_control.min(after.on_hand - after.damaged);
                     let command = Command::RecordCount {
                         lines: vec![CountLine {
                             stream: stream(ITEMS[item]),
@@ -937,6 +962,7 @@ proptest! {
                 );
                 prop_assert_eq!(stock.version().0, expected.events);
                 prop_assert_eq!(level.shortfall(), expected.shortfall());
+                prop_assert!(level.damaged() + level.quality_control() <= level.on_hand());
                 prop_assert_eq!(
                     level.reserved() + level.damaged() + level.quality_control() <= level.on_hand(),
                     expected.shortfall() == 0

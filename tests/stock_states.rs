@@ -276,6 +276,19 @@ async fn states_policies_and_alerts_work_over_grpc_and_survive_a_restart() {
         .item
         .unwrap();
     assert_eq!(parts(item.stock), (17, 0, 0, 2, 5, 10));
+    // The low-stock report is rebuilt by the replay: available 10 is at the threshold.
+    let low = queries
+        .list_low_stock(pb::ListLowStockRequest {
+            store_id: "store-a".to_owned(),
+            min_position: Some(head),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let low: Vec<_> = low.iter().map(|item| item.product_id.as_str()).collect();
+    assert_eq!(low, ["sku-1"]);
     server.stop().await;
     let report = inventory::tools::verify(&LogConfig::Embedded {
         data_dir: directory.path().to_owned(),

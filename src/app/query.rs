@@ -179,6 +179,10 @@ impl Queries {
             .filter_map(|product_id| {
                 let stream = StreamKey::new(product_id, store_id.clone());
                 let (level, version, position) = self.model.stock(&stream)?;
+                // Applied since it was listed, and no longer low.
+                if !level.is_low() {
+                    return None;
+                }
                 Some((
                     stream,
                     ItemStock {

@@ -249,12 +249,16 @@ pub enum StockEvent {
     /// A physical count found `counted` units at `counted_at`, when the log said
     /// `on_hand_at_count`; on-hand went from `previous_on_hand` to `on_hand`, which keeps what
     /// was recorded after `counted_at`. May leave on-hand below what is reserved (a shortfall).
+    /// When it found fewer units than were recorded damaged or in inspection, those states
+    /// lose the units not found (`damaged_not_found`, `quality_control_not_found`).
     StockCounted {
         counted: u64,
         counted_at: Timestamp,
         on_hand_at_count: u64,
         previous_on_hand: u64,
         on_hand: u64,
+        damaged_not_found: u64,
+        quality_control_not_found: u64,
         reason: Reason,
     },
     StockReserved {
@@ -834,8 +838,18 @@ pub fn level_after(level: StockLevel, event: &StockEvent) -> StockLevel {
         StockEvent::StockAdded { quantity, .. } => {
             parts.on_hand = parts.on_hand.saturating_add(quantity.get())
         }
-        StockEvent::StockAdjusted { on_hand, .. } | StockEvent::StockCounted { on_hand, .. } => {
-            parts.on_hand = *on_hand
+        StockEvent::StockAdjusted { on_hand, .. } => parts.on_hand = *on_hand,
+        StockEvent::StockCounted {
+            on_hand,
+            damaged_not_found,
+            quality_control_not_found,
+            ..
+        } => {
+            parts.on_hand = *on_hand;
+            parts.damaged = parts.damaged.saturating_sub(*damaged_not_found);
+            parts.quality_control = parts
+                .quality_control
+                .saturating_sub(*quality_control_not_found);
         }
         StockEvent::StockRemoved { quantity, from, .. } => {
             parts.on_hand = parts.on_hand.saturating_sub(quantity.get());

@@ -74,9 +74,10 @@ impl fmt::Display for StockState {
 /// `on_hand` is everything physically in the store, whatever its state; `reserved`,
 /// `damaged` and `quality_control` are parts of it that cannot be sold. `safety_stock` is a
 /// buffer the web shop must not sell, `incoming` is on its way and not on hand, and
-/// `low_stock_threshold` is where the item counts as low (0: never). Invariant:
-/// `reserved + damaged + quality_control <= on_hand` except after a physical count found less
-/// than that (see [`StockLevel::shortfall`]); every quantity is at most [`MAX_ON_HAND`].
+/// `low_stock_threshold` is where the item counts as low (0: never). Invariants:
+/// `damaged + quality_control <= on_hand`, and `reserved` fits in what is left except after a
+/// physical count found less than that (see [`StockLevel::shortfall`]); every quantity is at
+/// most [`MAX_ON_HAND`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct StockLevel {
     on_hand: u64,
@@ -214,10 +215,8 @@ impl StockLevel {
     pub fn in_state(self, state: StockState) -> u64 {
         match state {
             StockState::Available => self.unreserved(),
-            // After a count found fewer units than recorded as damaged or inspected, no
-            // more than are on hand.
-            StockState::Damaged => self.damaged.min(self.on_hand),
-            StockState::QualityControl => self.quality_control.min(self.on_hand),
+            StockState::Damaged => self.damaged,
+            StockState::QualityControl => self.quality_control,
         }
     }
 

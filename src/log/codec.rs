@@ -151,9 +151,11 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             on_hand_at_count,
             previous_on_hand,
             on_hand,
+            damaged_not_found,
+            quality_control_not_found,
             reason,
         } => {
-            // Seven fields: more than the other kinds' four.
+            // Nine fields: more than the other kinds' four.
             let fields = [
                 Field::Signed(1, *counted as i64),
                 Field::Time(2, timestamp_to_pb(*counted_at)),
@@ -162,6 +164,8 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Signed(5, *on_hand as i64),
                 Field::Text(6, reason.as_str()),
                 Field::Signed(7, count_variance(*counted, *on_hand_at_count)),
+                Field::Signed(8, *damaged_not_found as i64),
+                Field::Signed(9, *quality_control_not_found as i64),
             ];
             encode_kind(34, &fields, buffer);
             return;
@@ -484,6 +488,8 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             on_hand_at_count,
             previous_on_hand,
             on_hand,
+            damaged_not_found,
+            quality_control_not_found,
             reason,
         } => Kind::StockCounted(pb::StockCounted {
             counted: *counted as i64,
@@ -493,6 +499,8 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             on_hand: *on_hand as i64,
             reason: reason.as_str().to_owned(),
             variance: count_variance(*counted, *on_hand_at_count),
+            damaged_not_found: *damaged_not_found as i64,
+            quality_control_not_found: *quality_control_not_found as i64,
         }),
         StockEvent::StockAlertRaised { alert } => match alert {
             StockAlert::StockLow => Kind::StockLow(pb::StockLow {}),
@@ -684,6 +692,14 @@ fn event_from_pb_with(
                     count.previous_on_hand,
                 )?,
                 on_hand: stored_count("stock_counted.on_hand", count.on_hand)?,
+                damaged_not_found: stored_count(
+                    "stock_counted.damaged_not_found",
+                    count.damaged_not_found,
+                )?,
+                quality_control_not_found: stored_count(
+                    "stock_counted.quality_control_not_found",
+                    count.quality_control_not_found,
+                )?,
                 reason: stored_reason("stock_counted.reason", &count.reason)?,
             }
         }

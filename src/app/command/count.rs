@@ -109,11 +109,12 @@ pub(super) async fn resolve(
     for (stream, counted) in lines {
         let on_hand_at_count = match counted_at {
             None => None,
-            Some(counted_at) => Some(
-                on_hand_at(log, &stream, counted_at)
-                    .await
-                    .map_err(|error| CommandError::LogUnavailable(error.to_string()))?,
-            ),
+            Some(counted_at) => Some(on_hand_at(log, &stream, counted_at).await.map_err(
+                |error| {
+                    tracing::warn!(%error, %stream, "a count's reference could not be read");
+                    CommandError::LogUnavailable(error.to_string())
+                },
+            )?),
         };
         resolved.push(CountLine {
             stream,

@@ -343,7 +343,8 @@ impl Inventory {
                     vacant.insert(line);
                 }
             }
-            let current = self.item_or_empty(&count.stream).level().on_hand();
+            let level = self.item_or_empty(&count.stream).level();
+            let current = level.on_hand();
             let at_count = count.on_hand_at_count.unwrap_or(current);
             // Sales after the count larger than what it found leave nothing, not less.
             let on_hand = (i128::from(count.counted) + i128::from(current) - i128::from(at_count))
@@ -359,6 +360,10 @@ impl Inventory {
                 ));
                 continue;
             }
+            // What the count found is all there is: no state keeps more units than that,
+            // damaged ones first.
+            let damaged = level.damaged().min(on_hand);
+            let quality_control = level.quality_control().min(on_hand - damaged);
             decisions.push(Decision {
                 stream: count.stream.clone(),
                 event: StockEvent::StockCounted {
@@ -367,6 +372,8 @@ impl Inventory {
                     on_hand_at_count: at_count,
                     previous_on_hand: current,
                     on_hand,
+                    damaged_not_found: level.damaged() - damaged,
+                    quality_control_not_found: level.quality_control() - quality_control,
                     reason: reason.clone(),
                 },
             });
