@@ -126,6 +126,27 @@ fn print_event(event: &pb::InventoryEvent) {
             "counted {} (variance {:+}) -> on hand {}",
             count.counted, count.variance, count.on_hand
         ),
+        Some(Kind::TransferShipped(shipped)) => format!(
+            "shipped {} to {} ({})",
+            shipped.quantity, shipped.to_store_id, shipped.transfer_id
+        ),
+        Some(Kind::TransferIncoming(incoming)) => format!(
+            "incoming {} from {} ({})",
+            incoming.quantity, incoming.from_store_id, incoming.transfer_id
+        ),
+        Some(Kind::TransferReceived(received)) => {
+            format!("received {} ({})", received.quantity, received.transfer_id)
+        }
+        Some(Kind::TransferLost(lost)) => {
+            format!("lost in transit {} ({})", lost.quantity, lost.transfer_id)
+        }
+        Some(Kind::TransferCancelled(cancelled)) => format!(
+            "transfer cancelled, {} no longer incoming ({})",
+            cancelled.quantity, cancelled.transfer_id
+        ),
+        Some(Kind::TransferReturned(returned)) => {
+            format!("returned {} ({})", returned.quantity, returned.transfer_id)
+        }
         Some(Kind::StockLow(_)) => "ALERT stock low".to_owned(),
         Some(Kind::OutOfStock(_)) => "ALERT out of stock".to_owned(),
         Some(Kind::BackInStock(_)) => "ALERT back in stock".to_owned(),

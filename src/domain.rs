@@ -9,11 +9,12 @@ mod ids;
 mod inventory;
 mod reservation;
 mod stock;
+mod transfer;
 mod values;
 
 pub use ids::{
     CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
-    ReservationIdText, StoreId, StreamKey,
+    ReservationIdText, StoreId, StreamKey, TransferId,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use reservation::{ReservationLineView, ReservationView};
@@ -21,8 +22,9 @@ pub use stock::{
     ActiveReservation, Command, CommitLine, CountLine, DomainError, EventKind, FoldMismatch,
     LineRule, LineViolation, MAX_ALERTS_PER_ITEM, MAX_COMMAND_EVENTS, MAX_COMMAND_LINES,
     RecordedEvent, ReservationLine, Reservations, SMALL_RESERVATIONS_MAX, SameState, StateMove,
-    StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem, level_after,
+    StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem, TransferLine, level_after,
 };
+pub use transfer::{Transfer, TransferLineState, TransferStatus};
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,
     StockLevel, StockParts, StockState, StreamVersion, TimeToLive, Timestamp, TtlError,

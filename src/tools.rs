@@ -187,6 +187,61 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "reason": reason.as_str(),
             }),
         ),
+        StockEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => (
+            "TransferShipped",
+            json!({
+                "transfer_id": transfer_id.as_str(),
+                "to_store_id": to_store.as_str(),
+                "quantity": quantity.get(),
+                "reason": reason.as_str(),
+            }),
+        ),
+        StockEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => (
+            "TransferIncoming",
+            json!({
+                "transfer_id": transfer_id.as_str(),
+                "from_store_id": from_store.as_str(),
+                "quantity": quantity.get(),
+            }),
+        ),
+        StockEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferReceived",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
+        StockEvent::TransferLost {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferLost",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
+        StockEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => (
+            "TransferCancelled",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        StockEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferReturned",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
         StockEvent::StockAlertRaised { alert } => (
             match alert {
                 StockAlert::StockLow => "StockLow",

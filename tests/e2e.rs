@@ -217,6 +217,12 @@ async fn every_rpc_works_over_grpc() {
             Kind::BackInStock(_) => "back in stock",
             Kind::StockShort(_) => "short",
             Kind::StockCounted(_) => "counted",
+            Kind::TransferShipped(_)
+            | Kind::TransferIncoming(_)
+            | Kind::TransferReceived(_)
+            | Kind::TransferLost(_)
+            | Kind::TransferCancelled(_)
+            | Kind::TransferReturned(_) => "transfer",
         })
         .collect();
     assert_eq!(

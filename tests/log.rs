@@ -12,7 +12,7 @@ use inventory::app::{CommandRequest, CommandSide, SystemClock};
 use inventory::domain::{
     Command, CommandId, CustomerId, EventId, Inventory, LogPosition, OrderId, ProductId, Quantity,
     Reason, RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts,
-    StockState, StoreId, StreamKey, StreamVersion, Timestamp,
+    StockState, StoreId, StreamKey, StreamVersion, Timestamp, TransferId,
 };
 use inventory::log::embedded::LOG_FILE_NAME;
 use inventory::log::{EmbeddedLog, EventLog, LogError};
@@ -199,7 +199,7 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
         Just(StockState::QualityControl),
     ];
     let kind = (
-        0u8..15,
+        0u8..21,
         states,
         reservation,
         quantity,
@@ -269,6 +269,34 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                     },
                     13 => StockEvent::StockAlertRaised {
                         alert: StockAlert::StockShort,
+                    },
+                    15 => StockEvent::TransferShipped {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        to_store: StoreId::parse(&order).unwrap(),
+                        quantity,
+                        reason,
+                    },
+                    16 => StockEvent::TransferIncoming {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        from_store: StoreId::parse(&order).unwrap(),
+                        quantity,
+                    },
+                    17 => StockEvent::TransferReceived {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        quantity,
+                    },
+                    18 => StockEvent::TransferLost {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        quantity,
+                    },
+                    19 => StockEvent::TransferCancelled {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        quantity,
+                        reason,
+                    },
+                    20 => StockEvent::TransferReturned {
+                        transfer_id: TransferId::parse(&customer).unwrap(),
+                        quantity,
                     },
                     14 => StockEvent::StockCounted {
                         // Either side of what the log said: a variance of either sign.

@@ -971,3 +971,295 @@ proptest! {
         }
     }
 }
+
+mod transfers {
+    //! Transfers between stores: store-1 ships to store-2.
+
+    use super::*;
+    use inventory::domain::{TransferId, TransferLine, TransferStatus};
+
+    fn at(product: &str, store: &str) -> StreamKey {
+        StreamKey::new(
+            ProductId::parse(product).unwrap(),
+            StoreId::parse(store).unwrap(),
+        )
+    }
+
+    fn id(text: &str) -> TransferId {
+        TransferId::parse(text).unwrap()
+    }
+
+    fn lines(lines: &[(&str, u64)]) -> Vec<TransferLine> {
+        lines
+            .iter()
+            .map(|(product, units)| TransferLine {
+                product_id: ProductId::parse(product).unwrap(),
+                quantity: quantity(*units),
+            })
+            .collect()
+    }
+
+    fn ship(transfer: &str, shipped: &[(&str, u64)]) -> Command {
+        Command::ShipTransfer {
+            transfer_id: id(transfer),
+            from_store: StoreId::parse("store-1").unwrap(),
+            to_store: StoreId::parse("store-2").unwrap(),
+            lines: lines(shipped),
+            reason: Reason::default(),
+        }
+    }
+
+    fn receive(transfer: &str, arrived: &[(&str, u64)], close: bool) -> Command {
+        Command::ReceiveTransfer {
+            transfer_id: id(transfer),
+            lines: lines(arrived),
+            close,
+        }
+    }
+
+    fn cancel(transfer: &str) -> Command {
+        Command::CancelTransfer {
+            transfer_id: id(transfer),
+            reason: Reason::default(),
+        }
+    }
+
+    /// (on_hand, reserved, incoming, available) of `product` in `store`.
+    fn stock(then: &Then, product: &str, store: &str) -> (u64, u64, u64, u64) {
+        let level = then
+            .inventory
+            .item(&at(product, store))
+            .map_or(StockLevel::default(), |item| item.level());
+        (
+            level.on_hand(),
+            level.reserved(),
+            level.incoming(),
+            level.available(),
+        )
+    }
+
+    fn status(then: &Then, transfer: &str) -> TransferStatus {
+        then.inventory.transfer(&id(transfer)).unwrap().status
+    }
+
+    #[test]
+    fn it_ships_from_the_sources_on_hand_to_the_destinations_incoming() {
+        let then = given(&[add("apple", 10)]).when(ship("t1", &[("apple", 4)]));
+        assert_eq!(stock(&then, "apple", "store-1"), (6, 0, 0, 6));
+        assert_eq!(stock(&then, "apple", "store-2"), (0, 0, 4, 0));
+        assert_eq!(status(&then, "t1"), TransferStatus::InTransit);
+    }
+
+    #[test]
+    fn it_never_ships_what_is_reserved() {
+        given(&[add("apple", 10), reserve("apple", "r1", 7)])
+            .when(ship("t1", &[("apple", 4)]))
+            .then_error(refused(
+                "apple",
+                LineRule::InsufficientStock {
+                    requested: 4,
+                    available: 3,
+                },
+            ));
+    }
+
+    #[test]
+    fn it_ships_all_lines_or_none() {
+        let then = given(&[add("apple", 10), add("pear", 1)])
+            .when(ship("t1", &[("apple", 4), ("pear", 2)]));
+        assert!(then.result.is_err());
+        assert_eq!(stock(&then, "apple", "store-1"), (10, 0, 0, 10));
+        assert!(then.inventory.transfer(&id("t1")).is_none());
+    }
+
+    #[test]
+    fn it_refuses_a_transfer_id_already_used() {
+        given(&[add("apple", 10), ship("t1", &[("apple", 1)])])
+            .when(ship("t1", &[("apple", 1)]))
+            .then_error(DomainError::TransferAlreadyExists {
+                transfer_id: id("t1"),
+            });
+    }
+
+    #[test]
+    fn it_receives_in_parts_and_closes_when_everything_arrived() {
+        let then = given(&[add("apple", 10), ship("t1", &[("apple", 4)])]).when(receive(
+            "t1",
+            &[("apple", 1)],
+            false,
+        ));
+        assert_eq!(stock(&then, "apple", "store-2"), (1, 0, 3, 1));
+        assert_eq!(status(&then, "t1"), TransferStatus::PartiallyReceived);
+        let then = given(&[
+            add("apple", 10),
+            ship("t1", &[("apple", 4)]),
+            receive("t1", &[("apple", 1)], false),
+        ])
+        .when(receive("t1", &[("apple", 3)], false));
+        assert_eq!(stock(&then, "apple", "store-2"), (4, 0, 0, 4));
+        assert_eq!(status(&then, "t1"), TransferStatus::Received);
+    }
+
+    #[test]
+    fn it_records_what_is_missing_at_close_as_lost_in_transit() {
+        let then = given(&[
+            add("apple", 10),
+            add("pear", 5),
+            ship("t1", &[("apple", 4), ("pear", 2)]),
+        ])
+        .when(receive("t1", &[("apple", 3)], true));
+        let events: Vec<StockEvent> = then.result.clone().unwrap();
+        assert_eq!(
+            events,
+            [
+                StockEvent::TransferReceived {
+                    transfer_id: id("t1"),
+                    quantity: quantity(3),
+                },
+                StockEvent::TransferLost {
+                    transfer_id: id("t1"),
+                    quantity: quantity(1),
+                },
+                // After the item's last event of the command: it had an event before (the
+                // incoming goods), so its first units for sale are "back".
+                alert(StockAlert::BackInStock),
+                StockEvent::TransferLost {
+                    transfer_id: id("t1"),
+                    quantity: quantity(2),
+                },
+            ]
+        );
+        assert_eq!(stock(&then, "apple", "store-2"), (3, 0, 0, 3));
+        assert_eq!(stock(&then, "pear", "store-2"), (0, 0, 0, 0));
+        assert_eq!(status(&then, "t1"), TransferStatus::Received);
+        let line = then.inventory.transfer(&id("t1")).unwrap().lines[0].clone();
+        assert_eq!((line.shipped, line.received, line.lost), (4, 3, 1));
+    }
+
+    #[test]
+    fn it_never_receives_more_than_is_in_transit() {
+        given(&[
+            add("apple", 10),
+            ship("t1", &[("apple", 4)]),
+            receive("t1", &[("apple", 3)], false),
+        ])
+        .when(receive("t1", &[("apple", 2)], false))
+        .then_error(DomainError::LinesRefused {
+            violations: vec![LineViolation::new(
+                0,
+                &at("apple", "store-2"),
+                LineRule::ReceiveExceedsInTransit {
+                    requested: 2,
+                    in_transit: 1,
+                },
+            )],
+        });
+    }
+
+    #[test]
+    fn it_refuses_a_product_the_transfer_does_not_hold() {
+        given(&[add("apple", 10), ship("t1", &[("apple", 4)])])
+            .when(receive("t1", &[("pear", 1)], false))
+            .then_error(DomainError::LinesRefused {
+                violations: vec![LineViolation::new(
+                    0,
+                    &at("pear", "store-2"),
+                    LineRule::NotInTransfer,
+                )],
+            });
+    }
+
+    #[test]
+    fn it_refuses_to_receive_into_a_closed_transfer() {
+        given(&[
+            add("apple", 10),
+            ship("t1", &[("apple", 4)]),
+            receive("t1", &[], true),
+        ])
+        .when(receive("t1", &[("apple", 1)], false))
+        .then_error(DomainError::TransferNotOpen {
+            transfer_id: id("t1"),
+            status: TransferStatus::Received,
+        });
+    }
+
+    #[test]
+    fn it_cancels_before_anything_arrived_and_returns_the_goods() {
+        let then = given(&[add("apple", 10), ship("t1", &[("apple", 4)])]).when(cancel("t1"));
+        assert_eq!(stock(&then, "apple", "store-1"), (10, 0, 0, 10));
+        assert_eq!(stock(&then, "apple", "store-2"), (0, 0, 0, 0));
+        assert_eq!(status(&then, "t1"), TransferStatus::Cancelled);
+    }
+
+    #[test]
+    fn it_refuses_to_cancel_once_something_arrived() {
+        given(&[
+            add("apple", 10),
+            ship("t1", &[("apple", 4)]),
+            receive("t1", &[("apple", 1)], false),
+        ])
+        .when(cancel("t1"))
+        .then_error(DomainError::TransferNotOpen {
+            transfer_id: id("t1"),
+            status: TransferStatus::PartiallyReceived,
+        });
+    }
+
+    #[test]
+    fn it_refuses_an_unknown_transfer() {
+        given(&[])
+            .when(receive("t9", &[("apple", 1)], false))
+            .then_error(DomainError::TransferNotFound {
+                transfer_id: id("t9"),
+            });
+    }
+
+    #[test]
+    fn it_raises_the_alerts_of_a_transfers_items() {
+        // The source runs out; the destination's goods are not available until received.
+        let then = given(&[add("apple", 4), add("apple", 1)]).when(ship("t1", &[("apple", 5)]));
+        assert_eq!(
+            then.result.as_ref().unwrap().last(),
+            Some(&StockEvent::TransferIncoming {
+                transfer_id: id("t1"),
+                from_store: StoreId::parse("store-1").unwrap(),
+                quantity: quantity(5),
+            })
+        );
+        let alerts: Vec<_> = then
+            .result
+            .unwrap()
+            .into_iter()
+            .filter(|event| matches!(event, StockEvent::StockAlertRaised { .. }))
+            .collect();
+        assert_eq!(alerts, [alert(StockAlert::OutOfStock)]);
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_no_transfer() {
+        let mut inventory = Inventory::new();
+        let added = inventory.decide(&add("apple", 10), START).unwrap();
+        apply_all(&mut inventory, &added);
+        inventory.begin_batch();
+        let decisions = inventory
+            .decide(&ship("t1", &[("apple", 4)]), START)
+            .unwrap();
+        apply_all(&mut inventory, &decisions);
+        assert!(inventory.transfer(&id("t1")).is_some());
+        inventory.rollback_batch();
+        assert!(inventory.transfer(&id("t1")).is_none());
+        assert_eq!(
+            inventory
+                .item(&at("apple", "store-1"))
+                .unwrap()
+                .level()
+                .on_hand(),
+            10
+        );
+        assert!(
+            inventory
+                .decide(&ship("t1", &[("apple", 4)]), START)
+                .is_ok()
+        );
+    }
+}

@@ -27,8 +27,8 @@ use super::clock::Clock;
 use crate::domain::{
     Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition, OrderId,
     Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StateMove, StockAlert,
-    StockChangeLine, StockEvent, StockLevel, StockState, StreamKey, StreamVersion, TimeToLive,
-    Timestamp,
+    StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey, StreamVersion,
+    TimeToLive, Timestamp, TransferId, TransferLine, TransferStatus,
 };
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
@@ -160,6 +160,40 @@ pub struct ReleaseReservation {
 pub struct ExtendReservation {
     pub reservation_id: ReservationId,
     pub ttl: TimeToLive,
+}
+
+/// Goods leave one store for another. Without a `transfer_id` the server makes one.
+#[derive(Clone, Debug)]
+pub struct ShipTransfer {
+    pub transfer_id: Option<TransferId>,
+    pub from_store: StoreId,
+    pub to_store: StoreId,
+    pub lines: Vec<TransferLine>,
+    pub reason: Reason,
+}
+
+/// What of a transfer arrived; `close` records the rest as lost in transit.
+#[derive(Clone, Debug)]
+pub struct ReceiveTransfer {
+    pub transfer_id: TransferId,
+    pub lines: Vec<TransferLine>,
+    pub close: bool,
+}
+
+/// Call a transfer back before anything arrived.
+#[derive(Clone, Debug)]
+pub struct CancelTransfer {
+    pub transfer_id: TransferId,
+    pub reason: Reason,
+}
+
+/// What an accepted transfer command returns: the changes, the transfer's id and its status
+/// after the command.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TransferChanged {
+    pub changes: StockChanges,
+    pub transfer_id: TransferId,
+    pub status: TransferStatus,
 }
 
 /// What an accepted command changed of one item: its version and stock after it, and where
@@ -337,6 +371,95 @@ impl CommandKind for SetItemPolicy {
     }
 }
 
+impl CommandKind for ShipTransfer {
+    type Outcome = TransferChanged;
+
+    fn into_command(self) -> (Command, bool) {
+        let ShipTransfer {
+            transfer_id,
+            from_store,
+            to_store,
+            lines,
+            reason,
+        } = self;
+        let generated = transfer_id.is_none();
+        let transfer_id = transfer_id.unwrap_or_else(|| {
+            TransferId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is an identifier")
+        });
+        let command = Command::ShipTransfer {
+            transfer_id,
+            from_store,
+            to_store,
+            lines,
+            reason,
+        };
+        (command, generated)
+    }
+
+    fn outcome(answer: Accepted) -> Option<TransferChanged> {
+        transfer_outcome(answer, &[EventKind::TransferShipped])
+    }
+}
+
+impl CommandKind for ReceiveTransfer {
+    type Outcome = TransferChanged;
+
+    fn into_command(self) -> (Command, bool) {
+        let ReceiveTransfer {
+            transfer_id,
+            lines,
+            close,
+        } = self;
+        let command = Command::ReceiveTransfer {
+            transfer_id,
+            lines,
+            close,
+        };
+        (command, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<TransferChanged> {
+        // Closing without a receipt starts with what was lost.
+        transfer_outcome(
+            answer,
+            &[EventKind::TransferReceived, EventKind::TransferLost],
+        )
+    }
+}
+
+impl CommandKind for CancelTransfer {
+    type Outcome = TransferChanged;
+
+    fn into_command(self) -> (Command, bool) {
+        let CancelTransfer {
+            transfer_id,
+            reason,
+        } = self;
+        let command = Command::CancelTransfer {
+            transfer_id,
+            reason,
+        };
+        (command, false)
+    }
+
+    fn outcome(answer: Accepted) -> Option<TransferChanged> {
+        transfer_outcome(answer, &[EventKind::TransferCancelled])
+    }
+}
+
+fn transfer_outcome(answer: Accepted, kinds: &[EventKind]) -> Option<TransferChanged> {
+    if !kinds.contains(&answer.kind) {
+        return None;
+    }
+    Some(TransferChanged {
+        status: answer.transfer_status?,
+        transfer_id: answer.transfer_id?,
+        changes: StockChanges {
+            changes: answer.changes,
+        },
+    })
+}
+
 impl CommandKind for ApplyStockChanges {
     type Outcome = StockChanges;
 
@@ -476,6 +599,9 @@ pub struct Accepted {
     reservation: Option<(ReservationId, Timestamp)>,
     /// For a count: per line, the on-hand at the count and the variance.
     counts: Vec<(u64, i64)>,
+    /// For a transfer's command: the transfer, and its status after the command.
+    transfer_id: Option<TransferId>,
+    transfer_status: Option<TransferStatus>,
 }
 
 impl Accepted {
@@ -501,6 +627,8 @@ impl Accepted {
             kind: event.event.kind(),
             reservation,
             counts: Vec::new(),
+            transfer_id: event.event.transfer_id().cloned(),
+            transfer_status: None,
         };
         accepted.add_count(event);
         accepted

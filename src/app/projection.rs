@@ -15,7 +15,7 @@ use super::shutdown::Shutdown;
 use crate::dense_map::FastHash;
 use crate::domain::{
     ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockEvent, StockItem,
-    StockLevel, StoreId, StreamKey, StreamVersion,
+    StockLevel, StoreId, StreamKey, StreamVersion, Transfer, TransferId,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 use crate::telemetry;
@@ -63,6 +63,10 @@ pub struct ReadModel {
     /// Where the commands of every reservation ever made are in the log: `GetReservation`
     /// reads them back (a few positions per reservation, instead of a copy of its lines).
     reservations_by_id: ShardedMap<ReservationId, ReservationRecord>,
+    /// Every transfer, whole (with the positions of its events): few next to reservations.
+    transfers: DashMap<TransferId, Transfer, FastHash>,
+    /// Each store's transfers, as source or destination, by id: `ListTransfers`.
+    transfers_by_store: DashMap<StoreId, BTreeSet<TransferId>, FastHash>,
     /// The positions of the extensions of reservations that were extended (few are).
     extensions: DashMap<ReservationId, Vec<LogPosition>, FastHash>,
     /// The position of the last event applied (by the one task that applies events).
@@ -95,6 +99,8 @@ impl ReadModel {
             low_stock: DashMap::default(),
             reservations_by_id: ShardedMap::default(),
             extensions: DashMap::default(),
+            transfers: DashMap::default(),
+            transfers_by_store: DashMap::default(),
             head: AtomicU64::new(0),
             applied: watch::channel(LogPosition::START).0,
             upstream_unreachable_since: std::sync::Mutex::new(None),
@@ -194,6 +200,9 @@ impl ReadModel {
                 products.insert(event.stream.product_id.clone());
             }
         }
+        if let Some(transfer_id) = event.event.transfer_id() {
+            self.apply_to_transfer(transfer_id, event);
+        }
         if new_stream {
             self.stores_by_product
                 .entry(event.stream.product_id.clone())
@@ -229,10 +238,69 @@ impl ReadModel {
                 | StockEvent::StockMoved { .. }
                 | StockEvent::ItemPolicyChanged { .. }
                 | StockEvent::StockAlertRaised { .. }
-                | StockEvent::StockCounted { .. } => {}
+                | StockEvent::StockCounted { .. }
+                | StockEvent::TransferShipped { .. }
+                | StockEvent::TransferIncoming { .. }
+                | StockEvent::TransferReceived { .. }
+                | StockEvent::TransferLost { .. }
+                | StockEvent::TransferCancelled { .. }
+                | StockEvent::TransferReturned { .. } => {}
             }
         }
         Ok(())
+    }
+
+    fn apply_to_transfer(&self, transfer_id: &TransferId, event: &RecordedEvent) {
+        let mut transfer = match self.transfers.entry(transfer_id.clone()) {
+            dashmap::Entry::Occupied(occupied) => occupied.into_ref(),
+            dashmap::Entry::Vacant(vacant) => {
+                let Some(transfer) = Transfer::start(&event.stream, &event.event) else {
+                    // An event of a transfer that never shipped: the command side's fold
+                    // refuses such a log; here it changes nothing.
+                    return;
+                };
+                for store_id in [&transfer.from_store, &transfer.to_store] {
+                    self.transfers_by_store
+                        .entry(store_id.clone())
+                        .or_default()
+                        .insert(transfer_id.clone());
+                }
+                vacant.insert(transfer)
+            }
+        };
+        transfer.evolve(&event.stream, &event.event, Some(event.position));
+    }
+
+    pub fn transfer(&self, transfer_id: &TransferId) -> Option<Transfer> {
+        self.transfers
+            .get(transfer_id)
+            .map(|transfer| transfer.clone())
+    }
+
+    /// The transfers of `store_id` (from it or to it) after `after`, by id, that `keep`
+    /// accepts: at most `limit`, and whether there are more.
+    pub fn store_transfers(
+        &self,
+        store_id: &StoreId,
+        after: Option<&TransferId>,
+        limit: usize,
+        keep: impl Fn(&Transfer) -> bool,
+    ) -> (Vec<Transfer>, bool) {
+        use std::ops::Bound;
+        let Some(ids) = self.transfers_by_store.get(store_id).map(|ids| ids.clone()) else {
+            return (Vec::new(), false);
+        };
+        let start = match after {
+            Some(transfer_id) => Bound::Excluded(transfer_id),
+            None => Bound::Unbounded,
+        };
+        let mut transfers = ids
+            .range::<TransferId, _>((start, Bound::Unbounded))
+            .filter_map(|transfer_id| self.transfer(transfer_id))
+            .filter(|transfer| keep(transfer));
+        let page: Vec<_> = transfers.by_ref().take(limit).collect();
+        let more = transfers.next().is_some();
+        (page, more)
     }
 
     /// The products of `store_id` that are low, after `after`, at most `limit`; and whether

@@ -12,7 +12,7 @@ use super::projection::ReadModel;
 use crate::domain::{
     ActiveReservation, LogPosition, MAX_ALERTS_PER_ITEM, ProductId, Quantity, RecordedEvent,
     ReservationId, ReservationView, StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
-    Timestamp,
+    Timestamp, Transfer, TransferId, TransferStatus,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -30,6 +30,8 @@ pub enum QueryError {
     NotFound { stream: StreamKey },
     #[error("reservation {reservation_id} not found")]
     ReservationNotFound { reservation_id: ReservationId },
+    #[error("transfer {transfer_id} not found")]
+    TransferNotFound { transfer_id: TransferId },
     #[error(
         "the read model had applied position {applied} when the deadline passed, \
          min_position is {min_position}"
@@ -91,6 +93,14 @@ pub struct LowStockPage {
     pub items: Vec<(StreamKey, ItemStock)>,
     /// The product id the next page starts after, when there is one.
     pub next_after: Option<ProductId>,
+}
+
+/// A page of a store's transfers, by id.
+#[derive(Clone, Debug)]
+pub struct TransferPage {
+    pub transfers: Vec<Transfer>,
+    /// The transfer id the next page starts after, when there is one.
+    pub next_after: Option<TransferId>,
 }
 
 /// The point in the log a temporal query folds up to.
@@ -160,6 +170,55 @@ impl Queries {
             position,
         };
         Ok(self.answer(stock, read_position))
+    }
+
+    /// One transfer, as of the read model's position.
+    pub async fn transfer(
+        &self,
+        transfer_id: &TransferId,
+        min_position: LogPosition,
+        wait: Duration,
+    ) -> Result<Answer<Transfer>, QueryError> {
+        let read_position = self.wait_for(min_position, wait).await?;
+        let transfer =
+            self.model
+                .transfer(transfer_id)
+                .ok_or_else(|| QueryError::TransferNotFound {
+                    transfer_id: transfer_id.clone(),
+                })?;
+        Ok(self.answer(transfer, read_position))
+    }
+
+    /// A page of a store's transfers (from it or to it), by id, of one status or any.
+    pub async fn transfers(
+        &self,
+        store_id: &StoreId,
+        status: Option<TransferStatus>,
+        after: Option<&TransferId>,
+        page_size: u32,
+        min_position: LogPosition,
+        wait: Duration,
+    ) -> Result<Answer<TransferPage>, QueryError> {
+        let read_position = self.wait_for(min_position, wait).await?;
+        let (transfers, more) =
+            self.model
+                .store_transfers(store_id, after, page_size as usize, |transfer| {
+                    status.is_none_or(|status| transfer.status == status)
+                });
+        let next_after = more
+            .then(|| {
+                transfers
+                    .last()
+                    .map(|transfer| transfer.transfer_id.clone())
+            })
+            .flatten();
+        Ok(self.answer(
+            TransferPage {
+                transfers,
+                next_after,
+            },
+            read_position,
+        ))
     }
 
     /// The items of `store_id` at or below their low-stock threshold, by product id, after

@@ -113,6 +113,10 @@ identifier_newtype!(
     /// A client's idempotency key for one command.
     CommandId
 );
+identifier_newtype!(
+    /// A transfer of goods between two stores: given by the client or a UUID made by the server.
+    TransferId
+);
 
 /// A reservation: given by the client or a UUID made by the server.
 ///

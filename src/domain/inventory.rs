@@ -8,8 +8,9 @@ use std::fmt;
 // vector under a table of `u32` indices. Entries are never removed but by a rollback.
 use crate::dense_map::{DenseMap, FastHash};
 
-use super::ids::{ReservationId, StreamKey};
+use super::ids::{ReservationId, StreamKey, TransferId};
 use super::stock::{StockEvent, StockItem};
+use super::transfer::Transfer;
 use super::values::{StockLevel, StreamVersion, Timestamp};
 
 mod decide;
@@ -67,6 +68,8 @@ pub struct Inventory {
     more_items: HashMap<ReservationId, Box<[u32]>, FastHash>,
     /// Active reservations by expiry time.
     expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
+    /// Every transfer ever shipped (few next to reservations: kept whole).
+    transfers: HashMap<TransferId, Transfer, FastHash>,
     /// While a batch is open: how to put back everything it changed.
     undo: Option<Undo>,
 }
@@ -80,6 +83,8 @@ struct Undo {
     reservations: HashMap<ReservationId, Option<ReservationEntry>, FastHash>,
     /// Each touched entry of `more_items` as it was before the batch.
     more_items: HashMap<ReservationId, Option<Box<[u32]>>, FastHash>,
+    /// Each touched transfer as it was before the batch.
+    transfers: HashMap<TransferId, Option<Transfer>, FastHash>,
     /// Changes to the expiry schedule in order, to be undone in reverse.
     schedule: Vec<ScheduleChange>,
     /// How many items there were before the batch: the items it created come after them.
@@ -109,6 +114,10 @@ impl Inventory {
 
     pub fn item_count(&self) -> usize {
         self.items.len()
+    }
+
+    pub fn transfer(&self, transfer_id: &TransferId) -> Option<&Transfer> {
+        self.transfers.get(transfer_id)
     }
 
     pub fn reservation_status(&self, reservation_id: &ReservationId) -> Option<ReservationStatus> {
@@ -195,6 +204,12 @@ impl Inventory {
                 None => self.reservations.swap_remove(&reservation_id),
             };
         }
+        for (transfer_id, transfer) in undo.transfers {
+            match transfer {
+                Some(transfer) => self.transfers.insert(transfer_id, transfer),
+                None => self.transfers.remove(&transfer_id),
+            };
+        }
         for (reservation_id, more) in undo.more_items {
             match more {
                 Some(more) => self.more_items.insert(reservation_id, more),
@@ -254,7 +269,13 @@ impl Inventory {
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
             | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. } => None,
+            | StockEvent::StockCounted { .. }
+            | StockEvent::TransferShipped { .. }
+            | StockEvent::TransferIncoming { .. }
+            | StockEvent::TransferReceived { .. }
+            | StockEvent::TransferLost { .. }
+            | StockEvent::TransferCancelled { .. }
+            | StockEvent::TransferReturned { .. } => None,
             StockEvent::StockReserved {
                 reservation_id,
                 expires_at,
@@ -308,6 +329,9 @@ impl Inventory {
         };
         item.evolve(event);
         let result = (item.version(), item.level());
+        if let Some(transfer_id) = event.transfer_id() {
+            self.evolve_transfer(transfer_id, stream, event);
+        }
         if let Some((reservation_id, status)) = status_change {
             if let Some(expires_at) = expiry_removed {
                 self.unschedule((expires_at, reservation_id.clone()));
@@ -355,6 +379,32 @@ impl Inventory {
                 .insert(reservation_id.clone(), ReservationEntry { item, status });
         }
         result
+    }
+
+    /// Applies a transfer's event to it (a `TransferShipped` starts it), keeping the old one
+    /// for a rollback.
+    fn evolve_transfer(
+        &mut self,
+        transfer_id: &TransferId,
+        stream: &StreamKey,
+        event: &StockEvent,
+    ) {
+        if let Some(undo) = &mut self.undo
+            && !undo.transfers.contains_key(transfer_id)
+        {
+            undo.transfers.insert(
+                transfer_id.clone(),
+                self.transfers.get(transfer_id).cloned(),
+            );
+        }
+        if !self.transfers.contains_key(transfer_id)
+            && let Some(transfer) = Transfer::start(stream, event)
+        {
+            self.transfers.insert(transfer_id.clone(), transfer);
+        }
+        if let Some(transfer) = self.transfers.get_mut(transfer_id) {
+            transfer.evolve(stream, event, None);
+        }
     }
 
     /// Replaces a reservation's `more_items` with what `change` makes of them, keeping the

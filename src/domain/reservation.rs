@@ -67,7 +67,13 @@ impl ReservationView {
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
             | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. } => {}
+            | StockEvent::StockCounted { .. }
+            | StockEvent::TransferShipped { .. }
+            | StockEvent::TransferIncoming { .. }
+            | StockEvent::TransferReceived { .. }
+            | StockEvent::TransferLost { .. }
+            | StockEvent::TransferCancelled { .. }
+            | StockEvent::TransferReturned { .. } => {}
             StockEvent::StockReserved {
                 quantity,
                 expires_at,

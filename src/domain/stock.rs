@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use crate::dense_map::FastHash;
 
-use super::ids::{CommandId, CustomerId, EventId, OrderId, ReservationId, StreamKey};
+use super::ids::{
+    CommandId, CustomerId, EventId, OrderId, ProductId, ReservationId, StoreId, StreamKey,
+    TransferId,
+};
 use super::inventory::ReservationStatus;
+use super::transfer::TransferStatus;
 use super::values::{
     LogPosition, MAX_ON_HAND, Quantity, Reason, StockLevel, StockParts, StockState, StreamVersion,
     TimeToLive, Timestamp,
@@ -91,6 +95,29 @@ pub enum Command {
     },
     /// Sent by the server itself when a reservation's time is up.
     ExpireReservation { reservation_id: ReservationId },
+    /// Goods leave `from_store` for `to_store`: each line's quantity leaves the source's
+    /// on-hand (its unreserved good units) and joins the destination's `incoming`. All or
+    /// nothing.
+    ShipTransfer {
+        transfer_id: TransferId,
+        from_store: StoreId,
+        to_store: StoreId,
+        lines: Vec<TransferLine>,
+        reason: Reason,
+    },
+    /// What of a transfer arrived: each line moves from the destination's `incoming` to its
+    /// on-hand. `close` (or everything arrived) closes the transfer, and what is still
+    /// missing is recorded as lost in transit.
+    ReceiveTransfer {
+        transfer_id: TransferId,
+        lines: Vec<TransferLine>,
+        close: bool,
+    },
+    /// Before anything arrived: the goods go back to the source's on-hand.
+    CancelTransfer {
+        transfer_id: TransferId,
+        reason: Reason,
+    },
     /// A physical count: what was on the shelf of each item at `counted_at` (`None`: now).
     /// Never refused because of reservations: it is the physical truth.
     RecordCount {
@@ -98,6 +125,13 @@ pub enum Command {
         counted_at: Option<Timestamp>,
         reason: Reason,
     },
+}
+
+/// One product of a transfer and its units.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TransferLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
 }
 
 /// One line of [`Command::RecordCount`].
@@ -246,6 +280,41 @@ pub enum StockEvent {
     StockAlertRaised {
         alert: StockAlert,
     },
+    /// Shipped by a transfer: on-hand (the source's) shrank by `quantity`.
+    TransferShipped {
+        transfer_id: TransferId,
+        to_store: StoreId,
+        quantity: Quantity,
+        reason: Reason,
+    },
+    /// On its way by a transfer: `incoming` (the destination's) grew by `quantity`.
+    TransferIncoming {
+        transfer_id: TransferId,
+        from_store: StoreId,
+        quantity: Quantity,
+    },
+    /// Arrived by a transfer: `quantity` moved from `incoming` to on-hand.
+    TransferReceived {
+        transfer_id: TransferId,
+        quantity: Quantity,
+    },
+    /// Lost in transit: the transfer was closed with `quantity` still missing, which leaves
+    /// `incoming`.
+    TransferLost {
+        transfer_id: TransferId,
+        quantity: Quantity,
+    },
+    /// The transfer was called back: `quantity` leaves the destination's `incoming`.
+    TransferCancelled {
+        transfer_id: TransferId,
+        quantity: Quantity,
+        reason: Reason,
+    },
+    /// Back from a cancelled transfer: the source's on-hand grew by `quantity`.
+    TransferReturned {
+        transfer_id: TransferId,
+        quantity: Quantity,
+    },
     /// A physical count found `counted` units at `counted_at`, when the log said
     /// `on_hand_at_count`; on-hand went from `previous_on_hand` to `on_hand`, which keeps what
     /// was recorded after `counted_at`. May leave on-hand below what is reserved (a shortfall).
@@ -309,6 +378,12 @@ pub enum EventKind {
     BackInStock,
     StockShort,
     StockCounted,
+    TransferShipped,
+    TransferIncoming,
+    TransferReceived,
+    TransferLost,
+    TransferCancelled,
+    TransferReturned,
 }
 
 impl EventKind {
@@ -337,6 +412,12 @@ impl StockEvent {
             StockEvent::ReservationExtended { .. } => EventKind::ReservationExtended,
             StockEvent::StockMoved { .. } => EventKind::StockMoved,
             StockEvent::StockCounted { .. } => EventKind::StockCounted,
+            StockEvent::TransferShipped { .. } => EventKind::TransferShipped,
+            StockEvent::TransferIncoming { .. } => EventKind::TransferIncoming,
+            StockEvent::TransferReceived { .. } => EventKind::TransferReceived,
+            StockEvent::TransferLost { .. } => EventKind::TransferLost,
+            StockEvent::TransferCancelled { .. } => EventKind::TransferCancelled,
+            StockEvent::TransferReturned { .. } => EventKind::TransferReturned,
             StockEvent::ItemPolicyChanged { .. } => EventKind::ItemPolicyChanged,
             StockEvent::StockAlertRaised { alert } => match alert {
                 StockAlert::StockLow => EventKind::StockLow,
@@ -344,6 +425,19 @@ impl StockEvent {
                 StockAlert::BackInStock => EventKind::BackInStock,
                 StockAlert::StockShort => EventKind::StockShort,
             },
+        }
+    }
+
+    /// The transfer the event is about, if any.
+    pub fn transfer_id(&self) -> Option<&TransferId> {
+        match self {
+            StockEvent::TransferShipped { transfer_id, .. }
+            | StockEvent::TransferIncoming { transfer_id, .. }
+            | StockEvent::TransferReceived { transfer_id, .. }
+            | StockEvent::TransferLost { transfer_id, .. }
+            | StockEvent::TransferCancelled { transfer_id, .. }
+            | StockEvent::TransferReturned { transfer_id, .. } => Some(transfer_id),
+            _ => None,
         }
     }
 
@@ -356,7 +450,13 @@ impl StockEvent {
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
             | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. } => None,
+            | StockEvent::StockCounted { .. }
+            | StockEvent::TransferShipped { .. }
+            | StockEvent::TransferIncoming { .. }
+            | StockEvent::TransferReceived { .. }
+            | StockEvent::TransferLost { .. }
+            | StockEvent::TransferCancelled { .. }
+            | StockEvent::TransferReturned { .. } => None,
             StockEvent::StockReserved { reservation_id, .. }
             | StockEvent::ReservationCommitted { reservation_id, .. }
             | StockEvent::ReservationReleased { reservation_id, .. }
@@ -482,6 +582,16 @@ pub enum DomainError {
     },
     #[error("reservation {reservation_id} already exists")]
     ReservationAlreadyExists { reservation_id: ReservationId },
+    #[error("transfer {transfer_id} not found")]
+    TransferNotFound { transfer_id: TransferId },
+    #[error("transfer {transfer_id} already exists")]
+    TransferAlreadyExists { transfer_id: TransferId },
+    /// Receiving into a closed or cancelled transfer, or cancelling one that has received.
+    #[error("transfer {transfer_id} is {status}")]
+    TransferNotOpen {
+        transfer_id: TransferId,
+        status: TransferStatus,
+    },
 }
 
 impl LineViolation {
@@ -527,6 +637,12 @@ pub enum LineRule {
     NotInReservation,
     #[error("names the same item as line {first_line}: one change per item")]
     DuplicateItem { first_line: usize },
+    /// The transfer holds nothing of this product.
+    #[error("the transfer holds nothing of this product")]
+    NotInTransfer,
+    /// More is received than is still on its way.
+    #[error("receives {requested}, but {in_transit} are in transit")]
+    ReceiveExceedsInTransit { requested: u64, in_transit: u64 },
     /// A commit ships more units than the item has in good condition on hand (a count found
     /// fewer than reserved).
     #[error("ships {requested}, but only {on_hand} good units are on hand")]
@@ -806,7 +922,13 @@ impl StockItem {
             | StockEvent::StockMoved { .. }
             | StockEvent::ItemPolicyChanged { .. }
             | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. } => {}
+            | StockEvent::StockCounted { .. }
+            | StockEvent::TransferShipped { .. }
+            | StockEvent::TransferIncoming { .. }
+            | StockEvent::TransferReceived { .. }
+            | StockEvent::TransferLost { .. }
+            | StockEvent::TransferCancelled { .. }
+            | StockEvent::TransferReturned { .. } => {}
         }
         self.set_level(level_after(self.level(), event));
         self.version = self.version.next();
@@ -885,6 +1007,23 @@ pub fn level_after(level: StockLevel, event: &StockEvent) -> StockLevel {
         StockEvent::ReservationReleased { quantity, .. }
         | StockEvent::ReservationExpired { quantity, .. } => {
             parts.reserved = parts.reserved.saturating_sub(quantity.get())
+        }
+        StockEvent::TransferShipped { quantity, .. } => {
+            parts.on_hand = parts.on_hand.saturating_sub(quantity.get())
+        }
+        StockEvent::TransferReturned { quantity, .. } => {
+            parts.on_hand = parts.on_hand.saturating_add(quantity.get())
+        }
+        StockEvent::TransferIncoming { quantity, .. } => {
+            parts.incoming = parts.incoming.saturating_add(quantity.get())
+        }
+        StockEvent::TransferReceived { quantity, .. } => {
+            parts.incoming = parts.incoming.saturating_sub(quantity.get());
+            parts.on_hand = parts.on_hand.saturating_add(quantity.get());
+        }
+        StockEvent::TransferLost { quantity, .. }
+        | StockEvent::TransferCancelled { quantity, .. } => {
+            parts.incoming = parts.incoming.saturating_sub(quantity.get())
         }
         StockEvent::ReservationExtended { .. } | StockEvent::StockAlertRaised { .. } => {}
     })

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::CommandHandle;
 use crate::app::command::{CommandKind, CommandRequest, StockChange, StockChanges};
-use crate::domain::StockAlert;
+use crate::domain::{StockAlert, TransferStatus};
 use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
@@ -53,6 +53,15 @@ fn result(change: &StockChange) -> Option<pb::CommandResult> {
             .map(|alert| alert_event_type(*alert) as i32)
             .collect(),
     })
+}
+
+pub fn transfer_status_to_pb(status: TransferStatus) -> pb::TransferStatus {
+    match status {
+        TransferStatus::InTransit => pb::TransferStatus::InTransit,
+        TransferStatus::PartiallyReceived => pb::TransferStatus::PartiallyReceived,
+        TransferStatus::Received => pb::TransferStatus::Received,
+        TransferStatus::Cancelled => pb::TransferStatus::Cancelled,
+    }
 }
 
 fn alert_event_type(alert: StockAlert) -> pb::EventType {
@@ -123,6 +132,58 @@ impl pb::command_service_server::CommandService for CommandApi {
             .await?;
         Ok(Response::new(pb::SetItemPolicyResponse {
             result: result(&change),
+        }))
+    }
+
+    async fn ship_transfer(
+        &self,
+        request: Request<pb::ShipTransferRequest>,
+    ) -> Result<Response<pb::ShipTransferResponse>, Status> {
+        let shipped = self
+            .run(
+                convert::ship_transfer(request.get_ref()),
+                Lines::Repeated("lines"),
+            )
+            .await?;
+        Ok(Response::new(pb::ShipTransferResponse {
+            transfer_id: shipped.transfer_id.to_string(),
+            lines: results(&shipped.changes),
+            position: shipped.changes.last().position.0,
+        }))
+    }
+
+    async fn receive_transfer(
+        &self,
+        request: Request<pb::ReceiveTransferRequest>,
+    ) -> Result<Response<pb::ReceiveTransferResponse>, Status> {
+        let received = self
+            .run(
+                convert::receive_transfer(request.get_ref()),
+                Lines::Repeated("lines"),
+            )
+            .await?;
+        Ok(Response::new(pb::ReceiveTransferResponse {
+            transfer_id: received.transfer_id.to_string(),
+            status: transfer_status_to_pb(received.status) as i32,
+            lines: results(&received.changes),
+            position: received.changes.last().position.0,
+        }))
+    }
+
+    async fn cancel_transfer(
+        &self,
+        request: Request<pb::CancelTransferRequest>,
+    ) -> Result<Response<pb::CancelTransferResponse>, Status> {
+        let cancelled = self
+            .run(
+                convert::cancel_transfer(request.get_ref()),
+                Lines::Repeated("lines"),
+            )
+            .await?;
+        Ok(Response::new(pb::CancelTransferResponse {
+            transfer_id: cancelled.transfer_id.to_string(),
+            lines: results(&cancelled.changes),
+            position: cancelled.changes.last().position.0,
         }))
     }
 

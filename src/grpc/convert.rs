@@ -6,8 +6,9 @@ use crate::log::codec::{stock_state_from_pb, timestamp_from_pb};
 use super::pb;
 use crate::app::EventFilter;
 use crate::app::command::{
-    AddStock, AdjustStock, ApplyStockChanges, CommandRequest, CommitReservation, ExtendReservation,
-    MoveStock, RecordCount, ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy,
+    AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, CommandRequest, CommitReservation,
+    ExtendReservation, MoveStock, ReceiveTransfer, RecordCount, ReleaseReservation, RemoveStock,
+    ReserveStock, SetItemPolicy, ShipTransfer,
 };
 use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
@@ -15,6 +16,7 @@ use crate::domain::{
     CommandId, CommitLine, CustomerId, EventKind, LogPosition, MAX_COMMAND_LINES, MAX_ON_HAND,
     OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StateMove,
     StockChangeKind, StockChangeLine, StockState, StoreId, StreamKey, StreamVersion, TimeToLive,
+    TransferId, TransferLine, TransferStatus,
 };
 
 use super::status::{FieldViolation, invalid_argument};
@@ -480,6 +482,173 @@ pub fn move_stock(
     fields.finish_command(command, &request.command_id, request.expected_version)
 }
 
+/// The lines of a transfer command: each product once, each quantity above 0. `required`:
+/// whether at least one line is needed.
+fn transfer_lines(
+    fields: &mut Fields,
+    lines: &[pb::TransferLine],
+    required: bool,
+) -> Option<Vec<TransferLine>> {
+    if required || !lines.is_empty() {
+        fields.line_count("lines", lines.len())?;
+    }
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut valid = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let product_id = fields.product_id(
+            FieldName::line("lines", index, "product_id"),
+            &line.product_id,
+        );
+        let quantity = fields.quantity(FieldName::line("lines", index, "quantity"), line.quantity);
+        if let Some(earlier) = first.get(line.product_id.as_str()) {
+            fields.refuse(
+                FieldName::Line {
+                    list: "lines",
+                    index,
+                    field: None,
+                },
+                format!("names the same product as lines[{earlier}]: one line per product"),
+            );
+            continue;
+        }
+        first.insert(line.product_id.as_str(), index);
+        if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+            valid.push(TransferLine {
+                product_id,
+                quantity,
+            });
+        }
+    }
+    (valid.len() == lines.len()).then_some(valid)
+}
+
+fn transfer_id(fields: &mut Fields, text: &str) -> Option<TransferId> {
+    fields.check("transfer_id", TransferId::parse(text))
+}
+
+/// `ShipTransfer`: two different stores and 1 to 1,000 lines.
+pub fn ship_transfer(
+    request: &pb::ShipTransferRequest,
+) -> Result<CommandRequest<ShipTransfer>, tonic::Status> {
+    let mut fields = Fields::new();
+    let transfer_id = if request.transfer_id.is_empty() {
+        Some(None)
+    } else {
+        transfer_id(&mut fields, &request.transfer_id).map(Some)
+    };
+    let from_store = fields.store_id("from_store_id", &request.from_store_id);
+    let to_store = fields.store_id("to_store_id", &request.to_store_id);
+    if let (Some(from), Some(to)) = (&from_store, &to_store)
+        && from == to
+    {
+        fields.refuse(
+            FieldName::Plain("to_store_id"),
+            "is from_store_id: a transfer goes to another store",
+        );
+    }
+    let lines = transfer_lines(&mut fields, &request.lines, true);
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(ShipTransfer {
+            transfer_id: transfer_id?,
+            from_store: from_store?,
+            to_store: to_store?,
+            lines: lines?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, None)
+}
+
+/// `ReceiveTransfer`: up to 1,000 lines, at least one unless it closes.
+pub fn receive_transfer(
+    request: &pb::ReceiveTransferRequest,
+) -> Result<CommandRequest<ReceiveTransfer>, tonic::Status> {
+    let mut fields = Fields::new();
+    let transfer_id = transfer_id(&mut fields, &request.transfer_id);
+    let lines = transfer_lines(&mut fields, &request.lines, !request.close);
+    let command = (|| {
+        Some(ReceiveTransfer {
+            transfer_id: transfer_id?,
+            lines: lines?,
+            close: request.close,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, None)
+}
+
+pub fn cancel_transfer(
+    request: &pb::CancelTransferRequest,
+) -> Result<CommandRequest<CancelTransfer>, tonic::Status> {
+    let mut fields = Fields::new();
+    let transfer_id = transfer_id(&mut fields, &request.transfer_id);
+    let reason = fields.reason("reason", &request.reason);
+    let command = (|| {
+        Some(CancelTransfer {
+            transfer_id: transfer_id?,
+            reason: reason?,
+        })
+    })();
+    fields.finish_command(command, &request.command_id, None)
+}
+
+pub fn get_transfer(
+    request: &pb::GetTransferRequest,
+) -> Result<(TransferId, LogPosition), tonic::Status> {
+    let mut fields = Fields::new();
+    let transfer_id = transfer_id(&mut fields, &request.transfer_id);
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| Some((transfer_id?, min_position?)))();
+    fields.finish(query)
+}
+
+/// `ListTransfers`: the store, a status or none, the transfer id the page starts after.
+pub struct TransfersQuery {
+    pub store_id: StoreId,
+    pub status: Option<TransferStatus>,
+    pub after: Option<TransferId>,
+    pub page_size: u32,
+    pub min_position: LogPosition,
+}
+
+pub fn list_transfers(request: &pb::ListTransfersRequest) -> Result<TransfersQuery, tonic::Status> {
+    let mut fields = Fields::new();
+    let store_id = fields.store_id("store_id", &request.store_id);
+    let status = match pb::TransferStatus::try_from(request.status) {
+        Ok(pb::TransferStatus::Unspecified) => Some(None),
+        Ok(pb::TransferStatus::InTransit) => Some(Some(TransferStatus::InTransit)),
+        Ok(pb::TransferStatus::PartiallyReceived) => Some(Some(TransferStatus::PartiallyReceived)),
+        Ok(pb::TransferStatus::Received) => Some(Some(TransferStatus::Received)),
+        Ok(pb::TransferStatus::Cancelled) => Some(Some(TransferStatus::Cancelled)),
+        Err(_) => fields.check(
+            "status",
+            Err(format!("{} is not a transfer status", request.status)),
+        ),
+    };
+    let page_size = fields.page_size(request.page_size);
+    let after = if request.page_token.is_empty() {
+        Some(None)
+    } else {
+        fields.check(
+            "page_token",
+            TransferId::parse(&request.page_token)
+                .map(Some)
+                .map_err(|_| "not a token from a previous response".to_owned()),
+        )
+    };
+    let min_position = fields.min_position(request.min_position);
+    let query = (|| {
+        Some(TransfersQuery {
+            store_id: store_id?,
+            status: status?,
+            after: after?,
+            page_size: page_size?,
+            min_position: min_position?,
+        })
+    })();
+    fields.finish(query)
+}
+
 /// `RecordCount`: a store, 1 to 1,000 lines each naming a different product, counts of 0 to
 /// `MAX_ON_HAND`, an optional time (checked against the clock by the command side).
 pub fn record_count(
@@ -851,6 +1020,12 @@ pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilt
             Ok(pb::EventType::BackInStock) => Some(EventKind::BackInStock),
             Ok(pb::EventType::StockShort) => Some(EventKind::StockShort),
             Ok(pb::EventType::StockCounted) => Some(EventKind::StockCounted),
+            Ok(pb::EventType::TransferShipped) => Some(EventKind::TransferShipped),
+            Ok(pb::EventType::TransferIncoming) => Some(EventKind::TransferIncoming),
+            Ok(pb::EventType::TransferReceived) => Some(EventKind::TransferReceived),
+            Ok(pb::EventType::TransferLost) => Some(EventKind::TransferLost),
+            Ok(pb::EventType::TransferCancelled) => Some(EventKind::TransferCancelled),
+            Ok(pb::EventType::TransferReturned) => Some(EventKind::TransferReturned),
             Ok(pb::EventType::Unspecified) | Err(_) => fields.check(
                 "filter.event_types",
                 Err(format!("{value} is not an event type")),

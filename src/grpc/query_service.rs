@@ -5,7 +5,9 @@
 use tonic::{Request, Response, Status};
 
 use crate::app::query::{Answer, ItemStock, Queries};
-use crate::domain::{ReservationStatus, StockLevel, StreamKey, Timestamp};
+use crate::domain::{ReservationStatus, StockLevel, StreamKey, Timestamp, Transfer};
+
+use super::command_service::transfer_status_to_pb;
 use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_to_pb};
 
 use super::convert;
@@ -47,6 +49,31 @@ fn stock_item(stream: &StreamKey, stock: &ItemStock) -> pb::StockItem {
         stock: Some(stock_level_to_pb(stock.level)),
         version: stock.version.0,
         position: stock.position.0,
+    }
+}
+
+fn transfer_to_pb(transfer: &Transfer) -> pb::Transfer {
+    pb::Transfer {
+        transfer_id: transfer.transfer_id.to_string(),
+        from_store_id: transfer.from_store.to_string(),
+        to_store_id: transfer.to_store.to_string(),
+        status: transfer_status_to_pb(transfer.status) as i32,
+        lines: transfer
+            .lines
+            .iter()
+            .map(|line| pb::TransferLineState {
+                product_id: line.product_id.to_string(),
+                shipped: line.shipped as i64,
+                received: line.received as i64,
+                missing: (line.shipped - line.received.min(line.shipped)) as i64,
+                lost: line.lost as i64,
+            })
+            .collect(),
+        event_positions: transfer
+            .positions
+            .iter()
+            .map(|position| position.0)
+            .collect(),
     }
 }
 
@@ -260,6 +287,53 @@ impl pb::query_service_server::QueryService for QueryApi {
                 .iter()
                 .map(|(stream, stock)| stock_item(stream, stock))
                 .collect(),
+            next_page_token: page
+                .next_after
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            read_position: answer.read_position.0,
+            upstream_unreachable_since: unreachable_since(&answer),
+        }))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<pb::GetTransferRequest>,
+    ) -> Result<Response<pb::GetTransferResponse>, Status> {
+        let (transfer_id, min_position) = convert::get_transfer(request.get_ref())?;
+        let answer = self
+            .queries
+            .transfer(&transfer_id, min_position, wait(&request))
+            .await
+            .map_err(|error| query_error(&error))?;
+        Ok(Response::new(pb::GetTransferResponse {
+            transfer: Some(transfer_to_pb(&answer.value)),
+            read_position: answer.read_position.0,
+            upstream_unreachable_since: unreachable_since(&answer),
+        }))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<pb::ListTransfersRequest>,
+    ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        let query = convert::list_transfers(request.get_ref())?;
+        let answer = self
+            .queries
+            .transfers(
+                &query.store_id,
+                query.status,
+                query.after.as_ref(),
+                query.page_size,
+                query.min_position,
+                wait(&request),
+            )
+            .await
+            .map_err(|error| query_error(&error))?;
+        let page = &answer.value;
+        Ok(Response::new(pb::ListTransfersResponse {
+            transfers: page.transfers.iter().map(transfer_to_pb).collect(),
             next_page_token: page
                 .next_after
                 .as_ref()

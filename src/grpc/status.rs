@@ -11,7 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::CommandError;
 use crate::app::query::QueryError;
-use crate::domain::{DomainError, LineRule, LineViolation, ReservationStatus};
+use crate::domain::{DomainError, LineRule, LineViolation, ReservationStatus, TransferStatus};
 use crate::log::LogError;
 
 /// The `domain` of every `ErrorInfo` this service returns.
@@ -110,6 +110,41 @@ pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
             &[("reservation_id", reservation_id.to_string())],
             &[],
         ),
+        DomainError::TransferNotFound { transfer_id } => error_info(
+            Code::NotFound,
+            message,
+            "TRANSFER_NOT_FOUND",
+            &[("transfer_id", transfer_id.to_string())],
+            &[],
+        ),
+        DomainError::TransferAlreadyExists { transfer_id } => error_info(
+            Code::AlreadyExists,
+            message,
+            "TRANSFER_EXISTS",
+            &[("transfer_id", transfer_id.to_string())],
+            &[],
+        ),
+        DomainError::TransferNotOpen {
+            transfer_id,
+            status,
+        } => {
+            let reason = match status {
+                TransferStatus::InTransit => "TRANSFER_IN_TRANSIT",
+                TransferStatus::PartiallyReceived => "TRANSFER_PARTIALLY_RECEIVED",
+                TransferStatus::Received => "TRANSFER_RECEIVED",
+                TransferStatus::Cancelled => "TRANSFER_CANCELLED",
+            };
+            error_info(
+                Code::FailedPrecondition,
+                message.clone(),
+                reason,
+                &[
+                    ("transfer_id", transfer_id.to_string()),
+                    ("status", status.to_string()),
+                ],
+                &[(reason, "transfer_id".to_owned(), message)],
+            )
+        }
     }
 }
 
@@ -125,6 +160,8 @@ fn line_reason(rule: &LineRule) -> &'static str {
         LineRule::DuplicateItem { .. } => "DUPLICATE_ITEM",
         LineRule::StateHoldsLess { .. } => "INSUFFICIENT_STOCK_IN_STATE",
         LineRule::StockShort { .. } => "STOCK_SHORT",
+        LineRule::NotInTransfer => "NOT_IN_TRANSFER",
+        LineRule::ReceiveExceedsInTransit { .. } => "RECEIVE_EXCEEDS_IN_TRANSIT",
     }
 }
 
@@ -162,6 +199,14 @@ fn line_metadata(rule: &LineRule) -> Vec<(&'static str, String)> {
         ],
         LineRule::NotInReservation => Vec::new(),
         LineRule::DuplicateItem { first_line } => vec![("first_line", first_line.to_string())],
+        LineRule::NotInTransfer => Vec::new(),
+        LineRule::ReceiveExceedsInTransit {
+            requested,
+            in_transit,
+        } => vec![
+            ("requested", requested.to_string()),
+            ("in_transit", in_transit.to_string()),
+        ],
         LineRule::StockShort { requested, on_hand } => vec![
             ("requested", requested.to_string()),
             ("on_hand", on_hand.to_string()),
@@ -201,7 +246,9 @@ fn line_field(violation: &LineViolation, lines: Lines) -> String {
                 | ("changes", LineRule::StateHoldsLess { .. }) => Some("remove"),
                 (
                     _,
-                    LineRule::InsufficientStock { .. } | LineRule::CommitExceedsReserved { .. },
+                    LineRule::InsufficientStock { .. }
+                    | LineRule::CommitExceedsReserved { .. }
+                    | LineRule::ReceiveExceedsInTransit { .. },
                 ) => Some("quantity"),
                 _ => None,
             };
@@ -379,6 +426,13 @@ pub fn query_error(error: &QueryError) -> Status {
             error.to_string(),
             "RESERVATION_NOT_FOUND",
             &[("reservation_id", reservation_id.to_string())],
+            &[],
+        ),
+        QueryError::TransferNotFound { transfer_id } => error_info(
+            Code::NotFound,
+            error.to_string(),
+            "TRANSFER_NOT_FOUND",
+            &[("transfer_id", transfer_id.to_string())],
             &[],
         ),
         QueryError::MinPositionNotReached { .. } => Status::deadline_exceeded(error.to_string()),

@@ -15,7 +15,7 @@ use prost::Message;
 use crate::domain::{
     CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
     RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts, StockState,
-    StoreId, StreamKey, StreamVersion, Timestamp,
+    StoreId, StreamKey, StreamVersion, Timestamp, TransferId,
 };
 
 /// Why bytes or a message are not a valid stored event.
@@ -144,6 +144,70 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
         StockEvent::StockAlertRaised { alert } => (
             alert_tag(*alert),
             [Field::Absent, Field::Absent, Field::Absent, Field::Absent],
+        ),
+        StockEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => (
+            35,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Text(2, to_store.as_str()),
+                Field::Signed(3, quantity.get() as i64),
+                Field::Text(4, reason.as_str()),
+            ],
+        ),
+        StockEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => (
+            36,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Text(2, from_store.as_str()),
+                Field::Signed(3, quantity.get() as i64),
+                Field::Absent,
+            ],
+        ),
+        StockEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        }
+        | StockEvent::TransferLost {
+            transfer_id,
+            quantity,
+        }
+        | StockEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => (
+            match &event.event {
+                StockEvent::TransferReceived { .. } => 37,
+                StockEvent::TransferLost { .. } => 38,
+                _ => 40,
+            },
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Signed(2, quantity.get() as i64),
+                Field::Absent,
+                Field::Absent,
+            ],
+        ),
+        StockEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => (
+            39,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Signed(2, quantity.get() as i64),
+                Field::Text(3, reason.as_str()),
+                Field::Absent,
+            ],
         ),
         StockEvent::StockCounted {
             counted,
@@ -502,6 +566,56 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             damaged_not_found: *damaged_not_found as i64,
             quality_control_not_found: *quality_control_not_found as i64,
         }),
+        StockEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => Kind::TransferShipped(pb::TransferShipped {
+            transfer_id: transfer_id.to_string(),
+            to_store_id: to_store.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => Kind::TransferIncoming(pb::TransferIncoming {
+            transfer_id: transfer_id.to_string(),
+            from_store_id: from_store.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        StockEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        } => Kind::TransferReceived(pb::TransferReceived {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        StockEvent::TransferLost {
+            transfer_id,
+            quantity,
+        } => Kind::TransferLost(pb::TransferLost {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        StockEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => Kind::TransferCancelled(pb::TransferCancelled {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        StockEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => Kind::TransferReturned(pb::TransferReturned {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
         StockEvent::StockAlertRaised { alert } => match alert {
             StockAlert::StockLow => Kind::StockLow(pb::StockLow {}),
             StockAlert::OutOfStock => Kind::OutOfStock(pb::OutOfStock {}),
@@ -586,6 +700,10 @@ fn stored_timestamp(
     value
         .and_then(timestamp_from_pb)
         .ok_or_else(|| invalid(field, "missing or out of range"))
+}
+
+fn stored_transfer_id(field: &'static str, value: &str) -> Result<TransferId, EventDecodeError> {
+    TransferId::parse(value).map_err(|error| invalid(field, error))
 }
 
 fn stored_reason(field: &'static str, value: &str) -> Result<Reason, EventDecodeError> {
@@ -703,6 +821,48 @@ fn event_from_pb_with(
                 reason: stored_reason("stock_counted.reason", &count.reason)?,
             }
         }
+        Some(Kind::TransferShipped(shipped)) => StockEvent::TransferShipped {
+            transfer_id: stored_transfer_id("transfer_shipped.transfer_id", &shipped.transfer_id)?,
+            to_store: StoreId::parse(&shipped.to_store_id)
+                .map_err(|error| invalid("transfer_shipped.to_store_id", error))?,
+            quantity: stored_quantity("transfer_shipped.quantity", shipped.quantity)?,
+            reason: stored_reason("transfer_shipped.reason", &shipped.reason)?,
+        },
+        Some(Kind::TransferIncoming(incoming)) => StockEvent::TransferIncoming {
+            transfer_id: stored_transfer_id(
+                "transfer_incoming.transfer_id",
+                &incoming.transfer_id,
+            )?,
+            from_store: StoreId::parse(&incoming.from_store_id)
+                .map_err(|error| invalid("transfer_incoming.from_store_id", error))?,
+            quantity: stored_quantity("transfer_incoming.quantity", incoming.quantity)?,
+        },
+        Some(Kind::TransferReceived(received)) => StockEvent::TransferReceived {
+            transfer_id: stored_transfer_id(
+                "transfer_received.transfer_id",
+                &received.transfer_id,
+            )?,
+            quantity: stored_quantity("transfer_received.quantity", received.quantity)?,
+        },
+        Some(Kind::TransferLost(lost)) => StockEvent::TransferLost {
+            transfer_id: stored_transfer_id("transfer_lost.transfer_id", &lost.transfer_id)?,
+            quantity: stored_quantity("transfer_lost.quantity", lost.quantity)?,
+        },
+        Some(Kind::TransferCancelled(cancelled)) => StockEvent::TransferCancelled {
+            transfer_id: stored_transfer_id(
+                "transfer_cancelled.transfer_id",
+                &cancelled.transfer_id,
+            )?,
+            quantity: stored_quantity("transfer_cancelled.quantity", cancelled.quantity)?,
+            reason: stored_reason("transfer_cancelled.reason", &cancelled.reason)?,
+        },
+        Some(Kind::TransferReturned(returned)) => StockEvent::TransferReturned {
+            transfer_id: stored_transfer_id(
+                "transfer_returned.transfer_id",
+                &returned.transfer_id,
+            )?,
+            quantity: stored_quantity("transfer_returned.quantity", returned.quantity)?,
+        },
         Some(Kind::StockLow(_)) => StockEvent::StockAlertRaised {
             alert: StockAlert::StockLow,
         },

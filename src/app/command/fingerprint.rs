@@ -25,6 +25,8 @@ pub(super) fn fingerprint(
     expected_version: Option<StreamVersion>,
     generated_reservation_id: bool,
 ) -> u64 {
+    // The one id a command kind lets the server choose: a reservation's or a transfer's.
+    let generated_id = generated_reservation_id;
     let mut hasher = Fnv64::new();
     let stream = |hasher: &mut Fnv64, stream: &StreamKey| {
         hasher.text(stream.product_id.as_str());
@@ -96,6 +98,50 @@ pub(super) fn fingerprint(
                     }
                 }
             }
+        }
+        Command::ShipTransfer {
+            transfer_id,
+            from_store,
+            to_store,
+            lines,
+            reason,
+        } => {
+            hasher.text("ShipTransfer");
+            hasher.text(if generated_id {
+                ""
+            } else {
+                transfer_id.as_str()
+            });
+            hasher.text(from_store.as_str());
+            hasher.text(to_store.as_str());
+            hasher.text(reason.as_str());
+            hasher.number(lines.len() as u64);
+            for line in lines {
+                hasher.text(line.product_id.as_str());
+                hasher.number(line.quantity.get());
+            }
+        }
+        Command::ReceiveTransfer {
+            transfer_id,
+            lines,
+            close,
+        } => {
+            hasher.text("ReceiveTransfer");
+            hasher.text(transfer_id.as_str());
+            hasher.number(u64::from(*close));
+            hasher.number(lines.len() as u64);
+            for line in lines {
+                hasher.text(line.product_id.as_str());
+                hasher.number(line.quantity.get());
+            }
+        }
+        Command::CancelTransfer {
+            transfer_id,
+            reason,
+        } => {
+            hasher.text("CancelTransfer");
+            hasher.text(transfer_id.as_str());
+            hasher.text(reason.as_str());
         }
         Command::RecordCount {
             lines,

@@ -148,19 +148,28 @@ impl CommandState {
         let Some(command_id) = &event.command_id else {
             return;
         };
+        // A transfer's status after the events so far: after its command's last, its answer's.
+        let transfer_status = event
+            .event
+            .transfer_id()
+            .and_then(|transfer_id| self.inventory.transfer(transfer_id))
+            .map(|transfer| transfer.status);
         if event.command_event_index > 0
             && let Some(remembered) = self.remembered.get_mut(command_id)
         {
             remembered.outcome.add(event);
+            remembered.outcome.transfer_status = transfer_status;
             return;
         }
         self.remembered_order
             .push_back((event.occurred_at, command_id.clone()));
+        let mut outcome = Accepted::of(event);
+        outcome.transfer_status = transfer_status;
         self.remembered.insert(
             command_id.clone(),
             RememberedCommand {
                 fingerprint: event.command_fingerprint,
-                outcome: Accepted::of(event),
+                outcome,
             },
         );
     }
@@ -190,6 +199,22 @@ impl CommandState {
             Command::ApplyStockChanges { changes, .. } => changes.len(),
             Command::ReserveStock { lines, .. } => lines.len(),
             Command::RecordCount { lines, .. } => lines.len(),
+            Command::ShipTransfer { lines, .. } => 2 * lines.len(),
+            Command::ReceiveTransfer {
+                transfer_id, lines, ..
+            } => {
+                lines.len()
+                    + self
+                        .inventory
+                        .transfer(transfer_id)
+                        .map_or(0, |transfer| transfer.lines.len())
+            }
+            Command::CancelTransfer { transfer_id, .. } => {
+                2 * self
+                    .inventory
+                    .transfer(transfer_id)
+                    .map_or(1, |transfer| transfer.lines.len())
+            }
             Command::CommitReservation { reservation_id, .. }
             | Command::ReleaseReservation { reservation_id, .. }
             | Command::ExtendReservation { reservation_id, .. }
@@ -254,6 +279,11 @@ impl CommandState {
         for event in &events[first + 1..] {
             outcome.add(event);
         }
+        outcome.transfer_status = outcome
+            .transfer_id
+            .as_ref()
+            .and_then(|transfer_id| self.inventory.transfer(transfer_id))
+            .map(|transfer| transfer.status);
         Ok(outcome)
     }
 

@@ -9,13 +9,15 @@ use std::collections::hash_map::Entry;
 
 use super::{Decision, Inventory, ReservationEntry, ReservationStatus};
 use crate::dense_map::FastHash;
+use crate::domain::ids::{ProductId, StoreId, TransferId};
 use crate::domain::ids::{ReservationId, StreamKey};
 use crate::domain::stock::{
     ActiveReservation, Command, CommitLine, CountLine, DomainError, LineRule, LineViolation,
     ReservationLine, StockAlert, StockChangeKind, StockChangeLine, StockEvent, StockItem,
-    level_after,
+    TransferLine, level_after,
 };
-use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, StockState, Timestamp};
+use crate::domain::transfer::{Transfer, TransferStatus};
+use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, StockLevel, StockState, Timestamp};
 
 /// The state of an item that has no event yet.
 static EMPTY_ITEM: std::sync::LazyLock<StockItem> = std::sync::LazyLock::new(StockItem::default);
@@ -30,40 +32,46 @@ impl Inventory {
         Ok(self.with_alerts(decisions))
     }
 
-    /// Each decision followed by the alerts of its item. A command touches each item once, so
-    /// the item's state before the command is its state now.
+    /// The decisions with the alerts of each item after its last event in the command: what
+    /// the item crossed between its state now (before the command) and after all its events.
     fn with_alerts(&self, decisions: Vec<Decision>) -> Vec<Decision> {
-        let alerts = |decision: &Decision| {
-            let item = self.item_or_empty(&decision.stream);
-            let before = item.level();
-            StockAlert::crossed(
-                before,
-                level_after(before, &decision.event),
-                item.version().0 > 0,
-            )
-        };
+        // Each item: its level now, after the command's events, whether it had events, and
+        // the index of its last decision. A command touches few items: a vector searched
+        // linearly would be quadratic for a delivery of 1,000, so a map.
+        let mut items: HashMap<&StreamKey, (StockLevel, StockLevel, bool, usize), FastHash> =
+            HashMap::default();
+        for (index, decision) in decisions.iter().enumerate() {
+            let entry = items.entry(&decision.stream).or_insert_with(|| {
+                let item = self.item_or_empty(&decision.stream);
+                (item.level(), item.level(), item.version().0 > 0, index)
+            });
+            entry.1 = level_after(entry.1, &decision.event);
+            entry.3 = index;
+        }
+        let mut alerts_after: Vec<(usize, StockAlert)> = items
+            .values()
+            .flat_map(|(before, after, had_events, last)| {
+                StockAlert::crossed(*before, *after, *had_events).map(|alert| (*last, alert))
+            })
+            .collect();
         // Most commands cross nothing: their decisions are returned as they are.
-        if !decisions
-            .iter()
-            .any(|decision| alerts(decision).next().is_some())
-        {
+        if alerts_after.is_empty() {
             return decisions;
         }
-        let mut with_alerts = Vec::with_capacity(decisions.len() + 1);
-        for decision in decisions {
-            let alerts = alerts(&decision);
+        // By the decision they follow; `crossed` gives one item's alerts in their order, and
+        // the sort is stable.
+        alerts_after.sort_by_key(|(last, _)| *last);
+        let mut alerts_after = alerts_after.into_iter().peekable();
+        let mut with_alerts = Vec::with_capacity(decisions.len() + alerts_after.len());
+        for (index, decision) in decisions.into_iter().enumerate() {
             let stream = decision.stream.clone();
-            debug_assert!(
-                with_alerts
-                    .iter()
-                    .all(|earlier: &Decision| earlier.stream != stream),
-                "a command touches each item once"
-            );
             with_alerts.push(decision);
-            with_alerts.extend(alerts.into_iter().map(|alert| Decision {
-                stream: stream.clone(),
-                event: StockEvent::StockAlertRaised { alert },
-            }));
+            while let Some((_, alert)) = alerts_after.next_if(|(last, _)| *last == index) {
+                with_alerts.push(Decision {
+                    stream: stream.clone(),
+                    event: StockEvent::StockAlertRaised { alert },
+                });
+            }
         }
         with_alerts
     }
@@ -238,6 +246,55 @@ impl Inventory {
                 counted_at,
                 reason,
             } => self.decide_count(lines, counted_at.unwrap_or(now), reason),
+            Command::ShipTransfer {
+                transfer_id,
+                from_store,
+                to_store,
+                lines,
+                reason,
+            } => self.decide_shipment(transfer_id, from_store, to_store, lines, reason),
+            Command::ReceiveTransfer {
+                transfer_id,
+                lines,
+                close,
+            } => self.decide_receipt(transfer_id, lines, *close),
+            Command::CancelTransfer {
+                transfer_id,
+                reason,
+            } => {
+                let transfer = self.open_transfer(transfer_id)?;
+                if transfer.status != TransferStatus::InTransit {
+                    return Err(DomainError::TransferNotOpen {
+                        transfer_id: transfer_id.clone(),
+                        status: transfer.status,
+                    });
+                }
+                let mut decisions = Vec::with_capacity(2 * transfer.lines.len());
+                for line in &transfer.lines {
+                    let Ok(quantity) = Quantity::new(line.shipped) else {
+                        continue;
+                    };
+                    decisions.push(Decision {
+                        stream: StreamKey::new(line.product_id.clone(), transfer.to_store.clone()),
+                        event: StockEvent::TransferCancelled {
+                            transfer_id: transfer_id.clone(),
+                            quantity,
+                            reason: reason.clone(),
+                        },
+                    });
+                    decisions.push(Decision {
+                        stream: StreamKey::new(
+                            line.product_id.clone(),
+                            transfer.from_store.clone(),
+                        ),
+                        event: StockEvent::TransferReturned {
+                            transfer_id: transfer_id.clone(),
+                            quantity,
+                        },
+                    });
+                }
+                Ok(decisions)
+            }
             Command::ExpireReservation { reservation_id } => Ok(self.each_line(
                 &self.active_reservation(reservation_id)?,
                 |reservation| StockEvent::ReservationExpired {
@@ -313,6 +370,183 @@ impl Inventory {
         } else {
             Err(DomainError::LinesRefused { violations })
         }
+    }
+
+    /// A transfer that exists and is neither closed nor cancelled.
+    fn open_transfer(&self, transfer_id: &TransferId) -> Result<&Transfer, DomainError> {
+        let Some(transfer) = self.transfers.get(transfer_id) else {
+            return Err(DomainError::TransferNotFound {
+                transfer_id: transfer_id.clone(),
+            });
+        };
+        if matches!(
+            transfer.status,
+            TransferStatus::Received | TransferStatus::Cancelled
+        ) {
+            return Err(DomainError::TransferNotOpen {
+                transfer_id: transfer_id.clone(),
+                status: transfer.status,
+            });
+        }
+        Ok(transfer)
+    }
+
+    /// Per line: the source's `TransferShipped` (from its unreserved good units, never what
+    /// is reserved) and the destination's `TransferIncoming`. All or nothing.
+    fn decide_shipment(
+        &self,
+        transfer_id: &TransferId,
+        from_store: &StoreId,
+        to_store: &StoreId,
+        lines: &[TransferLine],
+        reason: &Reason,
+    ) -> Result<Vec<Decision>, DomainError> {
+        if self.transfers.contains_key(transfer_id) {
+            return Err(DomainError::TransferAlreadyExists {
+                transfer_id: transfer_id.clone(),
+            });
+        }
+        let mut first_line: HashMap<&ProductId, usize, FastHash> = HashMap::default();
+        let mut violations = Vec::new();
+        let mut decisions = Vec::with_capacity(2 * lines.len());
+        for (line, shipped) in lines.iter().enumerate() {
+            let source = StreamKey::new(shipped.product_id.clone(), from_store.clone());
+            let destination = StreamKey::new(shipped.product_id.clone(), to_store.clone());
+            if let Some(first) = first_line.get(&shipped.product_id) {
+                violations.push(LineViolation::new(
+                    line,
+                    &source,
+                    LineRule::DuplicateItem { first_line: *first },
+                ));
+                continue;
+            }
+            first_line.insert(&shipped.product_id, line);
+            let unreserved = self.item_or_empty(&source).level().unreserved();
+            if shipped.quantity.get() > unreserved {
+                violations.push(LineViolation::new(
+                    line,
+                    &source,
+                    LineRule::InsufficientStock {
+                        requested: shipped.quantity.get(),
+                        available: unreserved,
+                    },
+                ));
+                continue;
+            }
+            let incoming = self.item_or_empty(&destination).level().incoming();
+            if incoming.saturating_add(shipped.quantity.get()) > MAX_ON_HAND {
+                violations.push(LineViolation::new(
+                    line,
+                    &destination,
+                    LineRule::OnHandOverflow {
+                        on_hand: incoming,
+                        quantity: shipped.quantity.get(),
+                    },
+                ));
+                continue;
+            }
+            decisions.push(Decision {
+                stream: source,
+                event: StockEvent::TransferShipped {
+                    transfer_id: transfer_id.clone(),
+                    to_store: to_store.clone(),
+                    quantity: shipped.quantity,
+                    reason: reason.clone(),
+                },
+            });
+            decisions.push(Decision {
+                stream: destination,
+                event: StockEvent::TransferIncoming {
+                    transfer_id: transfer_id.clone(),
+                    from_store: from_store.clone(),
+                    quantity: shipped.quantity,
+                },
+            });
+        }
+        if violations.is_empty() {
+            Ok(decisions)
+        } else {
+            Err(DomainError::LinesRefused { violations })
+        }
+    }
+
+    /// Per line, the destination's `TransferReceived` (at most what is still in transit);
+    /// then, when the transfer closes (`close`, or nothing left in transit), a `TransferLost`
+    /// for what each product still misses.
+    fn decide_receipt(
+        &self,
+        transfer_id: &TransferId,
+        lines: &[TransferLine],
+        close: bool,
+    ) -> Result<Vec<Decision>, DomainError> {
+        let transfer = self.open_transfer(transfer_id)?;
+        let destination =
+            |product_id: &ProductId| StreamKey::new(product_id.clone(), transfer.to_store.clone());
+        let mut received: HashMap<&ProductId, u64, FastHash> = HashMap::default();
+        let mut first_line: HashMap<&ProductId, usize, FastHash> = HashMap::default();
+        let mut violations = Vec::new();
+        let mut decisions = Vec::with_capacity(lines.len() + transfer.lines.len());
+        for (line, arrived) in lines.iter().enumerate() {
+            let stream = destination(&arrived.product_id);
+            if let Some(first) = first_line.get(&arrived.product_id) {
+                violations.push(LineViolation::new(
+                    line,
+                    &stream,
+                    LineRule::DuplicateItem { first_line: *first },
+                ));
+                continue;
+            }
+            first_line.insert(&arrived.product_id, line);
+            let Some(state) = transfer.line(&arrived.product_id) else {
+                violations.push(LineViolation::new(line, &stream, LineRule::NotInTransfer));
+                continue;
+            };
+            if arrived.quantity.get() > state.in_transit() {
+                violations.push(LineViolation::new(
+                    line,
+                    &stream,
+                    LineRule::ReceiveExceedsInTransit {
+                        requested: arrived.quantity.get(),
+                        in_transit: state.in_transit(),
+                    },
+                ));
+                continue;
+            }
+            received.insert(&arrived.product_id, arrived.quantity.get());
+            decisions.push(Decision {
+                stream,
+                event: StockEvent::TransferReceived {
+                    transfer_id: transfer_id.clone(),
+                    quantity: arrived.quantity,
+                },
+            });
+        }
+        if !violations.is_empty() {
+            return Err(DomainError::LinesRefused { violations });
+        }
+        // What each product still misses after this receipt.
+        let missing: Vec<(&ProductId, u64)> = transfer
+            .lines
+            .iter()
+            .map(|line| {
+                let now = received.get(&line.product_id).copied().unwrap_or(0);
+                (&line.product_id, line.in_transit() - now)
+            })
+            .collect();
+        if close {
+            for (product_id, missing) in missing {
+                if let Ok(quantity) = Quantity::new(missing) {
+                    decisions.push(Decision {
+                        stream: destination(product_id),
+                        event: StockEvent::TransferLost {
+                            transfer_id: transfer_id.clone(),
+                            quantity,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(decisions)
     }
 
     /// One `StockCounted` per line: the new on-hand keeps what was recorded after the count.

@@ -1,0 +1,149 @@
+//! Transfers of goods between two stores: what a transfer holds of each product and where it
+//! is in its life, a fold of its events. The command side decides against it; the read model
+//! keeps one per transfer for `GetTransfer` and `ListTransfers`.
+
+use std::fmt;
+
+use super::ids::{ProductId, StoreId, StreamKey, TransferId};
+use super::stock::StockEvent;
+use super::values::LogPosition;
+
+/// Where a transfer is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TransferStatus {
+    /// Shipped; nothing received yet.
+    InTransit,
+    /// Some of it arrived; more may.
+    PartiallyReceived,
+    /// Closed: everything arrived, or what did not was recorded as lost in transit.
+    Received,
+    /// Called back before anything arrived: the goods went back to the source.
+    Cancelled,
+}
+
+impl fmt::Display for TransferStatus {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            TransferStatus::InTransit => "in transit",
+            TransferStatus::PartiallyReceived => "partially received",
+            TransferStatus::Received => "received",
+            TransferStatus::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// One product of a transfer and what became of it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TransferLineState {
+    pub product_id: ProductId,
+    pub shipped: u64,
+    pub received: u64,
+    /// Recorded as lost in transit when the transfer was closed.
+    pub lost: u64,
+}
+
+impl TransferLineState {
+    /// What is still on its way: shipped, not received, not recorded lost.
+    pub fn in_transit(&self) -> u64 {
+        self.shipped
+            .saturating_sub(self.received)
+            .saturating_sub(self.lost)
+    }
+}
+
+/// One transfer: a fold of its events.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Transfer {
+    pub transfer_id: TransferId,
+    pub from_store: StoreId,
+    pub to_store: StoreId,
+    /// In the order the transfer shipped them.
+    pub lines: Vec<TransferLineState>,
+    pub status: TransferStatus,
+    /// The log positions of its events, oldest first (the read model's copy keeps them).
+    pub positions: Vec<LogPosition>,
+}
+
+impl Transfer {
+    /// The transfer its first event (a `TransferShipped` on the source's item) starts.
+    pub fn start(stream: &StreamKey, event: &StockEvent) -> Option<Transfer> {
+        match event {
+            StockEvent::TransferShipped {
+                transfer_id,
+                to_store,
+                ..
+            } => Some(Transfer {
+                transfer_id: transfer_id.clone(),
+                from_store: stream.store_id.clone(),
+                to_store: to_store.clone(),
+                lines: Vec::new(),
+                status: TransferStatus::InTransit,
+                positions: Vec::new(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn line(&self, product_id: &ProductId) -> Option<&TransferLineState> {
+        self.lines
+            .iter()
+            .find(|line| &line.product_id == product_id)
+    }
+
+    fn line_mut(&mut self, product_id: &ProductId) -> &mut TransferLineState {
+        match self
+            .lines
+            .iter()
+            .position(|line| &line.product_id == product_id)
+        {
+            Some(at) => &mut self.lines[at],
+            None => {
+                self.lines.push(TransferLineState {
+                    product_id: product_id.clone(),
+                    shipped: 0,
+                    received: 0,
+                    lost: 0,
+                });
+                self.lines.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// Applies one event about this transfer (on the item `stream`). Holds no rule and cannot
+    /// fail; `position` is recorded when given.
+    pub fn evolve(
+        &mut self,
+        stream: &StreamKey,
+        event: &StockEvent,
+        position: Option<LogPosition>,
+    ) {
+        position.into_iter().for_each(|at| self.positions.push(at));
+        let product_id = &stream.product_id;
+        match event {
+            StockEvent::TransferShipped { quantity, .. } => {
+                let line = self.line_mut(product_id);
+                line.shipped = line.shipped.saturating_add(quantity.get());
+            }
+            StockEvent::TransferReceived { quantity, .. } => {
+                let line = self.line_mut(product_id);
+                line.received = line.received.saturating_add(quantity.get());
+                self.status = TransferStatus::PartiallyReceived;
+            }
+            StockEvent::TransferLost { quantity, .. } => {
+                let line = self.line_mut(product_id);
+                line.lost = line.lost.saturating_add(quantity.get());
+                self.status = TransferStatus::Received;
+            }
+            StockEvent::TransferCancelled { .. } => self.status = TransferStatus::Cancelled,
+            _ => {}
+        }
+        // Everything arrived (or was recorded lost): closed.
+        if matches!(
+            event,
+            StockEvent::TransferReceived { .. } | StockEvent::TransferLost { .. }
+        ) && self.lines.iter().all(|line| line.in_transit() == 0)
+        {
+            self.status = TransferStatus::Received;
+        }
+    }
+}
