@@ -707,6 +707,11 @@ enum Step {
     End(usize, u8),
     /// A count of `counted` units as of this many steps ago (0: now).
     Count(usize, u64, u64),
+    /// Ship units of a product from store-1 to store-2.
+    Ship(usize, u64),
+    /// Receive units (0: none) of the transfer at this index, closing it or not.
+    Receive(usize, u64, bool),
+    Cancel(usize),
 }
 
 fn state() -> impl Strategy<Value = StockState> {
@@ -731,6 +736,9 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (item, 1u64..6).prop_map(|(item, units)| Step::Reserve(item, units)),
         2 => (0usize..40, 0u8..3).prop_map(|(index, how)| Step::End(index, how)),
         2 => (0usize..2, 0u64..10, 0u64..6).prop_map(|(item, counted, back)| Step::Count(item, counted, back)),
+        2 => (0usize..2, 1u64..6).prop_map(|(item, units)| Step::Ship(item, units)),
+        2 => (0usize..10, 0u64..5, any::<bool>()).prop_map(|(index, units, close)| Step::Receive(index, units, close)),
+        1 => (0usize..10).prop_map(Step::Cancel),
     ]
 }
 
@@ -743,6 +751,7 @@ struct ModelItem {
     quality_control: u64,
     safety_stock: u64,
     threshold: u64,
+    incoming: u64,
     events: u64,
 }
 
@@ -804,9 +813,29 @@ impl ModelItem {
 
 const ITEMS: [&str; 2] = ["apple", "pear"];
 
+/// The model's items: the two products in store-1 (0, 1), then in store-2 (2, 3).
+fn model_stream(index: usize) -> StreamKey {
+    let store = if index < 2 { "store-1" } else { "store-2" };
+    StreamKey::new(
+        ProductId::parse(ITEMS[index % 2]).unwrap(),
+        StoreId::parse(store).unwrap(),
+    )
+}
+
+/// A transfer in the model: its product (0, 1), shipped, received, lost, and status.
+#[derive(Clone, Copy, Debug)]
+struct ModelTransfer {
+    item: usize,
+    shipped: u64,
+    received: u64,
+    lost: u64,
+    status: inventory::domain::TransferStatus,
+}
+
 proptest! {
-    /// Random commands of every kind on two items, one a second, counts dated up to five
-    /// steps back among them, against a model: each is accepted exactly when the model's rules
+    /// Random commands of every kind on two products in two stores, one a second (counts
+    /// dated up to five steps back, transfers from one store to the other shipped, received in
+    /// parts, closed and cancelled among them), against a model: each is accepted exactly when the model's rules
     /// allow it, the fold equals the model after every step, reserved + damaged +
     /// quality_control <= on_hand holds except that a count may leave a shortfall (and only a
     /// count may grow one), and the alerts are exactly the model's crossings.
@@ -814,16 +843,109 @@ proptest! {
     fn the_stock_model_folds_into_the_model_with_alerts_exactly_at_the_crossings(
         steps in proptest::collection::vec(step(), 1..80)
     ) {
+        use inventory::domain::{TransferId, TransferLine, TransferStatus};
         let mut inventory = Inventory::new();
-        let mut model = [ModelItem::default(); 2];
+        let mut model = [ModelItem::default(); 4];
         // Each item's on-hand after each step that changed it: (time, on_hand).
-        let mut history: [Vec<(Timestamp, u64)>; 2] = [Vec::new(), Vec::new()];
+        let mut history: [Vec<(Timestamp, u64)>; 4] = Default::default();
+        let mut transfers: Vec<ModelTransfer> = Vec::new();
+        let transfer_lines = |item: usize, units: u64| -> Vec<TransferLine> {
+            Quantity::new(units)
+                .map(|quantity| TransferLine {
+                    product_id: ProductId::parse(ITEMS[item]).unwrap(),
+                    quantity,
+                })
+                .into_iter()
+                .collect()
+        };
         let mut now = START;
         // Each reservation made: its item, units, and whether it still holds them.
         let mut reservations: Vec<(usize, u64, bool)> = Vec::new();
         for step in steps {
             now = Timestamp(now.0 + 1_000);
-            let (item, command, after) = match step {
+            // The command, and (when the model accepts it) each item it touches with its state
+            // after; the transfer the model changes, if any.
+            let mut transfer_after: Option<(usize, ModelTransfer)> = None;
+            let (command, touched): (Command, Option<Vec<(usize, ModelItem)>>) = match step {
+                Step::Ship(item, units) => {
+                    let (mut source, mut destination) = (model[item], model[item + 2]);
+                    let fits = units <= source.good_unreserved();
+                    source.on_hand -= if fits { units } else { 0 };
+                    destination.incoming += units;
+                    let command = Command::ShipTransfer {
+                        transfer_id: TransferId::parse(&format!("t{}", transfers.len())).unwrap(),
+                        from_store: StoreId::parse("store-1").unwrap(),
+                        to_store: StoreId::parse("store-2").unwrap(),
+                        lines: transfer_lines(item, units),
+                        reason: Reason::default(),
+                    };
+                    if fits {
+                        transfer_after = Some((transfers.len(), ModelTransfer {
+                            item,
+                            shipped: units,
+                            received: 0,
+                            lost: 0,
+                            status: TransferStatus::InTransit,
+                        }));
+                    }
+                    (command, fits.then(|| vec![(item, source), (item + 2, destination)]))
+                }
+                Step::Receive(index, units, close) => {
+                    if transfers.is_empty() {
+                        continue;
+                    }
+                    let at = index % transfers.len();
+                    let mut transfer = transfers[at];
+                    let open = matches!(transfer.status, TransferStatus::InTransit | TransferStatus::PartiallyReceived);
+                    let in_transit = transfer.shipped - transfer.received - transfer.lost;
+                    let ok = open && units <= in_transit && (units > 0 || close);
+                    let mut destination = model[transfer.item + 2];
+                    destination.incoming -= if ok { units } else { 0 };
+                    destination.on_hand += if ok { units } else { 0 };
+                    transfer.received += units;
+                    if units > 0 {
+                        transfer.status = TransferStatus::PartiallyReceived;
+                    }
+                    let missing = in_transit.saturating_sub(units);
+                    if ok && close {
+                        destination.incoming -= missing;
+                        transfer.lost += missing;
+                    }
+                    if ok && (close || missing == 0) {
+                        transfer.status = TransferStatus::Received;
+                    }
+                    if ok {
+                        transfer_after = Some((at, transfer));
+                    }
+                    let command = Command::ReceiveTransfer {
+                        transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
+                        lines: transfer_lines(transfer.item, units),
+                        close,
+                    };
+                    (command, ok.then(|| vec![(transfer.item + 2, destination)]))
+                }
+                Step::Cancel(index) => {
+                    if transfers.is_empty() {
+                        continue;
+                    }
+                    let at = index % transfers.len();
+                    let mut transfer = transfers[at];
+                    let ok = transfer.status == TransferStatus::InTransit;
+                    let (mut source, mut destination) = (model[transfer.item], model[transfer.item + 2]);
+                    if ok {
+                        source.on_hand += transfer.shipped;
+                        destination.incoming -= transfer.shipped;
+                        transfer.status = TransferStatus::Cancelled;
+                        transfer_after = Some((at, transfer));
+                    }
+                    let command = Command::CancelTransfer {
+                        transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
+                        reason: Reason::default(),
+                    };
+                    (command, ok.then(|| vec![(transfer.item + 2, destination), (transfer.item, source)]))
+                }
+                single => {
+            let (item, command, after) = match single {
                 Step::Add(item, units) => {
                     let mut after = model[item];
                     after.on_hand += units;
@@ -927,31 +1049,49 @@ proptest! {
                     }
                     (item, command, ok.then_some(after))
                 }
+                Step::Ship(..) | Step::Receive(..) | Step::Cancel(..) => unreachable!("matched above"),
+            };
+            (command, after.map(|after| vec![(item, after)]))
+                }
             };
             let result = inventory.decide(&command, now);
-            prop_assert_eq!(result.is_ok(), after.is_some(), "{:?} gave {:?}", command, result);
-            let (Ok(decisions), Some(mut after)) = (result, after) else { continue };
-            let alerts: Vec<StockAlert> = decisions
-                .iter()
-                .filter_map(|decision| match decision.event {
-                    StockEvent::StockAlertRaised { alert } => Some(alert),
-                    _ => None,
-                })
-                .collect();
-            prop_assert_eq!(&alerts, &model[item].alerts(&after), "{:?}", command);
+            prop_assert_eq!(result.is_ok(), touched.is_some(), "{:?} gave {:?}", command, result);
+            let (Ok(decisions), Some(touched)) = (result, touched) else { continue };
+            for (item, mut after) in touched {
+                let stream = model_stream(item);
+                let alerts: Vec<StockAlert> = decisions
+                    .iter()
+                    .filter(|decision| decision.stream == stream)
+                    .filter_map(|decision| match decision.event {
+                        StockEvent::StockAlertRaised { alert } => Some(alert),
+                        _ => None,
+                    })
+                    .collect();
+                prop_assert_eq!(&alerts, &model[item].alerts(&after), "{:?} on {}", command, stream);
+                after.events += decisions.iter().filter(|decision| decision.stream == stream).count() as u64;
+                let is_count = matches!(command, Command::RecordCount { .. });
+                prop_assert!(is_count || after.shortfall() <= model[item].shortfall(), "only a count grows a shortfall");
+                model[item] = after;
+                history[item].push((now, after.on_hand));
+            }
             apply_all(&mut inventory, &decisions);
-            after.events += decisions.len() as u64;
-            let is_count = matches!(command, Command::RecordCount { .. });
-            prop_assert!(is_count || after.shortfall() <= model[item].shortfall(), "only a count grows a shortfall");
-            model[item] = after;
-            history[item].push((now, after.on_hand));
-            for (index, product) in ITEMS.iter().enumerate() {
-                let Some(stock) = inventory.item(&stream(product)) else {
-                    prop_assert_eq!(model[index], ModelItem::default());
+            if let Some((at, transfer)) = transfer_after {
+                if at == transfers.len() {
+                    transfers.push(transfer);
+                } else {
+                    transfers[at] = transfer;
+                }
+                let folded = inventory.transfer(&TransferId::parse(&format!("t{at}")).unwrap()).unwrap();
+                prop_assert_eq!(folded.status, transfer.status);
+                let line = &folded.lines[0];
+                prop_assert_eq!((line.shipped, line.received, line.lost), (transfer.shipped, transfer.received, transfer.lost));
+            }
+            for (index, expected) in model.iter().copied().enumerate() {
+                let Some(stock) = inventory.item(&model_stream(index)) else {
+                    prop_assert_eq!(expected, ModelItem::default());
                     continue;
                 };
                 let level = stock.level();
-                let expected = model[index];
                 prop_assert_eq!(
                     (level.on_hand(), level.reserved(), level.damaged(), level.quality_control()),
                     (expected.on_hand, expected.reserved, expected.damaged, expected.quality_control)
@@ -960,6 +1100,7 @@ proptest! {
                     (level.safety_stock(), level.low_stock_threshold(), level.available()),
                     (expected.safety_stock, expected.threshold, expected.available())
                 );
+                prop_assert_eq!(level.incoming(), expected.incoming);
                 prop_assert_eq!(stock.version().0, expected.events);
                 prop_assert_eq!(level.shortfall(), expected.shortfall());
                 prop_assert!(level.damaged() + level.quality_control() <= level.on_hand());

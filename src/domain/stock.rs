@@ -586,6 +586,9 @@ pub enum DomainError {
     TransferNotFound { transfer_id: TransferId },
     #[error("transfer {transfer_id} already exists")]
     TransferAlreadyExists { transfer_id: TransferId },
+    /// A receipt of no line that does not close the transfer would change nothing.
+    #[error("a receipt into transfer {transfer_id} names no line and does not close it")]
+    NothingReceived { transfer_id: TransferId },
     /// Receiving into a closed or cancelled transfer, or cancelling one that has received.
     #[error("transfer {transfer_id} is {status}")]
     TransferNotOpen {

@@ -117,6 +117,9 @@ pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
             &[("transfer_id", transfer_id.to_string())],
             &[],
         ),
+        DomainError::NothingReceived { .. } => {
+            invalid_argument(&[FieldViolation::new("lines", "name what arrived, or close")])
+        }
         DomainError::TransferAlreadyExists { transfer_id } => error_info(
             Code::AlreadyExists,
             message,

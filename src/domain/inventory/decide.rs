@@ -480,6 +480,11 @@ impl Inventory {
         close: bool,
     ) -> Result<Vec<Decision>, DomainError> {
         let transfer = self.open_transfer(transfer_id)?;
+        if lines.is_empty() && !close {
+            return Err(DomainError::NothingReceived {
+                transfer_id: transfer_id.clone(),
+            });
+        }
         let destination =
             |product_id: &ProductId| StreamKey::new(product_id.clone(), transfer.to_store.clone());
         let mut received: HashMap<&ProductId, u64, FastHash> = HashMap::default();
