@@ -241,8 +241,8 @@ pub trait CommandKind: Send + 'static {
     type Outcome;
 
     /// The domain command, with whatever the server chooses for the client filled in, and
-    /// whether the server chose the reservation id (which the fingerprint then leaves out, so
-    /// that a retry matches the original).
+    /// whether the server chose the reservation or transfer id (which the fingerprint then
+    /// leaves out, so that a retry matches the original).
     fn into_command(self) -> (Command, bool);
 
     /// The outcome, from what the writer answered. `None` when the answer is of another kind:
@@ -783,9 +783,8 @@ impl CommandHandle {
             command_id,
             expected_version,
         } = request;
-        let (command, generated_reservation_id) = command.into_command();
-        let fingerprint =
-            fingerprint::fingerprint(&command, expected_version, generated_reservation_id);
+        let (command, generated_id) = command.into_command();
+        let fingerprint = fingerprint::fingerprint(&command, expected_version, generated_id);
         let trace = if telemetry::enabled() {
             let span = tracing::Span::current();
             telemetry::traceparent(&span).map(|trace_parent| CommandTrace { span, trace_parent })

@@ -169,6 +169,52 @@ impl Fields {
         self.check(field, Reason::parse(text))
     }
 
+    /// Whether line `index` of `lines` is the first to name `product_id`; a later one is
+    /// refused with the first one's index (`seen` holds the lines so far).
+    fn first_naming<'a>(
+        &mut self,
+        seen: &mut std::collections::HashMap<&'a str, usize>,
+        index: usize,
+        product_id: &'a str,
+    ) -> bool {
+        match seen.entry(product_id) {
+            std::collections::hash_map::Entry::Occupied(earlier) => {
+                let earlier = *earlier.get();
+                self.refuse(
+                    FieldName::Line {
+                        list: "lines",
+                        index,
+                        field: None,
+                    },
+                    format!("names the same product as lines[{earlier}]: one line per product"),
+                );
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(index);
+                true
+            }
+        }
+    }
+
+    /// Where a page starts, from a previous response's `page_token`: `None` for the first
+    /// page (an empty token).
+    fn page_token<T, E>(
+        &mut self,
+        token: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<Option<T>> {
+        if token.is_empty() {
+            return Some(None);
+        }
+        self.check(
+            "page_token",
+            parse(token)
+                .map(Some)
+                .map_err(|_| "not a token from a previous response".to_owned()),
+        )
+    }
+
     /// A page size: 1 to [`MAX_HISTORY_PAGE`], [`DEFAULT_HISTORY_PAGE`] when 0.
     fn page_size(&mut self, size: u32) -> Option<u32> {
         match size {
@@ -500,18 +546,9 @@ fn transfer_lines(
             &line.product_id,
         );
         let quantity = fields.quantity(FieldName::line("lines", index, "quantity"), line.quantity);
-        if let Some(earlier) = first.get(line.product_id.as_str()) {
-            fields.refuse(
-                FieldName::Line {
-                    list: "lines",
-                    index,
-                    field: None,
-                },
-                format!("names the same product as lines[{earlier}]: one line per product"),
-            );
+        if !fields.first_naming(&mut first, index, &line.product_id) {
             continue;
         }
-        first.insert(line.product_id.as_str(), index);
         if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
             valid.push(TransferLine {
                 product_id,
@@ -626,16 +663,7 @@ pub fn list_transfers(request: &pb::ListTransfersRequest) -> Result<TransfersQue
         ),
     };
     let page_size = fields.page_size(request.page_size);
-    let after = if request.page_token.is_empty() {
-        Some(None)
-    } else {
-        fields.check(
-            "page_token",
-            TransferId::parse(&request.page_token)
-                .map(Some)
-                .map_err(|_| "not a token from a previous response".to_owned()),
-        )
-    };
+    let after = fields.page_token(&request.page_token, TransferId::parse);
     let min_position = fields.min_position(request.min_position);
     let query = (|| {
         Some(TransfersQuery {
@@ -675,16 +703,7 @@ pub fn record_count(
                 &line.product_id,
             );
             let counted = fields.on_hand(FieldName::line("lines", index, "counted"), line.counted);
-            if let Some(earlier) = first.insert(line.product_id.as_str(), index) {
-                first.insert(line.product_id.as_str(), earlier);
-                fields.refuse(
-                    FieldName::Line {
-                        list: "lines",
-                        index,
-                        field: None,
-                    },
-                    format!("names the same product as lines[{earlier}]: one line per item"),
-                );
+            if !fields.first_naming(&mut first, index, &line.product_id) {
                 continue;
             }
             if let (Some(product_id), Some(store_id), Some(counted)) =
@@ -899,16 +918,7 @@ pub fn list_low_stock(request: &pb::ListLowStockRequest) -> Result<LowStockQuery
     let mut fields = Fields::new();
     let store_id = fields.store_id("store_id", &request.store_id);
     let page_size = fields.page_size(request.page_size);
-    let after = if request.page_token.is_empty() {
-        Some(None)
-    } else {
-        fields.check(
-            "page_token",
-            ProductId::parse(&request.page_token)
-                .map(Some)
-                .map_err(|_| "not a token from a previous response".to_owned()),
-        )
-    };
+    let after = fields.page_token(&request.page_token, ProductId::parse);
     let min_position = fields.min_position(request.min_position);
     let query = (|| {
         Some(LowStockQuery {
@@ -925,18 +935,11 @@ pub fn get_history(request: &pb::GetHistoryRequest) -> Result<HistoryQuery, toni
     let mut fields = Fields::new();
     let stream = fields.stream(&request.product_id, &request.store_id);
     let page_size = fields.page_size(request.page_size);
-    let after = if request.page_token.is_empty() {
-        Some(StreamVersion::INITIAL)
-    } else {
-        fields.check(
-            "page_token",
-            request
-                .page_token
-                .parse::<u64>()
-                .map(StreamVersion)
-                .map_err(|_| "not a token from a previous response".to_owned()),
-        )
-    };
+    let after = fields
+        .page_token(&request.page_token, |token| {
+            token.parse::<u64>().map(StreamVersion)
+        })
+        .map(|after| after.unwrap_or(StreamVersion::INITIAL));
     let min_position = fields.min_position(request.min_position);
     let query = (|| {
         Some(HistoryQuery {

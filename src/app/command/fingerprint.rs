@@ -13,7 +13,7 @@ fn state_number(state: StockState) -> u64 {
 }
 
 /// A hash of a command's request fields, stable across versions and restarts (FNV-1a 64 over
-/// a length-prefixed canonical encoding). `generated_reservation_id` leaves out a reservation
+/// a length-prefixed canonical encoding). `generated_id` leaves out a reservation or transfer
 /// id the server made, so a retry (which gets another generated id) matches the original.
 ///
 /// The log stores it with each event (`command_fingerprint`), so that a command id reused
@@ -23,10 +23,8 @@ fn state_number(state: StockState) -> u64 {
 pub(super) fn fingerprint(
     command: &Command,
     expected_version: Option<StreamVersion>,
-    generated_reservation_id: bool,
+    generated_id: bool,
 ) -> u64 {
-    // The one id a command kind lets the server choose: a reservation's or a transfer's.
-    let generated_id = generated_reservation_id;
     let mut hasher = Fnv64::new();
     let stream = |hasher: &mut Fnv64, stream: &StreamKey| {
         hasher.text(stream.product_id.as_str());
@@ -191,11 +189,7 @@ pub(super) fn fingerprint(
             ttl,
         } => {
             let reservation_id = reservation_id.as_str();
-            let reservation_id = if generated_reservation_id {
-                ""
-            } else {
-                &reservation_id
-            };
+            let reservation_id = if generated_id { "" } else { &reservation_id };
             match lines.as_slice() {
                 // One line, as before multi-line reservations: the same fingerprint, so a retry
                 // across the upgrade matches.

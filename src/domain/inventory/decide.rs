@@ -34,7 +34,21 @@ impl Inventory {
 
     /// The decisions with the alerts of each item after its last event in the command: what
     /// the item crossed between its state now (before the command) and after all its events.
-    fn with_alerts(&self, decisions: Vec<Decision>) -> Vec<Decision> {
+    fn with_alerts(&self, mut decisions: Vec<Decision>) -> Vec<Decision> {
+        // A command of one event (most are) needs no map: its item's alerts follow it.
+        if let [decision] = decisions.as_slice() {
+            let item = self.item_or_empty(&decision.stream);
+            let before = item.level();
+            let after = level_after(before, &decision.event);
+            let stream = decision.stream.clone();
+            decisions.extend(
+                StockAlert::crossed(before, after, item.version().0 > 0).map(|alert| Decision {
+                    stream: stream.clone(),
+                    event: StockEvent::StockAlertRaised { alert },
+                }),
+            );
+            return decisions;
+        }
         // Each item: its level now, after the command's events, whether it had events, and
         // the index of its last decision. A command touches few items: a vector searched
         // linearly would be quadratic for a delivery of 1,000, so a map.
