@@ -28,6 +28,18 @@ pub struct ConfigFile {
     max_connections: Option<usize>,
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
+    upstream_ca: Option<PathBuf>,
+    tls: Option<TlsSection>,
+}
+
+/// `[tls]`: the servers' certificate and key, and the CA of client certificates for mutual
+/// TLS (the flags `--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
 }
 
 /// The file `--config` (or `INVENTORY_CONFIG`) names, if any, found before the flags are
@@ -67,6 +79,30 @@ impl ConfigFile {
                 .parse::<LogFormat>()
                 .map_err(|problem| invalid("log_format", problem))?;
         }
+        if let Some(tls) = &file.tls {
+            match (&tls.cert, &tls.key) {
+                (Some(_), None) => {
+                    return Err(invalid(
+                        "tls.key",
+                        "missing: `tls.cert` needs its key".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "tls.cert",
+                        "missing: `tls.key` needs its certificate".into(),
+                    ));
+                }
+                (None, None) if tls.client_ca.is_some() => {
+                    return Err(invalid(
+                        "tls.cert",
+                        "missing: mutual TLS (`tls.client_ca`) needs the server's own certificate and key"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
         for (key, value) in [("log", &file.log), ("pg_schema", &file.pg_schema)] {
             if value.as_deref() == Some("") {
                 return Err(invalid(key, "must not be empty".to_owned()));
@@ -81,6 +117,8 @@ impl ConfigFile {
         let text = |value: &Option<String>| value.clone();
         let number = |value: Option<usize>| value.map(|value| value.to_string());
         let address = |value: Option<SocketAddr>| value.map(|value| value.to_string());
+        let path = |value: Option<&PathBuf>| value.map(|value| value.display().to_string());
+        let tls = self.tls.as_ref();
         let mut defaults = vec![
             ("target", text(&self.log)),
             ("pg_schema", text(&self.pg_schema)),
@@ -88,14 +126,18 @@ impl ConfigFile {
             ("query_addr", address(self.query_addr)),
             ("metrics_addr", text(&self.metrics_addr)),
             ("follow", text(&self.follow)),
-            (
-                "data",
-                self.data.as_ref().map(|data| data.display().to_string()),
-            ),
+            ("data", path(self.data.as_ref())),
             ("max_in_flight", number(self.max_in_flight)),
             ("max_connections", number(self.max_connections)),
             ("log_format", text(&self.log_format)),
             ("otlp_endpoint", text(&self.otlp_endpoint)),
+            ("upstream_ca", path(self.upstream_ca.as_ref())),
+            ("tls_cert", path(tls.and_then(|tls| tls.cert.as_ref()))),
+            ("tls_key", path(tls.and_then(|tls| tls.key.as_ref()))),
+            (
+                "tls_client_ca",
+                path(tls.and_then(|tls| tls.client_ca.as_ref())),
+            ),
         ];
         // A query server on its own reads only a PostgreSQL log (its `--log`); an embedded
         // log's directory in the file is for the other modes.

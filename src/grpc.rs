@@ -12,6 +12,7 @@ pub mod observe;
 pub mod overload;
 pub mod query_service;
 pub mod status;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;

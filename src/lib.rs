@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod certificates;
 pub mod dense_map;
 pub mod domain;
 pub mod grpc;

@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use inventory::app::command::MAX_BATCH_COMMANDS;
 use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::domain::LogPosition;
+use inventory::grpc::tls::{ServerTls, TlsFiles};
 use inventory::log::PostgresLog;
-use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource};
+use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerListener};
 use inventory::telemetry::{self, LogFormat};
 use inventory::tools;
 
@@ -95,6 +96,8 @@ enum Mode {
         log: LogArgs,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Address of the command server (CommandService, EventService).
         #[arg(
             long,
@@ -115,6 +118,8 @@ enum Mode {
         log: LogArgs,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[arg(
             long,
             env = "INVENTORY_COMMAND_ADDR",
@@ -128,9 +133,13 @@ enum Mode {
     /// Run only a query server: following a command server (--follow), or reading a shared
     /// PostgreSQL log (--log postgres://…).
     Query {
-        /// The command server to follow, e.g. http://127.0.0.1:50051.
+        /// The command server to follow, e.g. http://127.0.0.1:50051, or https://… over TLS
+        /// (with --upstream-ca).
         #[arg(long, env = "INVENTORY_FOLLOW", conflicts_with = "log")]
         follow: Option<String>,
+        /// PEM certificate(s) of the CA that issued the followed server's certificate.
+        #[arg(long, env = "INVENTORY_UPSTREAM_CA", requires = "follow")]
+        upstream_ca: Option<PathBuf>,
         /// A PostgreSQL log to read directly, e.g. postgres://inventory@db/inventory.
         #[arg(long, env = "INVENTORY_EVENT_LOG")]
         log: Option<String>,
@@ -148,6 +157,8 @@ enum Mode {
         metrics_addr: MetricsAddr,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     #[command(flatten)]
     Tool(Tool),
@@ -183,6 +194,27 @@ enum Tool {
         to: String,
         #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
         pg_schema: String,
+    },
+    /// Make TLS certificates: a CA, a server certificate and client certificates, as PEM
+    /// files in a new or empty folder (private keys readable by their owner only).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// A new CA (ca.pem, ca.key), a server certificate signed by it (server.pem, server.key)
+    /// and, for each --client NAME, a client certificate (NAME.pem, NAME.key).
+    Generate {
+        /// The folder to write into; no file in it is overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP address the server certificate is valid for (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        hosts: Vec<String>,
+        /// A client certificate for mutual TLS whose common name is NAME (repeatable).
+        #[arg(long = "client")]
+        clients: Vec<String>,
     },
 }
 
@@ -245,6 +277,48 @@ impl LimitArgs {
             max_in_flight_requests: self.max_in_flight.max(1),
             max_connections: self.max_connections.max(1),
         }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct TlsArgs {
+    /// TLS: the server's PEM certificate chain (with --tls-key). Reloaded when the file
+    /// changes or on SIGHUP.
+    #[arg(long, env = "INVENTORY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the PEM private key of --tls-cert.
+    #[arg(long, env = "INVENTORY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate issued by a CA in this PEM file.
+    #[arg(long, env = "INVENTORY_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The servers' TLS configuration, or `None` for plain text.
+    fn load(&self) -> Result<Option<ServerTls>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        };
+        let tls = ServerTls::start(files).map_err(|error| format!("TLS: {error}"))?;
+        tracing::info!(
+            cert = %cert.display(),
+            mutual = tls.mutual(),
+            "TLS on"
+        );
+        Ok(Some(tls))
+    }
+}
+
+fn listener(tcp: TcpListener, tls: &Option<ServerTls>) -> ServerListener {
+    ServerListener {
+        tcp,
+        tls: tls.clone(),
     }
 }
 
@@ -370,12 +444,14 @@ async fn run(mode: Mode) -> Result<(), String> {
         Mode::Serve {
             log,
             limits,
+            tls,
             command_addr,
             query_addr,
             metrics_addr: _,
         } => {
-            let command_listener = bind("command", command_addr).await?;
-            let query_listener = bind("query", query_addr).await?;
+            let tls = tls.load()?;
+            let command_listener = listener(bind("command", command_addr).await?, &tls);
+            let query_listener = listener(bind("query", query_addr).await?, &tls);
             let config = CommandConfig {
                 log: log.config(),
                 clock,
@@ -386,10 +462,12 @@ async fn run(mode: Mode) -> Result<(), String> {
         Mode::Command {
             log,
             limits,
+            tls,
             command_addr,
             metrics_addr: _,
         } => {
-            let listener = bind("command", command_addr).await?;
+            let tls = tls.load()?;
+            let listener = listener(bind("command", command_addr).await?, &tls);
             let config = CommandConfig {
                 log: log.config(),
                 clock,
@@ -399,15 +477,18 @@ async fn run(mode: Mode) -> Result<(), String> {
         }
         Mode::Query {
             follow,
+            upstream_ca,
             log,
             pg_schema,
             data,
             query_addr,
             limits,
+            tls,
             metrics_addr: _,
         } => {
-            let source = query_source(follow, log, &pg_schema, data)?;
-            let listener = bind("query", query_addr).await?;
+            let source = query_source(follow, upstream_ca, log, &pg_schema, data)?;
+            let tls = tls.load()?;
+            let listener = listener(bind("query", query_addr).await?, &tls);
             server::run_query_server(source, limits.limits(), listener, shutdown).await
         }
         Mode::Tool(_) => unreachable!("tools return above"),
@@ -418,6 +499,7 @@ async fn run(mode: Mode) -> Result<(), String> {
 /// Where a query server on its own reads from: `--follow URL` or a PostgreSQL `--log`.
 fn query_source(
     follow: Option<String>,
+    upstream_ca: Option<PathBuf>,
     log: Option<String>,
     pg_schema: &str,
     data: PathBuf,
@@ -426,6 +508,7 @@ fn query_source(
         (Some(upstream), None) => Ok(QuerySource::Follow {
             upstream,
             data_dir: data,
+            upstream_ca,
         }),
         (None, Some(log)) => match LogConfig::parse(&log, pg_schema) {
             LogConfig::Postgres { url, schema } => Ok(QuerySource::Postgres { url, schema }),
@@ -487,7 +570,85 @@ async fn run_tool(tool: Tool) -> Result<(), String> {
             println!("migrated {copied} events into schema {schema}");
             Ok(())
         }
+        Tool::Cert(CertCommand::Generate {
+            out,
+            hosts,
+            clients,
+        }) => generate_certificates(&out, &hosts, &clients),
     }
+}
+
+/// `inventory cert generate`: a CA, a server certificate and client certificates in `out`.
+fn generate_certificates(
+    out: &std::path::Path,
+    hosts: &[String],
+    clients: &[String],
+) -> Result<(), String> {
+    use inventory::certificates::CertificateAuthority;
+    let failed = |error: &dyn std::fmt::Display| format!("cert generate: {error}");
+    for name in clients {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.')
+            && !matches!(name.as_str(), "ca" | "server");
+        if !valid {
+            return Err(format!(
+                "cert generate: --client {name:?}: a client name is letters, digits, '-', '_' and '.',                  not starting with '.', and not ca or server (it names the files NAME.pem, NAME.key)"
+            ));
+        }
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|error| failed(&format!("cannot create {}: {error}", out.display())))?;
+    let authority = CertificateAuthority::new("inventory CA").map_err(|error| failed(&error))?;
+    let server = authority.server(hosts).map_err(|error| failed(&error))?;
+    let mut files = vec![
+        (
+            "ca.pem".to_owned(),
+            authority.certificate_pem().to_owned(),
+            false,
+        ),
+        ("ca.key".to_owned(), authority.key_pem().to_owned(), true),
+        ("server.pem".to_owned(), server.certificate_pem, false),
+        ("server.key".to_owned(), server.key_pem, true),
+    ];
+    for name in clients {
+        let client = authority.client(name).map_err(|error| failed(&error))?;
+        files.push((format!("{name}.pem"), client.certificate_pem, false));
+        files.push((format!("{name}.key"), client.key_pem, true));
+    }
+    // Nothing is written if any file exists already: no half-replaced set of certificates.
+    for (name, _, _) in &files {
+        let path = out.join(name);
+        if path.exists() {
+            return Err(format!(
+                "cert generate: {} exists; nothing was written (choose an empty folder)",
+                path.display()
+            ));
+        }
+    }
+    for (name, contents, private) in &files {
+        write_new(&out.join(name), contents, *private).map_err(|error| failed(&error))?;
+        println!("wrote {}", out.join(name).display());
+    }
+    Ok(())
+}
+
+/// Writes a file that must not exist yet; a private one is readable by its owner only.
+fn write_new(path: &std::path::Path, contents: &str, private: bool) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }
 
 async fn wait_for_signal() {

@@ -20,6 +20,7 @@ use crate::grpc::follower::{self, FollowerState};
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::overload;
 use crate::grpc::query_service::QueryApi;
+use crate::grpc::tls::{self, ServerTls};
 use crate::grpc::{FILE_DESCRIPTOR_SET, pb};
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
 use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog, TailCache};
@@ -38,6 +39,19 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("invalid upstream address {address:?}: {problem}")]
     Upstream { address: String, problem: String },
+}
+
+/// Where a server takes connections: a bound listener, and with `tls` each connection is
+/// TLS (mutual TLS when its configuration has a client CA).
+pub struct ServerListener {
+    pub tcp: TcpListener,
+    pub tls: Option<ServerTls>,
+}
+
+impl From<TcpListener> for ServerListener {
+    fn from(tcp: TcpListener) -> ServerListener {
+        ServerListener { tcp, tls: None }
+    }
 }
 
 /// Where the event log lives.
@@ -95,8 +109,13 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub enum QuerySource {
     /// Follow a command server through `EventService.Subscribe`, keeping a copy of its log in
-    /// `data_dir`.
-    Follow { upstream: String, data_dir: PathBuf },
+    /// `data_dir`. An `https://` upstream is reached over TLS, trusting the PEM certificates
+    /// in `upstream_ca`.
+    Follow {
+        upstream: String,
+        data_dir: PathBuf,
+        upstream_ca: Option<PathBuf>,
+    },
     /// Read a shared PostgreSQL log directly.
     Postgres { url: String, schema: String },
 }
@@ -105,8 +124,8 @@ pub enum QuerySource {
 /// `shutdown`. In-flight commands finish and are durable before it returns.
 pub async fn run_combined(
     config: CommandConfig,
-    command_listener: TcpListener,
-    query_listener: TcpListener,
+    command_listener: impl Into<ServerListener>,
+    query_listener: impl Into<ServerListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let model = Arc::new(ReadModel::new());
@@ -115,7 +134,7 @@ pub async fn run_combined(
     report_reachability(model.clone(), log.reachable());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let command_server = serve_command(
-        command_listener,
+        command_listener.into(),
         CommandApi::new(command_side.handle.clone()),
         log.clone(),
         command_side.breaker.clone(),
@@ -123,7 +142,7 @@ pub async fn run_combined(
         shutdown.clone(),
     );
     let query_server = serve_query(
-        query_listener,
+        query_listener.into(),
         model,
         log,
         None,
@@ -145,7 +164,7 @@ pub async fn run_combined(
 /// Runs only the command server (with `EventService`) until `shutdown`.
 pub async fn run_command_server(
     config: CommandConfig,
-    listener: TcpListener,
+    listener: impl Into<ServerListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let (log, state) = open_command_log(&config.log, config.clock.now(), None).await?;
@@ -155,7 +174,7 @@ pub async fn run_command_server(
         breaker,
     } = CommandSide::start(state, log.clone(), config.clock.clone());
     let result = serve_command(
-        listener,
+        listener.into(),
         CommandApi::new(handle),
         log,
         breaker,
@@ -172,18 +191,19 @@ pub async fn run_command_server(
 pub async fn run_query_server(
     source: QuerySource,
     limits: Limits,
-    listener: TcpListener,
+    listener: impl Into<ServerListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
+    let listener = listener.into();
     let model = Arc::new(ReadModel::new());
     let (follower_state, follower_watch) = watch::channel(FollowerState::Connecting);
     let (log, background): (Arc<dyn EventLog>, tokio::task::JoinHandle<()>) = match source {
-        QuerySource::Follow { upstream, data_dir } => {
-            let endpoint =
-                Endpoint::from_shared(upstream.clone()).map_err(|error| ServerError::Upstream {
-                    address: upstream.clone(),
-                    problem: error.to_string(),
-                })?;
+        QuerySource::Follow {
+            upstream,
+            data_dir,
+            upstream_ca,
+        } => {
+            let endpoint = upstream_endpoint(&upstream, upstream_ca.as_deref())?;
             let directory = data_dir.clone();
             let opened_model = model.clone();
             let (log, report) = tokio::task::spawn_blocking(move || {
@@ -238,6 +258,40 @@ pub async fn run_query_server(
     let _ = background.await;
     projection_result(projection.await);
     result
+}
+
+/// The endpoint a follower connects to: over TLS for `https://`, trusting `ca` (required
+/// then, and refused for a plain `http://` upstream, where it would be silently unused).
+pub fn upstream_endpoint(
+    upstream: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<Endpoint, ServerError> {
+    let invalid = |problem: String| ServerError::Upstream {
+        address: upstream.to_owned(),
+        problem,
+    };
+    let endpoint =
+        Endpoint::from_shared(upstream.to_owned()).map_err(|error| invalid(error.to_string()))?;
+    let https = upstream.starts_with("https://");
+    match (https, ca) {
+        (false, None) => Ok(endpoint),
+        (false, Some(_)) => Err(invalid(
+            "an upstream CA is given but the address is not https://".to_owned(),
+        )),
+        (true, None) => Err(invalid(
+            "an https:// upstream needs the CA that issued its certificate (--upstream-ca)"
+                .to_owned(),
+        )),
+        (true, Some(ca)) => {
+            let pem = std::fs::read(ca)
+                .map_err(|error| invalid(format!("cannot read {}: {error}", ca.display())))?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint
+                .tls_config(tls)
+                .map_err(|error| invalid(error.to_string()))
+        }
+    }
 }
 
 /// Keeps the read model's `upstream_unreachable_since` in step with the log's reachability
@@ -334,7 +388,7 @@ fn routes(
 /// longest request duration.
 async fn serve(
     server: &'static str,
-    listener: TcpListener,
+    listener: ServerListener,
     routes: RoutesBuilder,
     limits: Limits,
     mut shutdown: Shutdown,
@@ -352,7 +406,11 @@ async fn serve(
         ))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            overload::incoming(server, listener, limits.max_connections),
+            tls::secured(
+                server,
+                overload::incoming(server, listener.tcp, limits.max_connections),
+                listener.tls,
+            ),
             async move {
                 shutdown.wait().await;
             },
@@ -362,7 +420,7 @@ async fn serve(
 }
 
 async fn serve_command(
-    listener: TcpListener,
+    listener: ServerListener,
     api: CommandApi,
     log: Arc<dyn EventLog>,
     breaker: watch::Receiver<BreakerState>,
@@ -402,7 +460,7 @@ async fn report_breaker(health: HealthReporter, mut breaker: watch::Receiver<Bre
 }
 
 async fn serve_query(
-    listener: TcpListener,
+    listener: ServerListener,
     model: Arc<ReadModel>,
     log: Arc<dyn EventLog>,
     follower: Option<watch::Receiver<FollowerState>>,

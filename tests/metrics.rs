@@ -8,14 +8,13 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
-use support::{add_stock, get_stock, reserve_stock};
+use support::{add_stock, get_stock, reserve_stock, scrape};
 
 struct Service {
     // Held so the server lives as long as the test (it is killed on drop).
@@ -69,27 +68,6 @@ async fn start(data_dir: &std::path::Path) -> Service {
         query_addr: query_addr.unwrap(),
         metrics_addr,
     }
-}
-
-/// `GET /metrics` over plain HTTP/1.0; returns each sample line's series (name and labels)
-/// with its value.
-async fn scrape(address: SocketAddr) -> HashMap<String, f64> {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-    body.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("a sample line");
-            (series.to_owned(), value.parse().expect("a number"))
-        })
-        .collect()
 }
 
 fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {

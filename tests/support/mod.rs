@@ -153,6 +153,7 @@ impl Running {
         let source = QuerySource::Follow {
             upstream: format!("http://{upstream}"),
             data_dir: data_dir.to_owned(),
+            upstream_ca: None,
         };
         let task = tokio::spawn(server::run_query_server(
             source,
@@ -234,10 +235,33 @@ pub fn level(stock: Option<pb::StockLevel>) -> (i64, i64, i64) {
     (stock.on_hand, stock.reserved, stock.available)
 }
 
+/// `GET /metrics` over plain HTTP/1.0; returns each sample line's series (name and labels)
+/// with its value.
+pub async fn scrape(address: SocketAddr) -> std::collections::HashMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
 /// The real `inventory` binary, run as a child process.
 pub struct Process {
     pub child: tokio::process::Child,
-    /// The addresses it printed, by role ("command", "query").
+    /// The addresses it printed, by role ("command", "query", and "metrics" when it serves
+    /// them).
     pub addresses: std::collections::HashMap<String, SocketAddr>,
 }
 
@@ -278,6 +302,9 @@ impl Process {
                 .expect("the binary is still running");
             if let Some((role, address)) = line.split_once(" server listening on ") {
                 addresses.insert(role.to_owned(), address.parse().unwrap());
+            }
+            if let Some(address) = line.strip_prefix("metrics listening on ") {
+                addresses.insert("metrics".to_owned(), address.parse().unwrap());
             }
         }
         // Keep reading stdout so the child never blocks on a full pipe.
