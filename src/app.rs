@@ -2,6 +2,7 @@
 //! projection, the queries over them, and subscriptions. It drives the domain and the log; it
 //! knows nothing of gRPC.
 
+pub mod access;
 pub mod breaker;
 pub mod clock;
 pub mod command;

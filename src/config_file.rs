@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use inventory::app::access::{ApiToken, Authenticator, Principal, Role, StoreScope, parse_sha256};
+use inventory::domain::StoreId;
 use inventory::telemetry::LogFormat;
 
 /// Every key the file may hold. A key a mode has no flag for is ignored by that mode (a
@@ -29,7 +31,29 @@ pub struct ConfigFile {
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
     upstream_ca: Option<PathBuf>,
+    upstream_token: Option<String>,
     tls: Option<TlsSection>,
+    auth: Option<AuthSection>,
+}
+
+/// `[auth]`: the credentials the servers accept. With none, every request is served.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+}
+
+/// `[[auth.tokens]]`: one API token, by the SHA-256 of its text (`inventory token new`).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    sha256: String,
+    role: String,
+    #[serde(default)]
+    stores: Vec<String>,
+    max_in_flight: Option<usize>,
 }
 
 /// `[tls]`: the servers' certificate and key, and the CA of client certificates for mutual
@@ -103,12 +127,90 @@ impl ConfigFile {
                 _ => {}
             }
         }
+        file.authenticator()
+            .map_err(|(key, problem)| invalid(&key, problem))?;
         for (key, value) in [("log", &file.log), ("pg_schema", &file.pg_schema)] {
             if value.as_deref() == Some("") {
                 return Err(invalid(key, "must not be empty".to_owned()));
             }
         }
         Ok(file)
+    }
+
+    /// The credentials of `[auth]`, checked: `None` when there are none. An error names the
+    /// key (`auth.tokens[2].role`).
+    pub fn authenticator(&self) -> Result<Option<Authenticator>, (String, String)> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let mut tokens = Vec::with_capacity(auth.tokens.len());
+        let mut names = std::collections::HashSet::new();
+        let mut digests = std::collections::HashSet::new();
+        for (index, entry) in auth.tokens.iter().enumerate() {
+            let key = |field: &str| format!("auth.tokens[{index}].{field}");
+            if entry.name.trim().is_empty() || entry.name.len() > 128 {
+                return Err((key("name"), "must be 1 to 128 characters".into()));
+            }
+            if !names.insert(entry.name.as_str()) {
+                return Err((
+                    key("name"),
+                    format!("{:?} names another token too", entry.name),
+                ));
+            }
+            let sha256 = parse_sha256(&entry.sha256.to_ascii_lowercase()).ok_or_else(|| {
+                (
+                    key("sha256"),
+                    "expected the 64 hex digits of the token's SHA-256 (inventory token new prints it)"
+                        .to_owned(),
+                )
+            })?;
+            if !digests.insert(sha256) {
+                return Err((key("sha256"), "is another token's too".into()));
+            }
+            let role = Role::parse(&entry.role).ok_or_else(|| {
+                let roles: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
+                (
+                    key("role"),
+                    format!("{:?} is not one of {}", entry.role, roles.join(", ")),
+                )
+            })?;
+            let mut stores = Vec::with_capacity(entry.stores.len());
+            for (store_index, store) in entry.stores.iter().enumerate() {
+                let parsed = StoreId::parse(store).map_err(|error| {
+                    (
+                        format!("auth.tokens[{index}].stores[{store_index}]"),
+                        error.to_string(),
+                    )
+                })?;
+                stores.push(parsed);
+            }
+            if role == Role::Replica && !stores.is_empty() {
+                return Err((
+                    key("stores"),
+                    "a replica copies the whole log: it takes no stores".into(),
+                ));
+            }
+            if entry.max_in_flight == Some(0) {
+                return Err((key("max_in_flight"), "must be at least 1".into()));
+            }
+            tokens.push(ApiToken {
+                max_in_flight: entry.max_in_flight,
+                sha256,
+                principal: Principal {
+                    name: entry.name.as_str().into(),
+                    role,
+                    stores: StoreScope::of(stores),
+                },
+            });
+        }
+        if tokens.is_empty() {
+            return Err((
+                "auth.tokens".into(),
+                "[auth] with no token would refuse every request; add a [[auth.tokens]] entry"
+                    .into(),
+            ));
+        }
+        Ok(Some(Authenticator::new(tokens)))
     }
 
     /// Each key that is set, with its flag's id (the field name clap gives the argument) and
@@ -132,6 +234,7 @@ impl ConfigFile {
             ("log_format", text(&self.log_format)),
             ("otlp_endpoint", text(&self.otlp_endpoint)),
             ("upstream_ca", path(self.upstream_ca.as_ref())),
+            ("upstream_token", text(&self.upstream_token)),
             ("tls_cert", path(tls.and_then(|tls| tls.cert.as_ref()))),
             ("tls_key", path(tls.and_then(|tls| tls.key.as_ref()))),
             (

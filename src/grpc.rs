@@ -3,6 +3,7 @@
 //! status codes, and the follower that copies a command server's log into a query server.
 //! Only this layer knows tonic.
 
+pub mod auth;
 pub mod codec;
 pub mod command_service;
 pub mod convert;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 
+use inventory::app::access::{Authenticator, Role};
 use inventory::app::command::MAX_BATCH_COMMANDS;
 use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::domain::LogPosition;
@@ -58,11 +59,15 @@ struct Cli {
 
 /// The flags, with the configuration file's values as their defaults. Without a mode, the
 /// flags are `serve`'s.
-fn parse_cli(mut arguments: Vec<std::ffi::OsString>) -> Result<Cli, String> {
+fn parse_cli(
+    mut arguments: Vec<std::ffi::OsString>,
+) -> Result<(Cli, config_file::ConfigFile), String> {
     use clap::{CommandFactory, FromArgMatches};
     let mut command = Cli::command();
+    let mut file = config_file::ConfigFile::default();
     if let Some(path) = config_file::path_from(&arguments) {
-        command = config_file::ConfigFile::read(&path)?.apply(command);
+        file = config_file::ConfigFile::read(&path)?;
+        command = file.apply(command);
     }
     let modes: Vec<String> = command
         .get_subcommands()
@@ -85,7 +90,8 @@ fn parse_cli(mut arguments: Vec<std::ffi::OsString>) -> Result<Cli, String> {
     let matches = command
         .try_get_matches_from(arguments)
         .unwrap_or_else(|error| error.exit());
-    Cli::from_arg_matches(&matches).map_err(|error| error.to_string())
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.to_string())?;
+    Ok((cli, file))
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +146,15 @@ enum Mode {
         /// PEM certificate(s) of the CA that issued the followed server's certificate.
         #[arg(long, env = "INVENTORY_UPSTREAM_CA", requires = "follow")]
         upstream_ca: Option<PathBuf>,
+        /// An API token the followed server accepts (the replica role suffices). Prefer the
+        /// environment variable: a flag's value is visible to every user of the host.
+        #[arg(
+            long,
+            env = "INVENTORY_UPSTREAM_TOKEN",
+            hide_env_values = true,
+            requires = "follow"
+        )]
+        upstream_token: Option<String>,
         /// A PostgreSQL log to read directly, e.g. postgres://inventory@db/inventory.
         #[arg(long, env = "INVENTORY_EVENT_LOG")]
         log: Option<String>,
@@ -195,10 +210,37 @@ enum Tool {
         #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
         pg_schema: String,
     },
+    /// Make an API token: prints a fresh random token once, and the [[auth.tokens]] block
+    /// (its SHA-256, not the token) to paste into the configuration file.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Make TLS certificates: a CA, a server certificate and client certificates, as PEM
     /// files in a new or empty folder (private keys readable by their owner only).
     #[command(subcommand)]
     Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// A new token for a client.
+    New {
+        /// The credential's name: what the audit trail and the logs call it.
+        #[arg(long)]
+        name: String,
+        /// admin, operator, sales, reader or replica.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The stores it may act on, comma-separated; all stores when absent.
+        #[arg(long, value_delimiter = ',')]
+        stores: Vec<String>,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| {
+        let roles: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
+        format!("expected one of {}", roles.join(", "))
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,10 +357,15 @@ impl TlsArgs {
     }
 }
 
-fn listener(tcp: TcpListener, tls: &Option<ServerTls>) -> ServerListener {
+fn listener(
+    tcp: TcpListener,
+    tls: &Option<ServerTls>,
+    auth: &Option<Arc<Authenticator>>,
+) -> ServerListener {
     ServerListener {
         tcp,
         tls: tls.clone(),
+        auth: auth.clone(),
     }
 }
 
@@ -329,8 +376,8 @@ impl LogArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match parse_cli(std::env::args_os().collect()) {
-        Ok(cli) => cli,
+    let (cli, file) = match parse_cli(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("inventory: {message}");
             return ExitCode::FAILURE;
@@ -367,7 +414,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(mode));
+    // Checked when the file was read.
+    let auth = file
+        .authenticator()
+        .unwrap_or_else(|_| unreachable!("the config file's [auth] was checked when read"))
+        .map(Arc::new);
+    let result = runtime.block_on(run(mode, auth));
     // Flushes the spans not yet exported, while the runtime still runs.
     drop(telemetry);
     match result {
@@ -423,7 +475,7 @@ async fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
     Ok(address)
 }
 
-async fn run(mode: Mode) -> Result<(), String> {
+async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String> {
     if let MetricsAddr::On(address) = mode.metrics_addr() {
         install_metrics(address).await?;
     }
@@ -450,8 +502,8 @@ async fn run(mode: Mode) -> Result<(), String> {
             metrics_addr: _,
         } => {
             let tls = tls.load()?;
-            let command_listener = listener(bind("command", command_addr).await?, &tls);
-            let query_listener = listener(bind("query", query_addr).await?, &tls);
+            let command_listener = listener(bind("command", command_addr).await?, &tls, &auth);
+            let query_listener = listener(bind("query", query_addr).await?, &tls, &auth);
             let config = CommandConfig {
                 log: log.config(),
                 clock,
@@ -467,7 +519,7 @@ async fn run(mode: Mode) -> Result<(), String> {
             metrics_addr: _,
         } => {
             let tls = tls.load()?;
-            let listener = listener(bind("command", command_addr).await?, &tls);
+            let listener = listener(bind("command", command_addr).await?, &tls, &auth);
             let config = CommandConfig {
                 log: log.config(),
                 clock,
@@ -478,6 +530,7 @@ async fn run(mode: Mode) -> Result<(), String> {
         Mode::Query {
             follow,
             upstream_ca,
+            upstream_token,
             log,
             pg_schema,
             data,
@@ -486,9 +539,10 @@ async fn run(mode: Mode) -> Result<(), String> {
             tls,
             metrics_addr: _,
         } => {
-            let source = query_source(follow, upstream_ca, log, &pg_schema, data)?;
+            let source =
+                query_source(follow, (upstream_ca, upstream_token), log, &pg_schema, data)?;
             let tls = tls.load()?;
-            let listener = listener(bind("query", query_addr).await?, &tls);
+            let listener = listener(bind("query", query_addr).await?, &tls, &auth);
             server::run_query_server(source, limits.limits(), listener, shutdown).await
         }
         Mode::Tool(_) => unreachable!("tools return above"),
@@ -499,7 +553,7 @@ async fn run(mode: Mode) -> Result<(), String> {
 /// Where a query server on its own reads from: `--follow URL` or a PostgreSQL `--log`.
 fn query_source(
     follow: Option<String>,
-    upstream_ca: Option<PathBuf>,
+    (upstream_ca, upstream_token): (Option<PathBuf>, Option<String>),
     log: Option<String>,
     pg_schema: &str,
     data: PathBuf,
@@ -509,6 +563,7 @@ fn query_source(
             upstream,
             data_dir: data,
             upstream_ca,
+            upstream_token,
         }),
         (None, Some(log)) => match LogConfig::parse(&log, pg_schema) {
             LogConfig::Postgres { url, schema } => Ok(QuerySource::Postgres { url, schema }),
@@ -570,12 +625,47 @@ async fn run_tool(tool: Tool) -> Result<(), String> {
             println!("migrated {copied} events into schema {schema}");
             Ok(())
         }
+        Tool::Token(TokenCommand::New { name, role, stores }) => new_token(&name, role, &stores),
         Tool::Cert(CertCommand::Generate {
             out,
             hosts,
             clients,
         }) => generate_certificates(&out, &hosts, &clients),
     }
+}
+
+/// `inventory token new`: the token on stdout's first line, then the block to configure.
+fn new_token(name: &str, role: Role, stores: &[String]) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("token new: --name must not be empty".into());
+    }
+    for store in stores {
+        inventory::domain::StoreId::parse(store)
+            .map_err(|error| format!("token new: --stores {store:?}: {error}"))?;
+    }
+    if role == Role::Replica && !stores.is_empty() {
+        return Err("token new: a replica copies the whole log: it takes no --stores".into());
+    }
+    let (token, sha256) = inventory::app::access::new_token()
+        .map_err(|_| "token new: the system's random generator failed".to_owned())?;
+    let quoted: Vec<String> = stores
+        .iter()
+        .map(|store| serde_json::to_string(store).expect("a string serializes"))
+        .collect();
+    println!("{token}");
+    println!();
+    println!(
+        "# The token above is shown once; the server stores only its SHA-256. Add to the config file:"
+    );
+    println!("[[auth.tokens]]");
+    println!(
+        "name = {}",
+        serde_json::to_string(name).expect("a string serializes")
+    );
+    println!("sha256 = \"{sha256}\"");
+    println!("role = \"{role}\"");
+    println!("stores = [{}]", quoted.join(", "));
+    Ok(())
 }
 
 /// `inventory cert generate`: a CA, a server certificate and client certificates in `out`.

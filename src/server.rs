@@ -11,9 +11,11 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::{Endpoint, Server};
 use tonic_health::server::HealthReporter;
 
+use crate::app::access::Authenticator;
 use crate::app::command::CommandState;
 use crate::app::query::Queries;
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
+use crate::grpc::auth::AuthLayer;
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
@@ -41,16 +43,22 @@ pub enum ServerError {
     Upstream { address: String, problem: String },
 }
 
-/// Where a server takes connections: a bound listener, and with `tls` each connection is
-/// TLS (mutual TLS when its configuration has a client CA).
+/// Where a server takes connections and whom it serves: a bound listener; with `tls` each
+/// connection is TLS (mutual TLS when its configuration has a client CA); with `auth` every
+/// request but health checks needs a credential it accepts.
 pub struct ServerListener {
     pub tcp: TcpListener,
     pub tls: Option<ServerTls>,
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl From<TcpListener> for ServerListener {
     fn from(tcp: TcpListener) -> ServerListener {
-        ServerListener { tcp, tls: None }
+        ServerListener {
+            tcp,
+            tls: None,
+            auth: None,
+        }
     }
 }
 
@@ -115,6 +123,8 @@ pub enum QuerySource {
         upstream: String,
         data_dir: PathBuf,
         upstream_ca: Option<PathBuf>,
+        /// An API token the upstream accepts (a `replica` role suffices).
+        upstream_token: Option<String>,
     },
     /// Read a shared PostgreSQL log directly.
     Postgres { url: String, schema: String },
@@ -202,8 +212,10 @@ pub async fn run_query_server(
             upstream,
             data_dir,
             upstream_ca,
+            upstream_token,
         } => {
             let endpoint = upstream_endpoint(&upstream, upstream_ca.as_deref())?;
+            let credential = upstream_token.map(|token| bearer(&token)).transpose()?;
             let directory = data_dir.clone();
             let opened_model = model.clone();
             let (log, report) = tokio::task::spawn_blocking(move || {
@@ -228,6 +240,7 @@ pub async fn run_query_server(
             });
             let follower = tokio::spawn(follower::follow(
                 endpoint,
+                credential,
                 log.clone(),
                 follower_state,
                 shutdown.clone(),
@@ -292,6 +305,19 @@ pub fn upstream_endpoint(
                 .map_err(|error| invalid(error.to_string()))
         }
     }
+}
+
+/// The `authorization` header's value for `token`, marked sensitive so that it is never
+/// indexed by HPACK nor shown by a debug print.
+pub fn bearer(token: &str) -> Result<tonic::metadata::AsciiMetadataValue, ServerError> {
+    let mut value: tonic::metadata::AsciiMetadataValue = format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| ServerError::Upstream {
+            address: "--upstream-token".to_owned(),
+            problem: "a token is printable ASCII without spaces".to_owned(),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Keeps the read model's `upstream_unreachable_since` in step with the log's reachability
@@ -398,6 +424,8 @@ async fn serve(
         .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
         // Outermost, so that refusals by the layers below are counted too.
         .layer(ObserveLayer::new(server))
+        // Before the in-flight limit: a request without a valid credential takes no slot.
+        .layer(AuthLayer::new(listener.auth))
         .layer(overload::InFlightLimitLayer::new(
             limits.max_in_flight_requests,
         ))

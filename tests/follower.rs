@@ -89,7 +89,7 @@ fn start_follower(
     let (state, state_watch) = watch::channel(FollowerState::Connecting);
     let (signal, shutdown): (ShutdownSignal, Shutdown) = ShutdownSignal::new();
     let endpoint = Endpoint::from_shared(format!("http://{upstream}")).unwrap();
-    let task = tokio::spawn(follower::follow(endpoint, local, state, shutdown));
+    let task = tokio::spawn(follower::follow(endpoint, None, local, state, shutdown));
     (state_watch, task, signal)
 }
 

@@ -485,6 +485,8 @@ async fn subscriptions_past_the_limit_are_refused_with_resource_exhausted() {
     let mut server_shutdown = shutdown.clone();
     let server = tokio::spawn(
         Server::builder()
+            // As every server: the layer that names each request's principal.
+            .layer(inventory::grpc::auth::AuthLayer::new(None))
             .add_service(pb::event_service_server::EventServiceServer::new(api))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 server_shutdown.wait().await

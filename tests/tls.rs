@@ -72,6 +72,7 @@ impl Secured {
         let listener = |tcp| ServerListener {
             tcp,
             tls: Some(tls.clone()),
+            auth: None,
         };
         let task = tokio::spawn(server::run_combined(
             config,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::access::{AccessError, Principal, StoreScope};
 use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
@@ -721,6 +722,9 @@ pub enum CommandError {
     CircuitOpen { retry_after: Duration },
     #[error("the command side is shutting down")]
     ShuttingDown,
+    /// The sender may not act on a store the command touches, or not send it at all.
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 /// A traced command's server span and its W3C `traceparent`: the append is traced under the
@@ -740,6 +744,8 @@ struct PreparedCommand {
     /// See [`fingerprint::fingerprint`].
     fingerprint: u64,
     trace: Option<CommandTrace>,
+    /// The stores the sender may act on: a command touching another is refused whole.
+    scope: StoreScope,
 }
 
 /// A cheap, cloneable way to send commands to the writer.
@@ -772,11 +778,48 @@ impl CommandHandle {
         .await
     }
 
+    /// [`CommandHandle::record_count`] on behalf of `principal`.
+    pub async fn record_count_as(
+        &self,
+        request: CommandRequest<RecordCount>,
+        principal: &Principal,
+    ) -> Result<CountRecorded, CommandError> {
+        let CommandRequest {
+            command,
+            command_id,
+            expected_version,
+        } = request;
+        // The stores are checked before the log is read for the count's reference.
+        for (stream, _) in &command.lines {
+            principal.stores.check(&stream.store_id)?;
+        }
+        let command = count::resolve(command, self.clock.now(), self.log.as_ref()).await?;
+        self.execute_as(
+            CommandRequest {
+                command,
+                command_id,
+                expected_version,
+            },
+            principal,
+        )
+        .await
+    }
+
     /// Executes one command; returns once its event is durable (or it was refused). When
     /// traces are exported, the command joins the trace of the caller's current span.
     pub async fn execute<C: CommandKind>(
         &self,
         request: CommandRequest<C>,
+    ) -> Result<C::Outcome, CommandError> {
+        self.execute_as(request, &Principal::anonymous()).await
+    }
+
+    /// [`CommandHandle::execute`] on behalf of `principal`: refused whole, with nothing
+    /// stored, when it touches a store outside the principal's scope.
+    pub async fn execute_as<C: CommandKind>(
+        &self,
+        request: CommandRequest<C>,
+        principal: &Principal,
     ) -> Result<C::Outcome, CommandError> {
         let CommandRequest {
             command,
@@ -797,6 +840,7 @@ impl CommandHandle {
             expected_version,
             fingerprint,
             trace,
+            scope: principal.stores.clone(),
         };
         let (reply, answer) = oneshot::channel();
         self.jobs

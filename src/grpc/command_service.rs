@@ -4,10 +4,12 @@
 use tonic::{Request, Response, Status};
 
 use crate::app::CommandHandle;
+use crate::app::access::Principal;
 use crate::app::command::{CommandKind, CommandRequest, StockChange, StockChanges};
 use crate::domain::{StockAlert, TransferStatus};
 use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 
+use super::auth::principal_of;
 use super::convert;
 use super::pb;
 use super::status::{Lines, command_error};
@@ -21,15 +23,16 @@ impl CommandApi {
         CommandApi { commands }
     }
 
-    /// The one call into the command side per command; `lines` says how the request names
-    /// its items, for errors about them.
+    /// The one call into the command side per command, on behalf of `principal`; `lines` says
+    /// how the request names its items, for errors about them.
     async fn run<C: CommandKind>(
         &self,
+        principal: &Principal,
         request: Result<CommandRequest<C>, Status>,
         lines: Lines,
     ) -> Result<C::Outcome, Status> {
         self.commands
-            .execute(request?)
+            .execute_as(request?, principal)
             .await
             .map_err(|error| command_error(error, lines))
     }
@@ -80,7 +83,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::AddStockRequest>,
     ) -> Result<Response<pb::AddStockResponse>, Status> {
         let change = self
-            .run(convert::add_stock(request.get_ref()), Lines::Single)
+            .run(
+                principal_of(&request)?,
+                convert::add_stock(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::AddStockResponse {
             result: result(&change),
@@ -92,7 +99,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::AdjustStockResponse>, Status> {
         let change = self
-            .run(convert::adjust_stock(request.get_ref()), Lines::Single)
+            .run(
+                principal_of(&request)?,
+                convert::adjust_stock(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::AdjustStockResponse {
             result: result(&change),
@@ -104,7 +115,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::RemoveStockRequest>,
     ) -> Result<Response<pb::RemoveStockResponse>, Status> {
         let change = self
-            .run(convert::remove_stock(request.get_ref()), Lines::Single)
+            .run(
+                principal_of(&request)?,
+                convert::remove_stock(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::RemoveStockResponse {
             result: result(&change),
@@ -116,7 +131,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::MoveStockRequest>,
     ) -> Result<Response<pb::MoveStockResponse>, Status> {
         let change = self
-            .run(convert::move_stock(request.get_ref()), Lines::Single)
+            .run(
+                principal_of(&request)?,
+                convert::move_stock(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::MoveStockResponse {
             result: result(&change),
@@ -128,7 +147,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::SetItemPolicyRequest>,
     ) -> Result<Response<pb::SetItemPolicyResponse>, Status> {
         let change = self
-            .run(convert::set_item_policy(request.get_ref()), Lines::Single)
+            .run(
+                principal_of(&request)?,
+                convert::set_item_policy(request.get_ref()),
+                Lines::Single,
+            )
             .await?;
         Ok(Response::new(pb::SetItemPolicyResponse {
             result: result(&change),
@@ -141,6 +164,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::ShipTransferResponse>, Status> {
         let shipped = self
             .run(
+                principal_of(&request)?,
                 convert::ship_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -158,6 +182,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::ReceiveTransferResponse>, Status> {
         let received = self
             .run(
+                principal_of(&request)?,
                 convert::receive_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -176,6 +201,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::CancelTransferResponse>, Status> {
         let cancelled = self
             .run(
+                principal_of(&request)?,
                 convert::cancel_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -191,10 +217,10 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::RecordCountRequest>,
     ) -> Result<Response<pb::RecordCountResponse>, Status> {
-        let request = convert::record_count(request.get_ref())?;
+        let principal = principal_of(&request)?;
         let counted = self
             .commands
-            .record_count(request)
+            .record_count_as(convert::record_count(request.get_ref())?, principal)
             .await
             .map_err(|error| command_error(error, Lines::Repeated("lines")))?;
         Ok(Response::new(pb::RecordCountResponse {
@@ -219,6 +245,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::ApplyStockChangesResponse>, Status> {
         let changes = self
             .run(
+                principal_of(&request)?,
                 convert::apply_stock_changes(request.get_ref()),
                 Lines::Repeated("changes"),
             )
@@ -233,13 +260,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ReserveStockRequest>,
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
+        let principal = principal_of(&request)?;
         let request = request.get_ref();
         let lines = if request.lines.is_empty() {
             Lines::Single
         } else {
             Lines::Repeated("lines")
         };
-        let reservation = self.run(convert::reserve_stock(request), lines).await?;
+        let reservation = self
+            .run(principal, convert::reserve_stock(request), lines)
+            .await?;
         Ok(Response::new(pb::ReserveStockResponse {
             result: result(reservation.changes.last()),
             reservation_id: reservation.reservation_id.to_string(),
@@ -254,6 +284,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
         let changes = self
             .run(
+                principal_of(&request)?,
                 convert::commit_reservation(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -270,6 +301,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
         let changes = self
             .run(
+                principal_of(&request)?,
                 convert::release_reservation(request.get_ref()),
                 Lines::Single,
             )
@@ -286,6 +318,7 @@ impl pb::command_service_server::CommandService for CommandApi {
     ) -> Result<Response<pb::ExtendReservationResponse>, Status> {
         let extended = self
             .run(
+                principal_of(&request)?,
                 convert::extend_reservation(request.get_ref()),
                 Lines::Single,
             )

@@ -16,8 +16,9 @@ use crate::domain::LogPosition;
 use crate::log::EventLog;
 use crate::log::codec::event_to_pb;
 
+use super::auth::principal_of;
 use super::convert;
-use super::status::log_error;
+use super::status::{access_error, log_error};
 
 /// The most concurrent subscriptions one server serves; past it, `RESOURCE_EXHAUSTED`.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -55,7 +56,11 @@ impl pb::event_service_server::EventService for EventApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let body = request.get_ref();
-        let filter = convert::event_filter(body.filter.as_ref())?;
+        let mut filter = convert::event_filter(body.filter.as_ref())?;
+        principal_of(&request)?
+            .stores
+            .restrict(&mut filter)
+            .map_err(|error| access_error(&error))?;
         let from = LogPosition(body.from_position);
         let permit = self
             .subscriptions

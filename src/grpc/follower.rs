@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Endpoint;
 
 use super::pb;
@@ -86,17 +87,19 @@ impl FollowError {
     }
 }
 
-/// Copies events from `upstream` into `local` until `shutdown`, or until a permanent error.
+/// Copies events from `upstream` into `local` until `shutdown`, or until a permanent error,
+/// sending `credential` as the `authorization` header when given.
 /// Reports its state on `state`.
 pub async fn follow(
     upstream: Endpoint,
+    credential: Option<AsciiMetadataValue>,
     local: Arc<dyn EventLog>,
     state: watch::Sender<FollowerState>,
     mut shutdown: Shutdown,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
     loop {
-        let session = copy_from(&upstream, &*local, &state);
+        let session = copy_from(&upstream, credential.as_ref(), &*local, &state);
         tokio::select! {
             result = session => {
                 match result {
@@ -126,6 +129,7 @@ pub async fn follow(
 /// Over 70 lines: the batching loop and each way it ends read best together.
 async fn copy_from(
     upstream: &Endpoint,
+    credential: Option<&AsciiMetadataValue>,
     local: &dyn EventLog,
     state: &watch::Sender<FollowerState>,
 ) -> Result<(), FollowError> {
@@ -136,11 +140,17 @@ async fn copy_from(
     let mut client = pb::event_service_client::EventServiceClient::new(channel)
         .max_decoding_message_size(super::MAX_RESPONSE_BYTES);
     let from = local.head();
+    let mut request = tonic::Request::new(pb::SubscribeRequest {
+        from_position: from.0,
+        filter: None,
+    });
+    if let Some(credential) = credential {
+        request
+            .metadata_mut()
+            .insert("authorization", credential.clone());
+    }
     let mut stream = client
-        .subscribe(pb::SubscribeRequest {
-            from_position: from.0,
-            filter: None,
-        })
+        .subscribe(request)
         .await
         .map_err(|status| FollowError::from_status(&status))?
         .into_inner();

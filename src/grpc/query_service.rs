@@ -10,10 +10,12 @@ use crate::domain::{ReservationStatus, StockLevel, StreamKey, Timestamp, Transfe
 use super::command_service::transfer_status_to_pb;
 use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_to_pb};
 
+use super::auth::principal_of;
 use super::convert;
 use super::pb;
-use super::status::query_error;
+use super::status::{access_error, query_error};
 use super::{MAX_MIN_POSITION_WAIT, request_deadline};
+use crate::app::access::StoreScope;
 
 pub struct QueryApi {
     queries: Queries,
@@ -32,6 +34,18 @@ fn wait<T>(request: &Request<T>) -> std::time::Duration {
     request_deadline(request.metadata())
         .map_or(MAX_MIN_POSITION_WAIT, |deadline| deadline.mul_f64(0.9))
         .min(MAX_MIN_POSITION_WAIT)
+}
+
+/// The stores the request's principal may see.
+fn scope<T>(request: &Request<T>) -> Result<&StoreScope, Status> {
+    Ok(&principal_of(request)?.stores)
+}
+
+/// `PERMISSION_DENIED` naming `store` when the request's principal may not see it.
+fn may_see<T>(request: &Request<T>, store: &crate::domain::StoreId) -> Result<(), Status> {
+    scope(request)?
+        .check(store)
+        .map_err(|error| access_error(&error))
 }
 
 fn unreachable_since<T>(answer: &Answer<T>) -> Option<prost_types::Timestamp> {
@@ -89,6 +103,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::GetStockResponse>, Status> {
         let (stream, min_position) = convert::get_stock(request.get_ref())?;
+        may_see(&request, &stream.store_id)?;
         let answer = self
             .queries
             .stock(&stream, min_position, wait(&request))
@@ -112,19 +127,29 @@ impl pb::query_service_server::QueryService for QueryApi {
             .await
             .map_err(|error| query_error(&error))?;
         let product = &answer.value;
+        // A credential with stores sees only those, and totals over only those.
+        let scope = scope(&request)?;
+        let stores: Vec<_> = product
+            .stores
+            .iter()
+            .filter(|(stream, _)| scope.allows(&stream.store_id))
+            .collect();
         let sum = |part: fn(StockLevel) -> u64| {
             total(
-                product
-                    .stores
+                stores
                     .iter()
                     .map(|(_, stock)| u128::from(part(stock.level)))
                     .sum(),
             )
         };
+        let (on_hand, reserved) = match scope {
+            StoreScope::All => (total(product.on_hand_total), total(product.reserved_total)),
+            StoreScope::Only(_) => (sum(StockLevel::on_hand), sum(StockLevel::reserved)),
+        };
         // Each quantity summed over the stores; a threshold is per item, so none here.
         let total = pb::StockLevel {
-            on_hand: total(product.on_hand_total),
-            reserved: total(product.reserved_total),
+            on_hand,
+            reserved,
             available: sum(StockLevel::available),
             damaged: sum(StockLevel::damaged),
             quality_control: sum(StockLevel::quality_control),
@@ -135,8 +160,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         };
         Ok(Response::new(pb::GetProductStockResponse {
             product_id: product_id.to_string(),
-            stores: product
-                .stores
+            stores: stores
                 .iter()
                 .map(|(stream, stock)| stock_item(stream, stock))
                 .collect(),
@@ -151,6 +175,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::CheckAvailabilityRequest>,
     ) -> Result<Response<pb::CheckAvailabilityResponse>, Status> {
         let (stream, quantity, min_position) = convert::check_availability(request.get_ref())?;
+        may_see(&request, &stream.store_id)?;
         let answer = self
             .queries
             .availability(&stream, quantity, min_position, wait(&request))
@@ -169,6 +194,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::ListReservationsRequest>,
     ) -> Result<Response<pb::ListReservationsResponse>, Status> {
         let (stream, min_position) = convert::list_reservations(request.get_ref())?;
+        may_see(&request, &stream.store_id)?;
         let answer = self
             .queries
             .reservations(&stream, min_position, wait(&request))
@@ -202,6 +228,9 @@ impl pb::query_service_server::QueryService for QueryApi {
             .await
             .map_err(|error| query_error(&error))?;
         let view = &answer.value;
+        for line in &view.lines {
+            may_see(&request, &line.stream.store_id)?;
+        }
         let status = match view.status {
             ReservationStatus::Active => pb::ReservationStatus::Active,
             ReservationStatus::Committed => pb::ReservationStatus::Committed,
@@ -241,6 +270,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let query = convert::get_history(request.get_ref())?;
+        may_see(&request, &query.stream.store_id)?;
         let answer = self
             .queries
             .history(
@@ -269,6 +299,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::ListLowStockRequest>,
     ) -> Result<Response<pb::ListLowStockResponse>, Status> {
         let query = convert::list_low_stock(request.get_ref())?;
+        may_see(&request, &query.store_id)?;
         let answer = self
             .queries
             .low_stock(
@@ -307,6 +338,11 @@ impl pb::query_service_server::QueryService for QueryApi {
             .transfer(&transfer_id, min_position, wait(&request))
             .await
             .map_err(|error| query_error(&error))?;
+        // A transfer is both stores' business: either may see it.
+        let transfer = &answer.value;
+        if may_see(&request, &transfer.from_store).is_err() {
+            may_see(&request, &transfer.to_store)?;
+        }
         Ok(Response::new(pb::GetTransferResponse {
             transfer: Some(transfer_to_pb(&answer.value)),
             read_position: answer.read_position.0,
@@ -319,6 +355,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::ListTransfersRequest>,
     ) -> Result<Response<pb::ListTransfersResponse>, Status> {
         let query = convert::list_transfers(request.get_ref())?;
+        may_see(&request, &query.store_id)?;
         let answer = self
             .queries
             .transfers(
@@ -349,6 +386,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         request: Request<pb::GetStockAtRequest>,
     ) -> Result<Response<pb::GetStockAtResponse>, Status> {
         let (stream, as_of, min_position) = convert::get_stock_at(request.get_ref())?;
+        may_see(&request, &stream.store_id)?;
         let answer = self
             .queries
             .stock_at(&stream, as_of, min_position, wait(&request))

@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::CommandError;
+use crate::app::access::{AccessError, AuthError};
 use crate::app::query::QueryError;
 use crate::domain::{DomainError, LineRule, LineViolation, ReservationStatus, TransferStatus};
 use crate::log::LogError;
@@ -410,6 +411,7 @@ pub fn command_error(error: CommandError, lines: Lines) -> Status {
                 details,
             )
         }
+        CommandError::Access(access) => access_error(access),
         CommandError::ShuttingDown => {
             let details = ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
             Status::with_error_details(
@@ -419,6 +421,39 @@ pub fn command_error(error: CommandError, lines: Lines) -> Status {
             )
         }
     }
+}
+
+/// `PERMISSION_DENIED`: the credential's role does not allow the request
+/// (`ROLE_NOT_PERMITTED`), or it names a store outside the credential's stores
+/// (`STORE_NOT_PERMITTED`, the store in the metadata). Nothing was stored.
+pub fn access_error(error: &AccessError) -> Status {
+    match error {
+        AccessError::Role { role, .. } => error_info(
+            Code::PermissionDenied,
+            error.to_string(),
+            "ROLE_NOT_PERMITTED",
+            &[("role", role.to_string())],
+            &[],
+        ),
+        AccessError::Store { store } => error_info(
+            Code::PermissionDenied,
+            error.to_string(),
+            "STORE_NOT_PERMITTED",
+            &[("store_id", store.to_string())],
+            &[],
+        ),
+    }
+}
+
+/// `UNAUTHENTICATED` with the reason `TOKEN_MISSING`, `TOKEN_INVALID` or `TOKEN_EXPIRED`, and
+/// nothing more about what was wrong.
+pub fn auth_error(error: AuthError) -> Status {
+    let reason = match error {
+        AuthError::Missing => "TOKEN_MISSING",
+        AuthError::Invalid => "TOKEN_INVALID",
+        AuthError::Expired => "TOKEN_EXPIRED",
+    };
+    error_info(Code::Unauthenticated, error.to_string(), reason, &[], &[])
 }
 
 pub fn query_error(error: &QueryError) -> Status {

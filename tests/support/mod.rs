@@ -154,6 +154,7 @@ impl Running {
             upstream: format!("http://{upstream}"),
             data_dir: data_dir.to_owned(),
             upstream_ca: None,
+            upstream_token: None,
         };
         let task = tokio::spawn(server::run_query_server(
             source,

@@ -12,11 +12,15 @@ use super::{
     Accepted, COMMAND_QUEUE_CAPACITY, CommandError, CommandState, EXPIRY_TICK, MAX_APPEND_ATTEMPTS,
     MAX_BATCH_COMMANDS, PreparedCommand,
 };
+use crate::app::access::AccessError;
 use crate::app::breaker::{BreakerState, CircuitBreaker};
 use crate::app::clock::Clock;
 use crate::domain::{CommandId, RecordedEvent};
 use crate::log::{AppendLock, EventLog, LogError, MAX_APPEND_EVENTS};
 
+// Almost every job is a command: boxing it would cost an allocation per command to save
+// bytes on the rare tick.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Job {
     Execute {
         request: PreparedCommand,
@@ -104,7 +108,8 @@ impl WriterMetrics {
                 | CommandError::WrongExpectedVersion { .. }
                 | CommandError::ExpectedVersionOfSeveralItems { .. }
                 | CommandError::CommandIdReused { .. }
-                | CommandError::CountedAt(_),
+                | CommandError::CountedAt(_)
+                | CommandError::Access(_),
             ) => &self.refused,
         };
         counter.increment(1);
@@ -280,6 +285,15 @@ fn decide_batch(
             && events.len() + state.event_bound(&request.command) > MAX_APPEND_EVENTS
         {
             break;
+        }
+        // The scope first: a retry by a credential that may not touch the stores gets no
+        // remembered answer either.
+        if let Some(store) = request
+            .scope
+            .refused_store(&request.command, state.inventory())
+        {
+            results.push(Err(CommandError::Access(AccessError::Store { store })));
+            continue;
         }
         results.push(match &request.command_id {
             Some(command_id) if taken.contains(command_id) => Err(CommandError::CommandIdReused {

@@ -1,0 +1,393 @@
+//! Who may do what: principals, their roles and store scopes, and the API tokens that name
+//! them. The gRPC layer extracts a [`Principal`] from each request's credential; every
+//! decision about what it may do is made here (and, for the stores a command touches, by the
+//! command writer against its state, through [`StoreScope`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::app::subscription::EventFilter;
+use crate::domain::{Command, Inventory, StoreId};
+
+/// What a principal may do, by kind of request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Every stock command, queries, subscriptions.
+    Operator,
+    /// Reserve, commit, release and extend reservations; queries; subscriptions.
+    Sales,
+    /// Queries and subscriptions.
+    Reader,
+    /// Subscriptions only: what a following query server needs to copy the whole log.
+    Replica,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Sales,
+        Role::Reader,
+        Role::Replica,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Sales => "sales",
+            Role::Reader => "reader",
+            Role::Replica => "replica",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.name() == text)
+    }
+
+    fn may(self, action: Action) -> bool {
+        matches!(
+            (self, action),
+            (Role::Admin | Role::Operator, _)
+                | (_, Action::Describe)
+                | (
+                    Role::Sales,
+                    Action::SalesCommand | Action::Query | Action::Subscribe
+                )
+                | (Role::Reader, Action::Query | Action::Subscribe)
+                | (Role::Replica, Action::Subscribe)
+        )
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// The kinds of request a role is checked against.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Action {
+    /// Reserve, commit, release, extend.
+    SalesCommand,
+    /// Every other command: receipts, adjustments, removals, moves, policies, counts, transfers.
+    StockCommand,
+    /// A query.
+    Query,
+    /// A subscription to events (filtered to the principal's stores).
+    Subscribe,
+    /// Reflection: what services and messages the server has.
+    Describe,
+}
+
+impl Action {
+    fn describe(self) -> &'static str {
+        match self {
+            Action::SalesCommand => "reservation commands",
+            Action::StockCommand => "stock commands",
+            Action::Query => "queries",
+            Action::Subscribe => "subscriptions",
+            Action::Describe => "reflection",
+        }
+    }
+}
+
+/// The stores a principal may act on and see.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum StoreScope {
+    All,
+    Only(Arc<BTreeSet<StoreId>>),
+}
+
+impl StoreScope {
+    /// `stores`, or every store when it is empty.
+    pub fn of(stores: impl IntoIterator<Item = StoreId>) -> StoreScope {
+        let stores: BTreeSet<StoreId> = stores.into_iter().collect();
+        if stores.is_empty() {
+            StoreScope::All
+        } else {
+            StoreScope::Only(Arc::new(stores))
+        }
+    }
+
+    pub fn allows(&self, store: &StoreId) -> bool {
+        match self {
+            StoreScope::All => true,
+            StoreScope::Only(stores) => stores.contains(store),
+        }
+    }
+
+    /// The store a scope refuses, if any.
+    pub fn check(&self, store: &StoreId) -> Result<(), AccessError> {
+        if self.allows(store) {
+            Ok(())
+        } else {
+            Err(AccessError::Store {
+                store: store.clone(),
+            })
+        }
+    }
+
+    /// Narrows a subscription's filter to this scope: no stores named means all of the
+    /// scope's; a store named outside it is refused.
+    pub fn restrict(&self, filter: &mut EventFilter) -> Result<(), AccessError> {
+        let StoreScope::Only(stores) = self else {
+            return Ok(());
+        };
+        if filter.store_ids.is_empty() {
+            filter.store_ids = stores.iter().cloned().collect();
+            return Ok(());
+        }
+        // In a fixed order, so the store named in the error is always the same one.
+        let mut named: Vec<&StoreId> = filter.store_ids.iter().collect();
+        named.sort();
+        named.into_iter().try_for_each(|store| self.check(store))
+    }
+
+    /// The first store `command` touches that this scope does not allow, judged against the
+    /// state it is decided on (a reservation's or a transfer's stores are in the state, not
+    /// in the command). A transfer is the act of one store at a time: shipping and cancelling
+    /// are the source's, receiving the destination's.
+    pub fn refused_store<'a>(
+        &self,
+        command: &'a Command,
+        inventory: &'a Inventory,
+    ) -> Option<StoreId> {
+        let StoreScope::Only(_) = self else {
+            return None;
+        };
+        let refused = |store: &StoreId| (!self.allows(store)).then(|| store.clone());
+        match command {
+            Command::AddStock { stream, .. }
+            | Command::AdjustStock { stream, .. }
+            | Command::RemoveStock { stream, .. }
+            | Command::MoveStock { stream, .. }
+            | Command::SetItemPolicy { stream, .. } => refused(&stream.store_id),
+            Command::ApplyStockChanges { changes, .. } => changes
+                .iter()
+                .find_map(|change| refused(&change.stream.store_id)),
+            Command::RecordCount { lines, .. } => {
+                lines.iter().find_map(|line| refused(&line.stream.store_id))
+            }
+            Command::ReserveStock { lines, .. } => {
+                lines.iter().find_map(|line| refused(&line.stream.store_id))
+            }
+            Command::CommitReservation { reservation_id, .. }
+            | Command::ReleaseReservation { reservation_id, .. }
+            | Command::ExtendReservation { reservation_id, .. }
+            | Command::ExpireReservation { reservation_id } => inventory
+                .reservation_items(reservation_id)
+                .into_iter()
+                .find_map(|stream| refused(&stream.store_id)),
+            Command::ShipTransfer { from_store, .. } => refused(from_store),
+            Command::ReceiveTransfer { transfer_id, .. } => inventory
+                .transfer(transfer_id)
+                .and_then(|transfer| refused(&transfer.to_store)),
+            Command::CancelTransfer { transfer_id, .. } => inventory
+                .transfer(transfer_id)
+                .and_then(|transfer| refused(&transfer.from_store)),
+        }
+    }
+}
+
+/// Who sent a request: a credential's name, its role and its stores.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Principal {
+    pub name: Arc<str>,
+    pub role: Role,
+    pub stores: StoreScope,
+}
+
+impl Principal {
+    /// Every request when no authentication is configured.
+    pub fn anonymous() -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            role: Role::Admin,
+            stores: StoreScope::All,
+        }
+    }
+
+    pub fn authorize(&self, action: Action) -> Result<(), AccessError> {
+        if self.role.may(action) {
+            Ok(())
+        } else {
+            Err(AccessError::Role {
+                role: self.role,
+                action,
+            })
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("the role {role} does not allow {}", action.describe())]
+    Role { role: Role, action: Action },
+    #[error("this credential may not act on store {store}")]
+    Store { store: StoreId },
+}
+
+/// Why a credential was not accepted. Nothing more specific is told to the client.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential: send `authorization: Bearer <token>`")]
+    Missing,
+    #[error("the credential is not valid")]
+    Invalid,
+    #[error("the credential has expired")]
+    Expired,
+}
+
+/// The prefix of every API token `inventory token new` makes, so that secret scanners and
+/// people recognise one.
+pub const TOKEN_PREFIX: &str = "inv_";
+
+/// One configured API token: the SHA-256 of its text and the principal it names.
+#[derive(Clone, Debug)]
+pub struct ApiToken {
+    pub sha256: [u8; 32],
+    pub principal: Principal,
+    /// The most requests of this principal a server works on at once; `None`: only the
+    /// server's own limit.
+    pub max_in_flight: Option<usize>,
+}
+
+/// Checks presented tokens against the configured ones.
+#[derive(Clone, Debug, Default)]
+pub struct Authenticator {
+    tokens: Vec<ApiToken>,
+}
+
+impl Authenticator {
+    pub fn new(tokens: Vec<ApiToken>) -> Authenticator {
+        Authenticator { tokens }
+    }
+
+    /// The principal of `token`. Every configured digest is compared, each in constant time,
+    /// so the time taken says nothing of how close a guess was.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = sha256(token.as_bytes());
+        let mut found = None;
+        for candidate in &self.tokens {
+            if constant_time_eq(&candidate.sha256, &digest) {
+                found = Some(&candidate.principal);
+            }
+        }
+        found.cloned().ok_or(AuthError::Invalid)
+    }
+
+    /// Each principal's own limit of requests in flight, where it has one.
+    pub fn in_flight_limits(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        self.tokens.iter().filter_map(|token| {
+            token
+                .max_in_flight
+                .map(|limit| (&token.principal.name, limit.max(1)))
+        })
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes")
+}
+
+fn constant_time_eq(left: &[u8; 32], right: &[u8; 32]) -> bool {
+    let difference = left
+        .iter()
+        .zip(right)
+        .fold(0u8, |difference, (l, r)| difference | (l ^ r));
+    std::hint::black_box(difference) == 0
+}
+
+/// A new random token (256 bits from the system's generator) and the hex SHA-256 to
+/// configure for it.
+pub fn new_token() -> Result<(String, String), ring::error::Unspecified> {
+    use ring::rand::SecureRandom;
+    let mut secret = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut secret)?;
+    let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+    let digest = hex(&sha256(token.as_bytes()));
+    Ok((token, digest))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
+}
+
+/// The 32 bytes of a 64-digit hex SHA-256.
+pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (index, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * index..2 * index + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_may_do_what_its_name_says() {
+        use Action::*;
+        let allowed = |role: Role| -> Vec<Action> {
+            [SalesCommand, StockCommand, Query, Subscribe, Describe]
+                .into_iter()
+                .filter(|action| role.may(*action))
+                .collect()
+        };
+        assert_eq!(
+            allowed(Role::Admin),
+            [SalesCommand, StockCommand, Query, Subscribe, Describe]
+        );
+        assert_eq!(
+            allowed(Role::Operator),
+            [SalesCommand, StockCommand, Query, Subscribe, Describe]
+        );
+        assert_eq!(
+            allowed(Role::Sales),
+            [SalesCommand, Query, Subscribe, Describe]
+        );
+        assert_eq!(allowed(Role::Reader), [Query, Subscribe, Describe]);
+        assert_eq!(allowed(Role::Replica), [Subscribe, Describe]);
+    }
+
+    #[test]
+    fn a_token_is_found_by_its_digest_and_nothing_else() {
+        let (token, digest) = new_token().unwrap();
+        assert!(token.starts_with(TOKEN_PREFIX));
+        let principal = Principal {
+            name: "pos-a".into(),
+            role: Role::Sales,
+            stores: StoreScope::of([StoreId::parse("store-a").unwrap()]),
+        };
+        let authenticator = Authenticator::new(vec![ApiToken {
+            sha256: parse_sha256(&digest).unwrap(),
+            principal: principal.clone(),
+            max_in_flight: None,
+        }]);
+        assert_eq!(authenticator.authenticate(&token), Ok(principal));
+        assert_eq!(
+            authenticator.authenticate(&token[..token.len() - 1]),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(authenticator.authenticate(&digest), Err(AuthError::Invalid));
+        assert_eq!(parse_sha256("00"), None);
+        assert_eq!(parse_sha256(&"g".repeat(64)), None);
+    }
+}

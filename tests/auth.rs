@@ -1,0 +1,693 @@
+//! Authentication, roles, store scopes and per-credential fairness, over real gRPC: every
+//! rule has a request that breaks it, and each refusal stores nothing. Then the binary:
+//! `inventory token new`, `[[auth.tokens]]` in the configuration file, a follower with its
+//! token, and no token in any log line at debug level.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+use inventory::app::access::{
+    ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
+};
+use inventory::app::{ShutdownSignal, SystemClock};
+use inventory::domain::StoreId;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
+use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
+use support::{add_stock, error_reason, get_stock, reserve_stock};
+
+/// A credential made for a test: its token and what it is configured as.
+struct Credential {
+    token: String,
+    entry: ApiToken,
+}
+
+fn credential(name: &str, role: Role, stores: &[&str], max_in_flight: Option<usize>) -> Credential {
+    let (token, sha256) = new_token().unwrap();
+    Credential {
+        token,
+        entry: ApiToken {
+            sha256: parse_sha256(&sha256).unwrap(),
+            principal: Principal {
+                name: name.into(),
+                role,
+                stores: StoreScope::of(stores.iter().map(|store| StoreId::parse(store).unwrap())),
+            },
+            max_in_flight,
+        },
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+fn as_<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+struct Server {
+    command: Channel,
+    query: Channel,
+    signal: ShutdownSignal,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(credentials: &[&Credential]) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let authenticator = Arc::new(Authenticator::new(
+            credentials.iter().map(|c| c.entry.clone()).collect(),
+        ));
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let (command, query) = (bind().await, bind().await);
+        let (command_addr, query_addr) =
+            (command.local_addr().unwrap(), query.local_addr().unwrap());
+        let listener = |tcp| ServerListener {
+            tcp,
+            tls: None,
+            auth: Some(authenticator.clone()),
+        };
+        let (signal, shutdown) = ShutdownSignal::new();
+        let config = CommandConfig {
+            log: LogConfig::Embedded {
+                data_dir: data.path().to_owned(),
+            },
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+        };
+        let task = tokio::spawn(server::run_combined(
+            config,
+            listener(command),
+            listener(query),
+            shutdown,
+        ));
+        Server {
+            command: support::channel(command_addr).await,
+            query: support::channel(query_addr).await,
+            signal,
+            task,
+            _data: data,
+        }
+    }
+
+    fn commands(&self) -> CommandServiceClient<Channel> {
+        CommandServiceClient::new(self.command.clone())
+    }
+
+    fn queries(&self) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(self.query.clone())
+    }
+
+    fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.command.clone())
+    }
+
+    /// The stock of an item as an unrestricted credential sees it: (on hand, reserved).
+    async fn stock(&self, admin: &Credential, product: &str, store: &str) -> (i64, i64) {
+        match self
+            .queries()
+            .get_stock(as_(&admin.token, get_stock(product, store, 0)))
+            .await
+        {
+            Ok(answer) => {
+                let stock = answer.into_inner().item.unwrap().stock.unwrap();
+                (stock.on_hand, stock.reserved)
+            }
+            Err(status) if status.code() == Code::NotFound => (0, 0),
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.signal.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(error_reason(status), reason, "{status:?}");
+}
+
+#[tokio::test]
+async fn without_a_valid_token_nothing_but_health_is_served() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let server = Server::start(&[&admin]).await;
+
+    // No token: commands, queries, subscriptions, reflection.
+    let status = server
+        .commands()
+        .add_stock(add_stock("p", "store-a", 1))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::Unauthenticated, "TOKEN_MISSING");
+    let status = server
+        .queries()
+        .get_stock(get_stock("p", "store-a", 0))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::Unauthenticated, "TOKEN_MISSING");
+    let status = server
+        .events()
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::Unauthenticated, "TOKEN_MISSING");
+    let reflection = {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_request::MessageRequest,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        ServerReflectionClient::new(server.command.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+    };
+    assert_refused(
+        &reflection.unwrap_err(),
+        Code::Unauthenticated,
+        "TOKEN_MISSING",
+    );
+
+    // A wrong token, another scheme, a token with a character missing.
+    for header in [
+        "Bearer inv_0000".to_owned(),
+        format!("Basic {}", admin.token),
+        format!("Bearer {}", &admin.token[..admin.token.len() - 1]),
+    ] {
+        let mut request = Request::new(add_stock("p", "store-a", 1));
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().unwrap());
+        let status = server.commands().add_stock(request).await.unwrap_err();
+        assert_refused(&status, Code::Unauthenticated, "TOKEN_INVALID");
+        assert!(
+            !status.message().contains(&admin.token[4..12]),
+            "no hint of the token: {status:?}"
+        );
+    }
+
+    // Health needs no credential.
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(server.command.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+
+    // Nothing was stored; the right token is served.
+    assert_eq!(server.stock(&admin, "p", "store-a").await, (0, 0));
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+    assert_eq!(server.stock(&admin, "p", "store-a").await, (1, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_role_allows_only_its_kinds_of_request() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let reader = credential("dashboard", Role::Reader, &[], None);
+    let sales = credential("web-shop", Role::Sales, &[], None);
+    let replica = credential("replica-1", Role::Replica, &[], None);
+    let server = Server::start(&[&admin, &reader, &sales, &replica]).await;
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 10)))
+        .await
+        .unwrap();
+
+    // A reader sends a command; sales receive goods; a replica queries.
+    let status = server
+        .commands()
+        .add_stock(as_(&reader.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let status = server
+        .commands()
+        .reserve_stock(as_(&reader.token, reserve_stock("p", "store-a", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let status = server
+        .commands()
+        .add_stock(as_(&sales.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let status = server
+        .queries()
+        .get_stock(as_(&replica.token, get_stock("p", "store-a", 0)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    assert_eq!(server.stock(&admin, "p", "store-a").await, (10, 0));
+
+    // What each may do.
+    server
+        .queries()
+        .get_stock(as_(&reader.token, get_stock("p", "store-a", 0)))
+        .await
+        .unwrap();
+    server
+        .commands()
+        .reserve_stock(as_(&sales.token, reserve_stock("p", "store-a", 2)))
+        .await
+        .unwrap();
+    let mut events = server
+        .events()
+        .subscribe(as_(&replica.token, pb::SubscribeRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(events.next().await.unwrap().is_ok());
+    assert_eq!(server.stock(&admin, "p", "store-a").await, (10, 2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_scoped_credential_acts_and_sees_only_its_stores() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let pos_a = credential("pos-a", Role::Sales, &["store-a"], None);
+    let ops_a = credential("ops-a", Role::Operator, &["store-a"], None);
+    let server = Server::start(&[&admin, &pos_a, &ops_a]).await;
+    for store in ["store-a", "store-b"] {
+        server
+            .commands()
+            .add_stock(as_(&admin.token, add_stock("p", store, 10)))
+            .await
+            .unwrap();
+    }
+
+    // Reserving in store-b: refused naming the store, nothing stored.
+    let status = server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, reserve_stock("p", "store-b", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    assert!(status.message().contains("store-b"), "{status:?}");
+    // A cart with one line in store-b among lines in store-a.
+    let cart = pb::ReserveStockRequest {
+        lines: ["store-a", "store-b", "store-a"]
+            .iter()
+            .enumerate()
+            .map(|(index, store)| pb::ReservationLine {
+                product_id: format!("p{index}"),
+                store_id: (*store).to_owned(),
+                quantity: 1,
+                ..Default::default()
+            })
+            .collect(),
+        ..reserve_stock("", "", 0)
+    };
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p0", "store-a", 5)))
+        .await
+        .unwrap();
+    let status = server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, cart))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    assert_eq!(server.stock(&admin, "p0", "store-a").await, (5, 0));
+    assert_eq!(server.stock(&admin, "p", "store-b").await, (10, 0));
+
+    // A delivery note with one foreign line: nothing of it is applied.
+    let changes = pb::ApplyStockChangesRequest {
+        changes: ["store-a", "store-b"]
+            .iter()
+            .map(|store| pb::StockChange {
+                product_id: "p".to_owned(),
+                store_id: (*store).to_owned(),
+                change: Some(pb::stock_change::Change::Add(3)),
+                ..Default::default()
+            })
+            .collect(),
+        reason: "delivery".to_owned(),
+        command_id: String::new(),
+    };
+    let status = server
+        .commands()
+        .apply_stock_changes(as_(&ops_a.token, changes))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    assert_eq!(server.stock(&admin, "p", "store-a").await, (10, 0));
+
+    // A reservation made in store-b cannot be committed, released or extended from store-a.
+    let foreign = server
+        .commands()
+        .reserve_stock(as_(&admin.token, reserve_stock("p", "store-b", 2)))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation_id;
+    let status = server
+        .commands()
+        .release_reservation(as_(
+            &pos_a.token,
+            pb::ReleaseReservationRequest {
+                reservation_id: foreign.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    assert_eq!(server.stock(&admin, "p", "store-b").await, (10, 2));
+
+    // Its own store works.
+    server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, reserve_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+
+    // Queries: store-b refused; the product's stock shows store-a only, totals too.
+    let status = server
+        .queries()
+        .get_stock(as_(&pos_a.token, get_stock("p", "store-b", 0)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    let status = server
+        .queries()
+        .get_reservation(as_(
+            &pos_a.token,
+            pb::GetReservationRequest {
+                reservation_id: foreign,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    let product = server
+        .queries()
+        .get_product_stock(as_(
+            &pos_a.token,
+            pb::GetProductStockRequest {
+                product_id: "p".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let stores: Vec<&str> = product.stores.iter().map(|s| s.store_id.as_str()).collect();
+    assert_eq!(stores, ["store-a"]);
+    let total = product.total.unwrap();
+    assert_eq!((total.on_hand, total.reserved), (10, 1));
+
+    // Subscriptions: only store-a's events, and a filter naming store-b is refused.
+    let mut events = server
+        .events()
+        .subscribe(as_(&pos_a.token, pb::SubscribeRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(item) = events.next().await {
+        match item.unwrap().message.unwrap() {
+            pb::subscribe_response::Message::Event(event) => seen.push(event.store_id),
+            pb::subscribe_response::Message::CaughtUp(_) => break,
+            pb::subscribe_response::Message::Checkpoint(_) => {}
+        }
+    }
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|store| store == "store-a"), "{seen:?}");
+    let status = server
+        .events()
+        .subscribe(as_(
+            &pos_a.token,
+            pb::SubscribeRequest {
+                filter: Some(pb::SubscriptionFilter {
+                    store_ids: vec!["store-a".to_owned(), "store-b".to_owned()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_credential_at_its_limit_does_not_hold_up_another() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let flooding = credential("flooding", Role::Reader, &[], Some(2));
+    let server = Server::start(&[&admin, &flooding]).await;
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+    // Two queries that wait for a position the log will not reach soon: both slots taken.
+    let waiting = |token: String, query: Channel| async move {
+        let mut request = as_(&token, get_stock("p", "store-a", 1_000_000));
+        request.set_timeout(Duration::from_secs(3));
+        QueryServiceClient::new(query).get_stock(request).await
+    };
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(waiting(flooding.token.clone(), server.query.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = server
+        .queries()
+        .get_stock(as_(&flooding.token, get_stock("p", "store-a", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Another credential is answered at once.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        server
+            .queries()
+            .get_stock(as_(&admin.token, get_stock("p", "store-a", 0))),
+    )
+    .await
+    .expect("answered while the other credential is at its limit");
+    answer.unwrap();
+    for waiting in held {
+        let status = waiting.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    // Its slots are back.
+    server
+        .queries()
+        .get_stock(as_(&flooding.token, get_stock("p", "store-a", 0)))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+// --- The binary -------------------------------------------------------------------------
+
+fn inventory(arguments: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args(arguments)
+        .output()
+        .unwrap()
+}
+
+/// `inventory token new`'s token and its TOML block.
+fn token_new(arguments: &[&str]) -> (String, String) {
+    let mut all = vec!["token", "new"];
+    all.extend_from_slice(arguments);
+    let output = inventory(&all);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (token, block) = stdout.split_once('\n').unwrap();
+    (token.to_owned(), block.to_owned())
+}
+
+#[tokio::test]
+async fn the_binary_takes_tokens_from_the_config_file_and_never_logs_one() {
+    use tokio::io::AsyncBufReadExt;
+    let directory = tempfile::tempdir().unwrap();
+    let (admin, admin_block) = token_new(&["--name", "ops", "--role", "admin"]);
+    let (pos, pos_block) =
+        token_new(&["--name", "pos-a", "--role", "sales", "--stores", "store-a"]);
+    assert!(pos_block.contains("stores = [\"store-a\"]"), "{pos_block}");
+    assert!(
+        !pos_block.contains(&pos),
+        "the block holds the digest, not the token"
+    );
+    let (replica, replica_block) = token_new(&["--name", "replica-1", "--role", "replica"]);
+    let config = directory.path().join("inventory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log = \"{}\"\ncommand_addr = \"127.0.0.1:0\"\nquery_addr = \"127.0.0.1:0\"\n\
+             metrics_addr = \"off\"\n{admin_block}{pos_block}{replica_block}",
+            directory.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("INVENTORY_LOG_LEVEL", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addresses = std::collections::HashMap::new();
+    while addresses.len() < 2 {
+        let line = lines.next_line().await.unwrap().expect("still running");
+        if let Some((role, address)) = line.split_once(" server listening on ") {
+            addresses.insert(role.to_owned(), address.parse::<SocketAddr>().unwrap());
+        }
+    }
+    let mut stderr = child.stderr.take().unwrap();
+    let logged = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text)
+            .await
+            .unwrap();
+        text
+    });
+    let command = support::channel(addresses["command"]).await;
+    let query = support::channel(addresses["query"]).await;
+    CommandServiceClient::new(command.clone())
+        .add_stock(as_(&admin, add_stock("p", "store-b", 3)))
+        .await
+        .unwrap();
+    let status = CommandServiceClient::new(command.clone())
+        .reserve_stock(as_(&pos, reserve_stock("p", "store-b", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    let status = QueryServiceClient::new(query.clone())
+        .get_stock(as_(&format!("{pos}x"), get_stock("p", "store-a", 0)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::Unauthenticated, "TOKEN_INVALID");
+
+    // A follower with the replica token copies the log.
+    let follower_data = directory.path().join("replica");
+    let upstream = format!("http://{}", addresses["command"]);
+    let follower = support::Process::start_with_env(
+        &[
+            "query",
+            "--query-addr",
+            "127.0.0.1:0",
+            "--follow",
+            &upstream,
+            "--data",
+            follower_data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("INVENTORY_UPSTREAM_TOKEN", &replica)],
+        &["query"],
+    )
+    .await;
+    let replica_query = support::channel(follower.address("query")).await;
+    let started = std::time::Instant::now();
+    loop {
+        let answer = QueryServiceClient::new(replica_query.clone())
+            .get_stock(as_(&admin, get_stock("p", "store-b", 1)))
+            .await;
+        if answer.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the follower did not copy the log: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(follower);
+
+    // Stop the server (SIGTERM) and read everything it logged at debug level.
+    drop((command, query));
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the server stops on SIGTERM")
+        .unwrap();
+    let logged = logged.await.unwrap();
+    assert!(logged.contains("DEBUG"), "debug logging was on");
+    for (name, token) in [("admin", &admin), ("pos", &pos), ("replica", &replica)] {
+        assert!(
+            !logged.contains(token.as_str()),
+            "the {name} token was logged"
+        );
+        assert!(
+            !logged.contains(&token[4..20]),
+            "part of the {name} token was logged"
+        );
+    }
+}
+
+#[test]
+fn bad_token_entries_are_refused_naming_the_key() {
+    let directory = tempfile::tempdir().unwrap();
+    let digest = "ab".repeat(32);
+    for (entry, key) in [
+        (
+            format!("name = \"a\"\nsha256 = \"{digest}\"\nrole = \"owner\"\n"),
+            "auth.tokens[0].role",
+        ),
+        (
+            "name = \"a\"\nsha256 = \"not-hex\"\nrole = \"admin\"\n".to_owned(),
+            "auth.tokens[0].sha256",
+        ),
+        (
+            format!("name = \"a\"\nsha256 = \"{digest}\"\nrole = \"replica\"\nstores = [\"s\"]\n"),
+            "auth.tokens[0].stores",
+        ),
+        (
+            format!("name = \"a\"\nsha256 = \"{digest}\"\nrole = \"admin\"\nscope = \"all\"\n"),
+            "scope",
+        ),
+        (
+            format!("name = \"a\"\nsha256 = \"{digest}\"\nrole = \"admin\"\nmax_in_flight = 0\n"),
+            "auth.tokens[0].max_in_flight",
+        ),
+    ] {
+        let config = directory.path().join("bad.toml");
+        std::fs::write(&config, format!("[[auth.tokens]]\n{entry}")).unwrap();
+        let output = inventory(&["--config", config.to_str().unwrap()]);
+        assert!(!output.status.success(), "{entry}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{entry}: {stderr}");
+    }
+    let bad = inventory(&["token", "new", "--name", "x", "--role", "owner"]);
+    assert!(!bad.status.success());
+}
