@@ -32,6 +32,7 @@ pub struct ConfigFile {
     otlp_endpoint: Option<String>,
     upstream_ca: Option<PathBuf>,
     upstream_token: Option<String>,
+    insecure: Option<bool>,
     tls: Option<TlsSection>,
     auth: Option<AuthSection>,
 }
@@ -235,6 +236,10 @@ impl ConfigFile {
             ("otlp_endpoint", text(&self.otlp_endpoint)),
             ("upstream_ca", path(self.upstream_ca.as_ref())),
             ("upstream_token", text(&self.upstream_token)),
+            (
+                "insecure",
+                self.insecure.map(|insecure| insecure.to_string()),
+            ),
             ("tls_cert", path(tls.and_then(|tls| tls.cert.as_ref()))),
             ("tls_key", path(tls.and_then(|tls| tls.key.as_ref()))),
             (

@@ -334,9 +334,61 @@ struct TlsArgs {
     /// Mutual TLS: clients must present a certificate issued by a CA in this PEM file.
     #[arg(long, env = "INVENTORY_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Listen beyond loopback without TLS and authentication anyway (a warning is logged at
+    /// start and every hour). Without it such a server refuses to start.
+    #[arg(long, env = "INVENTORY_INSECURE")]
+    insecure: bool,
 }
 
+/// How often a server listening beyond loopback without TLS and authentication says so.
+const INSECURE_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl TlsArgs {
+    /// Refuses to serve `addresses` beyond loopback without both TLS and authentication,
+    /// unless `--insecure` was given; then warns now and every hour.
+    fn check_exposure(
+        &self,
+        addresses: &[SocketAddr],
+        auth: &Option<Arc<Authenticator>>,
+    ) -> Result<(), String> {
+        let tls = self.tls_cert.is_some() && self.tls_key.is_some();
+        let exposed: Vec<String> = addresses
+            .iter()
+            .filter(|address| !address.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if exposed.is_empty() || (tls && auth.is_some()) {
+            return Ok(());
+        }
+        let missing = match (tls, auth.is_some()) {
+            (false, false) => "TLS ([tls] cert and key) and authentication ([[auth.tokens]])",
+            (false, true) => "TLS ([tls] cert and key, or --tls-cert and --tls-key)",
+            _ => "authentication ([[auth.tokens]] in the config file)",
+        };
+        let exposed = exposed.join(", ");
+        if !self.insecure {
+            return Err(format!(
+                "refusing to listen on {exposed} without {missing}: anyone who reaches it could                  change any store's stock. Configure them (README: TLS, Authentication and roles),                  listen on 127.0.0.1 only, or pass --insecure (INVENTORY_INSECURE=true) to serve anyway"
+            ));
+        }
+        let warn = move || {
+            tracing::warn!(
+                addresses = %exposed,
+                "--insecure: serving beyond loopback without {missing}; anyone who reaches these addresses can change any store's stock"
+            );
+        };
+        warn();
+        tokio::spawn(async move {
+            let mut every_hour = tokio::time::interval(INSECURE_WARNING_INTERVAL);
+            every_hour.tick().await;
+            loop {
+                every_hour.tick().await;
+                warn();
+            }
+        });
+        Ok(())
+    }
+
     /// The servers' TLS configuration, or `None` for plain text.
     fn load(&self) -> Result<Option<ServerTls>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
@@ -501,6 +553,7 @@ async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String>
             query_addr,
             metrics_addr: _,
         } => {
+            tls.check_exposure(&[command_addr, query_addr], &auth)?;
             let tls = tls.load()?;
             let command_listener = listener(bind("command", command_addr).await?, &tls, &auth);
             let query_listener = listener(bind("query", query_addr).await?, &tls, &auth);
@@ -518,6 +571,7 @@ async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String>
             command_addr,
             metrics_addr: _,
         } => {
+            tls.check_exposure(&[command_addr], &auth)?;
             let tls = tls.load()?;
             let listener = listener(bind("command", command_addr).await?, &tls, &auth);
             let config = CommandConfig {
@@ -541,6 +595,7 @@ async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String>
         } => {
             let source =
                 query_source(follow, (upstream_ca, upstream_token), log, &pg_schema, data)?;
+            tls.check_exposure(&[query_addr], &auth)?;
             let tls = tls.load()?;
             let listener = listener(bind("query", query_addr).await?, &tls, &auth);
             server::run_query_server(source, limits.limits(), listener, shutdown).await

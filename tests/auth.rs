@@ -691,3 +691,73 @@ fn bad_token_entries_are_refused_naming_the_key() {
     let bad = inventory(&["token", "new", "--name", "x", "--role", "owner"]);
     assert!(!bad.status.success());
 }
+
+#[tokio::test]
+async fn a_server_beyond_loopback_needs_tls_and_auth_or_insecure() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    let data = data.to_str().unwrap();
+    let exposed = [
+        "serve",
+        "--log",
+        data,
+        "--command-addr",
+        "0.0.0.0:0",
+        "--query-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
+    ];
+    let refused = inventory(&exposed);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    assert!(!directory.path().join("data").exists(), "nothing started");
+
+    // A query server alone too.
+    let refused = inventory(&[
+        "query",
+        "--follow",
+        "http://127.0.0.1:1",
+        "--query-addr",
+        "0.0.0.0:0",
+        "--metrics-addr",
+        "off",
+    ]);
+    assert!(!refused.status.success());
+
+    // With --insecure it starts, and says so.
+    let mut arguments = exposed.to_vec();
+    arguments.push("--insecure");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args(&arguments)
+        .env("INVENTORY_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut listening = 0;
+    while listening < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("it starts")
+            .unwrap()
+            .expect("still running");
+        if line.contains(" server listening on ") {
+            listening += 1;
+        }
+    }
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--insecure: serving beyond loopback"),
+        "{stderr}"
+    );
+}
