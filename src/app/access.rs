@@ -203,13 +203,15 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Every request when no authentication is configured.
+    /// Every request when no authentication is configured. Made once: every request of an
+    /// unauthenticated server gets a clone (a reference count, no allocation).
     pub fn anonymous() -> Principal {
-        Principal {
+        static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| Principal {
             name: "anonymous".into(),
             role: Role::Admin,
             stores: StoreScope::All,
-        }
+        });
+        ANONYMOUS.clone()
     }
 
     pub fn authorize(&self, action: Action) -> Result<(), AccessError> {

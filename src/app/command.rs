@@ -764,18 +764,7 @@ impl CommandHandle {
         &self,
         request: CommandRequest<RecordCount>,
     ) -> Result<CountRecorded, CommandError> {
-        let CommandRequest {
-            command,
-            command_id,
-            expected_version,
-        } = request;
-        let command = count::resolve(command, self.clock.now(), self.log.as_ref()).await?;
-        self.execute(CommandRequest {
-            command,
-            command_id,
-            expected_version,
-        })
-        .await
+        self.record_count_as(request, &Principal::anonymous()).await
     }
 
     /// [`CommandHandle::record_count`] on behalf of `principal`.
