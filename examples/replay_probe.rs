@@ -111,6 +111,7 @@ fn event(
         trace_parent: None,
         command_event_index: 0,
         command_event_count: 1,
+        actor: None,
         event,
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use inventory::app::access::{ApiToken, Authenticator, Principal, Role, StoreScope, parse_sha256};
-use inventory::domain::StoreId;
+use inventory::domain::{Actor, StoreId};
 use inventory::telemetry::LogFormat;
 
 /// Every key the file may hold. A key a mode has no flag for is ignored by that mode (a
@@ -151,6 +151,20 @@ impl ConfigFile {
             let key = |field: &str| format!("auth.tokens[{index}].{field}");
             if entry.name.trim().is_empty() || entry.name.len() > 128 {
                 return Err((key("name"), "must be 1 to 128 characters".into()));
+            }
+            if Principal::RESERVED_NAMES.contains(&entry.name.as_str()) {
+                return Err((
+                    key("name"),
+                    format!(
+                        "{:?} is what events record for {}: give the token another name",
+                        entry.name,
+                        if entry.name == Actor::SYSTEM {
+                            "what the server does by itself"
+                        } else {
+                            "a server without authentication"
+                        }
+                    ),
+                ));
             }
             if !names.insert(entry.name.as_str()) {
                 return Err((

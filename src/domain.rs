@@ -13,7 +13,7 @@ mod transfer;
 mod values;
 
 pub use ids::{
-    CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
+    Actor, CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
     ReservationIdText, StoreId, StreamKey, TransferId,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};

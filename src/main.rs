@@ -694,6 +694,12 @@ fn new_token(name: &str, role: Role, stores: &[String]) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("token new: --name must not be empty".into());
     }
+    if inventory::app::access::Principal::RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "token new: --name {name:?} is what events record for the server itself or for a \
+             server without authentication: choose another name"
+        ));
+    }
     for store in stores {
         inventory::domain::StoreId::parse(store)
             .map_err(|error| format!("token new: --stores {store:?}: {error}"))?;

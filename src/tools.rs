@@ -304,6 +304,7 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "command_id": event.command_id.as_ref().map(|id| id.as_str()),
         "command_event_index": event.command_event_index,
         "command_event_count": event.command_event_count,
+        "actor": event.actor.as_ref().map(|actor| actor.as_str()),
     })
 }
 

@@ -16,8 +16,8 @@ use tonic::{Code, Request};
 use inventory::app::access::{
     ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
 };
-use inventory::app::{ShutdownSignal, SystemClock};
-use inventory::domain::StoreId;
+use inventory::app::{Clock, ManualClock, ShutdownSignal, SystemClock};
+use inventory::domain::{LogPosition, StoreId, Timestamp};
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
@@ -61,11 +61,15 @@ struct Server {
     query: Channel,
     signal: ShutdownSignal,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(credentials: &[&Credential]) -> Server {
+        Server::start_with_clock(credentials, Arc::new(SystemClock)).await
+    }
+
+    async fn start_with_clock(credentials: &[&Credential], clock: Arc<dyn Clock>) -> Server {
         let data = tempfile::tempdir().unwrap();
         let authenticator = Arc::new(Authenticator::new(
             credentials.iter().map(|c| c.entry.clone()).collect(),
@@ -84,7 +88,7 @@ impl Server {
             log: LogConfig::Embedded {
                 data_dir: data.path().to_owned(),
             },
-            clock: Arc::new(SystemClock),
+            clock,
             limits: Limits::default(),
         };
         let task = tokio::spawn(server::run_combined(
@@ -98,7 +102,7 @@ impl Server {
             query: support::channel(query_addr).await,
             signal,
             task,
-            _data: data,
+            data,
         }
     }
 
@@ -131,12 +135,18 @@ impl Server {
     }
 
     async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands over its data directory, which lives as long as the result.
+    async fn stop_keeping_data(self) -> tempfile::TempDir {
         self.signal.trigger();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server stops within 10 s")
             .unwrap()
             .unwrap();
+        self.data
     }
 }
 
@@ -458,6 +468,152 @@ async fn a_store_scoped_credential_acts_and_sees_only_its_stores() {
     server.stop().await;
 }
 
+/// An event's kind as the export names it: `StockAdded` for `Kind::StockAdded(..)`.
+fn kind_name(event: &pb::InventoryEvent) -> String {
+    let kind = format!("{:?}", event.kind.as_ref().expect("an event has a kind"));
+    kind.split('(').next().unwrap().to_owned()
+}
+
+/// Every event names who caused it: the credential's name for its commands' events, `system`
+/// for an expiry and an alert; `GetHistory`, `Subscribe` and `export` all show the same.
+#[tokio::test]
+async fn every_event_names_the_credential_that_caused_it() {
+    let admin = credential("back-office", Role::Admin, &[], None);
+    let pos_a = credential("pos-a", Role::Sales, &["store-a"], None);
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    let server = Server::start_with_clock(&[&admin, &pos_a], Arc::new(clock.clone())).await;
+    let policy = pb::SetItemPolicyRequest {
+        product_id: "p".into(),
+        store_id: "store-a".into(),
+        low_stock_threshold: Some(5),
+        ..Default::default()
+    };
+    server
+        .commands()
+        .set_item_policy(as_(&admin.token, policy))
+        .await
+        .unwrap();
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 10)))
+        .await
+        .unwrap();
+    // 6 of 10 reserved: 4 available, at or below the threshold of 5, so STOCK_LOW is raised.
+    let mut reserve = reserve_stock("p", "store-a", 6);
+    reserve.ttl = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    let reserved = server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, reserve))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reserved.lines[0].alerts, [pb::EventType::StockLow as i32]);
+    let mut stream = server
+        .events()
+        .subscribe(as_(
+            &pos_a.token,
+            pb::SubscribeRequest {
+                from_position: 0,
+                filter: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    clock.advance_millis(61_000);
+    let mut subscribed = Vec::new();
+    while subscribed
+        .last()
+        .is_none_or(|(_, kind, _): &(u64, String, String)| kind != "ReservationExpired")
+    {
+        let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the expiry arrives")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::subscribe_response::Message::Event(event)) = message.message {
+            subscribed.push((event.position, kind_name(&event), event.actor.clone()));
+        }
+    }
+    drop(stream);
+    for (position, kind, actor) in &subscribed {
+        let expected = match kind.as_str() {
+            "ItemPolicyChanged" | "StockAdded" => "back-office",
+            "StockReserved" => "pos-a",
+            "StockLow" | "OutOfStock" | "BackInStock" | "ReservationExpired" => "system",
+            other => panic!("unexpected {other} at {position}"),
+        };
+        assert_eq!(actor, expected, "{kind} at {position}");
+    }
+    let kinds: Vec<&str> = subscribed
+        .iter()
+        .map(|(_, kind, _)| kind.as_str())
+        .collect();
+    for kind in [
+        "ItemPolicyChanged",
+        "StockAdded",
+        "StockReserved",
+        "StockLow",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+
+    let history = server
+        .queries()
+        .get_history(as_(
+            &admin.token,
+            pb::GetHistoryRequest {
+                product_id: "p".into(),
+                store_id: "store-a".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let historic: Vec<(u64, String, String)> = history
+        .events
+        .iter()
+        .map(|event| (event.position, kind_name(event), event.actor.clone()))
+        .collect();
+    assert_eq!(historic, subscribed);
+
+    let data = server.stop_keeping_data().await;
+    let mut exported = Vec::new();
+    let log = LogConfig::Embedded {
+        data_dir: data.path().to_owned(),
+    };
+    inventory::tools::export(&log, LogPosition::START, &mut exported)
+        .await
+        .unwrap();
+    let exported: Vec<(u64, String, String)> = String::from_utf8(exported)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                event["position"].as_u64().unwrap(),
+                event["type"].as_str().unwrap().to_owned(),
+                event["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(exported, subscribed);
+    // The log holds the credentials' names and nothing else of them.
+    let stored = std::fs::read_dir(data.path())
+        .unwrap()
+        .flat_map(|entry| std::fs::read(entry.unwrap().path()).unwrap_or_default())
+        .collect::<Vec<u8>>();
+    assert!(stored.windows(5).any(|window| window == b"pos-a"));
+    for token in [&admin.token, &pos_a.token] {
+        let token = token.as_bytes();
+        assert!(!stored.windows(token.len()).any(|window| window == token));
+    }
+}
+
 #[tokio::test]
 async fn one_credential_at_its_limit_does_not_hold_up_another() {
     let admin = credential("admin", Role::Admin, &[], None);
@@ -680,6 +836,15 @@ fn bad_token_entries_are_refused_naming_the_key() {
             format!("name = \"a\"\nsha256 = \"{digest}\"\nrole = \"admin\"\nmax_in_flight = 0\n"),
             "auth.tokens[0].max_in_flight",
         ),
+        // Names events record for the server itself and for a server without authentication.
+        (
+            format!("name = \"system\"\nsha256 = \"{digest}\"\nrole = \"admin\"\n"),
+            "auth.tokens[0].name",
+        ),
+        (
+            format!("name = \"anonymous\"\nsha256 = \"{digest}\"\nrole = \"reader\"\n"),
+            "auth.tokens[0].name",
+        ),
     ] {
         let config = directory.path().join("bad.toml");
         std::fs::write(&config, format!("[[auth.tokens]]\n{entry}")).unwrap();
@@ -690,6 +855,9 @@ fn bad_token_entries_are_refused_naming_the_key() {
     }
     let bad = inventory(&["token", "new", "--name", "x", "--role", "owner"]);
     assert!(!bad.status.success());
+    let reserved = inventory(&["token", "new", "--name", "system", "--role", "admin"]);
+    assert!(!reserved.status.success());
+    assert!(String::from_utf8_lossy(&reserved.stderr).contains("--name \"system\""));
 }
 
 #[tokio::test]

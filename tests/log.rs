@@ -10,8 +10,8 @@ use inventory::app::command::AddStock;
 use inventory::app::command::CommandState;
 use inventory::app::{CommandRequest, CommandSide, SystemClock};
 use inventory::domain::{
-    Command, CommandId, CustomerId, EventId, Inventory, LogPosition, OrderId, ProductId, Quantity,
-    Reason, RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts,
+    Actor, Command, CommandId, CustomerId, EventId, Inventory, LogPosition, OrderId, ProductId,
+    Quantity, Reason, RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts,
     StockState, StoreId, StreamKey, StreamVersion, Timestamp, TransferId,
 };
 use inventory::log::embedded::LOG_FILE_NAME;
@@ -345,13 +345,15 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
             Just((0u32, 1u32)),
             (1u32..=1000).prop_flat_map(|count| (0..count, Just(count)))
         ],
+        // Any name a credential may have, or none (an event from before actors).
+        proptest::option::of("[ -~\u{e9}\u{4e2d}]{1,40}"),
     );
     (kind, (id_text(), id_text()), numbers, context).prop_map(
         |(
             event,
             (product, store),
             (position, event_id, version, millis, (a, b), fingerprint, more),
-            (command_id, trace_parent, (command_event_index, command_event_count)),
+            (command_id, trace_parent, (command_event_index, command_event_count), actor),
         )| {
             RecordedEvent {
                 position: LogPosition(position),
@@ -377,6 +379,7 @@ fn any_event() -> impl Strategy<Value = RecordedEvent> {
                 trace_parent: trace_parent.map(Arc::from),
                 command_event_index,
                 command_event_count,
+                actor: actor.as_deref().map(Actor::from),
                 event,
             }
         },

@@ -122,6 +122,7 @@ async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_com
             (event.command_event_index, event.command_event_count),
             (0, 1)
         );
+        assert_eq!(event.actor, "", "an old event names no actor");
     }
     drop(stream);
 
@@ -184,6 +185,32 @@ async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_com
         .into_inner();
     assert_eq!(found.event_positions, [12, 14]);
     assert_eq!(found.status(), pb::ReservationStatus::Active);
+    // Old events name no actor; the new command's, the unauthenticated sender and the server.
+    let history = queries
+        .get_history(pb::GetHistoryRequest {
+            product_id: "sku-2".to_owned(),
+            store_id: "store-a".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actors: Vec<(u64, &str)> = history
+        .events
+        .iter()
+        .map(|event| (event.position, event.actor.as_str()))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            (2, ""),
+            (6, ""),
+            (8, ""),
+            (10, ""),
+            (14, "anonymous"),
+            (15, "system")
+        ]
+    );
     server.stop().await;
     let report = inventory::tools::verify(&LogConfig::Embedded {
         data_dir: directory.path().to_owned(),
@@ -221,6 +248,8 @@ async fn exporting_an_old_log_gives_what_the_old_binary_gave() {
         let object = ours.as_object_mut().unwrap();
         object.remove("command_event_index");
         object.remove("command_event_count");
+        // Actors came later: an old event has none.
+        assert_eq!(object.remove("actor"), Some(serde_json::Value::Null));
         // The level's parts that came with stock states: none in an old log.
         let stock = ours["stock"].as_object_mut().unwrap();
         for part in [

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::app::subscription::EventFilter;
-use crate::domain::{Command, Inventory, StoreId};
+use crate::domain::{Actor, Command, Inventory, StoreId};
 
 /// What a principal may do, by kind of request.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -203,11 +203,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The name of [`Principal::anonymous`].
+    pub const ANONYMOUS: &'static str = "anonymous";
+    /// Names no credential may have: events record them for the server's own events and for
+    /// a server without authentication, so a credential named so could pass as either.
+    pub const RESERVED_NAMES: [&'static str; 2] = [Actor::SYSTEM, Principal::ANONYMOUS];
+
     /// Every request when no authentication is configured. Made once: every request of an
     /// unauthenticated server gets a clone (a reference count, no allocation).
     pub fn anonymous() -> Principal {
         static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| Principal {
-            name: "anonymous".into(),
+            name: Principal::ANONYMOUS.into(),
             role: Role::Admin,
             stores: StoreScope::All,
         });

@@ -26,10 +26,10 @@ use super::access::{AccessError, Principal, StoreScope};
 use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
-    Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition, OrderId,
-    Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StateMove, StockAlert,
-    StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey, StreamVersion,
-    TimeToLive, Timestamp, TransferId, TransferLine, TransferStatus,
+    Actor, Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition,
+    OrderId, Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StateMove,
+    StockAlert, StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey,
+    StreamVersion, TimeToLive, Timestamp, TransferId, TransferLine, TransferStatus,
 };
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
@@ -746,6 +746,8 @@ struct PreparedCommand {
     trace: Option<CommandTrace>,
     /// The stores the sender may act on: a command touching another is refused whole.
     scope: StoreScope,
+    /// The sender's name, recorded on every event of the command (not on its alerts).
+    actor: Actor,
 }
 
 /// A cheap, cloneable way to send commands to the writer.
@@ -830,6 +832,7 @@ impl CommandHandle {
             fingerprint,
             trace,
             scope: principal.stores.clone(),
+            actor: Actor::from(principal.name.clone()),
         };
         let (reply, answer) = oneshot::channel();
         self.jobs

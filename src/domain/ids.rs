@@ -274,3 +274,49 @@ impl fmt::Display for StreamKey {
 /// An event's unique id: the 128 bits of a UUID made outside the domain.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct EventId(pub u128);
+
+/// Who caused an event: the name of the credential that sent its command, or
+/// [`Actor::system`] for what the server appends by itself. A name, not an identifier: it is
+/// whatever the credential is called (an identity provider's subject may hold `|` or `@`).
+/// Cloning is cheap: the text is shared.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Actor(Arc<str>);
+
+impl Actor {
+    /// The name of events nobody sent: expiries and stock alerts.
+    pub const SYSTEM: &'static str = "system";
+
+    pub fn system() -> Actor {
+        static SYSTEM: std::sync::LazyLock<Actor> =
+            std::sync::LazyLock::new(|| Actor(Actor::SYSTEM.into()));
+        SYSTEM.clone()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Arc<str>> for Actor {
+    fn from(name: Arc<str>) -> Actor {
+        Actor(name)
+    }
+}
+
+impl From<&str> for Actor {
+    fn from(name: &str) -> Actor {
+        Actor(name.into())
+    }
+}
+
+impl fmt::Debug for Actor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Actor({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::dense_map::FastHash;
 
 use super::ids::{
-    CommandId, CustomerId, EventId, OrderId, ProductId, ReservationId, StoreId, StreamKey,
+    Actor, CommandId, CustomerId, EventId, OrderId, ProductId, ReservationId, StoreId, StreamKey,
     TransferId,
 };
 use super::inventory::ReservationStatus;
@@ -489,6 +489,8 @@ pub struct RecordedEvent {
     /// Events written before multi-line commands existed are each a command of one event.
     pub command_event_index: u32,
     pub command_event_count: u32,
+    /// Who caused the event; `None` for events written before actors were recorded.
+    pub actor: Option<Actor>,
     pub event: StockEvent,
 }
 

@@ -13,7 +13,7 @@ pub mod pb {
 use prost::Message;
 
 use crate::domain::{
-    CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
+    Actor, CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
     RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts, StockState,
     StoreId, StreamKey, StreamVersion, Timestamp, TransferId,
 };
@@ -61,6 +61,7 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
         Field::Text(10, event.trace_parent.as_deref().unwrap_or_default()),
         Field::Unsigned(11, u64::from(event.command_event_index)),
         Field::Unsigned(12, u64::from(event.command_event_count)),
+        Field::Text(13, event.actor.as_ref().map_or("", Actor::as_str)),
     ];
     for field in &header {
         field.encode(buffer);
@@ -378,6 +379,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, EventDecodeError> {
 #[derive(Default)]
 pub struct EventDecoder {
     message: pb::InventoryEvent,
+    /// The last event's actor: runs of events by one credential share its text.
+    actor: Option<Actor>,
 }
 
 impl EventDecoder {
@@ -393,7 +396,16 @@ impl EventDecoder {
         // strings keeping their capacity.
         self.message.clear();
         self.message.merge(bytes)?;
-        event_from_pb_with(&self.message, known_stream)
+        let actor = &self.message.actor;
+        let known_actor = match &self.actor {
+            Some(last) if last.as_str() == actor => Some(last.clone()),
+            _ if actor.is_empty() => None,
+            _ => {
+                self.actor = Some(Actor::from(actor.as_str()));
+                self.actor.clone()
+            }
+        };
+        event_from_pb_with(&self.message, known_stream, Some(known_actor))
     }
 }
 
@@ -674,6 +686,11 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
         trace_parent: event.trace_parent.as_deref().unwrap_or_default().to_owned(),
         command_event_index: event.command_event_index,
         command_event_count: event.command_event_count,
+        actor: event
+            .actor
+            .as_ref()
+            .map(|actor| actor.as_str().to_owned())
+            .unwrap_or_default(),
         kind: Some(kind),
     }
 }
@@ -711,13 +728,15 @@ fn stored_reason(field: &'static str, value: &str) -> Result<Reason, EventDecode
 }
 
 pub fn event_from_pb(message: pb::InventoryEvent) -> Result<RecordedEvent, EventDecodeError> {
-    event_from_pb_with(&message, |_, _| None)
+    event_from_pb_with(&message, |_, _| None, None)
 }
 
-/// Over 70 lines: one arm per event kind, each field checked where it is read.
+/// Over 70 lines: one arm per event kind, each field checked where it is read. `known_actor`
+/// is the event's actor when the caller has it already (`Some(None)`: none recorded).
 fn event_from_pb_with(
     message: &pb::InventoryEvent,
     known_stream: impl FnOnce(&str, &str) -> Option<StreamKey>,
+    known_actor: Option<Option<Actor>>,
 ) -> Result<RecordedEvent, EventDecodeError> {
     use pb::inventory_event::Kind;
     let event = match message.kind.as_ref() {
@@ -945,6 +964,9 @@ fn event_from_pb_with(
             .then(|| message.trace_parent.as_str().into()),
         command_event_index: message.command_event_index,
         command_event_count,
+        actor: known_actor.unwrap_or_else(|| {
+            (!message.actor.is_empty()).then(|| Actor::from(message.actor.as_str()))
+        }),
         event,
     })
 }

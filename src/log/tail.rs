@@ -305,6 +305,7 @@ mod tests {
                     trace_parent: None,
                     command_event_index: 0,
                     command_event_count: 1,
+                    actor: None,
                     event: decision.event,
                 }
             })

@@ -361,6 +361,7 @@ pub fn added_events(
                 trace_parent: None,
                 command_event_index: 0,
                 command_event_count: 1,
+                actor: Some(Actor::from("test")),
                 event: decision.event,
             }
         })

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition,
+    Actor, Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition,
     MAX_ALERTS_PER_ITEM, RecordedEvent, StockEvent, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
@@ -264,17 +264,16 @@ impl CommandState {
             }
         }
         let first = events.len();
-        self.record(
-            decisions,
-            now,
-            request.command_id.clone(),
-            request.fingerprint,
-            request
+        let cause = Cause {
+            command_id: request.command_id.clone(),
+            command_fingerprint: request.fingerprint,
+            trace_parent: request
                 .trace
                 .as_ref()
                 .map(|trace| trace.trace_parent.clone()),
-            events,
-        );
+            actor: request.actor.clone(),
+        };
+        self.record(decisions, now, &cause, events);
         let mut outcome = Accepted::of(&events[first]);
         for event in &events[first + 1..] {
             outcome.add(event);
@@ -299,7 +298,7 @@ impl CommandState {
             }
             let command = Command::ExpireReservation { reservation_id };
             match self.inventory.decide(&command, now) {
-                Ok(decisions) => self.record(decisions, now, None, 0, None, events),
+                Ok(decisions) => self.record(decisions, now, &Cause::system(), events),
                 Err(error) => {
                     unreachable!("a due reservation is active, yet expiring it failed: {error}")
                 }
@@ -313,9 +312,7 @@ impl CommandState {
         &mut self,
         decisions: Vec<Decision>,
         now: Timestamp,
-        command_id: Option<CommandId>,
-        command_fingerprint: u64,
-        trace_parent: Option<Arc<str>>,
+        cause: &Cause,
         events: &mut Vec<RecordedEvent>,
     ) {
         let command_event_count =
@@ -330,11 +327,16 @@ impl CommandState {
                 version,
                 occurred_at: now,
                 stock_after,
-                command_id: command_id.clone(),
-                command_fingerprint,
-                trace_parent: trace_parent.clone(),
+                command_id: cause.command_id.clone(),
+                command_fingerprint: cause.command_fingerprint,
+                trace_parent: cause.trace_parent.clone(),
                 command_event_index,
                 command_event_count,
+                // An alert follows from the command's change; the server raises it.
+                actor: Some(match event {
+                    StockEvent::StockAlertRaised { .. } => Actor::system(),
+                    _ => cause.actor.clone(),
+                }),
                 event,
             };
             self.remember(&recorded);
@@ -348,6 +350,26 @@ impl CommandState {
         state.catch_up(log).await?;
         state.forget_old_commands(now);
         Ok(state)
+    }
+}
+
+/// What the events of one command share: where the command came from.
+struct Cause {
+    command_id: Option<CommandId>,
+    command_fingerprint: u64,
+    trace_parent: Option<Arc<str>>,
+    actor: Actor,
+}
+
+impl Cause {
+    /// The server's own doing (an expiry): no command id, no trace, actor `system`.
+    fn system() -> Cause {
+        Cause {
+            command_id: None,
+            command_fingerprint: 0,
+            trace_parent: None,
+            actor: Actor::system(),
+        }
     }
 }
 
