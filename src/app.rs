@@ -6,6 +6,7 @@ pub mod access;
 pub mod breaker;
 pub mod clock;
 pub mod command;
+pub mod jwt;
 pub mod projection;
 pub mod query;
 pub mod replay;

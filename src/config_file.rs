@@ -7,10 +7,13 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use inventory::app::SystemClock;
 use inventory::app::access::{ApiToken, Authenticator, Principal, Role, StoreScope, parse_sha256};
+use inventory::app::jwt::{Algorithm, JwtConfig, JwtVerifier, VerificationKey, algorithms_of};
 use inventory::domain::{Actor, StoreId};
 use inventory::telemetry::LogFormat;
 
@@ -43,6 +46,28 @@ pub struct ConfigFile {
 struct AuthSection {
     #[serde(default)]
     tokens: Vec<TokenEntry>,
+    jwt: Option<JwtSection>,
+}
+
+/// `[auth.jwt]`: bearer JWTs from the retailer's identity provider.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct JwtSection {
+    issuer: String,
+    audience: String,
+    /// A PEM `PUBLIC KEY` file.
+    public_key: Option<PathBuf>,
+    /// A JWKS file (`{"keys": [...]}`), as the identity provider publishes it.
+    jwks: Option<PathBuf>,
+    /// Which `alg` a token may name; by default those of the keys. `HS256` needs
+    /// `hmac_secret_env`; `none` takes unsigned tokens.
+    algorithms: Option<Vec<String>>,
+    /// The environment variable holding the HS256 secret (never the file itself).
+    hmac_secret_env: Option<String>,
+    role_claim: Option<String>,
+    stores_claim: Option<String>,
+    leeway_seconds: Option<u64>,
+    max_in_flight: Option<usize>,
 }
 
 /// `[[auth.tokens]]`: one API token, by the SHA-256 of its text (`inventory token new`).
@@ -65,6 +90,142 @@ struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
+}
+
+impl JwtSection {
+    /// The checked configuration, its key files read. An error names the key.
+    fn config(&self) -> Result<JwtConfig, (String, String)> {
+        let key = |field: &str| format!("auth.jwt.{field}");
+        for (field, value) in [("issuer", &self.issuer), ("audience", &self.audience)] {
+            if value.trim().is_empty() {
+                return Err((key(field), "must not be empty".into()));
+            }
+        }
+        let read = |field: &str, path: &Path| {
+            std::fs::read(path).map_err(|error| {
+                (
+                    key(field),
+                    format!("cannot read {}: {error}", path.display()),
+                )
+            })
+        };
+        let mut keys = Vec::new();
+        if let Some(path) = &self.public_key {
+            let pem = read("public_key", path)?;
+            keys.push(VerificationKey::from_pem(&pem).map_err(|problem| {
+                (key("public_key"), format!("{}: {problem}", path.display()))
+            })?);
+        }
+        if let Some(path) = &self.jwks {
+            let text = String::from_utf8(read("jwks", path)?)
+                .map_err(|_| (key("jwks"), format!("{}: not UTF-8", path.display())))?;
+            keys.extend(
+                VerificationKey::from_jwks(&text)
+                    .map_err(|problem| (key("jwks"), format!("{}: {problem}", path.display())))?,
+            );
+        }
+        let algorithms = match &self.algorithms {
+            None => algorithms_of(&keys),
+            Some(names) => {
+                let mut algorithms = Vec::with_capacity(names.len());
+                for (index, name) in names.iter().enumerate() {
+                    let algorithm = Algorithm::parse(name).ok_or_else(|| {
+                        let known: Vec<&str> = Algorithm::ALL
+                            .iter()
+                            .map(|algorithm| algorithm.name())
+                            .collect();
+                        (
+                            format!("auth.jwt.algorithms[{index}]"),
+                            format!("{name:?} is not one of {}", known.join(", ")),
+                        )
+                    })?;
+                    algorithms.push(algorithm);
+                }
+                algorithms
+            }
+        };
+        match (
+            &self.hmac_secret_env,
+            algorithms.contains(&Algorithm::Hs256),
+        ) {
+            (Some(variable), true) => {
+                let secret = std::env::var(variable).map_err(|_| {
+                    (
+                        key("hmac_secret_env"),
+                        format!("the environment variable {variable} is not set"),
+                    )
+                })?;
+                keys.push(
+                    VerificationKey::hmac(secret.as_bytes())
+                        .map_err(|problem| (key("hmac_secret_env"), problem))?,
+                );
+            }
+            (Some(_), false) => {
+                return Err((
+                    key("hmac_secret_env"),
+                    "a shared secret is used only with \"HS256\" in `auth.jwt.algorithms`".into(),
+                ));
+            }
+            (None, true) => {
+                return Err((
+                    key("hmac_secret_env"),
+                    "missing: \"HS256\" in `auth.jwt.algorithms` needs the shared secret".into(),
+                ));
+            }
+            (None, false) => {}
+        }
+        if keys.is_empty() && algorithms != [Algorithm::None] {
+            return Err((
+                key("public_key"),
+                "missing: give the identity provider's `public_key` (PEM) or `jwks` file".into(),
+            ));
+        }
+        for (index, algorithm) in algorithms.iter().enumerate() {
+            if *algorithm != Algorithm::None
+                && !keys.iter().any(|key| key.algorithm() == *algorithm)
+            {
+                return Err((
+                    format!("auth.jwt.algorithms[{index}]"),
+                    format!("no configured key checks {}", algorithm.name()),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("role_claim", &self.role_claim),
+            ("stores_claim", &self.stores_claim),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|claim| claim.trim().is_empty())
+            {
+                return Err((key(field), "must not be empty".into()));
+            }
+        }
+        if self.max_in_flight == Some(0) {
+            return Err((key("max_in_flight"), "must be at least 1".into()));
+        }
+        if self.leeway_seconds.is_some_and(|leeway| leeway > 600) {
+            return Err((key("leeway_seconds"), "at most 600 (10 minutes)".into()));
+        }
+        Ok(JwtConfig {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            keys,
+            algorithms,
+            role_claim: self
+                .role_claim
+                .clone()
+                .unwrap_or_else(|| JwtConfig::DEFAULT_ROLE_CLAIM.into()),
+            stores_claim: self
+                .stores_claim
+                .clone()
+                .unwrap_or_else(|| JwtConfig::DEFAULT_STORES_CLAIM.into()),
+            leeway_seconds: self
+                .leeway_seconds
+                .unwrap_or(JwtConfig::DEFAULT_LEEWAY_SECONDS),
+            max_in_flight: self.max_in_flight,
+        })
+    }
 }
 
 /// The file `--config` (or `INVENTORY_CONFIG`) names, if any, found before the flags are
@@ -218,14 +379,29 @@ impl ConfigFile {
                 },
             });
         }
-        if tokens.is_empty() {
+        let jwt = auth.jwt.as_ref().map(JwtSection::config).transpose()?;
+        if tokens.is_empty() && jwt.is_none() {
             return Err((
                 "auth.tokens".into(),
-                "[auth] with no token would refuse every request; add a [[auth.tokens]] entry"
+                "[auth] with no token and no [auth.jwt] would refuse every request; add a \
+                 [[auth.tokens]] entry or [auth.jwt]"
                     .into(),
             ));
         }
-        Ok(Some(Authenticator::new(tokens)))
+        let mut authenticator = Authenticator::new(tokens);
+        if let Some(jwt) = jwt {
+            authenticator = authenticator.with_jwt(JwtVerifier::new(jwt, Arc::new(SystemClock)));
+        }
+        Ok(Some(authenticator))
+    }
+
+    /// Whether `[auth.jwt]` takes unsigned tokens (`algorithms` lists `none`).
+    pub fn takes_unsigned_jwts(&self) -> bool {
+        self.auth
+            .as_ref()
+            .and_then(|auth| auth.jwt.as_ref())
+            .and_then(|jwt| jwt.algorithms.as_ref())
+            .is_some_and(|algorithms| algorithms.iter().any(|name| name == "none"))
     }
 
     /// Each key that is set, with its flag's id (the field name clap gives the argument) and

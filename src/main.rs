@@ -466,11 +466,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Checked when the file was read.
-    let auth = file
-        .authenticator()
-        .unwrap_or_else(|_| unreachable!("the config file's [auth] was checked when read"))
-        .map(Arc::new);
+    // Checked when the file was read; read again here, a key file may have gone since.
+    let auth = match file.authenticator() {
+        Ok(auth) => auth.map(Arc::new),
+        Err((key, problem)) => {
+            eprintln!("inventory: config file: key `{key}`: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if file.takes_unsigned_jwts() {
+        tracing::warn!(
+            "[auth.jwt] algorithms lists \"none\": unsigned tokens are accepted, so anyone who \
+             can reach the servers can claim any role; use it only for a test set-up"
+        );
+    }
     let result = runtime.block_on(run(mode, auth));
     // Flushes the spans not yet exported, while the runtime still runs.
     drop(telemetry);

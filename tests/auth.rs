@@ -13,147 +13,15 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use inventory::app::access::{
-    ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
-};
-use inventory::app::{Clock, ManualClock, ShutdownSignal, SystemClock};
-use inventory::domain::{LogPosition, StoreId, Timestamp};
+use inventory::app::ManualClock;
+use inventory::app::access::Role;
+use inventory::domain::{LogPosition, Timestamp};
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
-use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
-use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
-use support::{add_stock, error_reason, get_stock, reserve_stock};
-
-/// A credential made for a test: its token and what it is configured as.
-struct Credential {
-    token: String,
-    entry: ApiToken,
-}
-
-fn credential(name: &str, role: Role, stores: &[&str], max_in_flight: Option<usize>) -> Credential {
-    let (token, sha256) = new_token().unwrap();
-    Credential {
-        token,
-        entry: ApiToken {
-            sha256: parse_sha256(&sha256).unwrap(),
-            principal: Principal {
-                name: name.into(),
-                role,
-                stores: StoreScope::of(stores.iter().map(|store| StoreId::parse(store).unwrap())),
-            },
-            max_in_flight,
-        },
-    }
-}
-
-/// `message` with `authorization: Bearer <token>`.
-fn as_<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-struct Server {
-    command: Channel,
-    query: Channel,
-    signal: ShutdownSignal,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-    data: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(credentials: &[&Credential]) -> Server {
-        Server::start_with_clock(credentials, Arc::new(SystemClock)).await
-    }
-
-    async fn start_with_clock(credentials: &[&Credential], clock: Arc<dyn Clock>) -> Server {
-        let data = tempfile::tempdir().unwrap();
-        let authenticator = Arc::new(Authenticator::new(
-            credentials.iter().map(|c| c.entry.clone()).collect(),
-        ));
-        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-        let (command, query) = (bind().await, bind().await);
-        let (command_addr, query_addr) =
-            (command.local_addr().unwrap(), query.local_addr().unwrap());
-        let listener = |tcp| ServerListener {
-            tcp,
-            tls: None,
-            auth: Some(authenticator.clone()),
-        };
-        let (signal, shutdown) = ShutdownSignal::new();
-        let config = CommandConfig {
-            log: LogConfig::Embedded {
-                data_dir: data.path().to_owned(),
-            },
-            clock,
-            limits: Limits::default(),
-        };
-        let task = tokio::spawn(server::run_combined(
-            config,
-            listener(command),
-            listener(query),
-            shutdown,
-        ));
-        Server {
-            command: support::channel(command_addr).await,
-            query: support::channel(query_addr).await,
-            signal,
-            task,
-            data,
-        }
-    }
-
-    fn commands(&self) -> CommandServiceClient<Channel> {
-        CommandServiceClient::new(self.command.clone())
-    }
-
-    fn queries(&self) -> QueryServiceClient<Channel> {
-        QueryServiceClient::new(self.query.clone())
-    }
-
-    fn events(&self) -> EventServiceClient<Channel> {
-        EventServiceClient::new(self.command.clone())
-    }
-
-    /// The stock of an item as an unrestricted credential sees it: (on hand, reserved).
-    async fn stock(&self, admin: &Credential, product: &str, store: &str) -> (i64, i64) {
-        match self
-            .queries()
-            .get_stock(as_(&admin.token, get_stock(product, store, 0)))
-            .await
-        {
-            Ok(answer) => {
-                let stock = answer.into_inner().item.unwrap().stock.unwrap();
-                (stock.on_hand, stock.reserved)
-            }
-            Err(status) if status.code() == Code::NotFound => (0, 0),
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-
-    async fn stop(self) {
-        self.stop_keeping_data().await;
-    }
-
-    /// Stops the server and hands over its data directory, which lives as long as the result.
-    async fn stop_keeping_data(self) -> tempfile::TempDir {
-        self.signal.trigger();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server stops within 10 s")
-            .unwrap()
-            .unwrap();
-        self.data
-    }
-}
-
-fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(error_reason(status), reason, "{status:?}");
-}
+use inventory::server::LogConfig;
+use support::secured::{Server, as_, assert_refused, credential};
+use support::{add_stock, get_stock, reserve_stock};
 
 #[tokio::test]
 async fn without_a_valid_token_nothing_but_health_is_served() {
@@ -561,21 +429,8 @@ async fn every_event_names_the_credential_that_caused_it() {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
 
-    let history = server
-        .queries()
-        .get_history(as_(
-            &admin.token,
-            pb::GetHistoryRequest {
-                product_id: "p".into(),
-                store_id: "store-a".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = server.history(&admin, "p", "store-a").await;
     let historic: Vec<(u64, String, String)> = history
-        .events
         .iter()
         .map(|event| (event.position, kind_name(event), event.actor.clone()))
         .collect();

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::app::jwt::{JwtVerifier, looks_like_jwt};
 use crate::app::subscription::EventFilter;
 use crate::domain::{Actor, Command, Inventory, StoreId};
 
@@ -265,40 +266,61 @@ pub struct ApiToken {
     pub max_in_flight: Option<usize>,
 }
 
-/// Checks presented tokens against the configured ones.
+/// A credential the server accepted: whose it is, and its own limit of requests in flight.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub max_in_flight: Option<usize>,
+}
+
+/// Checks presented credentials: API tokens against the configured digests, JWTs through the
+/// identity provider's keys.
 #[derive(Clone, Debug, Default)]
 pub struct Authenticator {
     tokens: Vec<ApiToken>,
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Vec<ApiToken>) -> Authenticator {
-        Authenticator { tokens }
+        Authenticator { tokens, jwt: None }
     }
 
-    /// The principal of `token`. Every configured digest is compared, each in constant time,
-    /// so the time taken says nothing of how close a guess was.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    /// Also takes JWTs that `verifier` accepts.
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> Authenticator {
+        self.jwt = Some(Arc::new(verifier));
+        self
+    }
+
+    /// The credential `token` is. A token of a JWT's form goes to the JWT verifier when one is
+    /// configured; any other is an API token: every configured digest is compared, each in
+    /// constant time, so the time taken says nothing of how close a guess was.
+    pub fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        if let Some(jwt) = &self.jwt
+            && looks_like_jwt(token)
+        {
+            return jwt.verify(token).map(|principal| Authenticated {
+                principal,
+                max_in_flight: jwt.max_in_flight(),
+            });
+        }
         let digest = sha256(token.as_bytes());
         let mut found = None;
         for candidate in &self.tokens {
             if constant_time_eq(&candidate.sha256, &digest) {
-                found = Some(&candidate.principal);
+                found = Some(candidate);
             }
         }
-        found.cloned().ok_or(AuthError::Invalid)
-    }
-
-    /// Each principal's own limit of requests in flight, where it has one.
-    pub fn in_flight_limits(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
-        self.tokens.iter().filter_map(|token| {
-            token
-                .max_in_flight
-                .map(|limit| (&token.principal.name, limit.max(1)))
-        })
+        found
+            .map(|token| Authenticated {
+                principal: token.principal.clone(),
+                max_in_flight: token.max_in_flight,
+            })
+            .ok_or(AuthError::Invalid)
     }
 }
 
+/// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest
@@ -389,7 +411,12 @@ mod tests {
             principal: principal.clone(),
             max_in_flight: None,
         }]);
-        assert_eq!(authenticator.authenticate(&token), Ok(principal));
+        assert_eq!(
+            authenticator
+                .authenticate(&token)
+                .map(|found| found.principal),
+            Ok(principal)
+        );
         assert_eq!(
             authenticator.authenticate(&token[..token.len() - 1]),
             Err(AuthError::Invalid)

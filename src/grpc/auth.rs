@@ -5,17 +5,17 @@
 //! check its stores. Health checks need no credential. Without an authenticator every request
 //! is [`Principal::anonymous`]. The token is never logged.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
 use super::status::{access_error, auth_error};
-use crate::app::access::{Action, AuthError, Authenticator, Principal};
+use crate::app::access::{Action, AuthError, Authenticated, Authenticator, Principal};
 
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
@@ -43,7 +43,7 @@ fn action(path: &str) -> Action {
 fn principal(
     authenticator: &Authenticator,
     headers: &http::HeaderMap,
-) -> Result<Principal, AuthError> {
+) -> Result<Authenticated, AuthError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(AuthError::Missing);
     };
@@ -71,25 +71,73 @@ struct PrincipalLimit {
     limit: usize,
 }
 
+/// At most this many principals' budgets are kept; past it those with nothing in flight are
+/// dropped (one JWT subject after another could otherwise grow the map without end).
+const MAX_PRINCIPAL_LIMITS: usize = 65_536;
+
+/// Each principal's budget, made at its first request: API tokens and JWT subjects alike.
+#[derive(Default)]
+struct PrincipalLimits {
+    by_name: DashMap<Arc<str>, PrincipalLimit>,
+}
+
+impl PrincipalLimits {
+    /// A slot of `name`'s budget of `limit`, or `Err(limit)` when all are taken.
+    fn acquire(
+        &self,
+        name: &Arc<str>,
+        limit: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
+        let limit = limit.max(1);
+        if let Some(own) = self.by_name.get(name)
+            && own.limit == limit
+        {
+            return own
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| own.limit);
+        }
+        if self.by_name.len() >= MAX_PRINCIPAL_LIMITS {
+            self.by_name
+                .retain(|_, own| own.permits.available_permits() < own.limit);
+        }
+        let own = self
+            .by_name
+            .entry(name.clone())
+            .and_modify(|own| {
+                if own.limit != limit {
+                    *own = PrincipalLimit::new(limit);
+                }
+            })
+            .or_insert_with(|| PrincipalLimit::new(limit));
+        own.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| own.limit)
+    }
+}
+
+impl PrincipalLimit {
+    fn new(limit: usize) -> PrincipalLimit {
+        PrincipalLimit {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
-    limits: Arc<HashMap<Arc<str>, PrincipalLimit>>,
+    limits: Arc<PrincipalLimits>,
 }
 
 impl AuthLayer {
     pub fn new(authenticator: Option<Arc<Authenticator>>) -> AuthLayer {
-        let limits = authenticator
-            .iter()
-            .flat_map(|authenticator| authenticator.in_flight_limits())
-            .map(|(name, limit)| {
-                let permits = Arc::new(Semaphore::new(limit));
-                (name.clone(), PrincipalLimit { permits, limit })
-            })
-            .collect();
         AuthLayer {
             authenticator,
-            limits: Arc::new(limits),
+            limits: Arc::default(),
         }
     }
 }
@@ -110,7 +158,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
-    limits: Arc<HashMap<Arc<str>, PrincipalLimit>>,
+    limits: Arc<PrincipalLimits>,
 }
 
 impl<S, B> Service<http::Request<B>> for Auth<S>
@@ -133,31 +181,32 @@ where
         }
         let action = action(request.uri().path());
         let found = match &self.authenticator {
-            None => Ok(Principal::anonymous()),
+            None => Ok(Authenticated {
+                principal: Principal::anonymous(),
+                max_in_flight: None,
+            }),
             Some(authenticator) => principal(authenticator, request.headers()),
         };
         let mut permit = None;
         let refusal = match found {
             Err(error) => Some(auth_error(error)),
-            Ok(principal) => match principal.authorize(action) {
+            Ok(Authenticated {
+                principal,
+                max_in_flight,
+            }) => match principal.authorize(action) {
                 Err(error) => Some(access_error(&error)),
-                Ok(()) => match self.limits.get(&principal.name) {
-                    Some(own) => match own.permits.clone().try_acquire_owned() {
-                        Ok(acquired) => {
-                            permit = Some(acquired);
+                Ok(()) => {
+                    match max_in_flight.map(|limit| self.limits.acquire(&principal.name, limit)) {
+                        Some(Err(limit)) => Some(tonic::Status::resource_exhausted(format!(
+                            "this credential has its limit of {limit} requests in flight; retry with backoff"
+                        ))),
+                        acquired => {
+                            permit = acquired.and_then(Result::ok);
                             request.extensions_mut().insert(principal);
                             None
                         }
-                        Err(_) => Some(tonic::Status::resource_exhausted(format!(
-                            "this credential has its limit of {} requests in flight; retry with backoff",
-                            own.limit
-                        ))),
-                    },
-                    None => {
-                        request.extensions_mut().insert(principal);
-                        None
                     }
-                },
+                }
             },
         };
         match refusal {

@@ -17,6 +17,8 @@ use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
+pub mod secured;
+
 /// Both servers in one process on one data directory, as `cargo run` starts them.
 pub struct Combined {
     pub command_addr: SocketAddr,

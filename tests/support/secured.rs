@@ -1,0 +1,180 @@
+//! A server with authentication, for the tests of tokens, JWTs and roles: started in-process on
+//! `127.0.0.1:0` with the credentials a test gives, and clients that send a bearer token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+use inventory::app::access::{
+    ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
+};
+use inventory::app::{Clock, ShutdownSignal, SystemClock};
+use inventory::domain::StoreId;
+use inventory::grpc::pb;
+use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::event_service_client::EventServiceClient;
+use inventory::grpc::pb::query_service_client::QueryServiceClient;
+use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
+
+use super::{error_reason, get_stock};
+
+/// A credential made for a test: its token and what it is configured as.
+pub struct Credential {
+    pub token: String,
+    pub entry: ApiToken,
+}
+
+pub fn credential(
+    name: &str,
+    role: Role,
+    stores: &[&str],
+    max_in_flight: Option<usize>,
+) -> Credential {
+    let (token, sha256) = new_token().unwrap();
+    Credential {
+        token,
+        entry: ApiToken {
+            sha256: parse_sha256(&sha256).unwrap(),
+            principal: Principal {
+                name: name.into(),
+                role,
+                stores: StoreScope::of(stores.iter().map(|store| StoreId::parse(store).unwrap())),
+            },
+            max_in_flight,
+        },
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn as_<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+pub struct Server {
+    pub command: Channel,
+    pub query: Channel,
+    signal: ShutdownSignal,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(credentials: &[&Credential]) -> Server {
+        Server::start_with_clock(credentials, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(credentials: &[&Credential], clock: Arc<dyn Clock>) -> Server {
+        let authenticator =
+            Authenticator::new(credentials.iter().map(|c| c.entry.clone()).collect());
+        Server::start_with(authenticator, clock).await
+    }
+
+    pub async fn start_with(authenticator: Authenticator, clock: Arc<dyn Clock>) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let authenticator = Arc::new(authenticator);
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let (command, query) = (bind().await, bind().await);
+        let (command_addr, query_addr) =
+            (command.local_addr().unwrap(), query.local_addr().unwrap());
+        let listener = |tcp| ServerListener {
+            tcp,
+            tls: None,
+            auth: Some(authenticator.clone()),
+        };
+        let (signal, shutdown) = ShutdownSignal::new();
+        let config = CommandConfig {
+            log: LogConfig::Embedded {
+                data_dir: data.path().to_owned(),
+            },
+            clock,
+            limits: Limits::default(),
+        };
+        let task = tokio::spawn(server::run_combined(
+            config,
+            listener(command),
+            listener(query),
+            shutdown,
+        ));
+        Server {
+            command: super::channel(command_addr).await,
+            query: super::channel(query_addr).await,
+            signal,
+            task,
+            data,
+        }
+    }
+
+    pub fn commands(&self) -> CommandServiceClient<Channel> {
+        CommandServiceClient::new(self.command.clone())
+    }
+
+    pub fn queries(&self) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(self.query.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.command.clone())
+    }
+
+    /// The stock of an item as an unrestricted credential sees it: (on hand, reserved).
+    pub async fn stock(&self, admin: &Credential, product: &str, store: &str) -> (i64, i64) {
+        match self
+            .queries()
+            .get_stock(as_(&admin.token, get_stock(product, store, 0)))
+            .await
+        {
+            Ok(answer) => {
+                let stock = answer.into_inner().item.unwrap().stock.unwrap();
+                (stock.on_hand, stock.reserved)
+            }
+            Err(status) if status.code() == Code::NotFound => (0, 0),
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+
+    /// The first page of an item's history, as an unrestricted credential sees it.
+    pub async fn history(
+        &self,
+        admin: &Credential,
+        product: &str,
+        store: &str,
+    ) -> Vec<pb::InventoryEvent> {
+        let request = pb::GetHistoryRequest {
+            product_id: product.into(),
+            store_id: store.into(),
+            ..Default::default()
+        };
+        self.queries()
+            .get_history(as_(&admin.token, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands over its data directory, which lives as long as the result.
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        self.signal.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops within 10 s")
+            .unwrap()
+            .unwrap();
+        self.data
+    }
+}
+
+pub fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(error_reason(status), reason, "{status:?}");
+}
