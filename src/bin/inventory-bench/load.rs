@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::server_process::BenchChannel as Channel;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::BenchError;

@@ -53,6 +53,8 @@ pub struct BenchConfig {
     pub lag_command_rate: Option<f64>,
     /// Events in the log whose replay is timed.
     pub replay_events: u64,
+    /// Run each load scenario a second time over TLS with an API token (`--secure`).
+    pub secure: bool,
     /// Distinct stock items (and then active reservations) loaded to measure RSS per item.
     pub replay_items: u64,
 }
@@ -183,6 +185,10 @@ struct Flags {
     /// Distinct items, then one active reservation on each, for the memory measurement.
     #[arg(long)]
     replay_items: Option<u64>,
+    /// Run each load scenario again right after its plain run, on a server with TLS and
+    /// `[[auth.tokens]]`, every request sending the token; the report compares the two.
+    #[arg(long)]
+    secure: bool,
 }
 
 fn parse_scenario(name: &str) -> Result<Scenario, String> {
@@ -282,6 +288,7 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
         lag_subscribers: flags.lag_subscribers,
         lag_command_rate: flags.lag_command_rate.filter(|rate| *rate > 0.0),
         replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
+        secure: flags.secure,
         replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
     })
 }

@@ -119,8 +119,48 @@ impl Report {
         let mut checks = self.command_targets();
         checks.extend(self.read_targets());
         checks.extend(self.lag_targets());
+        checks.extend(self.security_targets());
         if let Some(replay) = &self.replay {
             checks.extend(replay_targets(replay));
+        }
+        checks
+    }
+
+    /// The cost of TLS and a token: server CPU per operation of a secured run against the
+    /// plain run of the same scenario and level.
+    fn security_targets(&self) -> Vec<TargetCheck> {
+        let level = TARGET_LEVEL;
+        let mut checks = Vec::new();
+        for scenario in [Scenario::ReserveUniform, Scenario::Reads] {
+            let secured_name = scenario.secured_name();
+            let secured = self
+                .loads
+                .iter()
+                .find(|result| result.scenario == secured_name && result.in_flight == level);
+            let plain = self.load(scenario, level);
+            let (Some(secured), Some(plain)) = (secured, plain) else {
+                continue;
+            };
+            let (Some(secured_cpu), Some(plain_cpu)) = (
+                secured.server_cpu_micros_per_operation,
+                plain.server_cpu_micros_per_operation,
+            ) else {
+                continue;
+            };
+            checks.push(TargetCheck::compare(
+                format!(
+                    "{} at {level} in flight over TLS with a token: server CPU/op ≤ 1.15 × plain",
+                    scenario.name()
+                ),
+                format!(
+                    "{secured_cpu:.1} vs {plain_cpu:.1} µs/op ({:.2}×); {:.0} vs {:.0} ops/s",
+                    secured_cpu / plain_cpu,
+                    secured.operations_per_second,
+                    plain.operations_per_second
+                ),
+                secured_cpu,
+                Bound::AtMost(1.15 * plain_cpu),
+            ));
         }
         checks
     }

@@ -19,12 +19,12 @@ pub mod subscription_lag;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::server_process::BenchChannel as Channel;
 
 use crate::load::{self, BulkLoad, ItemSpace, LoadCommand, LoadResult, Operation, Window};
 use crate::pb;
 use crate::report::Report;
-use crate::server_process::{DataDir, ServerProbe, ServerProcess};
+use crate::server_process::{DataDir, Security, ServerProbe, ServerProcess};
 use crate::{BenchConfig, BenchError, Target};
 
 /// Stock put on each item of the uniform data set: far more than the requests in flight can
@@ -78,6 +78,11 @@ impl Scenario {
         }
     }
 
+    /// The name of this scenario's rows in a secured pass (`--secure`).
+    pub fn secured_name(self) -> String {
+        format!("{} {SECURED_SUFFIX}", self.name())
+    }
+
     pub fn from_name(name: &str) -> Option<Scenario> {
         Scenario::ALL
             .into_iter()
@@ -85,23 +90,65 @@ impl Scenario {
     }
 }
 
-/// Runs every configured scenario in the order of [`Scenario::ALL`].
+/// What the rows of a secured pass add to their scenario's name.
+pub const SECURED_SUFFIX: &str = "(tls+token)";
+
+/// The load scenarios: each runs again over TLS with a token after its plain run when
+/// `--secure` is given.
+async fn run_load(config: &BenchConfig, scenario: Scenario) -> Result<Vec<LoadResult>, BenchError> {
+    match scenario {
+        Scenario::BaselineRpc => baseline_rpc::run(config).await,
+        Scenario::ReserveUniform => reserve_uniform::run(config).await,
+        Scenario::Cart => cart::run(config).await,
+        Scenario::Bulk => bulk::run(config).await,
+        Scenario::ReserveHot => reserve_hot::run(config).await,
+        Scenario::Reads => reads::run(config).await,
+        Scenario::Mixed => mixed::run(config).await,
+        Scenario::BaselineDisk | Scenario::SubscriptionLag | Scenario::Replay => {
+            unreachable!("{} is not a load over gRPC", scenario.name())
+        }
+    }
+}
+
+/// Runs every configured scenario in the order of [`Scenario::ALL`]; with `--secure`, each
+/// load scenario right after again over TLS with a token, on a server started so, so the two
+/// are measured minutes apart on the same machine.
 pub async fn run_all(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut report = Report::start(config);
+    let security = match (&config.target, config.secure) {
+        (Target::Spawn { .. }, true) => Some(Arc::new(Security::create(&config.data_root)?)),
+        (Target::Running { .. }, true) => {
+            eprintln!("  --secure skipped: the bench must start the servers to secure them");
+            None
+        }
+        (_, false) => None,
+    };
     for scenario in Scenario::ALL {
         if !config.scenarios.contains(&scenario) {
             continue;
         }
         eprintln!("== {}", scenario.name());
         match scenario {
-            Scenario::BaselineRpc => report.loads.extend(baseline_rpc::run(config).await?),
             Scenario::BaselineDisk => report.loads.push(baseline_disk::run(config).await?),
-            Scenario::ReserveUniform => report.loads.extend(reserve_uniform::run(config).await?),
-            Scenario::Cart => report.loads.extend(cart::run(config).await?),
-            Scenario::Bulk => report.loads.extend(bulk::run(config).await?),
-            Scenario::ReserveHot => report.loads.extend(reserve_hot::run(config).await?),
-            Scenario::Reads => report.loads.extend(reads::run(config).await?),
-            Scenario::Mixed => report.loads.extend(mixed::run(config).await?),
+            Scenario::BaselineRpc
+            | Scenario::ReserveUniform
+            | Scenario::Cart
+            | Scenario::Bulk
+            | Scenario::ReserveHot
+            | Scenario::Reads
+            | Scenario::Mixed => {
+                report.loads.extend(run_load(config, scenario).await?);
+                if let Some(security) = &security {
+                    eprintln!("== {}", scenario.secured_name());
+                    Security::apply(Some(security.clone()));
+                    let secured = run_load(config, scenario).await;
+                    Security::apply(None);
+                    report.loads.extend(secured?.into_iter().map(|mut result| {
+                        result.scenario = scenario.secured_name();
+                        result
+                    }));
+                }
+            }
             Scenario::SubscriptionLag => {
                 let reserve_uniform_max = report
                     .loads

@@ -8,12 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -26,6 +29,106 @@ const LISTENING_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server may take to replay its log and answer its first health check. Replaying
 /// ten million events at the target speed takes ten seconds; this is far above it.
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How the bench's servers are secured while a pass runs: TLS with a certificate of a CA made
+/// for the run, and `[[auth.tokens]]` with one admin token that every request sends.
+pub struct Security {
+    ca: Certificate,
+    /// `Bearer <token>`.
+    authorization: AsciiMetadataValue,
+    cert: PathBuf,
+    key: PathBuf,
+    config: PathBuf,
+    _files: DataDir,
+}
+
+/// The security of the pass that runs: `None` is plain text without a credential.
+static SECURITY: RwLock<Option<Arc<Security>>> = RwLock::new(None);
+
+impl Security {
+    /// A CA, a certificate for `localhost` and an admin token, in a directory of their own.
+    pub fn create(data_root: &Path) -> Result<Security, BenchError> {
+        let files = DataDir::create(data_root, "security")?;
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |error: inventory::certificates::CertificateError| {
+                BenchError::Invalid(format!("cannot make the {what}: {error}"))
+            }
+        };
+        let authority = inventory::certificates::CertificateAuthority::new("inventory-bench CA")
+            .map_err(failed("CA"))?;
+        let server = authority
+            .server(&["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(failed("server certificate"))?;
+        let (token, sha256) = inventory::app::access::new_token()
+            .map_err(|_| BenchError::Invalid("the random generator failed".into()))?;
+        let (cert, key, config) = (
+            files.path.join("server.pem"),
+            files.path.join("server.key"),
+            files.path.join("inventory.toml"),
+        );
+        for (path, text) in [
+            (&cert, server.certificate_pem.clone()),
+            (&key, server.key_pem.clone()),
+            (
+                &config,
+                format!(
+                    "[[auth.tokens]]\nname = \"bench\"\nsha256 = \"{sha256}\"\nrole = \"admin\"\n"
+                ),
+            ),
+        ] {
+            std::fs::write(path, text)
+                .map_err(BenchError::io(format!("writing {}", path.display())))?;
+        }
+        let authorization = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| BenchError::Invalid("a token that is no header value".into()))?;
+        Ok(Security {
+            ca: Certificate::from_pem(authority.certificate_pem()),
+            authorization,
+            cert,
+            key,
+            config,
+            _files: files,
+        })
+    }
+
+    /// Makes `security` the one every later connection and started server uses.
+    pub fn apply(security: Option<Arc<Security>>) {
+        *SECURITY
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = security;
+    }
+
+    fn current() -> Option<Arc<Security>> {
+        SECURITY
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Adds the pass's `authorization` header to every request, when it has one.
+#[derive(Clone)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// What every client of the bench sends through: a connection, over TLS with a token in a
+/// secured pass.
+pub type BenchChannel = InterceptedService<Channel, Bearer>;
 
 /// A started `inventory serve` process. Killed (SIGKILL) when dropped; its data directory is
 /// kept (a restart reuses it) until the [`DataDir`] is dropped.
@@ -55,6 +158,17 @@ impl ServerProcess {
             ])
             .arg("--data")
             .arg(data_dir)
+            .args(Security::current().iter().flat_map(|security| {
+                [
+                    "--tls-cert".as_ref(),
+                    security.cert.as_os_str(),
+                    "--tls-key".as_ref(),
+                    security.key.as_os_str(),
+                    "--config".as_ref(),
+                    security.config.as_os_str(),
+                ]
+                .map(std::ffi::OsStr::to_owned)
+            }))
             .env("INVENTORY_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -195,20 +309,40 @@ impl Drop for DataDir {
     }
 }
 
+/// The endpoint of `address` in the pass's security.
+fn endpoint(address: SocketAddr) -> Result<(Endpoint, Bearer), BenchError> {
+    let security = Security::current();
+    let scheme = if security.is_some() { "https" } else { "http" };
+    let connect_error = |source| BenchError::Connect { address, source };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{address}")).map_err(connect_error)?;
+    if let Some(security) = &security {
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(security.ca.clone())
+                    .domain_name("localhost"),
+            )
+            .map_err(connect_error)?;
+    }
+    let bearer = Bearer(security.map(|security| security.authorization.clone()));
+    Ok((endpoint, bearer))
+}
+
 /// A channel that connects on first use (and reconnects after a failure).
-pub fn lazy_channel(address: SocketAddr) -> Result<Channel, BenchError> {
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|endpoint| endpoint.connect_lazy())
-        .map_err(|source| BenchError::Connect { address, source })
+pub fn lazy_channel(address: SocketAddr) -> Result<BenchChannel, BenchError> {
+    let (endpoint, bearer) = endpoint(address)?;
+    Ok(InterceptedService::new(endpoint.connect_lazy(), bearer))
 }
 
 /// A connected channel: one HTTP/2 connection.
-pub async fn connect(address: SocketAddr) -> Result<Channel, BenchError> {
-    Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|source| BenchError::Connect { address, source })?
+pub async fn connect(address: SocketAddr) -> Result<BenchChannel, BenchError> {
+    let (endpoint, bearer) = endpoint(address)?;
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|source| BenchError::Connect { address, source })
+        .map_err(|source| BenchError::Connect { address, source })?;
+    Ok(InterceptedService::new(channel, bearer))
 }
 
 /// Where the bench reads server-side figures from, when it can.

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tonic::transport::Channel;
+use crate::server_process::BenchChannel as Channel;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use super::{Scenario, run_levels, setup};

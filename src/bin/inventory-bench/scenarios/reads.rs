@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::transport::Channel;
+use crate::server_process::BenchChannel as Channel;
 
 use super::{Scenario, Setup, run_levels, stocked_data_set};
 use crate::load::{self, ItemSpace, LoadResult, Operation, Outcome, SplitMix64, Tally};

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::server_process::BenchChannel as Channel;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 
 use super::reserve_stock;
 use crate::load::{self, ItemSpace, Operation, Outcome, SplitMix64, Tally, Window};
