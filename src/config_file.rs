@@ -12,7 +12,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use inventory::app::SystemClock;
-use inventory::app::access::{ApiToken, Authenticator, Principal, Role, StoreScope, parse_sha256};
+use inventory::app::access::{
+    ApiToken, Authenticator, CertificateIdentity, Principal, Role, StoreScope, parse_sha256,
+};
 use inventory::app::jwt::{Algorithm, JwtConfig, JwtVerifier, VerificationKey, algorithms_of};
 use inventory::domain::{Actor, StoreId};
 use inventory::telemetry::LogFormat;
@@ -47,6 +49,20 @@ struct AuthSection {
     #[serde(default)]
     tokens: Vec<TokenEntry>,
     jwt: Option<JwtSection>,
+    #[serde(default)]
+    certificates: Vec<CertificateEntry>,
+}
+
+/// `[[auth.certificates]]`: under mutual TLS, a client certificate's subject common name taken
+/// as a credential for requests without a token.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CertificateEntry {
+    common_name: String,
+    role: String,
+    #[serde(default)]
+    stores: Vec<String>,
+    max_in_flight: Option<usize>,
 }
 
 /// `[auth.jwt]`: bearer JWTs from the retailer's identity provider.
@@ -90,6 +106,60 @@ struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
+}
+
+/// The principal a credential entry names, checked: its name (`name_field`), role, stores
+/// and limit, each error naming its key through `key`.
+fn checked_principal(
+    key: &dyn Fn(&str) -> String,
+    (name_field, name): (&str, &str),
+    role: &str,
+    stores: &[String],
+    max_in_flight: Option<usize>,
+) -> Result<Principal, (String, String)> {
+    if name.trim().is_empty() || name.len() > 128 {
+        return Err((key(name_field), "must be 1 to 128 characters".into()));
+    }
+    if Principal::RESERVED_NAMES.contains(&name) {
+        return Err((
+            key(name_field),
+            format!(
+                "{name:?} is what events record for {}: give the credential another name",
+                if name == Actor::SYSTEM {
+                    "what the server does by itself"
+                } else {
+                    "a server without authentication"
+                }
+            ),
+        ));
+    }
+    let role = Role::parse(role).ok_or_else(|| {
+        let roles: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
+        (
+            key("role"),
+            format!("{role:?} is not one of {}", roles.join(", ")),
+        )
+    })?;
+    let mut parsed = Vec::with_capacity(stores.len());
+    for (store_index, store) in stores.iter().enumerate() {
+        let store = StoreId::parse(store)
+            .map_err(|error| (key(&format!("stores[{store_index}]")), error.to_string()))?;
+        parsed.push(store);
+    }
+    if role == Role::Replica && !parsed.is_empty() {
+        return Err((
+            key("stores"),
+            "a replica copies the whole log: it takes no stores".into(),
+        ));
+    }
+    if max_in_flight == Some(0) {
+        return Err((key("max_in_flight"), "must be at least 1".into()));
+    }
+    Ok(Principal {
+        name: name.into(),
+        role,
+        stores: StoreScope::of(parsed),
+    })
 }
 
 impl JwtSection {
@@ -310,23 +380,13 @@ impl ConfigFile {
         let mut digests = std::collections::HashSet::new();
         for (index, entry) in auth.tokens.iter().enumerate() {
             let key = |field: &str| format!("auth.tokens[{index}].{field}");
-            if entry.name.trim().is_empty() || entry.name.len() > 128 {
-                return Err((key("name"), "must be 1 to 128 characters".into()));
-            }
-            if Principal::RESERVED_NAMES.contains(&entry.name.as_str()) {
-                return Err((
-                    key("name"),
-                    format!(
-                        "{:?} is what events record for {}: give the token another name",
-                        entry.name,
-                        if entry.name == Actor::SYSTEM {
-                            "what the server does by itself"
-                        } else {
-                            "a server without authentication"
-                        }
-                    ),
-                ));
-            }
+            let principal = checked_principal(
+                &key,
+                ("name", &entry.name),
+                &entry.role,
+                &entry.stores,
+                entry.max_in_flight,
+            )?;
             if !names.insert(entry.name.as_str()) {
                 return Err((
                     key("name"),
@@ -343,52 +403,44 @@ impl ConfigFile {
             if !digests.insert(sha256) {
                 return Err((key("sha256"), "is another token's too".into()));
             }
-            let role = Role::parse(&entry.role).ok_or_else(|| {
-                let roles: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();
-                (
-                    key("role"),
-                    format!("{:?} is not one of {}", entry.role, roles.join(", ")),
-                )
-            })?;
-            let mut stores = Vec::with_capacity(entry.stores.len());
-            for (store_index, store) in entry.stores.iter().enumerate() {
-                let parsed = StoreId::parse(store).map_err(|error| {
-                    (
-                        format!("auth.tokens[{index}].stores[{store_index}]"),
-                        error.to_string(),
-                    )
-                })?;
-                stores.push(parsed);
-            }
-            if role == Role::Replica && !stores.is_empty() {
-                return Err((
-                    key("stores"),
-                    "a replica copies the whole log: it takes no stores".into(),
-                ));
-            }
-            if entry.max_in_flight == Some(0) {
-                return Err((key("max_in_flight"), "must be at least 1".into()));
-            }
             tokens.push(ApiToken {
                 max_in_flight: entry.max_in_flight,
                 sha256,
-                principal: Principal {
-                    name: entry.name.as_str().into(),
-                    role,
-                    stores: StoreScope::of(stores),
-                },
+                principal,
+            });
+        }
+        let mut certificates = Vec::with_capacity(auth.certificates.len());
+        let mut common_names = std::collections::HashSet::new();
+        for (index, entry) in auth.certificates.iter().enumerate() {
+            let key = |field: &str| format!("auth.certificates[{index}].{field}");
+            let principal = checked_principal(
+                &key,
+                ("common_name", &entry.common_name),
+                &entry.role,
+                &entry.stores,
+                entry.max_in_flight,
+            )?;
+            if !common_names.insert(entry.common_name.as_str()) {
+                return Err((
+                    key("common_name"),
+                    format!("{:?} names another certificate too", entry.common_name),
+                ));
+            }
+            certificates.push(CertificateIdentity {
+                principal,
+                max_in_flight: entry.max_in_flight,
             });
         }
         let jwt = auth.jwt.as_ref().map(JwtSection::config).transpose()?;
-        if tokens.is_empty() && jwt.is_none() {
+        if tokens.is_empty() && jwt.is_none() && certificates.is_empty() {
             return Err((
                 "auth.tokens".into(),
-                "[auth] with no token and no [auth.jwt] would refuse every request; add a \
-                 [[auth.tokens]] entry or [auth.jwt]"
+                "[auth] with no token, no [auth.jwt] and no [[auth.certificates]] would refuse \
+                 every request; add one of them"
                     .into(),
             ));
         }
-        let mut authenticator = Authenticator::new(tokens);
+        let mut authenticator = Authenticator::new(tokens).with_certificates(certificates);
         if let Some(jwt) = jwt {
             authenticator = authenticator.with_jwt(JwtVerifier::new(jwt, Arc::new(SystemClock)));
         }

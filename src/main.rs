@@ -352,6 +352,15 @@ impl TlsArgs {
         auth: &Option<Arc<Authenticator>>,
     ) -> Result<(), String> {
         let tls = self.tls_cert.is_some() && self.tls_key.is_some();
+        if auth.as_ref().is_some_and(|auth| auth.names_certificates())
+            && self.tls_client_ca.is_none()
+        {
+            return Err(
+                "[[auth.certificates]] names clients by their certificate: it needs mutual TLS \
+                 ([tls] client_ca, or --tls-client-ca)"
+                    .into(),
+            );
+        }
         let exposed: Vec<String> = addresses
             .iter()
             .filter(|address| !address.ip().is_loopback())
@@ -361,14 +370,21 @@ impl TlsArgs {
             return Ok(());
         }
         let missing = match (tls, auth.is_some()) {
-            (false, false) => "TLS ([tls] cert and key) and authentication ([[auth.tokens]])",
+            (false, false) => {
+                "TLS ([tls] cert and key) and authentication ([[auth.tokens]] or [auth.jwt])"
+            }
             (false, true) => "TLS ([tls] cert and key, or --tls-cert and --tls-key)",
-            _ => "authentication ([[auth.tokens]] in the config file)",
+            _ => {
+                "authentication ([[auth.tokens]], [auth.jwt] or [[auth.certificates]] in the config file)"
+            }
         };
         let exposed = exposed.join(", ");
         if !self.insecure {
             return Err(format!(
-                "refusing to listen on {exposed} without {missing}: anyone who reaches it could                  change any store's stock. Configure them (README: TLS, Authentication and roles),                  listen on 127.0.0.1 only, or pass --insecure (INVENTORY_INSECURE=true) to serve anyway"
+                "refusing to listen on {exposed} without {missing}: anyone who reaches it could \
+                 change any store's stock. Configure them (README: TLS, Authentication and \
+                 roles), listen on 127.0.0.1 only, or pass --insecure (INVENTORY_INSECURE=true) \
+                 to serve anyway"
             ));
         }
         let warn = move || {

@@ -7,17 +7,24 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use inventory::app::access::{
+    ApiToken, Authenticator, CertificateIdentity, Principal, Role, StoreScope, new_token,
+    parse_sha256,
+};
 use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::certificates::{CertificateAuthority, CertifiedKey};
+use inventory::domain::StoreId;
+use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::grpc::tls::{ServerTls, TlsError, TlsFiles};
 use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
-use support::{Process, add_stock, get_stock, level};
+use support::{Process, add_stock, error_reason, get_stock, level, reserve_stock};
 
 fn hosts() -> Vec<String> {
     vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
@@ -55,6 +62,10 @@ struct Secured {
 
 impl Secured {
     async fn start(files: TlsFiles) -> Secured {
+        Secured::start_with(files, None).await
+    }
+
+    async fn start_with(files: TlsFiles, auth: Option<Arc<Authenticator>>) -> Secured {
         let data = tempfile::tempdir().unwrap();
         let tls = ServerTls::start(files).unwrap();
         let command = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -72,7 +83,7 @@ impl Secured {
         let listener = |tcp| ServerListener {
             tcp,
             tls: Some(tls.clone()),
-            auth: None,
+            auth: auth.clone(),
         };
         let task = tokio::spawn(server::run_combined(
             config,
@@ -237,6 +248,104 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_the_client_ca() 
 }
 
 /// Retries `attempt` until it succeeds or `limit` passes.
+/// Under mutual TLS, `[[auth.certificates]]` makes a client certificate a credential: its
+/// common name is the principal, with the entry's role and stores; a certificate it does not
+/// name is no credential; a token, when sent, is the credential instead.
+#[tokio::test]
+async fn a_client_certificate_named_in_auth_certificates_is_a_credential() {
+    let directory = tempfile::tempdir().unwrap();
+    let authority = CertificateAuthority::new("test CA").unwrap();
+    let files = write_server_files(directory.path(), &authority, Some(&authority));
+    let (token, sha256) = new_token().unwrap();
+    let admin = ApiToken {
+        sha256: parse_sha256(&sha256).unwrap(),
+        principal: Principal {
+            name: "back-office".into(),
+            role: Role::Admin,
+            stores: StoreScope::All,
+        },
+        max_in_flight: None,
+    };
+    let pos_a = CertificateIdentity {
+        principal: Principal {
+            name: "pos-a".into(),
+            role: Role::Sales,
+            stores: StoreScope::of([StoreId::parse("store-a").unwrap()]),
+        },
+        max_in_flight: None,
+    };
+    let auth = Authenticator::new(vec![admin]).with_certificates(vec![pos_a]);
+    let server = Secured::start_with(files, Some(Arc::new(auth))).await;
+    let ca = authority.certificate_pem();
+    let with_token = |message| support::secured::as_(&token, message);
+    // A certificate no entry names: a token is needed.
+    let stranger = authority.client("stranger").unwrap();
+    let channel = tls_channel(server.command_addr, ca, Some(&stranger))
+        .await
+        .unwrap();
+    let status = CommandServiceClient::new(channel.clone())
+        .add_stock(add_stock("p", "store-a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(error_reason(&status), "TOKEN_MISSING");
+    for store in ["store-a", "store-b"] {
+        CommandServiceClient::new(channel.clone())
+            .add_stock(with_token(add_stock("p", store, 5)))
+            .await
+            .unwrap();
+    }
+
+    // pos-a's certificate: a sales credential for store-a, no token sent.
+    let pos = authority.client("pos-a").unwrap();
+    let channel = tls_channel(server.command_addr, ca, Some(&pos))
+        .await
+        .unwrap();
+    let mut commands = CommandServiceClient::new(channel.clone());
+    commands
+        .reserve_stock(reserve_stock("p", "store-a", 2))
+        .await
+        .unwrap();
+    let status = commands
+        .reserve_stock(reserve_stock("p", "store-b", 2))
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&status), "STORE_NOT_PERMITTED", "{status:?}");
+    let status = commands
+        .add_stock(add_stock("p", "store-a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&status), "ROLE_NOT_PERMITTED", "{status:?}");
+    // The admin token over pos-a's connection: the token is the credential.
+    commands
+        .add_stock(with_token(add_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+
+    let query = tls_channel(server.query_addr, ca, Some(&stranger))
+        .await
+        .unwrap();
+    let history = QueryServiceClient::new(query)
+        .get_history(support::secured::as_(
+            &token,
+            pb::GetHistoryRequest {
+                product_id: "p".into(),
+                store_id: "store-a".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let actors: Vec<&str> = history
+        .events
+        .iter()
+        .map(|event| event.actor.as_str())
+        .collect();
+    assert_eq!(actors, ["back-office", "pos-a", "back-office"]);
+    server.stop().await;
+}
+
 async fn eventually(limit: Duration, mut attempt: impl AsyncFnMut() -> Result<(), String>) {
     let started = Instant::now();
     loop {
@@ -565,7 +674,7 @@ async fn a_follower_replicates_over_tls_and_serves_tls_itself() {
 }
 
 #[test]
-fn a_tls_section_with_a_missing_part_or_an_unknown_key_is_refused_naming_the_key() {
+fn a_tls_or_certificate_section_with_a_missing_part_or_an_unknown_key_is_refused_naming_the_key() {
     let directory = tempfile::tempdir().unwrap();
     for (section, key) in [
         ("[tls]\ncert = \"server.pem\"\n", "tls.key"),
@@ -574,6 +683,23 @@ fn a_tls_section_with_a_missing_part_or_an_unknown_key_is_refused_naming_the_key
         (
             "[tls]\ncert = \"a\"\nkey = \"b\"\nca_file = \"c\"\n",
             "ca_file",
+        ),
+        (
+            "[[auth.certificates]]\ncommon_name = \"system\"\nrole = \"admin\"\n",
+            "auth.certificates[0].common_name",
+        ),
+        (
+            "[[auth.certificates]]\ncommon_name = \"pos-a\"\nrole = \"sales\"\nstores = [\"\"]\n",
+            "auth.certificates[0].stores[0]",
+        ),
+        (
+            "[[auth.certificates]]\ncommon_name = \"pos-a\"\nrole = \"sales\"\nsubject = \"x\"\n",
+            "subject",
+        ),
+        // A certificate as a credential needs client certificates: mutual TLS.
+        (
+            "[[auth.certificates]]\ncommon_name = \"pos-a\"\nrole = \"sales\"\n",
+            "client_ca",
         ),
     ] {
         let config = directory.path().join("bad.toml");

@@ -273,17 +273,54 @@ pub struct Authenticated {
     pub max_in_flight: Option<usize>,
 }
 
+/// A client certificate's subject common name, taken as a credential under mutual TLS
+/// (`[[auth.certificates]]`): the principal it names is called by that name.
+#[derive(Clone, Debug)]
+pub struct CertificateIdentity {
+    pub principal: Principal,
+    pub max_in_flight: Option<usize>,
+}
+
 /// Checks presented credentials: API tokens against the configured digests, JWTs through the
-/// identity provider's keys.
+/// identity provider's keys, client certificates by their common name.
 #[derive(Clone, Debug, Default)]
 pub struct Authenticator {
     tokens: Vec<ApiToken>,
     jwt: Option<Arc<JwtVerifier>>,
+    certificates: Vec<CertificateIdentity>,
 }
 
 impl Authenticator {
     pub fn new(tokens: Vec<ApiToken>) -> Authenticator {
-        Authenticator { tokens, jwt: None }
+        Authenticator {
+            tokens,
+            jwt: None,
+            certificates: Vec::new(),
+        }
+    }
+
+    /// Also takes a request without a token from a connection whose client certificate's
+    /// common name is one of `certificates`' principals' names.
+    pub fn with_certificates(mut self, certificates: Vec<CertificateIdentity>) -> Authenticator {
+        self.certificates = certificates;
+        self
+    }
+
+    /// Whether any client certificate is a credential (which needs mutual TLS).
+    pub fn names_certificates(&self) -> bool {
+        !self.certificates.is_empty()
+    }
+
+    /// The credential a client certificate with this common name is, if it is one. The name
+    /// comes from a certificate the TLS handshake verified against the client CA.
+    pub fn authenticate_certificate(&self, common_name: &str) -> Option<Authenticated> {
+        self.certificates
+            .iter()
+            .find(|identity| identity.principal.name.as_ref() == common_name)
+            .map(|identity| Authenticated {
+                principal: identity.principal.clone(),
+                max_in_flight: identity.max_in_flight,
+            })
     }
 
     /// Also takes JWTs that `verifier` accepts.

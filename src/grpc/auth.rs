@@ -1,6 +1,7 @@
 //! Authentication at the edge: a tower layer that reads each request's
-//! `authorization: Bearer <token>` header, resolves it to a [`Principal`] through the
-//! application's [`Authenticator`], asks the principal's role whether it may send this kind of
+//! `authorization: Bearer <token>` header (or, without one, the common name of the connection's
+//! client certificate), resolves it to a [`Principal`] through the application's
+//! [`Authenticator`], asks the principal's role whether it may send this kind of
 //! request, and hands the principal on in the request's extensions for the services, which
 //! check its stores. Health checks need no credential. Without an authenticator every request
 //! is [`Principal::anonymous`]. The token is never logged.
@@ -15,6 +16,7 @@ use tower::{Layer, Service};
 
 use super::ResponseFuture;
 use super::status::{access_error, auth_error};
+use super::tls::ConnectionInfo;
 use crate::app::access::{Action, AuthError, Authenticated, Authenticator, Principal};
 
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
@@ -39,13 +41,19 @@ fn action(path: &str) -> Action {
     }
 }
 
-/// The principal of `metadata`'s bearer token.
-fn principal(
+/// The credential of a request: its bearer token or, without one, its connection's client
+/// certificate when that names a principal.
+fn principal<B>(
     authenticator: &Authenticator,
-    headers: &http::HeaderMap,
+    request: &http::Request<B>,
 ) -> Result<Authenticated, AuthError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(AuthError::Missing);
+    let Some(value) = request.headers().get(http::header::AUTHORIZATION) else {
+        return request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|connection| connection.client_name.as_deref())
+            .and_then(|name| authenticator.authenticate_certificate(name))
+            .ok_or(AuthError::Missing);
     };
     let text = value.to_str().map_err(|_| AuthError::Invalid)?;
     let (scheme, token) = text.split_once(' ').ok_or(AuthError::Invalid)?;
@@ -185,7 +193,7 @@ where
                 principal: Principal::anonymous(),
                 max_in_flight: None,
             }),
-            Some(authenticator) => principal(authenticator, request.headers()),
+            Some(authenticator) => principal(authenticator, &request),
         };
         let mut permit = None;
         let refusal = match found {

@@ -20,15 +20,18 @@
 //! **Waking readers.** Each append `NOTIFY`s on the schema's channel inside its transaction
 //! (delivered at commit). One connection per log `LISTEN`s and also polls the head every
 //! [`HEAD_POLL_INTERVAL`], so a lost notification only delays readers, never loses events.
+//!
+//! **TLS.** Every connection, the pool's and the listener's, honours the URL's `sslmode` (and
+//! `sslrootcert`) as libpq does: see [`tls`].
 
 mod head;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 
 use super::codec::{decode_event, encode_event};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
@@ -80,15 +83,31 @@ struct Statements {
 fn backend(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LogError {
     move |error| LogError::Backend {
         context,
-        message: error.to_string(),
+        message: with_causes(&error),
     }
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> LogError {
     LogError::Backend {
         context: "getting a connection",
-        message: error.to_string(),
+        message: with_causes(&error),
     }
+}
+
+/// `error` and each error under it: tokio-postgres says "error performing TLS handshake" and
+/// keeps the why (a certificate for another host) in its source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 fn quote_identifier(name: &str) -> String {
@@ -99,13 +118,17 @@ impl PostgresLog {
     /// Connects, creates the schema and tables if they are missing, and starts following the
     /// head. `schema` separates independent logs in one database (tests use one each).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresLog, LogError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(backend("parsing the url"))?;
+        let tls::PostgresTls {
+            mut config,
+            connector,
+            ..
+        } = tls::configure(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -159,7 +182,7 @@ impl PostgresLog {
             reachable: watch::channel(true).0,
             statements,
         });
-        tokio::spawn(head::follow_head(config, Arc::downgrade(&inner)));
+        tokio::spawn(head::follow_head(config, connector, Arc::downgrade(&inner)));
         Ok(PostgresLog { inner })
     }
 

@@ -5,20 +5,25 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{HEAD_POLL_INTERVAL, Inner, OPERATION_TIMEOUT, quote_identifier};
 use crate::domain::LogPosition;
 
 /// Keeps `head` current with appends made by other servers: LISTEN for notifications, and
 /// poll as a safety net. Stops when the log is dropped.
-pub(super) async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inner>) {
+pub(super) async fn follow_head(
+    config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
+    inner: Weak<Inner>,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(log) = inner.upgrade() else { return };
         let channel = log.channel.clone();
         drop(log);
-        match listen(&config, &channel, &inner).await {
+        match listen(&config, connector.clone(), &channel, &inner).await {
             Ok(()) => return,
             Err(error) => {
                 if let Some(log) = inner.upgrade() {
@@ -37,11 +42,12 @@ pub(super) async fn follow_head(config: tokio_postgres::Config, inner: Weak<Inne
 /// not answer a head poll within [`OPERATION_TIMEOUT`].
 async fn listen(
     config: &tokio_postgres::Config,
+    connector: MakeRustlsConnect,
     channel: &str,
     inner: &Weak<Inner>,
 ) -> Result<(), String> {
     let (client, mut connection) = config
-        .connect(NoTls)
+        .connect(connector)
         .await
         .map_err(|error| error.to_string())?;
     let notified = Arc::new(Notify::new());
