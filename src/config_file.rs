@@ -8,15 +8,23 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use inventory::app::EventFilter;
 use inventory::app::SystemClock;
 use inventory::app::access::{
     ApiToken, Authenticator, CertificateIdentity, Principal, Role, StoreScope, parse_sha256,
 };
 use inventory::app::jwt::{Algorithm, JwtConfig, JwtVerifier, VerificationKey, algorithms_of};
-use inventory::domain::{Actor, StoreId};
+use inventory::app::subscription::MAX_FILTER_IDS;
+use inventory::delivery::webhook::Endpoint;
+use inventory::delivery::{
+    DEFAULT_BATCH_MAX, DEFAULT_TIMEOUT, MAX_BATCH_MAX, RetryPolicy, SinkConfig, SinkTarget,
+    check_sink_name,
+};
+use inventory::domain::{Actor, EventKind, ProductId, StoreId};
 use inventory::telemetry::LogFormat;
 
 /// Every key the file may hold. A key a mode has no flag for is ignored by that mode (a
@@ -40,6 +48,206 @@ pub struct ConfigFile {
     insecure: Option<bool>,
     tls: Option<TlsSection>,
     auth: Option<AuthSection>,
+    #[serde(default)]
+    webhook: Vec<WebhookEntry>,
+}
+
+/// `[[webhook]]`: an HTTP endpoint that gets the log's events, in batches, signed.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct WebhookEntry {
+    name: String,
+    url: String,
+    /// The signing secret itself; prefer `secret_env`.
+    secret: Option<String>,
+    /// The environment variable holding the signing secret.
+    secret_env: Option<String>,
+    #[serde(default)]
+    filter: FilterSection,
+    batch_max: Option<usize>,
+    /// How long one delivery may take: `10s`, `500ms`, `2m`.
+    timeout: Option<String>,
+    /// The PEM CA of an https:// endpoint's certificate; the system's CAs by default.
+    ca: Option<PathBuf>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    park_after: Option<String>,
+}
+
+/// A sink's `filter`: the fields of `SubscriptionFilter`; an empty list matches everything.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FilterSection {
+    #[serde(default)]
+    product_ids: Vec<String>,
+    #[serde(default)]
+    store_ids: Vec<String>,
+    /// Event type names as the proto spells them: `STOCK_LOW`, `OUT_OF_STOCK`, …
+    #[serde(default)]
+    event_types: Vec<String>,
+}
+
+/// A duration as the configuration writes it: a whole number and a unit, `ms`, `s`, `m` or
+/// `h` (`500ms`, `10s`, `24h`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s, 5m or 24h"))?;
+    let duration = match unit.trim() {
+        "ms" => Duration::from_millis(amount),
+        "s" => Duration::from_secs(amount),
+        "m" => Duration::from_secs(amount.saturating_mul(60)),
+        "h" => Duration::from_secs(amount.saturating_mul(3600)),
+        _ => return Err(format!("{text:?}: the unit is one of ms, s, m, h")),
+    };
+    if duration.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(duration)
+}
+
+/// `duration` as the configuration writes it, in its largest whole unit.
+fn human(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if millis.is_multiple_of(size) {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
+impl FilterSection {
+    fn filter(&self, key: &dyn Fn(&str) -> String) -> Result<EventFilter, (String, String)> {
+        let lists = [
+            ("filter.product_ids", self.product_ids.len()),
+            ("filter.store_ids", self.store_ids.len()),
+            ("filter.event_types", self.event_types.len()),
+        ];
+        for (field, length) in lists {
+            if length > MAX_FILTER_IDS {
+                return Err((
+                    key(field),
+                    format!("at most {MAX_FILTER_IDS}, got {length}"),
+                ));
+            }
+        }
+        let mut filter = EventFilter::default();
+        for (index, text) in self.product_ids.iter().enumerate() {
+            let id = ProductId::parse(text).map_err(|error| {
+                (
+                    key(&format!("filter.product_ids[{index}]")),
+                    error.to_string(),
+                )
+            })?;
+            filter.product_ids.insert(id);
+        }
+        for (index, text) in self.store_ids.iter().enumerate() {
+            let id = StoreId::parse(text).map_err(|error| {
+                (
+                    key(&format!("filter.store_ids[{index}]")),
+                    error.to_string(),
+                )
+            })?;
+            filter.store_ids.insert(id);
+        }
+        for (index, name) in self.event_types.iter().enumerate() {
+            let kind = EventKind::parse(name).ok_or_else(|| {
+                (
+                    key(&format!("filter.event_types[{index}]")),
+                    format!(
+                        "{name:?} is not an event type (STOCK_ADDED, STOCK_LOW, OUT_OF_STOCK, …, as in the proto)"
+                    ),
+                )
+            })?;
+            filter.kinds.insert(kind);
+        }
+        Ok(filter)
+    }
+}
+
+impl WebhookEntry {
+    fn sink(&self, index: usize) -> Result<SinkConfig, (String, String)> {
+        let key = |field: &str| format!("webhook[{index}].{field}");
+        check_sink_name(&self.name).map_err(|problem| (key("name"), problem))?;
+        let endpoint = Endpoint::parse(&self.url).map_err(|problem| (key("url"), problem))?;
+        let secret = match (&self.secret, &self.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    key("secret"),
+                    "give `secret` or `secret_env`, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err((
+                    key("secret"),
+                    "missing: a webhook signs what it sends; give `secret_env` (an environment \
+                     variable holding the secret) or `secret`"
+                        .into(),
+                ));
+            }
+            (Some(secret), None) => secret.clone(),
+            (None, Some(variable)) => std::env::var(variable).map_err(|_| {
+                (
+                    key("secret_env"),
+                    format!("the environment variable {variable} is not set"),
+                )
+            })?,
+        };
+        if secret.len() < 16 {
+            return Err((
+                key(if self.secret.is_some() {
+                    "secret"
+                } else {
+                    "secret_env"
+                }),
+                "the secret must be at least 16 characters".into(),
+            ));
+        }
+        if !endpoint.is_https() && self.ca.is_some() {
+            return Err((
+                key("ca"),
+                "a CA is given but the URL is not https://".into(),
+            ));
+        }
+        let batch_max = self.batch_max.unwrap_or(DEFAULT_BATCH_MAX);
+        if !(1..=MAX_BATCH_MAX).contains(&batch_max) {
+            return Err((key("batch_max"), format!("must be 1 to {MAX_BATCH_MAX}")));
+        }
+        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).map_err(|problem| (key(field), problem)),
+        };
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            initial: duration("retry_initial", &self.retry_initial, defaults.initial)?,
+            max: duration("retry_max", &self.retry_max, defaults.max)?,
+            park_after: duration("park_after", &self.park_after, defaults.park_after)?,
+        };
+        if retry.max < retry.initial {
+            return Err((
+                key("retry_max"),
+                "must not be shorter than `retry_initial`".into(),
+            ));
+        }
+        Ok(SinkConfig {
+            name: self.name.clone(),
+            filter: self.filter.filter(&key)?,
+            batch_max,
+            retry,
+            target: SinkTarget::Webhook {
+                endpoint,
+                secret: secret.into_bytes(),
+                timeout: duration("timeout", &self.timeout, DEFAULT_TIMEOUT)?,
+                ca: self.ca.clone(),
+            },
+        })
+    }
 }
 
 /// `[auth]`: the credentials the servers accept. With none, every request is served.
@@ -361,6 +569,8 @@ impl ConfigFile {
         }
         file.authenticator()
             .map_err(|(key, problem)| invalid(&key, problem))?;
+        file.sinks()
+            .map_err(|(key, problem)| invalid(&key, problem))?;
         for (key, value) in [("log", &file.log), ("pg_schema", &file.pg_schema)] {
             if value.as_deref() == Some("") {
                 return Err(invalid(key, "must not be empty".to_owned()));
@@ -445,6 +655,89 @@ impl ConfigFile {
             authenticator = authenticator.with_jwt(JwtVerifier::new(jwt, Arc::new(SystemClock)));
         }
         Ok(Some(authenticator))
+    }
+
+    /// The outbound sinks (`[[webhook]]`), checked: an error names the key
+    /// (`webhook[1].url`).
+    pub fn sinks(&self) -> Result<Vec<SinkConfig>, (String, String)> {
+        let mut sinks: Vec<SinkConfig> = Vec::with_capacity(self.webhook.len());
+        for (index, entry) in self.webhook.iter().enumerate() {
+            let sink = entry.sink(index)?;
+            if sinks.iter().any(|other| other.name == sink.name) {
+                return Err((
+                    format!("webhook[{index}].name"),
+                    format!("{:?} names another sink too", sink.name),
+                ));
+            }
+            sinks.push(sink);
+        }
+        Ok(sinks)
+    }
+
+    /// What `inventory config check` prints of a file that was read and checked.
+    pub fn summary(&self, path: &Path) -> String {
+        use std::fmt::Write;
+        let mut out = format!("config file {}: ok\n", path.display());
+        let tls = self.tls.as_ref().filter(|tls| tls.cert.is_some());
+        let _ = writeln!(
+            out,
+            "tls: {}",
+            match tls {
+                None => "off",
+                Some(tls) if tls.client_ca.is_some() => "on, mutual (client certificates)",
+                Some(_) => "on",
+            }
+        );
+        match &self.auth {
+            None => out.push_str("auth: none (every request is served)\n"),
+            Some(auth) => {
+                let _ = writeln!(
+                    out,
+                    "auth: {} API token(s), {} client certificate name(s), JWT {}",
+                    auth.tokens.len(),
+                    auth.certificates.len(),
+                    auth.jwt.as_ref().map_or("off".to_owned(), |jwt| format!(
+                        "from issuer {:?}",
+                        jwt.issuer
+                    ))
+                );
+            }
+        }
+        let sinks = self.sinks().unwrap_or_default();
+        let _ = writeln!(out, "sinks: {}", sinks.len());
+        for (sink, entry) in sinks.iter().zip(&self.webhook) {
+            let mut filter = Vec::new();
+            for (field, values) in [
+                ("product_ids", &entry.filter.product_ids),
+                ("store_ids", &entry.filter.store_ids),
+                ("event_types", &entry.filter.event_types),
+            ] {
+                if !values.is_empty() {
+                    filter.push(format!("{field} {}", values.join(", ")));
+                }
+            }
+            let secret = match &entry.secret_env {
+                Some(variable) => format!("${variable}"),
+                None => "the `secret` in the file".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} -> {} (batch_max {}, events: {}; signed with {secret}; retry {} doubling to {}, parked after {})",
+                sink.kind(),
+                sink.name,
+                sink.destination(),
+                sink.batch_max,
+                if filter.is_empty() {
+                    "all".to_owned()
+                } else {
+                    filter.join("; ")
+                },
+                human(sink.retry.initial),
+                human(sink.retry.max),
+                human(sink.retry.park_after),
+            );
+        }
+        out
     }
 
     /// Whether `[auth.jwt]` takes unsigned tokens (`algorithms` lists `none`).

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod codec;
 pub mod command_service;
 pub mod convert;
+pub mod delivery_service;
 pub mod event_service;
 pub mod follower;
 pub mod observe;

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod certificates;
+pub mod delivery;
 pub mod dense_map;
 pub mod domain;
 pub mod grpc;

@@ -218,6 +218,17 @@ enum Tool {
     /// files in a new or empty folder (private keys readable by their owner only).
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Check the configuration file (--config or INVENTORY_CONFIG) and print what it sets up:
+    /// credentials and outbound sinks. Exit code 0 when it is valid, 1 (naming the key) when
+    /// not.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Read and check every key; start nothing.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -482,6 +493,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Mode::Tool(Tool::Config(ConfigCommand::Check)) = &mode {
+        return match &cli.config {
+            Some(path) => {
+                print!("{}", file.summary(path));
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!(
+                    "inventory: config check: no configuration file; give --config FILE or set INVENTORY_CONFIG"
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let sinks = match file.sinks() {
+        Ok(sinks) => sinks,
+        Err((key, problem)) => {
+            eprintln!("inventory: config file: key `{key}`: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Checked when the file was read; read again here, a key file may have gone since.
     let auth = match file.authenticator() {
         Ok(auth) => auth.map(Arc::new),
@@ -496,7 +528,7 @@ fn main() -> ExitCode {
              can reach the servers can claim any role; use it only for a test set-up"
         );
     }
-    let result = runtime.block_on(run(mode, auth));
+    let result = runtime.block_on(run(mode, auth, sinks));
     // Flushes the spans not yet exported, while the runtime still runs.
     drop(telemetry);
     match result {
@@ -552,7 +584,11 @@ async fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
     Ok(address)
 }
 
-async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String> {
+async fn run(
+    mode: Mode,
+    auth: Option<Arc<Authenticator>>,
+    sinks: Vec<inventory::delivery::SinkConfig>,
+) -> Result<(), String> {
     if let MetricsAddr::On(address) = mode.metrics_addr() {
         install_metrics(address).await?;
     }
@@ -586,6 +622,7 @@ async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String>
                 log: log.config(),
                 clock,
                 limits: limits.limits(),
+                sinks,
             };
             server::run_combined(config, command_listener, query_listener, shutdown).await
         }
@@ -603,6 +640,7 @@ async fn run(mode: Mode, auth: Option<Arc<Authenticator>>) -> Result<(), String>
                 log: log.config(),
                 clock,
                 limits: limits.limits(),
+                sinks,
             };
             server::run_command_server(config, listener, shutdown).await
         }
@@ -706,6 +744,7 @@ async fn run_tool(tool: Tool) -> Result<(), String> {
             Ok(())
         }
         Tool::Token(TokenCommand::New { name, role, stores }) => new_token(&name, role, &stores),
+        Tool::Config(ConfigCommand::Check) => unreachable!("`config check` is answered in main"),
         Tool::Cert(CertCommand::Generate {
             out,
             hosts,

@@ -15,8 +15,10 @@ use crate::app::access::Authenticator;
 use crate::app::command::CommandState;
 use crate::app::query::Queries;
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
+use crate::delivery::{Deliveries, FileCursors, SinkConfig};
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::command_service::CommandApi;
+use crate::grpc::delivery_service::DeliveryApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
 use crate::grpc::observe::ObserveLayer;
@@ -30,6 +32,7 @@ use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog, TailC
 type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
 type QueryServiceServer = pb::query_service_server::QueryServiceServer<QueryApi>;
 type EventServiceServer = pb::event_service_server::EventServiceServer<EventApi>;
+type DeliveryServiceServer = pb::delivery_service_server::DeliveryServiceServer<DeliveryApi>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -39,6 +42,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot start delivery: {0}")]
+    Delivery(String),
     #[error("invalid upstream address {address:?}: {problem}")]
     Upstream { address: String, problem: String },
 }
@@ -93,6 +98,8 @@ pub struct CommandConfig {
     pub log: LogConfig,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// The outbound sinks this command server delivers (`[[webhook]]`).
+    pub sinks: Vec<SinkConfig>,
 }
 
 /// Per-server limits that operators may change.
@@ -143,9 +150,11 @@ pub async fn run_combined(
     let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
     report_reachability(model.clone(), log.reachable());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
+    let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
     let command_server = serve_command(
         command_listener.into(),
         CommandApi::new(command_side.handle.clone()),
+        deliveries.clone(),
         log.clone(),
         command_side.breaker.clone(),
         config.limits,
@@ -165,6 +174,7 @@ pub async fn run_combined(
     // The servers are gone, and with them every command handle: the writer answers what it
     // accepted and stops.
     writer.await.expect("command writer panicked");
+    deliveries.stopped().await;
     projection_result(projection.await);
     command_result?;
     query_result?;
@@ -183,9 +193,11 @@ pub async fn run_command_server(
         writer,
         breaker,
     } = CommandSide::start(state, log.clone(), config.clock.clone());
+    let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
     let result = serve_command(
         listener.into(),
         CommandApi::new(handle),
+        deliveries.clone(),
         log,
         breaker,
         config.limits,
@@ -193,6 +205,7 @@ pub async fn run_command_server(
     )
     .await;
     writer.await.expect("command writer panicked");
+    deliveries.stopped().await;
     result
 }
 
@@ -318,6 +331,40 @@ pub fn bearer(token: &str) -> Result<tonic::metadata::AsciiMetadataValue, Server
         })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// Starts the deliverers of the configured sinks; their cursors live beside the log.
+fn start_deliveries(
+    config: &CommandConfig,
+    log: Arc<dyn EventLog>,
+    shutdown: Shutdown,
+) -> Result<Deliveries, ServerError> {
+    if config.sinks.is_empty() {
+        return Ok(Deliveries::none());
+    }
+    let cursors = match &config.log {
+        LogConfig::Embedded { data_dir } => Arc::new(FileCursors::new(data_dir)),
+        LogConfig::Postgres { .. } => {
+            return Err(ServerError::Delivery(
+                "sinks on a PostgreSQL log are not supported yet: run them on a command server \
+                 of an embedded log"
+                    .into(),
+            ));
+        }
+    };
+    let specs = config
+        .sinks
+        .iter()
+        .map(|sink| sink.build(config.clock.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ServerError::Delivery)?;
+    Ok(Deliveries::start(
+        specs,
+        log,
+        cursors,
+        config.clock.clone(),
+        shutdown,
+    ))
 }
 
 /// Keeps the read model's `upstream_unreachable_since` in step with the log's reachability
@@ -450,6 +497,7 @@ async fn serve(
 async fn serve_command(
     listener: ServerListener,
     api: CommandApi,
+    deliveries: Deliveries,
     log: Arc<dyn EventLog>,
     breaker: watch::Receiver<BreakerState>,
     limits: Limits,
@@ -459,13 +507,17 @@ async fn serve_command(
     health.set_serving::<CommandServiceServer>().await;
     health.set_serving::<EventServiceServer>().await;
     let breaker_health = tokio::spawn(report_breaker(health.clone(), breaker));
-    let events = EventApi::new(log, shutdown.clone());
+    let events = EventApi::new(log.clone(), shutdown.clone());
     let mut routes = routes(health_service, events)?;
-    routes.add_service(
-        CommandServiceServer::new(api)
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES),
-    );
+    routes
+        .add_service(
+            CommandServiceServer::new(api)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(DeliveryServiceServer::new(DeliveryApi::new(
+            deliveries, log,
+        )));
     serve("command", listener, routes, limits, shutdown).await?;
     breaker_health.abort();
     tracing::info!("command server stopped");

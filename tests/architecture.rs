@@ -148,6 +148,20 @@ fn the_application_layer_knows_no_grpc() {
 }
 
 #[test]
+fn delivery_knows_no_servers_and_no_services() {
+    let files = sources(|path| in_layer(path, "delivery"));
+    let found = violations(
+        &files,
+        &["crate::server", "crate::tools", "crate::grpc::pb"],
+    );
+    assert!(
+        found.is_empty(),
+        "delivery is an adapter beside gRPC, not above it:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn only_grpc_and_the_wiring_above_it_know_tonic() {
     // The gRPC adapters, the servers' wiring, and the binaries (clients of the service).
     let may_know_tonic = |path: &str| {

@@ -18,6 +18,7 @@ use inventory::app::access::Role;
 use inventory::domain::{LogPosition, Timestamp};
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::delivery_service_client::DeliveryServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::LogConfig;
 use support::secured::{Server, as_, assert_refused, credential};
@@ -161,6 +162,44 @@ async fn a_role_allows_only_its_kinds_of_request() {
         .into_inner();
     assert!(events.next().await.unwrap().is_ok());
     assert_eq!(server.stock(&admin, "p", "store-a").await, (10, 2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_an_admin_for_every_store_operates_the_sinks() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let operator = credential("ops", Role::Operator, &[], None);
+    let store_admin = credential("store-a-admin", Role::Admin, &["store-a"], None);
+    let server = Server::start(&[&admin, &operator, &store_admin]).await;
+    let mut deliveries = DeliveryServiceClient::new(server.command.clone());
+    let status = deliveries
+        .list_sinks(as_(&operator.token, pb::ListSinksRequest {}))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let status = deliveries
+        .rewind_sink(as_(
+            &operator.token,
+            pb::RewindSinkRequest {
+                name: "erp".into(),
+                position: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let status = deliveries
+        .list_sinks(as_(&store_admin.token, pb::ListSinksRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("every store"), "{status:?}");
+    let list = deliveries
+        .list_sinks(as_(&admin.token, pb::ListSinksRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.sinks.is_empty());
     server.stop().await;
 }
 

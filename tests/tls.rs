@@ -79,6 +79,7 @@ impl Secured {
             },
             clock: std::sync::Arc::new(SystemClock),
             limits: Limits::default(),
+            sinks: Vec::new(),
         };
         let listener = |tcp| ServerListener {
             tcp,

@@ -52,7 +52,9 @@ impl Role {
     fn may(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (Role::Admin | Role::Operator, _)
+            (Role::Admin, _)
+                | (Role::Operator, Action::SalesCommand | Action::StockCommand)
+                | (Role::Operator, Action::Query | Action::Subscribe)
                 | (_, Action::Describe)
                 | (
                     Role::Sales,
@@ -83,6 +85,8 @@ pub enum Action {
     Subscribe,
     /// Reflection: what services and messages the server has.
     Describe,
+    /// Operating the outbound sinks (`DeliveryService`): admins only.
+    Administer,
 }
 
 impl Action {
@@ -93,6 +97,7 @@ impl Action {
             Action::Query => "queries",
             Action::Subscribe => "subscriptions",
             Action::Describe => "reflection",
+            Action::Administer => "operating the outbound sinks",
         }
     }
 }
@@ -413,14 +418,28 @@ mod tests {
     fn each_role_may_do_what_its_name_says() {
         use Action::*;
         let allowed = |role: Role| -> Vec<Action> {
-            [SalesCommand, StockCommand, Query, Subscribe, Describe]
-                .into_iter()
-                .filter(|action| role.may(*action))
-                .collect()
+            [
+                SalesCommand,
+                StockCommand,
+                Query,
+                Subscribe,
+                Describe,
+                Administer,
+            ]
+            .into_iter()
+            .filter(|action| role.may(*action))
+            .collect()
         };
         assert_eq!(
             allowed(Role::Admin),
-            [SalesCommand, StockCommand, Query, Subscribe, Describe]
+            [
+                SalesCommand,
+                StockCommand,
+                Query,
+                Subscribe,
+                Describe,
+                Administer
+            ]
         );
         assert_eq!(
             allowed(Role::Operator),

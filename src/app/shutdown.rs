@@ -33,6 +33,11 @@ impl Shutdown {
         Shutdown { receiver }
     }
 
+    /// Whether the shutdown has been triggered.
+    pub fn is_triggered(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
     /// Resolves once the shutdown has been triggered. Dropping the trigger without calling
     /// it is not a shutdown: the wait then never resolves.
     pub async fn wait(&mut self) {

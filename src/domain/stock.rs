@@ -387,6 +387,64 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in the order of the proto's `EventType`.
+    pub const ALL: [EventKind; 21] = [
+        EventKind::StockAdded,
+        EventKind::StockAdjusted,
+        EventKind::StockReserved,
+        EventKind::ReservationCommitted,
+        EventKind::ReservationReleased,
+        EventKind::ReservationExpired,
+        EventKind::StockRemoved,
+        EventKind::ReservationExtended,
+        EventKind::StockMoved,
+        EventKind::ItemPolicyChanged,
+        EventKind::StockLow,
+        EventKind::OutOfStock,
+        EventKind::BackInStock,
+        EventKind::StockShort,
+        EventKind::StockCounted,
+        EventKind::TransferShipped,
+        EventKind::TransferIncoming,
+        EventKind::TransferReceived,
+        EventKind::TransferLost,
+        EventKind::TransferCancelled,
+        EventKind::TransferReturned,
+    ];
+
+    /// The kind's public name, as the proto's `EventType` spells it (`STOCK_LOW`): what
+    /// configuration files filter on and NATS subjects end with.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::StockAdded => "STOCK_ADDED",
+            EventKind::StockAdjusted => "STOCK_ADJUSTED",
+            EventKind::StockReserved => "STOCK_RESERVED",
+            EventKind::ReservationCommitted => "RESERVATION_COMMITTED",
+            EventKind::ReservationReleased => "RESERVATION_RELEASED",
+            EventKind::ReservationExpired => "RESERVATION_EXPIRED",
+            EventKind::StockRemoved => "STOCK_REMOVED",
+            EventKind::ReservationExtended => "RESERVATION_EXTENDED",
+            EventKind::StockMoved => "STOCK_MOVED",
+            EventKind::ItemPolicyChanged => "ITEM_POLICY_CHANGED",
+            EventKind::StockLow => "STOCK_LOW",
+            EventKind::OutOfStock => "OUT_OF_STOCK",
+            EventKind::BackInStock => "BACK_IN_STOCK",
+            EventKind::StockShort => "STOCK_SHORT",
+            EventKind::StockCounted => "STOCK_COUNTED",
+            EventKind::TransferShipped => "TRANSFER_SHIPPED",
+            EventKind::TransferIncoming => "TRANSFER_INCOMING",
+            EventKind::TransferReceived => "TRANSFER_RECEIVED",
+            EventKind::TransferLost => "TRANSFER_LOST",
+            EventKind::TransferCancelled => "TRANSFER_CANCELLED",
+            EventKind::TransferReturned => "TRANSFER_RETURNED",
+        }
+    }
+
+    /// The kind named `name` (see [`EventKind::name`]).
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// Whether events of this kind are alerts.
     pub fn is_alert(self) -> bool {
         matches!(

@@ -35,6 +35,7 @@ fn action(path: &str) -> Action {
         ("inventory.v1.CommandService", _) => Action::StockCommand,
         ("inventory.v1.QueryService", _) => Action::Query,
         ("inventory.v1.EventService", _) => Action::Subscribe,
+        ("inventory.v1.DeliveryService", _) => Action::Administer,
         // Reflection, and paths no service has (tonic answers UNIMPLEMENTED once the caller
         // is known).
         _ => Action::Describe,

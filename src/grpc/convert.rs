@@ -1040,3 +1040,26 @@ pub fn event_filter(filter: Option<&pb::SubscriptionFilter>) -> Result<EventFilt
     }
     fields.finish(Some(result))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_kind_is_named_as_the_proto_names_its_event_type() {
+        for kind in EventKind::ALL {
+            let value = pb::EventType::from_str_name(kind.name()).expect("a proto name") as i32;
+            let filter = pb::SubscriptionFilter {
+                event_types: vec![value],
+                ..Default::default()
+            };
+            let parsed = event_filter(Some(&filter)).unwrap();
+            assert_eq!(parsed.kinds.into_iter().collect::<Vec<_>>(), [kind]);
+            assert_eq!(EventKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(
+            EventKind::ALL.len(),
+            pb::EventType::TransferReturned as usize
+        );
+    }
+}

@@ -11,13 +11,16 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use inventory::app::{Clock, ShutdownSignal, SystemClock};
+use inventory::delivery::SinkConfig;
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
+use inventory::grpc::pb::delivery_service_client::DeliveryServiceClient;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
 pub mod secured;
+pub mod webhook;
 
 /// Both servers in one process on one data directory, as `cargo run` starts them.
 pub struct Combined {
@@ -52,6 +55,20 @@ impl Combined {
     }
 
     pub async fn start_with(data_dir: &Path, clock: Arc<dyn Clock>, limits: Limits) -> Combined {
+        Combined::start_configured(data_dir, clock, limits, Vec::new()).await
+    }
+
+    /// Both servers, the command server delivering `sinks`.
+    pub async fn start_with_sinks(data_dir: &Path, sinks: Vec<SinkConfig>) -> Combined {
+        Combined::start_configured(data_dir, Arc::new(SystemClock), Limits::default(), sinks).await
+    }
+
+    async fn start_configured(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        sinks: Vec<SinkConfig>,
+    ) -> Combined {
         let (command_listener, command_addr) = listener().await;
         let (query_listener, query_addr) = listener().await;
         let (signal, shutdown) = ShutdownSignal::new();
@@ -61,6 +78,7 @@ impl Combined {
             },
             clock,
             limits,
+            sinks,
         };
         let task = tokio::spawn(server::run_combined(
             config,
@@ -87,6 +105,10 @@ impl Combined {
 
     pub async fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(channel(self.command_addr).await)
+    }
+
+    pub async fn deliveries(&self) -> DeliveryServiceClient<Channel> {
+        DeliveryServiceClient::new(channel(self.command_addr).await)
     }
 
     /// Graceful shutdown; returns once every in-flight command is durable.
@@ -123,6 +145,7 @@ impl Running {
             log,
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            sinks: Vec::new(),
         };
         let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
         Running {

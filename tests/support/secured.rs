@@ -94,6 +94,7 @@ impl Server {
             },
             clock,
             limits: Limits::default(),
+            sinks: Vec::new(),
         };
         let task = tokio::spawn(server::run_combined(
             config,

@@ -1,0 +1,425 @@
+//! One sink's deliverer: a task that reads the log after the sink's cursor, sends what its
+//! filter keeps in batches, one in flight, and stores the cursor past each acknowledged batch
+//! before reading on. Every way it waits (for events, out a backoff, while parked) also
+//! listens for the operator's resume and rewind and for shutdown.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::{
+    Batch, Control, CursorStore, FILTERED_CURSOR_SAVE_INTERVAL, SinkCursor, SinkSpec, SinkState,
+    SinkStatus,
+};
+use crate::app::{Clock, Shutdown};
+use crate::domain::{LogPosition, RecordedEvent};
+use crate::log::{EventLog, MAX_READ_EVENTS};
+
+/// How long a deliverer waits before trying again to read the log or store its cursor.
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+type Requests = mpsc::UnboundedReceiver<(Control, oneshot::Sender<()>)>;
+
+pub(super) struct Deliverer {
+    spec: SinkSpec,
+    log: Arc<dyn EventLog>,
+    cursors: Arc<dyn CursorStore>,
+    clock: Arc<dyn Clock>,
+    status: Arc<Mutex<SinkStatus>>,
+    requests: Requests,
+    shutdown: Shutdown,
+    /// An operator's request applied but not yet stored: whether it moved the cursor, and
+    /// whom to answer once it is stored.
+    operator: Option<(bool, oneshot::Sender<()>)>,
+    /// The cursor as last stored, and when.
+    stored: SinkCursor,
+    stored_at: Instant,
+}
+
+/// The deliverer's position in the log and what it has read ahead.
+struct Reader {
+    /// Events read from the log, after the cursor (or after the last batch taken), not yet
+    /// examined.
+    ahead: VecDeque<RecordedEvent>,
+    /// The position of the last event read (into `ahead` or examined).
+    read_through: LogPosition,
+}
+
+impl Reader {
+    fn at(position: LogPosition) -> Reader {
+        Reader {
+            ahead: VecDeque::new(),
+            read_through: position,
+        }
+    }
+}
+
+/// A batch waiting to be acknowledged, and the cursor it moves to.
+struct Pending {
+    batch: Batch,
+    through: LogPosition,
+    /// Tries so far.
+    tries: u32,
+    /// Failed tries that may have reached the destination: each made a duplicate if a
+    /// later try succeeds.
+    arrived: u32,
+    /// Failures since the first try or the last resume: what the backoff doubles over.
+    failures: u32,
+}
+
+impl Deliverer {
+    pub(super) fn new(
+        spec: SinkSpec,
+        log: Arc<dyn EventLog>,
+        cursors: Arc<dyn CursorStore>,
+        clock: Arc<dyn Clock>,
+        status: Arc<Mutex<SinkStatus>>,
+        requests: Requests,
+        shutdown: Shutdown,
+    ) -> Deliverer {
+        Deliverer {
+            spec,
+            log,
+            cursors,
+            clock,
+            status,
+            requests,
+            shutdown,
+            operator: None,
+            stored: SinkCursor::default(),
+            stored_at: Instant::now(),
+        }
+    }
+
+    fn publish(&self, cursor: &SinkCursor, state: SinkState, update: impl FnOnce(&mut SinkStatus)) {
+        let head = self.log.head();
+        let mut status = self.status.lock().expect("sink status poisoned");
+        status.position = cursor.position;
+        status.failing_since = cursor.failing_since;
+        status.state = state;
+        status.lag_events = head.0.saturating_sub(cursor.position.0);
+        status.active = true;
+        update(&mut status);
+        let sink = status.name.clone();
+        metrics::gauge!("inventory_delivery_position", "sink" => sink.clone())
+            .set(cursor.position.0 as f64);
+        metrics::gauge!("inventory_delivery_lag_events", "sink" => sink.clone())
+            .set(status.lag_events as f64);
+        metrics::gauge!("inventory_delivery_state", "sink" => sink).set(state.gauge());
+    }
+
+    /// Stores `cursor`, trying again until it is stored; `false` on shutdown first.
+    async fn save(&mut self, cursor: SinkCursor) -> bool {
+        loop {
+            match self.cursors.save(&self.spec.name, cursor).await {
+                Ok(()) => {
+                    self.stored = cursor;
+                    self.stored_at = Instant::now();
+                    return true;
+                }
+                Err(error) => {
+                    tracing::error!(sink = self.spec.name, %error, "cannot store the sink's cursor; delivery waits");
+                    self.status.lock().expect("sink status poisoned").last_error =
+                        Some(error.to_string());
+                }
+            }
+            if !self.sleep(STORAGE_RETRY).await {
+                return false;
+            }
+        }
+    }
+
+    /// Sleeps for `duration`; `false` on shutdown first.
+    async fn sleep(&mut self, duration: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = shutdown.wait() => false,
+        }
+    }
+
+    /// Waits up to `timeout` (forever with `None`), for the log's head to move if `head` is
+    /// given, for an operator's request (applied to `cursor` and `pending`) or for shutdown;
+    /// `false` on shutdown.
+    async fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        head: Option<&mut watch::Receiver<LogPosition>>,
+        cursor: &mut SinkCursor,
+        pending: &mut Option<Pending>,
+    ) -> bool {
+        let sleep = async {
+            match timeout {
+                Some(timeout) => tokio::time::sleep(timeout).await,
+                None => std::future::pending().await,
+            }
+        };
+        let moved = async {
+            match head {
+                Some(head) => {
+                    if head.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = sleep => true,
+            () = moved => true,
+            () = shutdown.wait() => false,
+            request = self.requests.recv() => match request {
+                Some((control, done)) => {
+                    let rewound = apply(control, cursor, pending);
+                    // Answered once the change is stored, at the top of the loop.
+                    self.operator = Some((rewound, done));
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// The next batch after the reader's position, and the cursor past it (which may be past
+    /// events the filter dropped); an empty batch when the reader is at the log's head.
+    async fn next_batch(
+        &mut self,
+        reader: &mut Reader,
+    ) -> Result<(Vec<RecordedEvent>, LogPosition), crate::log::LogError> {
+        let mut events = Vec::new();
+        let mut through = None;
+        let mut examined = 0usize;
+        loop {
+            while let Some(event) = reader.ahead.pop_front() {
+                examined += 1;
+                through = Some(event.position);
+                if self.spec.filter.matches(&event) {
+                    events.push(event);
+                    if events.len() == self.spec.batch_max {
+                        return Ok((events, through.expect("an event was examined")));
+                    }
+                }
+            }
+            // A long run of dropped events ends a (possibly empty) batch, so the cursor and
+            // the status move along.
+            if examined >= 16 * MAX_READ_EVENTS {
+                break;
+            }
+            let page = self
+                .log
+                .read_all(reader.read_through, MAX_READ_EVENTS)
+                .await?;
+            let Some(last) = page.last() else { break };
+            reader.read_through = last.position;
+            reader.ahead.extend(page);
+        }
+        Ok((events, through.unwrap_or(reader.read_through)))
+    }
+}
+
+/// Applies an operator's request; `true` when it moved the cursor (a rewind).
+fn apply(control: Control, cursor: &mut SinkCursor, pending: &mut Option<Pending>) -> bool {
+    cursor.parked = false;
+    cursor.failing_since = None;
+    match control {
+        Control::Resume => {
+            if let Some(pending) = pending {
+                // The backoff starts again from its first wait.
+                pending.failures = 0;
+            }
+            false
+        }
+        Control::Rewind(position) => {
+            cursor.position = position;
+            *pending = None;
+            true
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_or(u32::MAX / 2, |()| u32::from_le_bytes(bytes))
+}
+
+/// Over 70 lines: the loop's state (cursor, batch in flight, read-ahead) and each branch's
+/// way out stay in one place, so every path that moves the cursor is visible together.
+pub(super) async fn run(mut deliverer: Deliverer) {
+    let name = deliverer.spec.name.clone();
+    let mut cursor = loop {
+        match deliverer.cursors.load(&name).await {
+            Ok(cursor) => break cursor.unwrap_or_default(),
+            Err(error) => {
+                tracing::error!(sink = name, %error, "cannot read the sink's cursor; retrying");
+                if !deliverer.sleep(STORAGE_RETRY).await {
+                    return;
+                }
+            }
+        }
+    };
+    tracing::info!(
+        sink = name,
+        kind = deliverer.spec.sink.kind(),
+        position = cursor.position.0,
+        parked = cursor.parked,
+        "delivering"
+    );
+    let mut head = deliverer.log.watch_head();
+    let mut reader = Reader::at(cursor.position);
+    let mut pending: Option<Pending> = None;
+    deliverer.stored = cursor;
+    let initial = if cursor.parked {
+        SinkState::Parked
+    } else {
+        SinkState::Running
+    };
+    deliverer.publish(&cursor, initial, |_| {});
+    loop {
+        if deliverer.shutdown.is_triggered() {
+            return;
+        }
+        if let Some((rewound, done)) = deliverer.operator.take() {
+            if rewound {
+                reader = Reader::at(cursor.position);
+            }
+            if !deliverer.save(cursor).await {
+                return;
+            }
+            let state = if pending.is_some() {
+                SinkState::Retrying
+            } else {
+                SinkState::Running
+            };
+            deliverer.publish(&cursor, state, |_| {});
+            let _ = done.send(());
+        }
+        if cursor.parked {
+            deliverer.publish(&cursor, SinkState::Parked, |_| {});
+            if !deliverer
+                .wait(None, Some(&mut head), &mut cursor, &mut pending)
+                .await
+            {
+                return;
+            }
+            continue;
+        }
+        if pending.is_none() {
+            head.borrow_and_update();
+            match deliverer.next_batch(&mut reader).await {
+                Ok((events, through)) if events.is_empty() => {
+                    cursor.position = through;
+                    let caught_up = through == reader.read_through && reader.ahead.is_empty();
+                    let due =
+                        caught_up || deliverer.stored_at.elapsed() >= FILTERED_CURSOR_SAVE_INTERVAL;
+                    if cursor != deliverer.stored && due && !deliverer.save(cursor).await {
+                        return;
+                    }
+                    deliverer.publish(&cursor, SinkState::Running, |_| {});
+                    if caught_up
+                        && !deliverer
+                            .wait(None, Some(&mut head), &mut cursor, &mut pending)
+                            .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Ok((events, through)) => {
+                    let delivery_id = format!(
+                        "{name}-{}-{}",
+                        events[0].position.0,
+                        events[events.len() - 1].position.0
+                    );
+                    pending = Some(Pending {
+                        batch: Batch {
+                            delivery_id,
+                            events,
+                        },
+                        through,
+                        tries: 0,
+                        arrived: 0,
+                        failures: 0,
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(sink = name, %error, "cannot read the log; retrying");
+                    if !deliverer
+                        .wait(Some(STORAGE_RETRY), None, &mut cursor, &mut pending)
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let current = pending.as_mut().expect("a batch is pending");
+        current.tries += 1;
+        // Not cut short by a shutdown: the sink's timeout bounds it, and its answer is stored.
+        let result = deliverer.spec.sink.deliver(&current.batch).await;
+        let count = current.batch.events.len() as u64;
+        let duplicates = count * u64::from(current.arrived);
+        match result {
+            Ok(()) => {
+                cursor.position = current.through;
+                cursor.failing_since = None;
+                pending = None;
+                if !deliverer.save(cursor).await {
+                    return;
+                }
+                let now = deliverer.clock.now();
+                metrics::counter!("inventory_delivery_delivered_total", "sink" => name.clone())
+                    .increment(count);
+                deliverer.publish(&cursor, SinkState::Running, |status| {
+                    status.delivered_events += count;
+                    status.redelivered_events += duplicates;
+                    status.last_success = Some(now);
+                });
+            }
+            Err(error) => {
+                current.failures += 1;
+                current.arrived += u32::from(error.sent);
+                let (tries, failures) = (current.tries, current.failures);
+                let now = deliverer.clock.now();
+                let since = *cursor.failing_since.get_or_insert(now);
+                let failed_for =
+                    Duration::from_millis(now.unix_millis().saturating_sub(since.unix_millis()));
+                metrics::counter!("inventory_delivery_failures_total", "sink" => name.clone())
+                    .increment(1);
+                let park = failed_for >= deliverer.spec.retry.park_after;
+                cursor.parked = park;
+                tracing::warn!(sink = name, delivery_id = current.batch.delivery_id, %error, tries, parked = park, "delivery failed");
+                let state = if park {
+                    SinkState::Parked
+                } else {
+                    SinkState::Retrying
+                };
+                if cursor != deliverer.stored {
+                    // The failure's start (or the park) is stored, so a restart neither
+                    // forgets how long the sink has failed nor un-parks it.
+                    if !deliverer.save(cursor).await {
+                        return;
+                    }
+                }
+                deliverer.publish(&cursor, state, |status| {
+                    status.failures += 1;
+                    status.last_error = Some(error.message.clone());
+                });
+                if !park {
+                    let backoff = deliverer.spec.retry.backoff(failures, random_u32());
+                    if !deliverer
+                        .wait(Some(backoff), None, &mut cursor, &mut pending)
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

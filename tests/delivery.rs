@@ -1,0 +1,347 @@
+//! Outbound delivery to webhooks: real servers, a real HTTP receiver on 127.0.0.1, real
+//! cursor files. Every event reaches the receiver in log order, signed, whatever the receiver
+//! does in between; duplicates are only of batches whose try failed, and are counted.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use inventory::delivery::{RetryPolicy, SinkConfig};
+use inventory::grpc::pb;
+use support::webhook::Receiver;
+use support::{Combined, add_stock, wait_for, wait_until};
+
+const SECRET: &[u8] = b"a-webhook-secret-for-tests";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Retries quick enough for a test: 20 ms doubling to 200 ms.
+fn quick(sink: SinkConfig) -> SinkConfig {
+    SinkConfig {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            park_after: Duration::from_secs(3600),
+        },
+        ..sink
+    }
+}
+
+fn sink(name: &str, receiver: &Receiver) -> SinkConfig {
+    quick(SinkConfig::webhook(name, &receiver.url(), SECRET).unwrap())
+}
+
+/// Appends `count` receipts over 7 items; returns the log's head after them.
+async fn write(server: &Combined, count: usize) -> u64 {
+    let mut commands = server.commands().await;
+    let mut head = 0;
+    for index in 0..count {
+        let result = commands
+            .add_stock(add_stock(&format!("p{}", index % 7), "s1", 1))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap();
+        head = result.position;
+    }
+    head
+}
+
+async fn sinks(server: &Combined) -> Vec<pb::SinkStatus> {
+    server
+        .deliveries()
+        .await
+        .list_sinks(pb::ListSinksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sinks
+}
+
+async fn sink_status(server: &Combined, name: &str) -> pb::SinkStatus {
+    sinks(server)
+        .await
+        .into_iter()
+        .find(|sink| sink.name == name)
+        .unwrap()
+}
+
+/// Waits until the receiver has accepted every position up to `head`.
+async fn delivered_through(receiver: &Receiver, head: u64) {
+    wait_until(
+        WAIT,
+        &format!("every event up to {head} delivered"),
+        async || receiver.accepted_positions().last().copied() == Some(head),
+    )
+    .await;
+}
+
+/// Waits until the sink's stored cursor is at `head`; its status then.
+async fn cursor_at(server: &Combined, name: &str, head: u64) -> pb::SinkStatus {
+    wait_for(WAIT, &format!("{name}'s cursor at {head}"), async || {
+        let status = sink_status(server, name).await;
+        (status.position == head).then_some(status)
+    })
+    .await
+}
+
+/// Each position from 1 to `head` once, in order, after removing repeats of positions already
+/// seen: what a receiver deduplicating on the event's position (or id) keeps.
+fn assert_every_event_in_order(positions: &[u64], head: u64) -> usize {
+    let mut seen = HashSet::new();
+    let kept: Vec<u64> = positions
+        .iter()
+        .copied()
+        .filter(|position| seen.insert(*position))
+        .collect();
+    assert_eq!(
+        kept,
+        (1..=head).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    positions.len() - kept.len()
+}
+
+#[tokio::test]
+async fn a_receiver_failing_its_first_five_calls_gets_every_event_in_order_and_signed() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.fail_next(5);
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    let head = write(&server, 300).await;
+    delivered_through(&receiver, head).await;
+
+    let calls = receiver.calls();
+    assert!(
+        calls.iter().all(|call| call.signed_with(SECRET)),
+        "every call is signed"
+    );
+    assert!(!calls[0].signed_with(b"another secret"));
+    assert_eq!(calls.iter().filter(|call| !call.accepted).count(), 5);
+    // The five failed calls were one batch, tried five times and sent a sixth time.
+    assert!(
+        calls[..6]
+            .iter()
+            .all(|call| call.delivery_id == calls[0].delivery_id)
+    );
+    let first = calls[0].positions();
+    assert_eq!(
+        calls[0].delivery_id,
+        format!("erp-{}-{}", first[0], first[first.len() - 1])
+    );
+    let duplicates = assert_every_event_in_order(&receiver.received_positions(), head);
+    let accepted = assert_every_event_in_order(&receiver.accepted_positions(), head);
+    assert_eq!(accepted, 0, "no accepted batch is sent again");
+
+    let status = cursor_at(&server, "erp", head).await;
+    assert_eq!(status.kind, "webhook");
+    assert_eq!(status.state(), pb::SinkState::Running);
+    assert_eq!((status.position, status.lag_events), (head, 0));
+    assert_eq!(status.failures, 5);
+    assert_eq!(
+        status.redelivered_events, duplicates as u64,
+        "the duplicates the receiver saw are the ones reported"
+    );
+    assert!(status.last_error.contains("500"), "{}", status.last_error);
+    assert!(status.last_success.is_some() && status.failing_since.is_none());
+    assert!(status.active);
+
+    // The body: the sink, the delivery id, events in the JSON grpcurl prints.
+    let body = calls.last().unwrap().json();
+    assert_eq!(body["sink"], "erp");
+    let event = &body["events"][0];
+    assert!(event["eventId"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(event["storeId"], "s1");
+    assert!(event["stockAdded"]["quantity"].is_string(), "{event}");
+    assert!(event["occurredAt"].as_str().unwrap().ends_with('Z'));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_was_down_gets_everything_it_missed_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let address = receiver.address;
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    let before = write(&server, 20).await;
+    delivered_through(&receiver, before).await;
+
+    // Down: connections are refused while more events are written.
+    let (receiver, head) = {
+        drop(receiver);
+        let head = write(&server, 150).await;
+        let status = wait_for(WAIT, "the sink retrying", async || {
+            let status = sink_status(&server, "erp").await;
+            (status.state() == pb::SinkState::Retrying && status.failures >= 3).then_some(status)
+        })
+        .await;
+        assert!(
+            status.last_error.contains("connect"),
+            "a refused connection is the error: {}",
+            status.last_error
+        );
+        assert_eq!(
+            status.position, before,
+            "the cursor waits at what was delivered"
+        );
+        assert_eq!(status.lag_events, head - before);
+        assert!(status.failing_since.is_some());
+        let back = Receiver::start_on(address).await;
+        delivered_through(&back, head).await;
+        let positions = back.accepted_positions();
+        assert_eq!(positions, (before + 1..=head).collect::<Vec<_>>());
+        (back, head)
+    };
+    let status = cursor_at(&server, "erp", head).await;
+    assert_eq!(status.state(), pb::SinkState::Running);
+    assert!(status.failing_since.is_none());
+    assert_eq!(
+        status.redelivered_events, 0,
+        "refused connections delivered nothing twice"
+    );
+    drop(receiver);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_resumes_from_the_stored_cursor() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    let first = write(&server, 120).await;
+    delivered_through(&receiver, first).await;
+    server.stop().await;
+    let cursor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.path().join("sinks/erp.cursor.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cursor["position"], first);
+
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    let head = write(&server, 30).await;
+    delivered_through(&receiver, head).await;
+    assert_eq!(
+        receiver.accepted_positions(),
+        (1..=head).collect::<Vec<_>>(),
+        "nothing delivered twice across the restart"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_sink_keeps_its_cursor_until_resumed_and_then_catches_up() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_failing(true);
+    let mut config = sink("erp", &receiver);
+    config.retry.park_after = Duration::from_millis(300);
+    let server = Combined::start_with_sinks(data.path(), vec![config]).await;
+    let head = write(&server, 40).await;
+    let parked = wait_for(WAIT, "the sink parked", async || {
+        let status = sink_status(&server, "erp").await;
+        (status.state() == pb::SinkState::Parked).then_some(status)
+    })
+    .await;
+    assert_eq!(parked.position, 0);
+    assert!(parked.failing_since.is_some());
+    let cursor = std::fs::read_to_string(data.path().join("sinks/erp.cursor.json")).unwrap();
+    assert!(cursor.contains("\"parked\":true"), "{cursor}");
+
+    // Parked: no more tries, also once the receiver is well again.
+    receiver.set_failing(false);
+    let tries = receiver.calls().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.calls().len(), tries, "a parked sink does not try");
+
+    let resumed = server
+        .deliveries()
+        .await
+        .resume_sink(pb::ResumeSinkRequest { name: "erp".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(resumed.state(), pb::SinkState::Parked);
+    delivered_through(&receiver, head).await;
+    assert_eq!(
+        receiver.accepted_positions(),
+        (1..=head).collect::<Vec<_>>()
+    );
+    let status = cursor_at(&server, "erp", head).await;
+    assert_eq!(status.state(), pb::SinkState::Running);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rewind_replays_exactly_from_the_position() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    let head = write(&server, 250).await;
+    delivered_through(&receiver, head).await;
+    let before = receiver.accepted_positions().len();
+
+    let mut deliveries = server.deliveries().await;
+    let rewound = deliveries
+        .rewind_sink(pb::RewindSinkRequest {
+            name: "erp".into(),
+            position: 180,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rewound.position, 180);
+    wait_until(WAIT, "the replay delivered", async || {
+        receiver.accepted_positions().len() == before + (head - 180) as usize
+    })
+    .await;
+    assert_eq!(
+        receiver.accepted_positions()[before..],
+        (181..=head).collect::<Vec<_>>(),
+        "the replay starts right after the position and ends at the head"
+    );
+
+    let past = deliveries
+        .rewind_sink(pb::RewindSinkRequest {
+            name: "erp".into(),
+            position: head + 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), tonic::Code::InvalidArgument);
+    assert_eq!(support::bad_fields(&past), ["position"]);
+    let unknown = deliveries
+        .resume_sink(pb::ResumeSinkRequest {
+            name: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert!(unknown.message().contains("nobody"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_filtered_sink_gets_only_what_it_asked_for_and_its_cursor_still_moves() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let mut config = sink("p3-only", &receiver);
+    config
+        .filter
+        .product_ids
+        .insert(inventory::domain::ProductId::parse("p3").unwrap());
+    let server = Combined::start_with_sinks(data.path(), vec![config]).await;
+    let head = write(&server, 70).await;
+    wait_until(WAIT, "the filtered sink at the head", async || {
+        sink_status(&server, "p3-only").await.position == head
+    })
+    .await;
+    let events: Vec<serde_json::Value> = receiver
+        .calls()
+        .iter()
+        .flat_map(|call| call.json()["events"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(events.len(), 10, "p3 is every 7th receipt of 70");
+    assert!(events.iter().all(|event| event["productId"] == "p3"));
+    server.stop().await;
+}
