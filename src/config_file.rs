@@ -50,6 +50,101 @@ pub struct ConfigFile {
     auth: Option<AuthSection>,
     #[serde(default)]
     webhook: Vec<WebhookEntry>,
+    nats: Option<NatsSection>,
+    redis: Option<RedisSection>,
+}
+
+/// `[nats]`: every event published to NATS JetStream (the sink is named `nats`).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NatsSection {
+    url: String,
+    stream: String,
+    subject_prefix: String,
+    #[serde(default)]
+    filter: FilterSection,
+    batch_max: Option<usize>,
+    /// How long one delivery may take: `10s`, `500ms`, `2m`.
+    timeout: Option<String>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    park_after: Option<String>,
+}
+
+/// `[redis]`: the stock cache (the sink is named `redis`). No filter: it holds every item.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RedisSection {
+    url: String,
+    key_prefix: String,
+    batch_max: Option<usize>,
+    /// How long one delivery may take: `10s`, `500ms`, `2m`.
+    timeout: Option<String>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    park_after: Option<String>,
+}
+
+/// What every sink may set: its batch size, its timeout and its retry policy. (Repeated in each
+/// sink's section rather than flattened: serde's `flatten` would lose the position of an
+/// unknown key's error.)
+struct DeliveryKeys<'a> {
+    batch_max: Option<usize>,
+    timeout: &'a Option<String>,
+    retry_initial: &'a Option<String>,
+    retry_max: &'a Option<String>,
+    park_after: &'a Option<String>,
+}
+
+/// The [`DeliveryKeys`] of a sink section.
+macro_rules! delivery_keys {
+    ($section:expr) => {
+        DeliveryKeys {
+            batch_max: $section.batch_max,
+            timeout: &$section.timeout,
+            retry_initial: &$section.retry_initial,
+            retry_max: &$section.retry_max,
+            park_after: &$section.park_after,
+        }
+    };
+}
+
+impl DeliveryKeys<'_> {
+    /// `sink` with these keys applied, each error naming its key through `key`.
+    fn apply(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        mut sink: SinkConfig,
+    ) -> Result<SinkConfig, (String, String)> {
+        if let Some(batch_max) = self.batch_max {
+            if !(1..=MAX_BATCH_MAX).contains(&batch_max) {
+                return Err((key("batch_max"), format!("must be 1 to {MAX_BATCH_MAX}")));
+            }
+            sink.batch_max = batch_max;
+        }
+        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).map_err(|problem| (key(field), problem)),
+        };
+        sink.retry = RetryPolicy {
+            initial: duration("retry_initial", self.retry_initial, sink.retry.initial)?,
+            max: duration("retry_max", self.retry_max, sink.retry.max)?,
+            park_after: duration("park_after", self.park_after, sink.retry.park_after)?,
+        };
+        if sink.retry.max < sink.retry.initial {
+            return Err((
+                key("retry_max"),
+                "must not be shorter than `retry_initial`".into(),
+            ));
+        }
+        let timeout = duration("timeout", self.timeout, DEFAULT_TIMEOUT)?;
+        match &mut sink.target {
+            SinkTarget::Webhook { timeout: t, .. }
+            | SinkTarget::Nats { timeout: t, .. }
+            | SinkTarget::Redis { timeout: t, .. } => *t = timeout,
+        }
+        Ok(sink)
+    }
 }
 
 /// `[[webhook]]`: an HTTP endpoint that gets the log's events, in batches, signed.
@@ -64,11 +159,11 @@ struct WebhookEntry {
     secret_env: Option<String>,
     #[serde(default)]
     filter: FilterSection,
+    /// The PEM CA of an https:// endpoint's certificate; the system's CAs by default.
+    ca: Option<PathBuf>,
     batch_max: Option<usize>,
     /// How long one delivery may take: `10s`, `500ms`, `2m`.
     timeout: Option<String>,
-    /// The PEM CA of an https:// endpoint's certificate; the system's CAs by default.
-    ca: Option<PathBuf>,
     retry_initial: Option<String>,
     retry_max: Option<String>,
     park_after: Option<String>,
@@ -215,38 +310,19 @@ impl WebhookEntry {
                 "a CA is given but the URL is not https://".into(),
             ));
         }
-        let batch_max = self.batch_max.unwrap_or(DEFAULT_BATCH_MAX);
-        if !(1..=MAX_BATCH_MAX).contains(&batch_max) {
-            return Err((key("batch_max"), format!("must be 1 to {MAX_BATCH_MAX}")));
-        }
-        let duration = |field: &str, value: &Option<String>, default: Duration| match value {
-            None => Ok(default),
-            Some(text) => parse_duration(text).map_err(|problem| (key(field), problem)),
-        };
-        let defaults = RetryPolicy::default();
-        let retry = RetryPolicy {
-            initial: duration("retry_initial", &self.retry_initial, defaults.initial)?,
-            max: duration("retry_max", &self.retry_max, defaults.max)?,
-            park_after: duration("park_after", &self.park_after, defaults.park_after)?,
-        };
-        if retry.max < retry.initial {
-            return Err((
-                key("retry_max"),
-                "must not be shorter than `retry_initial`".into(),
-            ));
-        }
-        Ok(SinkConfig {
+        let sink = SinkConfig {
             name: self.name.clone(),
             filter: self.filter.filter(&key)?,
-            batch_max,
-            retry,
+            batch_max: DEFAULT_BATCH_MAX,
+            retry: RetryPolicy::default(),
             target: SinkTarget::Webhook {
                 endpoint,
                 secret: secret.into_bytes(),
-                timeout: duration("timeout", &self.timeout, DEFAULT_TIMEOUT)?,
+                timeout: DEFAULT_TIMEOUT,
                 ca: self.ca.clone(),
             },
-        })
+        };
+        delivery_keys!(self).apply(&key, sink)
     }
 }
 
@@ -660,7 +736,39 @@ impl ConfigFile {
     /// The outbound sinks (`[[webhook]]`), checked: an error names the key
     /// (`webhook[1].url`).
     pub fn sinks(&self) -> Result<Vec<SinkConfig>, (String, String)> {
-        let mut sinks: Vec<SinkConfig> = Vec::with_capacity(self.webhook.len());
+        let mut sinks: Vec<SinkConfig> = Vec::with_capacity(self.webhook.len() + 2);
+        if let Some(nats) = &self.nats {
+            let key = |field: &str| format!("nats.{field}");
+            if !(nats.url.starts_with("nats://") || nats.url.starts_with("tls://")) {
+                return Err((
+                    key("url"),
+                    format!("{:?}: a NATS URL starts with nats://", nats.url),
+                ));
+            }
+            let mut sink = SinkConfig::nats(&nats.url, &nats.stream, &nats.subject_prefix)
+                .map_err(|problem| {
+                    let field = if problem.contains("separated by") {
+                        "subject_prefix"
+                    } else {
+                        "stream"
+                    };
+                    (key(field), problem)
+                })?;
+            sink.filter = nats.filter.filter(&key)?;
+            sinks.push(delivery_keys!(nats).apply(&key, sink)?);
+        }
+        if let Some(redis) = &self.redis {
+            let key = |field: &str| format!("redis.{field}");
+            if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+                return Err((
+                    key("url"),
+                    format!("{:?}: a Redis URL starts with redis://", redis.url),
+                ));
+            }
+            let sink = SinkConfig::redis(&redis.url, &redis.key_prefix)
+                .map_err(|problem| (key("key_prefix"), problem))?;
+            sinks.push(delivery_keys!(redis).apply(&key, sink)?);
+        }
         for (index, entry) in self.webhook.iter().enumerate() {
             let sink = entry.sink(index)?;
             if sinks.iter().any(|other| other.name == sink.name) {
@@ -705,24 +813,41 @@ impl ConfigFile {
         }
         let sinks = self.sinks().unwrap_or_default();
         let _ = writeln!(out, "sinks: {}", sinks.len());
-        for (sink, entry) in sinks.iter().zip(&self.webhook) {
+        for sink in &sinks {
             let mut filter = Vec::new();
+            let sorted = |values: Vec<&str>| {
+                let mut values = values;
+                values.sort_unstable();
+                values.join(", ")
+            };
+            let products: Vec<&str> = sink
+                .filter
+                .product_ids
+                .iter()
+                .map(|id| id.as_str())
+                .collect();
+            let stores: Vec<&str> = sink.filter.store_ids.iter().map(|id| id.as_str()).collect();
+            let kinds: Vec<&str> = sink.filter.kinds.iter().map(|kind| kind.name()).collect();
             for (field, values) in [
-                ("product_ids", &entry.filter.product_ids),
-                ("store_ids", &entry.filter.store_ids),
-                ("event_types", &entry.filter.event_types),
+                ("product_ids", products),
+                ("store_ids", stores),
+                ("event_types", kinds),
             ] {
                 if !values.is_empty() {
-                    filter.push(format!("{field} {}", values.join(", ")));
+                    filter.push(format!("{field} {}", sorted(values)));
                 }
             }
-            let secret = match &entry.secret_env {
-                Some(variable) => format!("${variable}"),
-                None => "the `secret` in the file".to_owned(),
+            let signing = match self.webhook.iter().find(|entry| entry.name == sink.name) {
+                Some(WebhookEntry {
+                    secret_env: Some(variable),
+                    ..
+                }) => format!("; signed with ${variable}"),
+                Some(_) => "; signed with the `secret` in the file".to_owned(),
+                None => String::new(),
             };
             let _ = writeln!(
                 out,
-                "  {} {} -> {} (batch_max {}, events: {}; signed with {secret}; retry {} doubling to {}, parked after {})",
+                "  {} {} -> {} (batch_max {}, events: {}{signing}; retry {} doubling to {}, parked after {})",
                 sink.kind(),
                 sink.name,
                 sink.destination(),

@@ -17,6 +17,8 @@
 pub mod cursor;
 mod engine;
 pub mod json;
+pub mod nats;
+pub mod redis;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -48,6 +50,15 @@ pub const MAX_BATCH_MAX: usize = 10_000;
 
 /// How long one delivery may take (connect, send, answer) when the sink names no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a deliverer asks a destination that keeps its own record of what it holds (the
+/// Redis cache) whether it still holds it, also while idle: a flushed cache is rebuilt within
+/// this.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most events in one batch of a NATS or Redis sink that names no `batch_max`: each
+/// event is its own message (or hash) there, and larger batches amortise the round trip.
+pub const DEFAULT_STREAM_BATCH_MAX: usize = 1000;
 
 /// How often a cursor that moved only past events the filter dropped is stored: such moves
 /// lose nothing if a crash undoes them (the events are examined again and dropped again).
@@ -124,6 +135,17 @@ pub enum SinkTarget {
         /// The CA of an `https://` endpoint's certificate; the system's CAs when absent.
         ca: Option<PathBuf>,
     },
+    Nats {
+        url: String,
+        stream: String,
+        subject_prefix: String,
+        timeout: Duration,
+    },
+    Redis {
+        url: String,
+        key_prefix: String,
+        timeout: Duration,
+    },
 }
 
 impl SinkConfig {
@@ -145,9 +167,47 @@ impl SinkConfig {
         })
     }
 
+    /// A NATS JetStream sink named `nats`, every event, with the defaults.
+    pub fn nats(url: &str, stream: &str, subject_prefix: &str) -> Result<SinkConfig, String> {
+        nats::check_stream_name(stream)?;
+        nats::check_subject_prefix(subject_prefix)?;
+        Ok(SinkConfig {
+            name: "nats".into(),
+            filter: EventFilter::default(),
+            batch_max: DEFAULT_STREAM_BATCH_MAX,
+            retry: RetryPolicy::default(),
+            target: SinkTarget::Nats {
+                url: url.to_owned(),
+                stream: stream.to_owned(),
+                subject_prefix: subject_prefix.to_owned(),
+                timeout: DEFAULT_TIMEOUT,
+            },
+        })
+    }
+
+    /// The Redis stock cache, named `redis`, with the defaults.
+    pub fn redis(url: &str, key_prefix: &str) -> Result<SinkConfig, String> {
+        if key_prefix.is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(SinkConfig {
+            name: "redis".into(),
+            filter: EventFilter::default(),
+            batch_max: DEFAULT_STREAM_BATCH_MAX,
+            retry: RetryPolicy::default(),
+            target: SinkTarget::Redis {
+                url: url.to_owned(),
+                key_prefix: key_prefix.to_owned(),
+                timeout: DEFAULT_TIMEOUT,
+            },
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self.target {
             SinkTarget::Webhook { .. } => "webhook",
+            SinkTarget::Nats { .. } => "nats",
+            SinkTarget::Redis { .. } => "redis",
         }
     }
 
@@ -155,6 +215,17 @@ impl SinkConfig {
     pub fn destination(&self) -> String {
         match &self.target {
             SinkTarget::Webhook { endpoint, .. } => endpoint.uri.to_string(),
+            SinkTarget::Nats {
+                url,
+                stream,
+                subject_prefix,
+                ..
+            } => {
+                format!("{url} stream {stream}, subjects {subject_prefix}.<store>.<product>.<type>")
+            }
+            SinkTarget::Redis {
+                url, key_prefix, ..
+            } => format!("{url} keys {key_prefix}:<store>:<product>"),
         }
     }
 
@@ -184,6 +255,23 @@ impl SinkConfig {
                     clock,
                 ))
             }
+            SinkTarget::Nats {
+                url,
+                stream,
+                subject_prefix,
+                timeout,
+            } => Box::new(Timed {
+                sink: nats::NatsSink::new(url, stream, subject_prefix),
+                timeout: *timeout,
+            }),
+            SinkTarget::Redis {
+                url,
+                key_prefix,
+                timeout,
+            } => Box::new(Timed {
+                sink: redis::RedisSink::new(url, key_prefix),
+                timeout: *timeout,
+            }),
         };
         Ok(SinkSpec {
             name: self.name.clone(),
@@ -209,6 +297,9 @@ pub struct Batch {
     /// `<sink>-<first position>-<last position>`: the same for every try of the batch.
     pub delivery_id: String,
     pub events: Vec<RecordedEvent>,
+    /// Where the cursor goes once the batch is acknowledged: its last event, or past it when
+    /// the filter dropped the events after it.
+    pub through: LogPosition,
 }
 
 /// Why a delivery was not acknowledged: shown as the sink's `last_error`.
@@ -247,6 +338,48 @@ pub trait Sink: Send + 'static {
 
     /// Sends `batch`; `Ok` once the destination acknowledged all of it.
     fn deliver<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// How far the destination itself says it holds the log, for one that keeps that record
+    /// beside its data (the Redis cache): when it is behind the cursor (the cache was
+    /// flushed), the deliverer goes back to it. `None`: the cursor store is the only record.
+    fn recorded_position(&mut self) -> BoxFuture<'_, Result<Option<LogPosition>, DeliveryError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A sink whose every delivery is bounded by `timeout`.
+struct Timed<S> {
+    sink: S,
+    timeout: Duration,
+}
+
+impl<S: Sink> Sink for Timed<S> {
+    fn kind(&self) -> &'static str {
+        self.sink.kind()
+    }
+
+    fn deliver<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.sink.deliver(batch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DeliveryError::sent(format!(
+                        "no acknowledgement within {} ms",
+                        timeout.as_millis()
+                    )))
+                })
+        })
+    }
+
+    fn recorded_position(&mut self) -> BoxFuture<'_, Result<Option<LogPosition>, DeliveryError>> {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, self.sink.recorded_position())
+                .await
+                .unwrap_or_else(|_| Err(DeliveryError::unsent("no answer in time")))
+        })
+    }
 }
 
 /// What a sink is doing.

@@ -51,6 +51,15 @@ filter = { event_types = ["STOCK_LOW", "OUT_OF_STOCK"], store_ids = ["s1"] }
 name = "warehouse"
 url = "http://127.0.0.1:9/hook"
 secret = "a-secret-of-sixteen-or-more"
+
+[nats]
+url = "nats://127.0.0.1:4222"
+stream = "INVENTORY"
+subject_prefix = "inventory"
+
+[redis]
+url = "redis://127.0.0.1:6379/0"
+key_prefix = "stock"
 "#;
 
 #[test]
@@ -58,9 +67,17 @@ fn config_check_reports_the_sinks_and_bad_sinks_are_refused_naming_the_key() {
     let directory = tempfile::tempdir().unwrap();
     let (ok, stdout, stderr) = run(directory.path(), GOOD, &["config", "check"]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("sinks: 2"), "{stdout}");
+    assert!(stdout.contains("sinks: 4"), "{stdout}");
     assert!(
-        stdout.contains("webhook erp-low-stock -> https://erp.example/hooks/stock (batch_max 50, events: store_ids s1; event_types STOCK_LOW, OUT_OF_STOCK; signed with $HOOK_SECRET; retry 1s doubling to 10m, parked after 24h)"),
+        stdout.contains("nats nats -> nats://127.0.0.1:4222 stream INVENTORY, subjects inventory.<store>.<product>.<type> (batch_max 1000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redis redis -> redis://127.0.0.1:6379/0 keys stock:<store>:<product>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("webhook erp-low-stock -> https://erp.example/hooks/stock (batch_max 50, events: store_ids s1; event_types OUT_OF_STOCK, STOCK_LOW; signed with $HOOK_SECRET; retry 1s doubling to 10m, parked after 24h)"),
         "{stdout}"
     );
     assert!(
@@ -68,7 +85,22 @@ fn config_check_reports_the_sinks_and_bad_sinks_are_refused_naming_the_key() {
         "no secret shown"
     );
 
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[nats]\nurl = \"http://127.0.0.1:4222\"\nstream = \"S\"\nsubject_prefix = \"p\"\n",
+            "nats.url",
+            "nats://",
+        ),
+        (
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"S\"\nsubject_prefix = \"p.>\"\n",
+            "nats.subject_prefix",
+            "separated by",
+        ),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"\"\n",
+            "redis.key_prefix",
+            "must not be empty",
+        ),
         (
             "[[webhook]]\nname = \"a\"\nurl = \"http://h/\"\nsecret_env = \"HOOK_SECRET\"\nmethod = \"PUT\"\n",
             "line 5",
@@ -116,7 +148,7 @@ fn config_check_reports_the_sinks_and_bad_sinks_are_refused_naming_the_key() {
             "must be 1 to",
         ),
     ];
-    for (text, key, problem) in cases {
+    for &(text, key, problem) in cases {
         for arguments in [&["config", "check"][..], &["serve"][..]] {
             let (ok, _, stderr) = run(directory.path(), text, arguments);
             assert!(!ok, "{arguments:?} refuses {text}");

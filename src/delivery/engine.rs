@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{
-    Batch, Control, CursorStore, FILTERED_CURSOR_SAVE_INTERVAL, SinkCursor, SinkSpec, SinkState,
-    SinkStatus,
+    Batch, Control, CursorStore, FILTERED_CURSOR_SAVE_INTERVAL, RESYNC_INTERVAL, SinkCursor,
+    SinkSpec, SinkState, SinkStatus,
 };
 use crate::app::{Clock, Shutdown};
 use crate::domain::{LogPosition, RecordedEvent};
@@ -60,7 +60,6 @@ impl Reader {
 /// A batch waiting to be acknowledged, and the cursor it moves to.
 struct Pending {
     batch: Batch,
-    through: LogPosition,
     /// Tries so far.
     tries: u32,
     /// Failed tries that may have reached the destination: each made a duplicate if a
@@ -272,6 +271,7 @@ pub(super) async fn run(mut deliverer: Deliverer) {
     let mut head = deliverer.log.watch_head();
     let mut reader = Reader::at(cursor.position);
     let mut pending: Option<Pending> = None;
+    let mut resynced_at: Option<Instant> = None;
     deliverer.stored = cursor;
     let initial = if cursor.parked {
         SinkState::Parked
@@ -308,6 +308,25 @@ pub(super) async fn run(mut deliverer: Deliverer) {
             }
             continue;
         }
+        if pending.is_none() && resynced_at.is_none_or(|at| at.elapsed() >= RESYNC_INTERVAL) {
+            resynced_at = Some(Instant::now());
+            if let Ok(Some(recorded)) = deliverer.spec.sink.recorded_position().await
+                && recorded < cursor.position
+            {
+                tracing::warn!(
+                    sink = name,
+                    recorded = recorded.0,
+                    cursor = cursor.position.0,
+                    "the destination holds less than the cursor (a flushed cache?): delivering again from what it holds"
+                );
+                cursor.position = recorded;
+                reader = Reader::at(recorded);
+                if !deliverer.save(cursor).await {
+                    return;
+                }
+                deliverer.publish(&cursor, SinkState::Running, |_| {});
+            }
+        }
         if pending.is_none() {
             head.borrow_and_update();
             match deliverer.next_batch(&mut reader).await {
@@ -320,9 +339,15 @@ pub(super) async fn run(mut deliverer: Deliverer) {
                         return;
                     }
                     deliverer.publish(&cursor, SinkState::Running, |_| {});
+                    // Waking every RESYNC_INTERVAL, so a flushed cache is seen while idle.
                     if caught_up
                         && !deliverer
-                            .wait(None, Some(&mut head), &mut cursor, &mut pending)
+                            .wait(
+                                Some(RESYNC_INTERVAL),
+                                Some(&mut head),
+                                &mut cursor,
+                                &mut pending,
+                            )
                             .await
                     {
                         return;
@@ -339,8 +364,8 @@ pub(super) async fn run(mut deliverer: Deliverer) {
                         batch: Batch {
                             delivery_id,
                             events,
+                            through,
                         },
-                        through,
                         tries: 0,
                         arrived: 0,
                         failures: 0,
@@ -366,7 +391,7 @@ pub(super) async fn run(mut deliverer: Deliverer) {
         let duplicates = count * u64::from(current.arrived);
         match result {
             Ok(()) => {
-                cursor.position = current.through;
+                cursor.position = current.batch.through;
                 cursor.failing_since = None;
                 pending = None;
                 if !deliverer.save(cursor).await {

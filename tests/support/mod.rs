@@ -415,6 +415,35 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+/// The Redis server of the delivery tests, from `INVENTORY_TEST_REDIS_URL` (`.ci/run` sets
+/// it); `None` and a notice without it, a failure under CI, as [`postgres_url`].
+pub fn redis_url() -> Option<String> {
+    service_url(
+        "INVENTORY_TEST_REDIS_URL",
+        "redis://127.0.0.1:6379",
+        "Redis",
+    )
+}
+
+/// The NATS server (with JetStream) of the delivery tests, from `INVENTORY_TEST_NATS_URL`.
+pub fn nats_url() -> Option<String> {
+    service_url("INVENTORY_TEST_NATS_URL", "nats://127.0.0.1:4222", "NATS")
+}
+
+fn service_url(variable: &str, example: &str, service: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if running_in_ci() => panic!(
+            "CI is set but {variable} is not: the {service} tests must run in CI, so set it \
+             (for example {example})"
+        ),
+        _ => {
+            eprintln!("skipped: {variable} is not set, {service} tests did not run");
+            None
+        }
+    }
+}
+
 /// Whether the tests run under CI: `CI` set to anything but empty, `0` or `false`.
 fn running_in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"))
