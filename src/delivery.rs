@@ -18,6 +18,7 @@ pub mod cursor;
 mod engine;
 pub mod json;
 pub mod nats;
+pub mod postgres;
 pub mod redis;
 pub mod webhook;
 
@@ -31,7 +32,7 @@ use crate::app::{Clock, EventFilter, Shutdown};
 use crate::domain::{LogPosition, RecordedEvent, Timestamp};
 use crate::log::{BoxFuture, EventLog};
 
-pub use cursor::{CursorStore, FileCursors, SinkCursor};
+pub use cursor::{Claim, Claims, FileCursors, SinkCursor};
 
 /// A failed retry waits this long first, then twice as long each time.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
@@ -467,15 +468,19 @@ pub enum ControlError {
     PastHead { position: u64, head: u64 },
     #[error("the sink's deliverer has stopped (the server is shutting down)")]
     Stopped,
+    #[error(
+        "this server does not deliver sink {0:?}: another command server of the shared log holds it (ListSinks shows `active` on the one that does)"
+    )]
+    NotHere(String),
 }
 
 impl Deliveries {
-    /// Starts a deliverer for each sink, reading `log` and keeping cursors in `cursors`,
-    /// until `shutdown`.
+    /// Starts a deliverer for each sink, reading `log`, claiming the sink and keeping its
+    /// cursor through `claims`, until `shutdown`.
     pub fn start(
         specs: Vec<SinkSpec>,
         log: Arc<dyn EventLog>,
-        cursors: Arc<dyn CursorStore>,
+        claims: Arc<dyn Claims>,
         clock: Arc<dyn Clock>,
         shutdown: Shutdown,
     ) -> Deliveries {
@@ -505,7 +510,7 @@ impl Deliveries {
             tasks.push(tokio::spawn(engine::run(engine::Deliverer::new(
                 spec,
                 log.clone(),
-                cursors.clone(),
+                claims.clone(),
                 clock.clone(),
                 status,
                 requests,
@@ -588,6 +593,9 @@ impl Deliveries {
             .iter()
             .find(|sink| sink.name == name)
             .ok_or_else(|| ControlError::UnknownSink(name.to_owned()))?;
+        if !sink.status.lock().expect("sink status poisoned").active {
+            return Err(ControlError::NotHere(name.to_owned()));
+        }
         let (done, applied) = oneshot::channel();
         sink.control
             .send((control, done))

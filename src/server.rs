@@ -15,7 +15,8 @@ use crate::app::access::Authenticator;
 use crate::app::command::CommandState;
 use crate::app::query::Queries;
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
-use crate::delivery::{Deliveries, FileCursors, SinkConfig};
+use crate::delivery::postgres::PgClaims;
+use crate::delivery::{Claims, Deliveries, FileCursors, SinkConfig};
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::command_service::CommandApi;
 use crate::grpc::delivery_service::DeliveryApi;
@@ -342,15 +343,11 @@ fn start_deliveries(
     if config.sinks.is_empty() {
         return Ok(Deliveries::none());
     }
-    let cursors = match &config.log {
+    // One process owns an embedded log's directory; command servers sharing a PostgreSQL
+    // log take turns on each sink.
+    let claims: Arc<dyn Claims> = match &config.log {
         LogConfig::Embedded { data_dir } => Arc::new(FileCursors::new(data_dir)),
-        LogConfig::Postgres { .. } => {
-            return Err(ServerError::Delivery(
-                "sinks on a PostgreSQL log are not supported yet: run them on a command server \
-                 of an embedded log"
-                    .into(),
-            ));
-        }
+        LogConfig::Postgres { url, schema } => Arc::new(PgClaims::new(url, schema)),
     };
     let specs = config
         .sinks
@@ -361,7 +358,7 @@ fn start_deliveries(
     Ok(Deliveries::start(
         specs,
         log,
-        cursors,
+        claims,
         config.clock.clone(),
         shutdown,
     ))

@@ -7,25 +7,13 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use inventory::delivery::{RetryPolicy, SinkConfig};
+use inventory::delivery::SinkConfig;
 use inventory::grpc::pb;
+use support::delivery::{WAIT, cursor_at, quick, sink_status};
 use support::webhook::Receiver;
 use support::{Combined, add_stock, wait_for, wait_until};
 
 const SECRET: &[u8] = b"a-webhook-secret-for-tests";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Retries quick enough for a test: 20 ms doubling to 200 ms.
-fn quick(sink: SinkConfig) -> SinkConfig {
-    SinkConfig {
-        retry: RetryPolicy {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            park_after: Duration::from_secs(3600),
-        },
-        ..sink
-    }
-}
 
 fn sink(name: &str, receiver: &Receiver) -> SinkConfig {
     quick(SinkConfig::webhook(name, &receiver.url(), SECRET).unwrap())
@@ -48,25 +36,6 @@ async fn write(server: &Combined, count: usize) -> u64 {
     head
 }
 
-async fn sinks(server: &Combined) -> Vec<pb::SinkStatus> {
-    server
-        .deliveries()
-        .await
-        .list_sinks(pb::ListSinksRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .sinks
-}
-
-async fn sink_status(server: &Combined, name: &str) -> pb::SinkStatus {
-    sinks(server)
-        .await
-        .into_iter()
-        .find(|sink| sink.name == name)
-        .unwrap()
-}
-
 /// Waits until the receiver has accepted every position up to `head`.
 async fn delivered_through(receiver: &Receiver, head: u64) {
     wait_until(
@@ -75,15 +44,6 @@ async fn delivered_through(receiver: &Receiver, head: u64) {
         async || receiver.accepted_positions().last().copied() == Some(head),
     )
     .await;
-}
-
-/// Waits until the sink's stored cursor is at `head`; its status then.
-async fn cursor_at(server: &Combined, name: &str, head: u64) -> pb::SinkStatus {
-    wait_for(WAIT, &format!("{name}'s cursor at {head}"), async || {
-        let status = sink_status(server, name).await;
-        (status.position == head).then_some(status)
-    })
-    .await
 }
 
 /// Each position from 1 to `head` once, in order, after removing repeats of positions already

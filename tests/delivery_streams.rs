@@ -6,52 +6,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use inventory::delivery::{RetryPolicy, SinkConfig};
+use inventory::delivery::SinkConfig;
 use inventory::grpc::pb;
+use support::delivery::{WAIT, cursor_at, quick, rewind};
 use support::{Combined, add_stock, reserve_stock, wait_for};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn quick(sink: SinkConfig) -> SinkConfig {
-    SinkConfig {
-        retry: RetryPolicy {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            park_after: Duration::from_secs(3600),
-        },
-        ..sink
-    }
-}
-
-async fn cursor_at(server: &Combined, name: &str, head: u64) -> pb::SinkStatus {
-    wait_for(WAIT, &format!("{name}'s cursor at {head}"), async || {
-        let list = server
-            .deliveries()
-            .await
-            .list_sinks(pb::ListSinksRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        list.sinks
-            .into_iter()
-            .find(|sink| sink.name == name && sink.position == head)
-    })
-    .await
-}
-
-async fn rewind(server: &Combined, name: &str, position: u64) {
-    server
-        .deliveries()
-        .await
-        .rewind_sink(pb::RewindSinkRequest {
-            name: name.into(),
-            position,
-        })
-        .await
-        .unwrap();
-}
 
 /// Receipts and reservations over `items`, in store `store`; the log's head after them.
 async fn load(server: &Combined, items: &[&str], store: &str, rounds: usize) -> u64 {

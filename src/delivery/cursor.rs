@@ -1,7 +1,13 @@
-//! Where each sink's cursor is kept: the last log position it has delivered, whether it is
-//! parked, and since when it has been failing. With the embedded log, a small JSON file per
-//! sink in the data directory, replaced atomically (written beside, fsynced, renamed over, the
-//! directory fsynced), so a crash leaves either the old cursor or the new one.
+//! Where each sink's cursor is kept (the last log position it has delivered, whether it is
+//! parked, and since when it has been failing) and who may deliver the sink.
+//!
+//! - With the embedded log ([`FileCursors`]), one process owns the data directory: its claim
+//!   on every sink is immediate and never lost, and a cursor is a small JSON file per sink,
+//!   replaced atomically (written beside, fsynced, renamed over, the directory fsynced), so a
+//!   crash leaves either the old cursor or the new one.
+//! - With PostgreSQL ([`super::postgres::PgClaims`]), many command servers share the log and
+//!   one of them holds each sink, by a session advisory lock; the cursor is a row, written
+//!   through the session that holds the lock, so a server that lost its lock cannot write.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,17 +32,31 @@ pub struct CursorError {
     pub problem: String,
 }
 
-/// Durable cursors, by sink name.
-pub trait CursorStore: Send + Sync + 'static {
-    /// The stored cursor; `None` for a sink never stored (it starts at position 0).
-    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<SinkCursor>, CursorError>>;
-
-    /// Stores `cursor`, durably, before returning.
-    fn save<'a>(
+/// Who may deliver which sink, and where their cursors live.
+pub trait Claims: Send + Sync + 'static {
+    /// Waits until this server may deliver the sink `name`, calling `standby` with the stored
+    /// cursor (when it can read it) while another server holds it.
+    fn claim<'a>(
         &'a self,
         name: &'a str,
-        cursor: SinkCursor,
-    ) -> BoxFuture<'a, Result<(), CursorError>>;
+        standby: &'a (dyn Fn(SinkCursor) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Box<dyn Claim>, CursorError>>;
+}
+
+/// The right to deliver one sink, and its durable cursor, until dropped or lost.
+pub trait Claim: Send {
+    /// The stored cursor; `None` for a sink never stored (it starts at position 0).
+    fn load(&mut self) -> BoxFuture<'_, Result<Option<SinkCursor>, CursorError>>;
+
+    /// Stores `cursor`, durably, before returning.
+    fn save(&mut self, cursor: SinkCursor) -> BoxFuture<'_, Result<(), CursorError>>;
+
+    /// Resolves once the claim is lost (another server may hold the sink now): stop
+    /// delivering. Never, for a claim that cannot be lost.
+    fn lost(&mut self) -> BoxFuture<'_, ()>;
+
+    /// Whether the claim is lost.
+    fn is_lost(&self) -> bool;
 }
 
 /// Cursors as files in `<data dir>/sinks/`: `<name>.cursor.json`.
@@ -103,33 +123,67 @@ impl FileCursors {
     }
 }
 
-impl CursorStore for FileCursors {
-    fn load<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<SinkCursor>, CursorError>> {
+impl FileCursors {
+    async fn load_async(&self, name: &str) -> Result<Option<SinkCursor>, CursorError> {
         let store = self.clone();
-        let name = name.to_owned();
-        Box::pin(async move {
-            let owned = name.clone();
-            tokio::task::spawn_blocking(move || store.read(&owned))
-                .await
-                .expect("reading a cursor panicked")
-                .map_err(|problem| CursorError { name, problem })
-        })
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || store.read(&owned))
+            .await
+            .expect("reading a cursor panicked")
+            .map_err(|problem| CursorError {
+                name: name.to_owned(),
+                problem,
+            })
     }
 
-    fn save<'a>(
+    async fn save_async(&self, name: &str, cursor: SinkCursor) -> Result<(), CursorError> {
+        let store = self.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || store.write(&owned, cursor))
+            .await
+            .expect("writing a cursor panicked")
+            .map_err(|problem| CursorError {
+                name: name.to_owned(),
+                problem,
+            })
+    }
+}
+
+impl Claims for FileCursors {
+    fn claim<'a>(
         &'a self,
         name: &'a str,
-        cursor: SinkCursor,
-    ) -> BoxFuture<'a, Result<(), CursorError>> {
-        let store = self.clone();
-        let name = name.to_owned();
-        Box::pin(async move {
-            let owned = name.clone();
-            tokio::task::spawn_blocking(move || store.write(&owned, cursor))
-                .await
-                .expect("writing a cursor panicked")
-                .map_err(|problem| CursorError { name, problem })
-        })
+        _standby: &'a (dyn Fn(SinkCursor) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Box<dyn Claim>, CursorError>> {
+        let claim: Box<dyn Claim> = Box::new(FileClaim {
+            store: self.clone(),
+            name: name.to_owned(),
+        });
+        Box::pin(async move { Ok(claim) })
+    }
+}
+
+/// A sink of a data directory this process owns: never lost.
+struct FileClaim {
+    store: FileCursors,
+    name: String,
+}
+
+impl Claim for FileClaim {
+    fn load(&mut self) -> BoxFuture<'_, Result<Option<SinkCursor>, CursorError>> {
+        Box::pin(self.store.load_async(&self.name))
+    }
+
+    fn save(&mut self, cursor: SinkCursor) -> BoxFuture<'_, Result<(), CursorError>> {
+        Box::pin(self.store.save_async(&self.name, cursor))
+    }
+
+    fn lost(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    fn is_lost(&self) -> bool {
+        false
     }
 }
 
@@ -141,17 +195,20 @@ mod tests {
     async fn a_cursor_file_is_replaced_whole_and_read_back() {
         let directory = tempfile::tempdir().unwrap();
         let store = FileCursors::new(directory.path());
-        assert_eq!(store.load("erp").await.unwrap(), None);
+        assert_eq!(store.load_async("erp").await.unwrap(), None);
         let cursor = SinkCursor {
             position: LogPosition(42),
             parked: true,
             failing_since: Some(Timestamp::from_unix_millis(1_700_000_000_000)),
         };
-        store.save("erp", cursor).await.unwrap();
-        assert_eq!(store.load("erp").await.unwrap(), Some(cursor));
-        store.save("erp", SinkCursor::default()).await.unwrap();
+        store.save_async("erp", cursor).await.unwrap();
+        assert_eq!(store.load_async("erp").await.unwrap(), Some(cursor));
+        store
+            .save_async("erp", SinkCursor::default())
+            .await
+            .unwrap();
         assert_eq!(
-            store.load("erp").await.unwrap(),
+            store.load_async("erp").await.unwrap(),
             Some(SinkCursor::default())
         );
         let names: Vec<_> = std::fs::read_dir(directory.path().join("sinks"))

@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::cursor::{Claim, Claims};
 use super::{
-    Batch, Control, CursorStore, FILTERED_CURSOR_SAVE_INTERVAL, RESYNC_INTERVAL, SinkCursor,
-    SinkSpec, SinkState, SinkStatus,
+    Batch, Control, FILTERED_CURSOR_SAVE_INTERVAL, RESYNC_INTERVAL, SinkCursor, SinkSpec,
+    SinkState, SinkStatus,
 };
 use crate::app::{Clock, Shutdown};
 use crate::domain::{LogPosition, RecordedEvent};
@@ -26,7 +27,9 @@ type Requests = mpsc::UnboundedReceiver<(Control, oneshot::Sender<()>)>;
 pub(super) struct Deliverer {
     spec: SinkSpec,
     log: Arc<dyn EventLog>,
-    cursors: Arc<dyn CursorStore>,
+    claims: Arc<dyn Claims>,
+    /// The right to deliver the sink, while this server holds it.
+    claim: Option<Box<dyn Claim>>,
     clock: Arc<dyn Clock>,
     status: Arc<Mutex<SinkStatus>>,
     requests: Requests,
@@ -73,7 +76,7 @@ impl Deliverer {
     pub(super) fn new(
         spec: SinkSpec,
         log: Arc<dyn EventLog>,
-        cursors: Arc<dyn CursorStore>,
+        claims: Arc<dyn Claims>,
         clock: Arc<dyn Clock>,
         status: Arc<Mutex<SinkStatus>>,
         requests: Requests,
@@ -82,7 +85,8 @@ impl Deliverer {
         Deliverer {
             spec,
             log,
-            cursors,
+            claims,
+            claim: None,
             clock,
             status,
             requests,
@@ -110,16 +114,23 @@ impl Deliverer {
         metrics::gauge!("inventory_delivery_state", "sink" => sink).set(state.gauge());
     }
 
-    /// Stores `cursor`, trying again until it is stored; `false` on shutdown first.
+    /// Stores `cursor`, trying again until it is stored; `false` on shutdown or a lost claim
+    /// first.
     async fn save(&mut self, cursor: SinkCursor) -> bool {
         loop {
-            match self.cursors.save(&self.spec.name, cursor).await {
+            let Some(claim) = self.claim.as_mut() else {
+                return false;
+            };
+            match claim.save(cursor).await {
                 Ok(()) => {
                     self.stored = cursor;
                     self.stored_at = Instant::now();
                     return true;
                 }
                 Err(error) => {
+                    if claim.is_lost() {
+                        return false;
+                    }
                     tracing::error!(sink = self.spec.name, %error, "cannot store the sink's cursor; delivery waits");
                     self.status.lock().expect("sink status poisoned").last_error =
                         Some(error.to_string());
@@ -131,12 +142,14 @@ impl Deliverer {
         }
     }
 
-    /// Sleeps for `duration`; `false` on shutdown first.
+    /// Sleeps for `duration`; `false` on shutdown or a lost claim first.
     async fn sleep(&mut self, duration: Duration) -> bool {
         let mut shutdown = self.shutdown.clone();
+        let lost = lost(&mut self.claim);
         tokio::select! {
             () = tokio::time::sleep(duration) => true,
             () = shutdown.wait() => false,
+            () = lost => false,
         }
     }
 
@@ -167,10 +180,12 @@ impl Deliverer {
             }
         };
         let mut shutdown = self.shutdown.clone();
+        let lost = lost(&mut self.claim);
         tokio::select! {
             () = sleep => true,
             () = moved => true,
             () = shutdown.wait() => false,
+            () = lost => false,
             request = self.requests.recv() => match request {
                 Some((control, done)) => {
                     let rewound = apply(control, cursor, pending);
@@ -240,18 +255,93 @@ fn apply(control: Control, cursor: &mut SinkCursor, pending: &mut Option<Pending
     }
 }
 
+/// Resolves once `claim` is lost; never without one.
+async fn lost(claim: &mut Option<Box<dyn Claim>>) {
+    match claim {
+        Some(claim) => claim.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until this server holds the sink, showing the stored cursor meanwhile; `false` on
+/// shutdown first.
+async fn take_claim(deliverer: &mut Deliverer) -> bool {
+    let status = deliverer.status.clone();
+    let log = deliverer.log.clone();
+    let standby = move |cursor: SinkCursor| {
+        let mut status = status.lock().expect("sink status poisoned");
+        status.active = false;
+        status.position = cursor.position;
+        status.failing_since = cursor.failing_since;
+        status.state = if cursor.parked {
+            SinkState::Parked
+        } else {
+            SinkState::Running
+        };
+        status.lag_events = log.head().0.saturating_sub(cursor.position.0);
+    };
+    loop {
+        let mut shutdown = deliverer.shutdown.clone();
+        let claimed = tokio::select! {
+            claimed = deliverer.claims.claim(&deliverer.spec.name, &standby) => claimed,
+            () = shutdown.wait() => return false,
+        };
+        match claimed {
+            Ok(claim) => {
+                deliverer.claim = Some(claim);
+                return true;
+            }
+            Err(error) => {
+                tracing::error!(sink = deliverer.spec.name, %error, "cannot claim the sink; retrying");
+                if !deliverer.sleep(STORAGE_RETRY).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers the sink while this server holds it, taking it again whenever it is lost, until
+/// shutdown.
+pub(super) async fn run(mut deliverer: Deliverer) {
+    loop {
+        if !take_claim(&mut deliverer).await {
+            return;
+        }
+        deliver_claimed(&mut deliverer).await;
+        deliverer.claim = None;
+        if deliverer.shutdown.is_triggered() {
+            return;
+        }
+        tracing::warn!(
+            sink = deliverer.spec.name,
+            "lost the claim on the sink (its database session ended); another server may deliver it now"
+        );
+        deliverer
+            .status
+            .lock()
+            .expect("sink status poisoned")
+            .active = false;
+    }
+}
+
 fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_or(u32::MAX / 2, |()| u32::from_le_bytes(bytes))
 }
 
+/// Delivers while the claim holds: returns on shutdown or once the claim is lost.
+///
 /// Over 70 lines: the loop's state (cursor, batch in flight, read-ahead) and each branch's
 /// way out stay in one place, so every path that moves the cursor is visible together.
-pub(super) async fn run(mut deliverer: Deliverer) {
+async fn deliver_claimed(deliverer: &mut Deliverer) {
     let name = deliverer.spec.name.clone();
     let mut cursor = loop {
-        match deliverer.cursors.load(&name).await {
+        let Some(claim) = deliverer.claim.as_mut() else {
+            return;
+        };
+        match claim.load().await {
             Ok(cursor) => break cursor.unwrap_or_default(),
             Err(error) => {
                 tracing::error!(sink = name, %error, "cannot read the sink's cursor; retrying");

@@ -66,6 +66,7 @@ fn control_error(error: ControlError) -> Status {
             invalid_argument(&[FieldViolation::new("position", error.to_string())])
         }
         ControlError::Stopped => Status::unavailable(error.to_string()),
+        ControlError::NotHere(_) => Status::failed_precondition(error.to_string()),
     }
 }
 

@@ -110,8 +110,41 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     message
 }
 
-fn quote_identifier(name: &str) -> String {
+pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One connection of its own to the database of `url` (with the TLS its `sslmode` asks), not
+/// from the log's pool: for a session that must stay the same, such as one holding an
+/// advisory lock. The connection's task ends when the session does.
+pub async fn dedicated_connection(
+    url: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), LogError> {
+    let tls::PostgresTls {
+        mut config,
+        connector,
+        ..
+    } = tls::configure(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) =
+        config
+            .connect(connector)
+            .await
+            .map_err(|error| LogError::Backend {
+                context: "connecting",
+                message: with_causes(&error),
+            })?;
+    let task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(
+                error = with_causes(&error),
+                "a dedicated PostgreSQL session ended"
+            );
+        }
+    });
+    Ok((client, task))
 }
 
 impl PostgresLog {

@@ -19,6 +19,7 @@ use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
+pub mod delivery;
 pub mod secured;
 pub mod webhook;
 
