@@ -305,3 +305,53 @@ async fn a_filtered_sink_gets_only_what_it_asked_for_and_its_cursor_still_moves(
     assert!(events.iter().all(|event| event["productId"] == "p3"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_https_endpoint_is_reached_over_tls_trusting_only_the_named_ca() {
+    let authority = inventory::certificates::CertificateAuthority::new("webhook test CA").unwrap();
+    let certified = authority.server(&["127.0.0.1".to_owned()]).unwrap();
+    let receiver = Receiver::start_tls(&certified).await;
+    let directory = tempfile::tempdir().unwrap();
+    let ca = directory.path().join("ca.pem");
+    std::fs::write(&ca, authority.certificate_pem()).unwrap();
+    let trusting = |name: &str, ca: Option<std::path::PathBuf>| {
+        let mut config = quick(SinkConfig::webhook(name, &receiver.https_url(), SECRET).unwrap());
+        if let inventory::delivery::SinkTarget::Webhook { ca: slot, .. } = &mut config.target {
+            *slot = ca;
+        }
+        config
+    };
+    // One sink trusts the receiver's CA; one trusts another CA and must not deliver.
+    let other = inventory::certificates::CertificateAuthority::new("another CA").unwrap();
+    let other_ca = directory.path().join("other.pem");
+    std::fs::write(&other_ca, other.certificate_pem()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Combined::start_with_sinks(
+        data.path(),
+        vec![
+            trusting("trusted", Some(ca)),
+            trusting("untrusted", Some(other_ca)),
+        ],
+    )
+    .await;
+    let head = write(&server, 25).await;
+    cursor_at(&server, "trusted", head).await;
+    assert!(receiver.calls().iter().all(|call| call.signed_with(SECRET)));
+    assert_eq!(
+        receiver.accepted_positions(),
+        (1..=head).collect::<Vec<_>>(),
+        "only the trusting sink delivered"
+    );
+    let untrusted = wait_for(WAIT, "the untrusting sink failing", async || {
+        let status = sink_status(&server, "untrusted").await;
+        (status.failures > 0).then_some(status)
+    })
+    .await;
+    assert_eq!(untrusted.position, 0);
+    assert!(
+        untrusted.last_error.contains("TLS"),
+        "{}",
+        untrusted.last_error
+    );
+    server.stop().await;
+}

@@ -90,7 +90,31 @@ impl Receiver {
 
     /// A receiver on `address` (one a stopped receiver had, to bring an endpoint back).
     pub async fn start_on(address: SocketAddr) -> Receiver {
-        Receiver::serve(TcpListener::bind(address).await.unwrap(), Arc::default())
+        Receiver::serve(
+            TcpListener::bind(address).await.unwrap(),
+            Arc::default(),
+            None,
+        )
+    }
+
+    /// A receiver speaking HTTPS with `certified` (a certificate for 127.0.0.1 and its key).
+    pub async fn start_tls(certified: &inventory::certificates::CertifiedKey) -> Receiver {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(certified.certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(certified.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Receiver::serve(listener, Arc::default(), Some(acceptor))
     }
 
     /// Serves again on `address` with the calls recorded so far.
@@ -103,10 +127,14 @@ impl Receiver {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         };
-        Receiver::serve(listener, state)
+        Receiver::serve(listener, state, None)
     }
 
-    fn serve(listener: TcpListener, state: Arc<Mutex<State>>) -> Receiver {
+    fn serve(
+        listener: TcpListener,
+        state: Arc<Mutex<State>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
         let address = listener.local_addr().unwrap();
         let mut tasks = JoinSet::new();
         let shared = state.clone();
@@ -117,14 +145,23 @@ impl Receiver {
                     return;
                 };
                 let state = shared.clone();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let state = state.clone();
                         async move { answer(request, &state).await }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -137,6 +174,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hooks/inventory", self.address)
+    }
+
+    /// The URL of a receiver started with [`Receiver::start_tls`].
+    pub fn https_url(&self) -> String {
+        format!("https://{}/hooks/inventory", self.address)
     }
 
     pub fn fail_next(&self, calls: usize) {

@@ -57,6 +57,11 @@ pub struct BenchConfig {
     pub secure: bool,
     /// Distinct stock items (and then active reservations) loaded to measure RSS per item.
     pub replay_items: u64,
+    /// Events in the log that the delivery scenario's sinks catch up on.
+    pub delivery_backlog: u64,
+    /// The NATS server (with JetStream) of the delivery scenario; its NATS rows are skipped
+    /// when it does not answer.
+    pub nats_url: String,
 }
 
 /// Which server the bench talks to.
@@ -138,7 +143,8 @@ struct Flags {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     levels: Vec<usize>,
     /// Scenarios to run, comma-separated (default: all): baseline-rpc, baseline-disk,
-    /// reserve-uniform, reserve-hot, reads, mixed, subscription-lag, replay.
+    /// reserve-uniform, cart, bulk, reserve-hot, reads, mixed, subscription-lag, delivery,
+    /// replay.
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     scenarios: Vec<Scenario>,
     /// A quick run that only proves the tool works (for CI): about a second per scenario,
@@ -185,6 +191,12 @@ struct Flags {
     /// Distinct items, then one active reservation on each, for the memory measurement.
     #[arg(long)]
     replay_items: Option<u64>,
+    /// Events the delivery scenario's sinks catch up on (the issue asks for 1,000,000).
+    #[arg(long)]
+    delivery_backlog: Option<u64>,
+    /// The NATS server with JetStream for the delivery scenario.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// Run each load scenario again right after its plain run, on a server with TLS and
     /// `[[auth.tokens]]`, every request sending the token; the report compares the two.
     #[arg(long)]
@@ -209,6 +221,7 @@ struct Defaults {
     products: u64,
     replay_events: u64,
     replay_items: u64,
+    delivery_backlog: u64,
 }
 
 const FULL_RUN: Defaults = Defaults {
@@ -218,6 +231,7 @@ const FULL_RUN: Defaults = Defaults {
     products: 10_000,
     replay_events: 1_000_000,
     replay_items: 1_000_000,
+    delivery_backlog: 1_000_000,
 };
 
 const SMOKE_RUN: Defaults = Defaults {
@@ -227,6 +241,7 @@ const SMOKE_RUN: Defaults = Defaults {
     products: 100,
     replay_events: 5_000,
     replay_items: 2_000,
+    delivery_backlog: 5_000,
 };
 
 fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
@@ -290,6 +305,11 @@ fn config(flags: Flags) -> Result<BenchConfig, BenchError> {
         replay_events: flags.replay_events.unwrap_or(defaults.replay_events),
         secure: flags.secure,
         replay_items: flags.replay_items.unwrap_or(defaults.replay_items).max(1),
+        delivery_backlog: flags
+            .delivery_backlog
+            .unwrap_or(defaults.delivery_backlog)
+            .max(1),
+        nats_url: flags.nats_url,
     })
 }
 

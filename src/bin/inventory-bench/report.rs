@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::load::LoadResult;
 use crate::machine::{self, Machine};
 use crate::scenarios::Scenario;
+use crate::scenarios::delivery::{CATCH_UP_BATCH, DeliveryResult};
 use crate::scenarios::replay::ReplayResult;
 use crate::scenarios::subscription_lag::{LAG_COMMAND_IN_FLIGHT, LagResult};
 use crate::{BenchConfig, Target};
@@ -24,6 +25,7 @@ pub struct Report {
     pub load_average_at_end: String,
     pub loads: Vec<LoadResult>,
     pub lags: Vec<LagResult>,
+    pub deliveries: Vec<DeliveryResult>,
     pub replay: Option<ReplayResult>,
 }
 
@@ -94,12 +96,14 @@ impl Report {
                 "lag_command_rate": config.lag_command_rate,
                 "replay_events": config.replay_events,
                 "replay_items": config.replay_items,
+                "delivery_backlog": config.delivery_backlog,
                 "target": target,
             }),
             load_average_at_start: machine::load_average(),
             load_average_at_end: String::new(),
             loads: Vec::new(),
             lags: Vec::new(),
+            deliveries: Vec::new(),
             replay: None,
         }
     }
@@ -119,6 +123,7 @@ impl Report {
         let mut checks = self.command_targets();
         checks.extend(self.read_targets());
         checks.extend(self.lag_targets());
+        checks.extend(self.delivery_targets());
         checks.extend(self.security_targets());
         if let Some(replay) = &self.replay {
             checks.extend(replay_targets(replay));
@@ -306,6 +311,37 @@ impl Report {
         ]
     }
 
+    /// Each sink's lag under the paced load, and its catch-up rate.
+    fn delivery_targets(&self) -> Vec<TargetCheck> {
+        let mut checks = Vec::new();
+        for delivery in &self.deliveries {
+            let sink = delivery.sink;
+            checks.push(TargetCheck::compare(
+                format!("{sink} lag p99 ≤ 50 ms at half the reserve-uniform rate"),
+                format!(
+                    "{} µs (commands at {:.0}/s)",
+                    delivery.lag_micros.p99, delivery.command_rate
+                ),
+                delivery.lag_micros.p99 as f64,
+                Bound::AtMost(50_000.0),
+            ));
+            if delivery.backlog_events > 0 {
+                checks.push(TargetCheck::compare(
+                    format!("{sink} catches up on a backlog at ≥ 100,000 events/s"),
+                    format!(
+                        "{:.0} events/s ({} events in {:.2} s)",
+                        delivery.catch_up_events_per_second(),
+                        delivery.backlog_events,
+                        delivery.catch_up_seconds
+                    ),
+                    delivery.catch_up_events_per_second(),
+                    Bound::AtLeast(100_000.0),
+                ));
+            }
+        }
+        checks
+    }
+
     /// Lag with one subscriber, and events delivered with a hundred.
     fn lag_targets(&self) -> Vec<TargetCheck> {
         let mut checks = Vec::new();
@@ -338,6 +374,7 @@ impl Report {
         self.write_header(&mut out);
         self.write_loads(&mut out);
         self.write_lags(&mut out);
+        self.write_deliveries(&mut out);
         if let Some(replay) = &self.replay {
             write_replay(&mut out, replay);
         }
@@ -459,6 +496,44 @@ impl Report {
         let _ = writeln!(out);
     }
 
+    fn write_deliveries(&self, out: &mut String) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "Delivery: lag from a command's answer at its client to its event reaching the \
+             bench's webhook receiver (HTTP/1.1 on loopback, batch_max 100) or a NATS \
+             subscriber of the JetStream subjects, one sample per event, under the paced \
+             command load of subscription-lag; then catch-up: a server restarted on a log of \
+             the backlog with one new sink (batch_max {CATCH_UP_BATCH}), from ready to its \
+             cursor at the head.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| sink | commands/s (target) | lag p50 µs | p99 µs | p99.9 µs | max µs | missing | backlog events | catch-up s | catch-up events/s |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for delivery in &self.deliveries {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} ({:.0}) | {} | {} | {} | {} | {} | {} | {:.2} | {:.0} |",
+                delivery.sink,
+                delivery.command_rate,
+                delivery.command_rate_target,
+                delivery.lag_micros.p50,
+                delivery.lag_micros.p99,
+                delivery.lag_micros.p999,
+                delivery.lag_micros.max,
+                delivery.missing,
+                delivery.backlog_events,
+                delivery.catch_up_seconds,
+                delivery.catch_up_events_per_second(),
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "machine": self.machine.to_json(),
@@ -468,6 +543,7 @@ impl Report {
             "load_average_at_end": self.load_average_at_end,
             "loads": self.loads.iter().map(LoadResult::to_json).collect::<Vec<_>>(),
             "subscription_lag": self.lags.iter().map(LagResult::to_json).collect::<Vec<_>>(),
+            "delivery": self.deliveries.iter().map(DeliveryResult::to_json).collect::<Vec<_>>(),
             "replay": self.replay.as_ref().map(ReplayResult::to_json),
             "targets": self.targets().iter().map(|check| json!({
                 "target": check.target,

@@ -7,6 +7,8 @@ mod baseline_disk;
 mod baseline_rpc;
 mod bulk;
 mod cart;
+// The report reads its results.
+pub mod delivery;
 mod mixed;
 mod reads;
 mod reserve_hot;
@@ -46,11 +48,12 @@ pub enum Scenario {
     Reads,
     Mixed,
     SubscriptionLag,
+    Delivery,
     Replay,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::BaselineRpc,
         Scenario::BaselineDisk,
         Scenario::ReserveUniform,
@@ -60,6 +63,7 @@ impl Scenario {
         Scenario::Reads,
         Scenario::Mixed,
         Scenario::SubscriptionLag,
+        Scenario::Delivery,
         Scenario::Replay,
     ];
 
@@ -74,6 +78,7 @@ impl Scenario {
             Scenario::Reads => "reads",
             Scenario::Mixed => "mixed",
             Scenario::SubscriptionLag => "subscription-lag",
+            Scenario::Delivery => "delivery",
             Scenario::Replay => "replay",
         }
     }
@@ -104,7 +109,10 @@ async fn run_load(config: &BenchConfig, scenario: Scenario) -> Result<Vec<LoadRe
         Scenario::ReserveHot => reserve_hot::run(config).await,
         Scenario::Reads => reads::run(config).await,
         Scenario::Mixed => mixed::run(config).await,
-        Scenario::BaselineDisk | Scenario::SubscriptionLag | Scenario::Replay => {
+        Scenario::BaselineDisk
+        | Scenario::SubscriptionLag
+        | Scenario::Delivery
+        | Scenario::Replay => {
             unreachable!("{} is not a load over gRPC", scenario.name())
         }
     }
@@ -160,6 +168,24 @@ pub async fn run_all(config: &BenchConfig) -> Result<Report, BenchError> {
                     .lags
                     .extend(subscription_lag::run(config, reserve_uniform_max).await?);
             }
+            Scenario::Delivery => match &config.target {
+                Target::Spawn { server_binary } => {
+                    let reserve_uniform_max = report
+                        .loads
+                        .iter()
+                        .filter(|result| result.scenario == Scenario::ReserveUniform.name())
+                        .map(|result| result.operations_per_second)
+                        .reduce(f64::max);
+                    report
+                        .deliveries
+                        .extend(delivery::run(config, server_binary, reserve_uniform_max).await?);
+                }
+                Target::Running { .. } => {
+                    eprintln!(
+                        "  skipped: delivery configures sinks, so the bench must start the server"
+                    );
+                }
+            },
             Scenario::Replay => match &config.target {
                 Target::Spawn { server_binary } => {
                     report.replay = Some(replay::run(config, server_binary).await?);

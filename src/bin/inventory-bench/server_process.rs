@@ -145,6 +145,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `data_dir` and waits for the lines with its three addresses.
     pub async fn spawn(binary: &Path, data_dir: &Path) -> Result<ServerProcess, BenchError> {
+        ServerProcess::spawn_with(binary, data_dir, &[]).await
+    }
+
+    /// [`ServerProcess::spawn`] with more arguments (a `--config` file).
+    pub async fn spawn_with(
+        binary: &Path,
+        data_dir: &Path,
+        arguments: &[&std::ffi::OsStr],
+    ) -> Result<ServerProcess, BenchError> {
         let spawned_at = Instant::now();
         let mut child = Command::new(binary)
             .args([
@@ -158,6 +167,7 @@ impl ServerProcess {
             ])
             .arg("--data")
             .arg(data_dir)
+            .args(arguments)
             .args(Security::current().iter().flat_map(|security| {
                 [
                     "--tls-cert".as_ref(),

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::Report;
 use crate::load::{LatencySummary, LoadResult};
 use crate::machine::Machine;
+use crate::scenarios::delivery::DeliveryResult;
 use crate::scenarios::replay::{LogReplay, MemoryFigures, ReplayResult};
 use crate::scenarios::subscription_lag::LagResult;
 
@@ -68,6 +69,25 @@ fn lag(subscribers: usize, p99: u64, delivered: f64) -> LagResult {
     }
 }
 
+fn delivery(sink: &'static str, p99: u64, catch_up_seconds: f64) -> DeliveryResult {
+    DeliveryResult {
+        sink,
+        command_rate_target: 5000.0,
+        command_rate: 4990.0,
+        lag_micros: LatencySummary {
+            p50: p99 / 4,
+            p99,
+            p999: p99,
+            max: p99,
+            mean: (p99 / 4) as f64,
+            samples: 1000,
+        },
+        missing: 0,
+        backlog_events: 1_000_000,
+        catch_up_seconds,
+    }
+}
+
 fn report() -> Report {
     Report {
         machine: Machine {
@@ -90,6 +110,10 @@ fn report() -> Report {
             load("reads", 64, 30000.0, 2000, 7000, 0),
         ],
         lags: vec![lag(1, 1200, 4990.0), lag(100, 90000, 250000.0)],
+        deliveries: vec![
+            delivery("webhook", 40_000, 8.0),
+            delivery("nats", 60_000, 20.0),
+        ],
         replay: Some(replay()),
     }
 }
@@ -169,6 +193,27 @@ fn each_target_compares_its_figure_with_its_bound() {
             "≥ 200,000 events/s delivered with 100 subscribers",
             Some("1.250"),
             true,
+        ),
+        // 40 and 60 ms against 50 ms; 1,000,000 events in 8 s and in 20 s against 100,000/s.
+        (
+            "webhook lag p99 ≤ 50 ms at half the reserve-uniform rate",
+            Some("0.800"),
+            true,
+        ),
+        (
+            "webhook catches up on a backlog at ≥ 100,000 events/s",
+            Some("1.250"),
+            true,
+        ),
+        (
+            "nats lag p99 ≤ 50 ms at half the reserve-uniform rate",
+            Some("1.200"),
+            false,
+        ),
+        (
+            "nats catches up on a backlog at ≥ 100,000 events/s",
+            Some("0.500"),
+            false,
         ),
         // 1,000 events in 0.8 s; 25,000 and 15,000 bytes over 100 items.
         ("replay ≥ 1,000,000 events/s", Some("0.001"), false),

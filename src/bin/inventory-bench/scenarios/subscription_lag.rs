@@ -89,7 +89,7 @@ pub async fn run(
 
 /// When reserve-uniform did not run: its rate at [`LAG_COMMAND_IN_FLIGHT`] in flight,
 /// measured briefly.
-async fn measure_reserve_uniform(
+pub(super) async fn measure_reserve_uniform(
     command_addr: SocketAddr,
     items: &Arc<ItemSpace>,
 ) -> Result<f64, BenchError> {
@@ -293,15 +293,15 @@ impl Subscriptions {
 }
 
 /// What the paced command load measured, and when each command was acknowledged.
-struct PacedCommands {
-    window: Window,
-    result: LoadResult,
+pub(super) struct PacedCommands {
+    pub window: Window,
+    pub result: LoadResult,
     /// (log position, microseconds since the epoch when the answer arrived), of every command.
-    acknowledged: Vec<(u64, u64)>,
+    pub acknowledged: Vec<(u64, u64)>,
 }
 
 /// Runs the command load through a window, paced at `rate` commands per second.
-async fn paced_commands(
+pub(super) async fn paced_commands(
     config: &BenchConfig,
     setup: &Setup,
     items: &Arc<ItemSpace>,
