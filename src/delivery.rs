@@ -98,6 +98,27 @@ impl RetryPolicy {
     }
 }
 
+/// `url` with any password in it replaced by `***` (`redis://:secret@host` →
+/// `redis://:***@host`): for what is shown and logged.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// A sink's name: what the configuration, the metrics, `DeliveryService` and the cursor's file
 /// call it. 1 to 64 letters, digits, `-` and `_`.
 pub fn check_sink_name(name: &str) -> Result<(), String> {
@@ -215,7 +236,7 @@ impl SinkConfig {
     /// Where the sink delivers, for `inventory config check` (no secret in it).
     pub fn destination(&self) -> String {
         match &self.target {
-            SinkTarget::Webhook { endpoint, .. } => endpoint.uri.to_string(),
+            SinkTarget::Webhook { endpoint, .. } => redacted(&endpoint.uri.to_string()),
             SinkTarget::Nats {
                 url,
                 stream,
@@ -621,6 +642,20 @@ mod tests {
         assert_eq!(policy.backoff(1000, top), RETRY_MAX);
         assert_eq!(policy.backoff(1, 0), Duration::from_millis(500));
         assert_eq!(policy.backoff(1000, 0), RETRY_MAX / 2);
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        assert_eq!(
+            redacted("redis://:hunter2@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            redacted("nats://app:hunter2@bus:4222"),
+            "nats://app:***@bus:4222"
+        );
+        assert_eq!(redacted("nats://token@bus"), "nats://***@bus");
+        assert_eq!(redacted("redis://cache:6379/0"), "redis://cache:6379/0");
     }
 
     #[test]

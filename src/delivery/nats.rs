@@ -89,7 +89,10 @@ impl NatsSink {
             .connect(self.url.as_str())
             .await
             .map_err(|error| {
-                DeliveryError::unsent(format!("cannot connect to NATS at {}: {error}", self.url))
+                DeliveryError::unsent(format!(
+                    "cannot connect to NATS at {}: {error}",
+                    super::redacted(&self.url)
+                ))
             })?;
         let context = jetstream::new(client);
         context

@@ -89,7 +89,10 @@ impl RedisSink {
             return Ok(connection.clone());
         }
         let unreachable = |error: redis::RedisError| {
-            DeliveryError::unsent(format!("cannot connect to Redis at {}: {error}", self.url))
+            DeliveryError::unsent(format!(
+                "cannot connect to Redis at {}: {error}",
+                super::redacted(&self.url)
+            ))
         };
         let client = redis::Client::open(self.url.as_str()).map_err(unreachable)?;
         let connection = client
