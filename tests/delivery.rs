@@ -355,3 +355,50 @@ async fn an_https_endpoint_is_reached_over_tls_trusting_only_the_named_ca() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rewind_is_applied_between_two_batches_while_the_sink_is_busy_catching_up() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(20));
+    let mut config = sink("erp", &receiver);
+    config.batch_max = 5;
+    let server = Combined::start_with_sinks(data.path(), vec![config]).await;
+    // 1,000 events in batches of 5 answered after 20 ms each: busy for 4 s at least.
+    let head = write(&server, 1000).await;
+    wait_until(WAIT, "delivery under way", async || {
+        receiver.accepted_positions().len() >= 50
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let rewound = server
+        .deliveries()
+        .await
+        .rewind_sink(pb::RewindSinkRequest {
+            name: "erp".into(),
+            position: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "answered between two batches, not once caught up: {took:?}"
+    );
+    assert_eq!(rewound.position, 0);
+    assert!(receiver.accepted_positions().len() < head as usize);
+    receiver.set_delay(Duration::ZERO);
+    cursor_at(&server, "erp", head).await;
+    let accepted = receiver.accepted_positions();
+    let replay_starts = accepted
+        .iter()
+        .rposition(|position| *position == 1)
+        .unwrap();
+    assert!(
+        replay_starts > 0,
+        "position 1 delivered again after the rewind"
+    );
+    assert_eq!(accepted[replay_starts..], (1..=head).collect::<Vec<_>>());
+    server.stop().await;
+}

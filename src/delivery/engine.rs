@@ -373,6 +373,14 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
         if deliverer.shutdown.is_triggered() {
             return;
         }
+        // A request that came while the deliverer was busy (catching up, it never waits) is
+        // taken here, between two batches.
+        if deliverer.operator.is_none()
+            && let Ok((control, done)) = deliverer.requests.try_recv()
+        {
+            let rewound = apply(control, &mut cursor, &mut pending);
+            deliverer.operator = Some((rewound, done));
+        }
         if let Some((rewound, done)) = deliverer.operator.take() {
             if rewound {
                 reader = Reader::at(cursor.position);

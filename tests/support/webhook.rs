@@ -75,6 +75,8 @@ struct State {
     fail_next: usize,
     /// Answer 500 to every call while set.
     failing: bool,
+    /// How long each answer waits.
+    delay: std::time::Duration,
 }
 
 pub struct Receiver {
@@ -189,6 +191,11 @@ impl Receiver {
         self.state.lock().unwrap().failing = failing;
     }
 
+    /// Makes every answer wait `delay`: a slow endpoint.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
@@ -225,6 +232,8 @@ async fn answer(
         header("inventory-signature"),
     );
     let body = request.into_body().collect().await?.to_bytes();
+    let delay = state.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
     let accepted = {
         let mut state = state.lock().unwrap();
         let fail = state.failing || state.fail_next > 0;
