@@ -470,6 +470,9 @@ enum Control {
 pub struct Deliveries {
     sinks: Arc<Vec<SinkHandle>>,
     log: Option<Arc<dyn EventLog>>,
+    /// Whether another server may hold a sink (then a request for a sink this server does
+    /// not deliver is refused; otherwise it waits for the deliverer to start).
+    shared: bool,
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -541,6 +544,7 @@ impl Deliveries {
         Deliveries {
             sinks: Arc::new(sinks),
             log: Some(log),
+            shared: claims.shared(),
             tasks: Arc::new(Mutex::new(tasks)),
         }
     }
@@ -550,6 +554,7 @@ impl Deliveries {
         Deliveries {
             sinks: Arc::new(Vec::new()),
             log: None,
+            shared: false,
             tasks: Arc::default(),
         }
     }
@@ -614,7 +619,7 @@ impl Deliveries {
             .iter()
             .find(|sink| sink.name == name)
             .ok_or_else(|| ControlError::UnknownSink(name.to_owned()))?;
-        if !sink.status.lock().expect("sink status poisoned").active {
+        if self.shared && !sink.status.lock().expect("sink status poisoned").active {
             return Err(ControlError::NotHere(name.to_owned()));
         }
         let (done, applied) = oneshot::channel();

@@ -402,3 +402,20 @@ async fn a_rewind_is_applied_between_two_batches_while_the_sink_is_busy_catching
     assert_eq!(accepted[replay_starts..], (1..=head).collect::<Vec<_>>());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_right_after_the_start_waits_for_the_deliverer_instead_of_being_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
+    // No wait for the deliverer to be up: on an embedded log no other server can hold it.
+    let resumed = server
+        .deliveries()
+        .await
+        .resume_sink(pb::ResumeSinkRequest { name: "erp".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resumed.active);
+    server.stop().await;
+}

@@ -34,6 +34,10 @@ pub struct CursorError {
 
 /// Who may deliver which sink, and where their cursors live.
 pub trait Claims: Send + Sync + 'static {
+    /// Whether other servers may hold this server's sinks (a shared database); `false` when
+    /// every claim is this server's at once.
+    fn shared(&self) -> bool;
+
     /// Waits until this server may deliver the sink `name`, calling `standby` with the stored
     /// cursor (when it can read it) while another server holds it.
     fn claim<'a>(
@@ -150,6 +154,10 @@ impl FileCursors {
 }
 
 impl Claims for FileCursors {
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn claim<'a>(
         &'a self,
         name: &'a str,

@@ -108,6 +108,10 @@ async fn read(
 }
 
 impl Claims for PgClaims {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn claim<'a>(
         &'a self,
         name: &'a str,
