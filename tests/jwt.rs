@@ -463,7 +463,6 @@ fn inventory(arguments: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 /// key.
 #[tokio::test]
 async fn the_binary_takes_auth_jwt_from_the_config_file() {
-    use tokio::io::AsyncBufReadExt;
     let directory = tempfile::tempdir().unwrap();
     // The identity provider's key as a PEM file, made by rcgen and signed with by ring.
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -506,21 +505,9 @@ async fn the_binary_takes_auth_jwt_from_the_config_file() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(["--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let command = loop {
-        let line = lines.next_line().await.unwrap().expect("still running");
-        if let Some(address) = line.strip_prefix("command server listening on ") {
-            break address.parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
-    let channel = support::channel(command).await;
+    let mut process =
+        support::Process::start(&["--config", config.to_str().unwrap()], &["command"]).await;
+    let channel = support::channel(process.address("command")).await;
     CommandServiceClient::new(channel.clone())
         .add_stock(as_(&token, add_stock("p", "store-a", 3)))
         .await
@@ -530,7 +517,7 @@ async fn the_binary_takes_auth_jwt_from_the_config_file() {
         .await
         .unwrap_err();
     assert_refused(&status, Code::Unauthenticated, "TOKEN_MISSING");
-    child.kill().await.unwrap();
+    process.kill().await;
 
     // Bad sections: refused at start, the key named.
     let base = format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n");
