@@ -575,14 +575,6 @@ impl Deliveries {
         self.sinks.iter().map(|sink| self.snapshot(sink)).collect()
     }
 
-    /// One sink's status.
-    pub fn status(&self, name: &str) -> Option<SinkStatus> {
-        self.sinks
-            .iter()
-            .find(|sink| sink.name == name)
-            .map(|sink| self.snapshot(sink))
-    }
-
     fn snapshot(&self, sink: &SinkHandle) -> SinkStatus {
         let mut status = sink.status.lock().expect("sink status poisoned").clone();
         if let Some(log) = &self.log {

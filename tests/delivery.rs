@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use inventory::delivery::SinkConfig;
 use inventory::grpc::pb;
-use support::delivery::{WAIT, cursor_at, quick, sink_status};
+use support::delivery::{WAIT, assert_every_event_in_order, cursor_at, quick, rewind, sink_status};
 use support::webhook::Receiver;
 use support::{Combined, add_stock, wait_for, wait_until};
 
@@ -44,23 +43,6 @@ async fn delivered_through(receiver: &Receiver, head: u64) {
         async || receiver.accepted_positions().last().copied() == Some(head),
     )
     .await;
-}
-
-/// Each position from 1 to `head` once, in order, after removing repeats of positions already
-/// seen: what a receiver deduplicating on the event's position (or id) keeps.
-fn assert_every_event_in_order(positions: &[u64], head: u64) -> usize {
-    let mut seen = HashSet::new();
-    let kept: Vec<u64> = positions
-        .iter()
-        .copied()
-        .filter(|position| seen.insert(*position))
-        .collect();
-    assert_eq!(
-        kept,
-        (1..=head).collect::<Vec<_>>(),
-        "every event, in order"
-    );
-    positions.len() - kept.len()
 }
 
 #[tokio::test]
@@ -241,15 +223,7 @@ async fn a_rewind_replays_exactly_from_the_position() {
     delivered_through(&receiver, head).await;
     let before = receiver.accepted_positions().len();
 
-    let mut deliveries = server.deliveries().await;
-    let rewound = deliveries
-        .rewind_sink(pb::RewindSinkRequest {
-            name: "erp".into(),
-            position: 180,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rewound = rewind(&server, "erp", 180).await;
     assert_eq!(rewound.position, 180);
     wait_until(WAIT, "the replay delivered", async || {
         receiver.accepted_positions().len() == before + (head - 180) as usize
@@ -261,6 +235,7 @@ async fn a_rewind_replays_exactly_from_the_position() {
         "the replay starts right after the position and ends at the head"
     );
 
+    let mut deliveries = server.deliveries().await;
     let past = deliveries
         .rewind_sink(pb::RewindSinkRequest {
             name: "erp".into(),
@@ -371,16 +346,7 @@ async fn a_rewind_is_applied_between_two_batches_while_the_sink_is_busy_catching
     })
     .await;
     let asked = std::time::Instant::now();
-    let rewound = server
-        .deliveries()
-        .await
-        .rewind_sink(pb::RewindSinkRequest {
-            name: "erp".into(),
-            position: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rewound = rewind(&server, "erp", 0).await;
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(1),

@@ -26,7 +26,13 @@ async fn sink(process: &Process) -> pb::SinkStatus {
 }
 
 async fn write(process: &Process, count: usize, tag: &str) -> u64 {
-    let channel = support::channel(process.address("command")).await;
+    write_to(process.address("command"), count, tag).await
+}
+
+/// `count` receipts over 4 items tagged `tag`, sent to the command server at `address`; the
+/// log's head after them.
+async fn write_to(address: std::net::SocketAddr, count: usize, tag: &str) -> u64 {
+    let channel = support::channel(address).await;
     let mut commands = CommandServiceClient::new(channel);
     let mut head = 0;
     for index in 0..count {
@@ -97,24 +103,7 @@ async fn one_of_two_command_servers_delivers_and_the_other_takes_over_when_it_di
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
     // The deliverer dies under load; the other server takes over and delivers the rest.
-    let loader = {
-        let address = second.address("command");
-        tokio::spawn(async move {
-            let mut commands = CommandServiceClient::new(support::channel(address).await);
-            let mut head = 0;
-            for index in 0..200 {
-                head = commands
-                    .add_stock(add_stock(&format!("c-{}", index % 4), "s1", 1))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .result
-                    .unwrap()
-                    .position;
-            }
-            head
-        })
-    };
+    let loader = tokio::spawn(write_to(second.address("command"), 200, "c"));
     tokio::time::sleep(Duration::from_millis(50)).await;
     first.kill().await;
     let killed_at = tokio::time::Instant::now();
@@ -134,19 +123,8 @@ async fn one_of_two_command_servers_delivers_and_the_other_takes_over_when_it_di
         async || sink(&second).await.position == head,
     )
     .await;
-    let received = receiver.received_positions();
-    let mut seen = std::collections::HashSet::new();
-    let first_seen: Vec<u64> = received
-        .iter()
-        .copied()
-        .filter(|position| seen.insert(*position))
-        .collect();
-    assert_eq!(
-        first_seen,
-        (1..=head).collect::<Vec<_>>(),
-        "every event, in order"
-    );
-    let duplicates = received.len() - first_seen.len();
+    let duplicates =
+        support::delivery::assert_every_event_in_order(&receiver.received_positions(), head);
     assert!(
         duplicates <= 10,
         "at most the batch in flight again: {duplicates}"

@@ -250,19 +250,8 @@ async fn a_sigkill_under_load_loses_nothing_and_delivery_resumes_from_the_stored
         async || head_and_delivered(&process).await.1.position == head,
     )
     .await;
-    let received = receiver.received_positions();
-    let mut seen = std::collections::HashSet::new();
-    let first_seen: Vec<u64> = received
-        .iter()
-        .copied()
-        .filter(|position| seen.insert(*position))
-        .collect();
-    assert_eq!(
-        first_seen,
-        (1..=head).collect::<Vec<_>>(),
-        "every event delivered, in log order"
-    );
-    let duplicates = received.len() - first_seen.len();
+    let duplicates =
+        support::delivery::assert_every_event_in_order(&receiver.received_positions(), head);
     assert!(
         duplicates <= 20,
         "only the batch in flight at the kill is sent again: {duplicates} duplicates"

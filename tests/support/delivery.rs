@@ -64,3 +64,22 @@ pub async fn rewind(server: &Combined, name: &str, position: u64) -> pb::SinkSta
         .unwrap()
         .into_inner()
 }
+
+/// Asserts that `positions` (what a receiver got, in order of arrival) hold each position
+/// from 1 to `head` once, in order, once repeats of positions already seen are removed: what
+/// a receiver deduplicating on the event's position (or id) keeps. Returns how many repeats
+/// there were.
+pub fn assert_every_event_in_order(positions: &[u64], head: u64) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let kept: Vec<u64> = positions
+        .iter()
+        .copied()
+        .filter(|position| seen.insert(*position))
+        .collect();
+    assert_eq!(
+        kept,
+        (1..=head).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    positions.len() - kept.len()
+}

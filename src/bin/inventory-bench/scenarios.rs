@@ -158,24 +158,14 @@ pub async fn run_all(config: &BenchConfig) -> Result<Report, BenchError> {
                 }
             }
             Scenario::SubscriptionLag => {
-                let reserve_uniform_max = report
-                    .loads
-                    .iter()
-                    .filter(|result| result.scenario == Scenario::ReserveUniform.name())
-                    .map(|result| result.operations_per_second)
-                    .reduce(f64::max);
+                let reserve_uniform_max = best_reserve_uniform_rate(&report);
                 report
                     .lags
                     .extend(subscription_lag::run(config, reserve_uniform_max).await?);
             }
             Scenario::Delivery => match &config.target {
                 Target::Spawn { server_binary } => {
-                    let reserve_uniform_max = report
-                        .loads
-                        .iter()
-                        .filter(|result| result.scenario == Scenario::ReserveUniform.name())
-                        .map(|result| result.operations_per_second)
-                        .reduce(f64::max);
+                    let reserve_uniform_max = best_reserve_uniform_rate(&report);
                     report
                         .deliveries
                         .extend(delivery::run(config, server_binary, reserve_uniform_max).await?);
@@ -198,6 +188,17 @@ pub async fn run_all(config: &BenchConfig) -> Result<Report, BenchError> {
     }
     report.finish();
     Ok(report)
+}
+
+/// The best reserve-uniform rate of this run so far, if it ran: what the paced loads of
+/// subscription-lag and delivery take half of.
+fn best_reserve_uniform_rate(report: &Report) -> Option<f64> {
+    report
+        .loads
+        .iter()
+        .filter(|result| result.scenario == Scenario::ReserveUniform.name())
+        .map(|result| result.operations_per_second)
+        .reduce(f64::max)
 }
 
 /// The server one scenario runs against.
