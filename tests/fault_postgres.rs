@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -21,40 +20,16 @@ use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::log::{EventLog, PostgresLog};
 use inventory::server::LogConfig;
+use support::proxy::Proxy;
 use support::{Running, add_stock};
 
-/// A TCP proxy that can cut every connection and refuse new ones, then let them through again.
-struct Proxy {
-    address: SocketAddr,
-    cut: watch::Sender<bool>,
+/// The PostgreSQL side of the shared proxy.
+trait PostgresProxy: Sized {
+    async fn in_front_of(url: &str) -> Self;
+    fn url(&self, url: &str) -> String;
 }
 
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (cut, cut_watch) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if *cut_watch.borrow() {
-                    drop(client); // refused: the database is "down"
-                    continue;
-                }
-                let mut cut_watch = cut_watch.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_watch.wait_for(|cut| *cut) => {} // dropping both ends cuts it
-                    }
-                });
-            }
-        });
-        Proxy { address, cut }
-    }
-
+impl PostgresProxy for Proxy {
     /// A proxy in front of the database server that `url` names (its host and port).
     async fn in_front_of(url: &str) -> Proxy {
         let direct: tokio_postgres::Config = url.parse().unwrap();
@@ -114,14 +89,6 @@ impl Proxy {
             "{proxied:?}"
         );
         proxied
-    }
-
-    fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn restore(&self) {
-        self.cut.send_replace(false);
     }
 }
 

@@ -20,6 +20,8 @@ use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, QuerySource, ServerError};
 
 pub mod delivery;
+pub mod events;
+pub mod proxy;
 pub mod secured;
 pub mod webhook;
 
