@@ -385,3 +385,16 @@ async fn a_request_right_after_the_start_waits_for_the_deliverer_instead_of_bein
     assert!(resumed.active);
     server.stop().await;
 }
+
+proptest::proptest! {
+    // Webhook bodies and JetStream messages are transcoded from the stored form in one pass;
+    // prost-reflect's DynamicMessage, which implements the whole mapping, is the reference.
+    #[test]
+    fn an_events_json_is_exactly_what_prost_reflect_writes(event in support::events::any_event()) {
+        proptest::prop_assert!(inventory::delivery::json::transcoded());
+        proptest::prop_assert_eq!(
+            inventory::delivery::json::event_json(&event),
+            inventory::delivery::json::reference_json(&event)
+        );
+    }
+}
