@@ -6,9 +6,12 @@
 //! most `batch_max`, one batch in flight, and moves the cursor past a batch only once the sink
 //! acknowledged it (an HTTP 2xx). The cursor is stored durably ([`cursor`]) before the next
 //! batch is sent, so a crash re-sends at most the batch that was in flight, and an endpoint
-//! that was down gets every event it missed, in log order. A failing sink is retried with
-//! exponential backoff and jitter; after [`RetryPolicy::park_after`] of failures it is
-//! *parked*: it keeps its cursor and stops trying until an operator resumes it.
+//! that was down gets every event it missed, in log order. A sink whose destination keeps the
+//! order of what it is sent and drops resends itself (JetStream) has a window of several
+//! batches in flight ([`Sink::window`]); the cursor still moves past one batch at a time, once
+//! it is acknowledged, and a failure sends it and every later batch again. A failing sink is
+//! retried with exponential backoff and jitter; after [`RetryPolicy::park_after`] of failures
+//! it is *parked*: it keeps its cursor and stops trying until an operator resumes it.
 //!
 //! This is an adapter at the edge, like `grpc`: it reads the log through [`EventLog`] and
 //! knows nothing of the servers. Adding a destination (Kafka, say) is one module implementing
@@ -64,6 +67,12 @@ pub const DEFAULT_STREAM_BATCH_MAX: usize = 1000;
 /// How often a cursor that moved only past events the filter dropped is stored: such moves
 /// lose nothing if a crash undoes them (the events are examined again and dropped again).
 pub const FILTERED_CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the cursor of a sink with a window (JetStream) is stored while batches keep
+/// being acknowledged: what a crash undoes is sent again and dropped by the destination as a
+/// resend (JetStream's duplicate window is 2 minutes). It is stored at once whenever nothing
+/// is in flight, and at shutdown.
+pub const WINDOWED_CURSOR_SAVE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How a failing sink is retried, and when it gives up until resumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,8 +361,14 @@ impl DeliveryError {
     }
 }
 
+/// A batch sent: resolves once the destination acknowledged all of it.
+pub type Acknowledgement = BoxFuture<'static, Result<(), DeliveryError>>;
+
 /// A destination. The deliverer calls [`Sink::deliver`] with one batch at a time, in log
-/// order, and calls it again with the same batch until it succeeds.
+/// order, and calls it again with the same batch until it succeeds. A sink with a
+/// [`Sink::window`] over 1 is given up to that many batches at once instead, through
+/// [`Sink::send`], still in log order; after a failure, the batch that failed and every one
+/// sent after it are sent again.
 pub trait Sink: Send + 'static {
     /// `webhook`, `nats`, `redis`: what `ListSinks` shows.
     fn kind(&self) -> &'static str;
@@ -361,12 +376,38 @@ pub trait Sink: Send + 'static {
     /// Sends `batch`; `Ok` once the destination acknowledged all of it.
     fn deliver<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
+    /// How many batches may wait for their acknowledgement at once. More than 1 only for a
+    /// destination that keeps the order of what it is sent and drops a resend by itself
+    /// (JetStream, by message id): a later batch may reach it before an earlier one fails.
+    fn window(&self) -> usize {
+        1
+    }
+
+    /// Sends `batch` and returns without waiting for its acknowledgement, so the next batch
+    /// can be sent meanwhile (for a sink with a [`Sink::window`] over 1).
+    fn send<'a>(
+        &'a mut self,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Acknowledgement, DeliveryError>> {
+        Box::pin(async move {
+            self.deliver(batch).await?;
+            Ok(Box::pin(async { Ok(()) }) as Acknowledgement)
+        })
+    }
+
     /// How far the destination itself says it holds the log, for one that keeps that record
     /// beside its data (the Redis cache): when it is behind the cursor (the cache was
     /// flushed), the deliverer goes back to it. `None`: the cursor store is the only record.
     fn recorded_position(&mut self) -> BoxFuture<'_, Result<Option<LogPosition>, DeliveryError>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+fn no_acknowledgement(timeout: Duration) -> DeliveryError {
+    DeliveryError::sent(format!(
+        "no acknowledgement within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 /// A sink whose every delivery is bounded by `timeout`.
@@ -385,12 +426,29 @@ impl<S: Sink> Sink for Timed<S> {
         Box::pin(async move {
             tokio::time::timeout(timeout, self.sink.deliver(batch))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(DeliveryError::sent(format!(
-                        "no acknowledgement within {} ms",
-                        timeout.as_millis()
-                    )))
-                })
+                .unwrap_or_else(|_| Err(no_acknowledgement(timeout)))
+        })
+    }
+
+    fn window(&self) -> usize {
+        self.sink.window()
+    }
+
+    /// The sending and then the acknowledgement each bounded by `timeout`.
+    fn send<'a>(
+        &'a mut self,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Acknowledgement, DeliveryError>> {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let acknowledgement = tokio::time::timeout(timeout, self.sink.send(batch))
+                .await
+                .unwrap_or_else(|_| Err(no_acknowledgement(timeout)))?;
+            Ok(Box::pin(async move {
+                tokio::time::timeout(timeout, acknowledgement)
+                    .await
+                    .unwrap_or_else(|_| Err(no_acknowledgement(timeout)))
+            }) as Acknowledgement)
         })
     }
 

@@ -7,9 +7,12 @@ mod support;
 
 use std::collections::HashMap;
 
-use inventory::delivery::SinkConfig;
+use std::time::Duration;
+
+use inventory::delivery::{SinkConfig, SinkTarget};
 use inventory::grpc::pb;
-use support::delivery::{WAIT, cursor_at, quick, rewind};
+use support::delivery::{WAIT, cursor_at, quick, rewind, sink_status};
+use support::proxy::Proxy;
 use support::{Combined, add_stock, reserve_stock, wait_for};
 
 /// Receipts and reservations over `items`, in store `store`; the log's head after them.
@@ -118,6 +121,220 @@ async fn jetstream_holds_exactly_the_logs_events_also_after_everything_is_sent_a
         assert!(ids.contains(&event.event_id));
     }
     jetstream.delete_stream(&stream_name).await.unwrap();
+    server.stop().await;
+}
+
+/// A log of receipts written before any sink existed, and a JetStream stream and subject
+/// prefix of the test's own: a catch-up of many small batches (10 events each).
+struct Backlog {
+    url: String,
+    stream_name: String,
+    prefix: String,
+    data: tempfile::TempDir,
+    head: u64,
+    jetstream: async_nats::jetstream::Context,
+}
+
+impl Backlog {
+    /// `lines` receipts of one unit each, in commands of 500 lines; `None` without NATS.
+    async fn write(lines: usize) -> Option<Backlog> {
+        let url = support::nats_url()?;
+        let unique = uuid::Uuid::now_v7().simple().to_string();
+        let data = tempfile::tempdir().unwrap();
+        let server = Combined::start(data.path()).await;
+        let mut commands = server.commands().await;
+        let mut head = 0;
+        for chunk in 0..lines.div_ceil(500) {
+            let changes = (0..500.min(lines - chunk * 500))
+                .map(|index| pb::StockChange {
+                    product_id: format!("sku-{index}"),
+                    store_id: "shop.1".to_owned(),
+                    change: Some(pb::stock_change::Change::Add(1)),
+                    expected_version: None,
+                    from: 0,
+                })
+                .collect();
+            let answer = commands
+                .apply_stock_changes(pb::ApplyStockChangesRequest {
+                    changes,
+                    reason: "backlog".to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            head = head.max(answer.position);
+        }
+        server.stop().await;
+        let jetstream =
+            async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+        Some(Backlog {
+            stream_name: format!("inventory_test_{unique}"),
+            prefix: format!("invtest.{unique}"),
+            url,
+            data,
+            head,
+            jetstream,
+        })
+    }
+
+    /// The NATS sink, through `url` (the machine's NATS or a proxy in front of it).
+    fn sink(&self, url: &str) -> SinkConfig {
+        let mut sink = quick(SinkConfig::nats(url, &self.stream_name, &self.prefix).unwrap());
+        sink.batch_max = 10;
+        sink
+    }
+
+    async fn serve(&self, sink: SinkConfig) -> Combined {
+        Combined::start_with_sinks(self.data.path(), vec![sink]).await
+    }
+
+    /// Waits for the catch-up to be under way (at position 2000 or past it); the position.
+    async fn under_way(&self, server: &Combined) -> u64 {
+        wait_for(WAIT, "the catch-up under way", async || {
+            let status = sink_status(server, "nats").await;
+            (status.position >= 2000).then_some(status.position)
+        })
+        .await
+    }
+
+    /// The stream holds the events at positions 1 to the head, each once, in order; then it
+    /// is deleted.
+    async fn assert_each_event_once_in_order(&self) {
+        use async_nats::jetstream::consumer;
+        use tokio_stream::StreamExt;
+        let stream = self.jetstream.get_stream(&self.stream_name).await.unwrap();
+        let held = stream.get_info().await.unwrap().state.messages;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        for expected in 1..=held {
+            let message = messages.next().await.unwrap().unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            let id = message
+                .headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Msg-Id")
+                .unwrap();
+            assert_eq!(event["eventId"], id.as_str());
+            assert_eq!(
+                event["position"],
+                expected.to_string(),
+                "message {expected} of the stream"
+            );
+        }
+        assert_eq!(held, self.head, "one message per event");
+        self.jetstream
+            .delete_stream(&self.stream_name)
+            .await
+            .unwrap();
+    }
+}
+
+/// The NATS connection cut while several batches wait for their PubAcks (a backlog, small
+/// batches): the batch that failed and every one published after it go again, and JetStream
+/// holds each event once, in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_holds_each_event_once_in_order_after_a_cut_with_batches_in_flight() {
+    let Some(backlog) = Backlog::write(20_000).await else {
+        return;
+    };
+    let upstream = tokio::net::lookup_host(backlog.url.trim_start_matches("nats://"))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let mut sink = backlog.sink(&format!("nats://{}", proxy.address));
+    if let SinkTarget::Nats { timeout, .. } = &mut sink.target {
+        *timeout = Duration::from_millis(500);
+    }
+    let server = backlog.serve(sink).await;
+    backlog.under_way(&server).await;
+    proxy.cut();
+    let at_cut = sink_status(&server, "nats").await.position;
+    assert!(
+        at_cut < backlog.head,
+        "caught up before the cut: nothing was in flight"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    let status = cursor_at(&server, "nats", backlog.head).await;
+    assert!(status.failures >= 1, "the cut failed a batch: {status:?}");
+    assert!(status.redelivered_events >= 10, "{status:?}");
+    backlog.assert_each_event_once_in_order().await;
+    server.stop().await;
+}
+
+/// JetStream refusing messages (the stream full) while several batches are in flight: the
+/// one that failed and every one published after it go again once the stream takes them, and
+/// the stream holds each event once, in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_holds_each_event_once_in_order_after_refusing_batches_in_flight() {
+    use async_nats::jetstream::stream;
+    let Some(backlog) = Backlog::write(10_000).await else {
+        return;
+    };
+    // Full at 3001 messages, with new ones refused: not a multiple of the batch.
+    let mut config = stream::Config {
+        name: backlog.stream_name.clone(),
+        subjects: vec![format!("{}.>", backlog.prefix)],
+        max_messages: 3001,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    backlog
+        .jetstream
+        .create_stream(config.clone())
+        .await
+        .unwrap();
+    let server = backlog.serve(backlog.sink(&backlog.url)).await;
+    let refused = wait_for(WAIT, "the full stream refusing a batch", async || {
+        let status = sink_status(&server, "nats").await;
+        (status.failures >= 2).then_some(status)
+    })
+    .await;
+    assert_eq!(refused.position, 3000, "{refused:?}");
+    assert!(
+        refused.last_error.contains("maximum messages"),
+        "{refused:?}"
+    );
+    config.max_messages = -1;
+    backlog.jetstream.update_stream(config).await.unwrap();
+    cursor_at(&server, "nats", backlog.head).await;
+    backlog.assert_each_event_once_in_order().await;
+    server.stop().await;
+}
+
+/// A JetStream sink stores its cursor at most every 100 ms while batches keep coming, and at
+/// once when the server stops: a stop in the middle of a catch-up leaves the cursor at least
+/// where `ListSinks` last showed it, and the restart goes on from there, each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_catch_up_stores_the_cursor_the_sink_had_reached() {
+    let Some(backlog) = Backlog::write(20_000).await else {
+        return;
+    };
+    let server = backlog.serve(backlog.sink(&backlog.url)).await;
+    let shown = backlog.under_way(&server).await;
+    server.stop().await;
+    let file = std::fs::read_to_string(backlog.data.path().join("sinks/nats.cursor.json")).unwrap();
+    let stored = serde_json::from_str::<serde_json::Value>(&file).unwrap()["position"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stored >= shown && stored < backlog.head,
+        "stored {stored}, shown {shown} before the stop, head {}",
+        backlog.head
+    );
+    let server = backlog.serve(backlog.sink(&backlog.url)).await;
+    cursor_at(&server, "nats", backlog.head).await;
+    backlog.assert_each_event_once_in_order().await;
     server.stop().await;
 }
 

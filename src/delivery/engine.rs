@@ -1,7 +1,7 @@
 //! One sink's deliverer: a task that reads the log after the sink's cursor, sends what its
-//! filter keeps in batches, one in flight, and stores the cursor past each acknowledged batch
-//! before reading on. Every way it waits (for events, out a backoff, while parked) also
-//! listens for the operator's resume and rewind and for shutdown.
+//! filter keeps in batches, one in flight (or up to the sink's window), and stores the cursor
+//! past each acknowledged batch, oldest first. Every way it waits (for events, out a backoff,
+//! while parked) also listens for the operator's resume and rewind and for shutdown.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::cursor::{Claim, Claims};
 use super::{
-    Batch, Control, FILTERED_CURSOR_SAVE_INTERVAL, RESYNC_INTERVAL, SinkCursor, SinkSpec,
-    SinkState, SinkStatus,
+    Acknowledgement, Batch, Control, FILTERED_CURSOR_SAVE_INTERVAL, RESYNC_INTERVAL, SinkCursor,
+    SinkSpec, SinkState, SinkStatus, WINDOWED_CURSOR_SAVE_INTERVAL,
 };
 use crate::app::{Clock, Shutdown};
 use crate::domain::{LogPosition, RecordedEvent};
@@ -63,6 +63,8 @@ impl Reader {
 /// A batch waiting to be acknowledged, and the cursor it moves to.
 struct Pending {
     batch: Batch,
+    /// The batch's acknowledgement, while it is sent and not yet answered.
+    acknowledgement: Option<Acknowledgement>,
     /// Tries so far.
     tries: u32,
     /// Failed tries that may have reached the destination: each made a duplicate if a
@@ -70,6 +72,13 @@ struct Pending {
     arrived: u32,
     /// Failures since the first try or the last resume: what the backoff doubles over.
     failures: u32,
+}
+
+/// A batch sent after the pending one (by a sink with a window), waiting for its
+/// acknowledgement.
+struct Sent {
+    batch: Batch,
+    acknowledgement: Acknowledgement,
 }
 
 impl Deliverer {
@@ -331,6 +340,54 @@ fn random_u32() -> u32 {
         .map_or(u32::MAX / 2, |()| u32::from_le_bytes(bytes))
 }
 
+/// Sends the batches after the pending one (which moves the cursor to `pending_through`),
+/// until the sink's window is full, the reader is at the head or an operator's request waits.
+/// A failure to read or to send ends it, with the reader back after the last batch sent.
+async fn send_following(
+    deliverer: &mut Deliverer,
+    reader: &mut Reader,
+    following: &mut VecDeque<Sent>,
+    pending_through: LogPosition,
+) {
+    while following.len() + 1 < deliverer.spec.sink.window() && deliverer.requests.is_empty() {
+        let last_sent = following
+            .back()
+            .map_or(pending_through, |sent| sent.batch.through);
+        let batch = match deliverer.next_batch(reader).await {
+            Ok((events, _)) if events.is_empty() => return,
+            Ok((events, through)) => Batch {
+                delivery_id: delivery_id(&deliverer.spec.name, &events),
+                events,
+                through,
+            },
+            Err(_) => {
+                *reader = Reader::at(last_sent);
+                return;
+            }
+        };
+        match deliverer.spec.sink.send(&batch).await {
+            Ok(acknowledgement) => following.push_back(Sent {
+                batch,
+                acknowledgement,
+            }),
+            Err(_) => {
+                // Sent again once the batches before it are acknowledged.
+                *reader = Reader::at(last_sent);
+                return;
+            }
+        }
+    }
+}
+
+/// `<sink>-<first position>-<last position>`.
+fn delivery_id(name: &str, events: &[RecordedEvent]) -> String {
+    format!(
+        "{name}-{}-{}",
+        events[0].position.0,
+        events[events.len() - 1].position.0
+    )
+}
+
 /// Delivers while the claim holds: returns on shutdown or once the claim is lost.
 ///
 /// Over 70 lines: the loop's state (cursor, batch in flight, read-ahead) and each branch's
@@ -361,6 +418,8 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
     let mut head = deliverer.log.watch_head();
     let mut reader = Reader::at(cursor.position);
     let mut pending: Option<Pending> = None;
+    // Batches sent after the pending one, oldest first: only while a batch is pending.
+    let mut following: VecDeque<Sent> = VecDeque::new();
     let mut resynced_at: Option<Instant> = None;
     deliverer.stored = cursor;
     let initial = if cursor.parked {
@@ -371,6 +430,9 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
     deliverer.publish(&cursor, initial, |_| {});
     loop {
         if deliverer.shutdown.is_triggered() {
+            if cursor != deliverer.stored {
+                deliverer.save(cursor).await;
+            }
             return;
         }
         // A request that came while the deliverer was busy (catching up, it never waits) is
@@ -384,6 +446,7 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
         if let Some((rewound, done)) = deliverer.operator.take() {
             if rewound {
                 reader = Reader::at(cursor.position);
+                following.clear();
             }
             if !deliverer.save(cursor).await {
                 return;
@@ -453,17 +516,14 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
                     continue;
                 }
                 Ok((events, through)) => {
-                    let delivery_id = format!(
-                        "{name}-{}-{}",
-                        events[0].position.0,
-                        events[events.len() - 1].position.0
-                    );
+                    let delivery_id = delivery_id(&name, &events);
                     pending = Some(Pending {
                         batch: Batch {
                             delivery_id,
                             events,
                             through,
                         },
+                        acknowledgement: None,
                         tries: 0,
                         arrived: 0,
                         failures: 0,
@@ -471,6 +531,8 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
                 }
                 Err(error) => {
                     tracing::error!(sink = name, %error, "cannot read the log; retrying");
+                    // The events the failed read had taken from the read-ahead are read again.
+                    reader = Reader::at(cursor.position);
                     if !deliverer
                         .wait(Some(STORAGE_RETRY), None, &mut cursor, &mut pending)
                         .await
@@ -482,17 +544,42 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
             }
         }
         let current = pending.as_mut().expect("a batch is pending");
-        current.tries += 1;
         // Not cut short by a shutdown: the sink's timeout bounds it, and its answer is stored.
-        let result = deliverer.spec.sink.deliver(&current.batch).await;
+        let sent = match current.acknowledgement.take() {
+            Some(acknowledgement) => Ok(acknowledgement),
+            None => {
+                current.tries += 1;
+                deliverer.spec.sink.send(&current.batch).await
+            }
+        };
+        let result = match sent {
+            Ok(acknowledgement) => {
+                let through = current.batch.through;
+                send_following(deliverer, &mut reader, &mut following, through).await;
+                acknowledgement.await
+            }
+            Err(error) => Err(error),
+        };
+        let current = pending.as_mut().expect("a batch is pending");
         let count = current.batch.events.len() as u64;
         let duplicates = count * u64::from(current.arrived);
         match result {
             Ok(()) => {
                 cursor.position = current.batch.through;
                 cursor.failing_since = None;
-                pending = None;
-                if !deliverer.save(cursor).await {
+                pending = following.pop_front().map(|sent| Pending {
+                    batch: sent.batch,
+                    acknowledgement: Some(sent.acknowledgement),
+                    tries: 1,
+                    arrived: 0,
+                    failures: 0,
+                });
+                // One batch at a time: stored before the next is sent. With a window, at most
+                // every WINDOWED_CURSOR_SAVE_INTERVAL while more are in flight.
+                let due = deliverer.spec.sink.window() == 1
+                    || pending.is_none()
+                    || deliverer.stored_at.elapsed() >= WINDOWED_CURSOR_SAVE_INTERVAL;
+                if due && !deliverer.save(cursor).await {
                     return;
                 }
                 let now = deliverer.clock.now();
@@ -507,6 +594,13 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
             Err(error) => {
                 current.failures += 1;
                 current.arrived += u32::from(error.sent);
+                // The batches sent after it go again after it, read from the log again: they
+                // were sent, so they count as sent twice now.
+                let resent: u64 = following
+                    .drain(..)
+                    .map(|sent| sent.batch.events.len() as u64)
+                    .sum();
+                reader = Reader::at(current.batch.through);
                 let (tries, failures) = (current.tries, current.failures);
                 let now = deliverer.clock.now();
                 let since = *cursor.failing_since.get_or_insert(now);
@@ -530,6 +624,7 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
                     }
                 }
                 deliverer.publish(&cursor, state, |status| {
+                    status.redelivered_events += resent;
                     status.failures += 1;
                     status.last_error = Some(error.message.clone());
                 });

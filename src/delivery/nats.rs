@@ -2,22 +2,32 @@
 //! `<subject_prefix>.<store_id>.<product_id>.<EVENT_TYPE>` on a stream the sink creates if it
 //! is missing (capturing `<subject_prefix>.>`), with `Nats-Msg-Id` set to the event's id so
 //! that JetStream drops a resend within its duplicate window. A batch is published pipelined
-//! and acknowledged once every message of it has its PubAck.
+//! and acknowledged once every message of it has its PubAck; up to [`WINDOW`] batches wait
+//! for their PubAcks at once.
 //!
 //! Ids may hold `.`, which NATS takes as a token separator: in a subject every `.` of an id is
 //! written `%2E` (ids never hold `%`, so the encoding is reversible: replace `%2E` by `.`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use super::{Batch, DeliveryError, Sink, json};
+use bytes::BytesMut;
+use tokio_stream::StreamExt;
+
+use super::{Acknowledgement, Batch, DeliveryError, Sink, json};
 use crate::domain::RecordedEvent;
 use crate::log::BoxFuture;
 
 /// How long JetStream remembers a message id to drop its resend, for a stream the sink
 /// creates (NATS's own default).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Batches published before the oldest of them has all its PubAcks: while JetStream stores
+/// and acknowledges one, the next is read from the log and published.
+pub const WINDOW: usize = 4;
 
 /// An id as one subject token: `.` written `%2E`.
 pub fn subject_token(id: &str) -> String {
@@ -70,7 +80,92 @@ pub struct NatsSink {
     url: String,
     stream: String,
     subject_prefix: String,
-    context: Option<jetstream::Context>,
+    connection: Option<Connection>,
+    /// Numbers each publish of a batch: its PubAcks come back to `<inbox>.<number>`.
+    publishes: u64,
+}
+
+/// A connection with the subscription every PubAck comes back on.
+struct Connection {
+    client: async_nats::Client,
+    inbox: String,
+    replies: Arc<tokio::sync::Mutex<Replies>>,
+}
+
+/// The PubAcks received, counted per publish of a batch. They are read by whichever
+/// acknowledgement is awaited (the oldest batch's): replies to later batches are counted for
+/// them meanwhile.
+struct Replies {
+    subscriber: async_nats::Subscriber,
+    /// Per publish number: PubAcks received, and the first error.
+    counts: HashMap<u64, (usize, Option<String>)>,
+    /// Replies to publishes up to this number are no longer waited for (late or stale ones).
+    finished_through: u64,
+}
+
+impl Replies {
+    /// Waits until publish `number` has `expected` PubAcks, or an error.
+    async fn wait(&mut self, number: u64, expected: usize) -> Result<(), DeliveryError> {
+        loop {
+            if let Some((count, error)) = self.counts.get(&number) {
+                if let Some(error) = error {
+                    return Err(DeliveryError::sent(error.clone()));
+                }
+                if *count >= expected {
+                    self.finished_through = self.finished_through.max(number);
+                    let through = self.finished_through;
+                    self.counts.retain(|&other, _| other > through);
+                    return Ok(());
+                }
+            }
+            let Some(reply) = self.subscriber.next().await else {
+                return Err(DeliveryError::sent("no PubAck: the NATS connection closed"));
+            };
+            let Some(replied) = reply
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|token| token.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if replied <= self.finished_through {
+                continue;
+            }
+            let (count, error) = self.counts.entry(replied).or_default();
+            match pub_ack_error(&reply) {
+                None => *count += 1,
+                Some(message) => {
+                    error.get_or_insert(message);
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with a reply to a publish, if it is not a PubAck.
+fn pub_ack_error(reply: &async_nats::Message) -> Option<String> {
+    if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        return Some("no PubAck: no JetStream stream captures the subject".to_owned());
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        stream: Option<String>,
+        error: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Answer>(&reply.payload) {
+        Ok(Answer {
+            stream: Some(_),
+            error: None,
+        }) => None,
+        Ok(Answer {
+            error: Some(error), ..
+        }) => Some(format!("JetStream refused a message: {error}")),
+        _ => Some(format!(
+            "no PubAck: {:?}",
+            String::from_utf8_lossy(&reply.payload)
+        )),
+    }
 }
 
 impl NatsSink {
@@ -79,11 +174,12 @@ impl NatsSink {
             url: url.to_owned(),
             stream: stream.to_owned(),
             subject_prefix: subject_prefix.to_owned(),
-            context: None,
+            connection: None,
+            publishes: 0,
         }
     }
 
-    async fn connect(&self) -> Result<jetstream::Context, DeliveryError> {
+    async fn connect(&self) -> Result<Connection, DeliveryError> {
         let client = async_nats::ConnectOptions::new()
             .name("inventory")
             .connect(self.url.as_str())
@@ -94,8 +190,7 @@ impl NatsSink {
                     super::redacted(&self.url)
                 ))
             })?;
-        let context = jetstream::new(client);
-        context
+        jetstream::new(client.clone())
             .get_or_create_stream(stream::Config {
                 name: self.stream.clone(),
                 subjects: vec![format!("{}.>", self.subject_prefix)],
@@ -109,41 +204,64 @@ impl NatsSink {
                     self.stream
                 ))
             })?;
-        Ok(context)
+        let inbox = client.new_inbox();
+        let subscriber = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|error| {
+                DeliveryError::unsent(format!("cannot subscribe to the PubAcks: {error}"))
+            })?;
+        Ok(Connection {
+            client,
+            inbox,
+            replies: Arc::new(tokio::sync::Mutex::new(Replies {
+                subscriber,
+                counts: HashMap::new(),
+                finished_through: 0,
+            })),
+        })
     }
 
-    async fn publish(&mut self, batch: &Batch) -> Result<(), DeliveryError> {
-        let context = match &self.context {
-            Some(context) => context.clone(),
-            None => {
-                let context = self.connect().await?;
-                self.context = Some(context.clone());
-                context
-            }
-        };
-        let mut acks = Vec::with_capacity(batch.events.len());
-        let mut payload = Vec::with_capacity(512);
+    /// Publishes every event of `batch`, each asking for a PubAck, without waiting for them;
+    /// the returned future waits for them.
+    async fn publish(&mut self, batch: &Batch) -> Result<Acknowledgement, DeliveryError> {
+        if self.connection.is_none() {
+            self.connection = Some(self.connect().await?);
+        }
+        let connection = self.connection.as_ref().expect("connected");
+        self.publishes += 1;
+        let number = self.publishes;
+        let reply = async_nats::Subject::from(format!("{}.{number}", connection.inbox));
+        // The payloads share a few allocations: each is split off one buffer.
+        let mut payloads = BytesMut::with_capacity(batch.events.len() * 640);
+        let mut text = Vec::with_capacity(1024);
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         for event in &batch.events {
-            payload.clear();
-            json::write_event(event, &mut payload);
+            text.clear();
+            json::write_event(event, &mut text);
+            payloads.extend_from_slice(&text);
+            let payload = payloads.split();
             let mut headers = async_nats::HeaderMap::new();
-            let id = uuid::Uuid::from_u128(event.event_id.0).to_string();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let ack = context
-                .publish_with_headers(
+            let id = uuid::Uuid::from_u128(event.event_id.0)
+                .hyphenated()
+                .encode_lower(&mut id);
+            headers.insert("Nats-Msg-Id", &*id);
+            connection
+                .client
+                .publish_with_reply_and_headers(
                     subject(&self.subject_prefix, event),
+                    reply.clone(),
                     headers,
-                    payload.clone().into(),
+                    payload.freeze(),
                 )
                 .await
                 .map_err(|error| DeliveryError::sent(format!("publish failed: {error}")))?;
-            acks.push(ack);
         }
-        for ack in acks {
-            ack.await
-                .map_err(|error| DeliveryError::sent(format!("no PubAck: {error}")))?;
-        }
-        Ok(())
+        let replies = connection.replies.clone();
+        let expected = batch.events.len();
+        Ok(Box::pin(async move {
+            replies.lock().await.wait(number, expected).await
+        }))
     }
 }
 
@@ -153,6 +271,19 @@ impl Sink for NatsSink {
     }
 
     fn deliver<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move { self.publish(batch).await?.await })
+    }
+
+    /// JetStream keeps the order of one connection's messages and drops a resend by its
+    /// `Nats-Msg-Id`: the next batches are published while a batch waits for its PubAcks.
+    fn window(&self) -> usize {
+        WINDOW
+    }
+
+    fn send<'a>(
+        &'a mut self,
+        batch: &'a Batch,
+    ) -> BoxFuture<'a, Result<Acknowledgement, DeliveryError>> {
         Box::pin(self.publish(batch))
     }
 }
