@@ -49,6 +49,9 @@ pub struct DeliveryResult {
     pub backlog_events: u64,
     /// From the restarted server being ready to the sink's cursor at the head.
     pub catch_up_seconds: f64,
+    /// The same run's bare client on the same destination (JetStream only): messages of the
+    /// catch-up's size and subjects, published by async-nats with a PubAck each.
+    pub bare_events_per_second: Option<f64>,
 }
 
 impl DeliveryResult {
@@ -66,6 +69,7 @@ impl DeliveryResult {
             "backlog_events": self.backlog_events,
             "catch_up_seconds": self.catch_up_seconds,
             "catch_up_events_per_second": self.catch_up_events_per_second(),
+            "bare_client_events_per_second": self.bare_events_per_second,
         })
     }
 }
@@ -302,6 +306,7 @@ async fn lag(
             missing,
             backlog_events: 0,
             catch_up_seconds: 0.0,
+            bare_events_per_second: None,
         };
         eprintln!(
             "  {sink} at {:.0} commands/s: lag p50 {} µs, p99 {} µs, {} missing",
@@ -456,6 +461,12 @@ async fn catch_up(
             result.catch_up_events_per_second()
         );
         drop(server);
+        if let (Some(client), "nats") = (client, result.sink) {
+            let rate =
+                bare_jetstream_rate(client, &stream, unique, head.min(BARE_MESSAGES)).await?;
+            eprintln!("  a bare async-nats publisher: {rate:.0} messages/s");
+            result.bare_events_per_second = Some(rate);
+        }
         // Next time, a sink of another name: it starts from position 0 again.
         let _ = std::fs::remove_dir_all(data_dir.path.join("sinks"));
     }
@@ -465,6 +476,78 @@ async fn catch_up(
             .await;
     }
     Ok(())
+}
+
+/// Messages the bare JetStream publisher sends.
+const BARE_MESSAGES: u64 = 300_000;
+
+/// The baseline of the JetStream catch-up: `count` messages like the first of `stream` (its
+/// payload, its subject's shape, a `Nats-Msg-Id` each) published by async-nats's JetStream
+/// API to an in-memory stream of their own, 1000 at a time with 4 such batches waiting for
+/// their PubAcks: what a bare client gets from this NATS server in this run.
+async fn bare_jetstream_rate(
+    client: &async_nats::Client,
+    stream: &str,
+    unique: &str,
+    count: u64,
+) -> Result<f64, BenchError> {
+    use async_nats::jetstream::{self, stream::Config, stream::StorageType};
+    let failed = |error: &dyn std::fmt::Display| {
+        BenchError::Server(format!("bare JetStream publisher: {error}"))
+    };
+    let context = jetstream::new(client.clone());
+    let sample = context
+        .get_stream(stream)
+        .await
+        .map_err(|error| failed(&error))?
+        .get_raw_message(1)
+        .await
+        .map_err(|error| failed(&error))?;
+    let bare = format!("BENCH_BARE_{unique}");
+    let prefix = format!("benchbare{unique}");
+    context
+        .get_or_create_stream(Config {
+            name: bare.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| failed(&error))?;
+    // `<prefix>.<store>.<product>.<TYPE>`, with the sample's store and type.
+    let tokens: Vec<&str> = sample.subject.split('.').collect();
+    let (store, kind) = (tokens[tokens.len() - 3], tokens[tokens.len() - 1]);
+    let payload = sample.payload.clone();
+    let started = Instant::now();
+    let mut waiting = std::collections::VecDeque::new();
+    let mut sent = 0u64;
+    while sent < count {
+        let mut acks = Vec::with_capacity(1000);
+        for index in sent..(sent + 1000).min(count) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{unique}-{index}").as_str());
+            let subject = format!(
+                "{prefix}.{store}.product-{}.{kind}",
+                index % BACKLOG_CHANGES
+            );
+            acks.push(
+                context
+                    .publish_with_headers(subject, headers, payload.clone())
+                    .await
+                    .map_err(|error| failed(&error))?,
+            );
+        }
+        sent = (sent + 1000).min(count);
+        waiting.push_back(acks);
+        while waiting.len() >= 4 || (sent == count && !waiting.is_empty()) {
+            for ack in waiting.pop_front().expect("a batch waits") {
+                ack.await.map_err(|error| failed(&error))?;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = context.delete_stream(&bare).await;
+    Ok(count as f64 / seconds.max(f64::EPSILON))
 }
 
 /// `ApplyStockChanges` of [`BACKLOG_CHANGES`] lines, 4 in flight, until `events` events are in
