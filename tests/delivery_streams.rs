@@ -338,6 +338,45 @@ async fn a_stop_mid_catch_up_stores_the_cursor_the_sink_had_reached() {
     server.stop().await;
 }
 
+/// The stream deleted under a running sink: NATS answers that nothing captures the subjects,
+/// and the sink creates the stream again and goes on with the events after it.
+#[tokio::test]
+async fn a_deleted_stream_is_created_again() {
+    let Some(backlog) = Backlog::write(100).await else {
+        return;
+    };
+    let server = backlog.serve(backlog.sink(&backlog.url)).await;
+    cursor_at(&server, "nats", backlog.head).await;
+    backlog
+        .jetstream
+        .delete_stream(&backlog.stream_name)
+        .await
+        .unwrap();
+    let head = load(&server, &["sku-1", "sku-2"], "shop.1", 5).await;
+    let status = cursor_at(&server, "nats", head).await;
+    assert!(status.failures >= 1, "{status:?}");
+    let mut stream = backlog
+        .jetstream
+        .get_stream(&backlog.stream_name)
+        .await
+        .unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!(
+        state.messages,
+        head - backlog.head,
+        "the events after the deletion"
+    );
+    let first = stream.get_raw_message(state.first_sequence).await.unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(event["position"], (backlog.head + 1).to_string());
+    backlog
+        .jetstream
+        .delete_stream(&backlog.stream_name)
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
 /// Every hash of `prefix`, by key.
 async fn hashes(
     connection: &mut redis::aio::MultiplexedConnection,

@@ -1,15 +1,16 @@
 //! The NATS JetStream sink: every event published to
 //! `<subject_prefix>.<store_id>.<product_id>.<EVENT_TYPE>` on a stream the sink creates if it
-//! is missing (capturing `<subject_prefix>.>`), with `Nats-Msg-Id` set to the event's id so
-//! that JetStream drops a resend within its duplicate window. A batch is published pipelined
-//! and acknowledged once every message of it has its PubAck; up to [`WINDOW`] batches wait
-//! for their PubAcks at once.
+//! is missing (capturing `<subject_prefix>.>`; again when it is deleted), with `Nats-Msg-Id`
+//! set to the event's id so that JetStream drops a resend within its duplicate window. A
+//! batch is published pipelined and acknowledged once every message of it has its PubAck; up
+//! to [`WINDOW`] batches wait for their PubAcks at once.
 //!
 //! Ids may hold `.`, which NATS takes as a token separator: in a subject every `.` of an id is
 //! written `%2E` (ids never hold `%`, so the encoding is reversible: replace `%2E` by `.`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -90,7 +91,15 @@ struct Connection {
     client: async_nats::Client,
     inbox: String,
     replies: Arc<tokio::sync::Mutex<Replies>>,
+    /// Set when NATS answered that no stream captures the subjects (the stream was deleted):
+    /// the next try connects again, which creates it.
+    stream_missing: Arc<AtomicBool>,
 }
+
+/// Room for every PubAck the window may wait for, twice (late replies to a failed try are
+/// read and dropped): a reply the subscription has no room for is lost, and its batch would
+/// fail by its timeout.
+const REPLY_CAPACITY: usize = 2 * WINDOW * super::MAX_BATCH_MAX;
 
 /// The PubAcks received, counted per publish of a batch. They are read by whichever
 /// acknowledgement is awaited (the oldest batch's): replies to later batches are counted for
@@ -99,6 +108,7 @@ struct Replies {
     subscriber: async_nats::Subscriber,
     /// Per publish number: PubAcks received, and the first error.
     counts: HashMap<u64, (usize, Option<String>)>,
+    stream_missing: Arc<AtomicBool>,
     /// Replies to publishes up to this number are no longer waited for (late or stale ones).
     finished_through: u64,
 }
@@ -131,6 +141,9 @@ impl Replies {
             };
             if replied <= self.finished_through {
                 continue;
+            }
+            if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                self.stream_missing.store(true, Ordering::Relaxed);
             }
             let (count, error) = self.counts.entry(replied).or_default();
             match pub_ack_error(&reply) {
@@ -182,6 +195,7 @@ impl NatsSink {
     async fn connect(&self) -> Result<Connection, DeliveryError> {
         let client = async_nats::ConnectOptions::new()
             .name("inventory")
+            .subscription_capacity(REPLY_CAPACITY)
             .connect(self.url.as_str())
             .await
             .map_err(|error| {
@@ -211,6 +225,7 @@ impl NatsSink {
             .map_err(|error| {
                 DeliveryError::unsent(format!("cannot subscribe to the PubAcks: {error}"))
             })?;
+        let stream_missing = Arc::new(AtomicBool::new(false));
         Ok(Connection {
             client,
             inbox,
@@ -218,13 +233,26 @@ impl NatsSink {
                 subscriber,
                 counts: HashMap::new(),
                 finished_through: 0,
+                stream_missing: stream_missing.clone(),
             })),
+            stream_missing,
         })
     }
 
     /// Publishes every event of `batch`, each asking for a PubAck, without waiting for them;
     /// the returned future waits for them.
     async fn publish(&mut self, batch: &Batch) -> Result<Acknowledgement, DeliveryError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.stream_missing.load(Ordering::Relaxed))
+        {
+            tracing::warn!(
+                stream = self.stream,
+                "no JetStream stream captures the subjects any more; creating it again"
+            );
+            self.connection = None;
+        }
         if self.connection.is_none() {
             self.connection = Some(self.connect().await?);
         }
