@@ -333,6 +333,21 @@ pub struct Batch {
     pub through: LogPosition,
 }
 
+impl Batch {
+    /// The batch of `events` (not empty) of sink `sink`, moving the cursor to `through`.
+    pub fn new(sink: &str, events: Vec<RecordedEvent>, through: LogPosition) -> Batch {
+        Batch {
+            delivery_id: format!(
+                "{sink}-{}-{}",
+                events[0].position.0,
+                events[events.len() - 1].position.0
+            ),
+            events,
+            through,
+        }
+    }
+}
+
 /// Why a delivery was not acknowledged: shown as the sink's `last_error`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

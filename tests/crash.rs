@@ -117,13 +117,7 @@ type Acknowledged = (usize, usize, Vec<u64>);
 
 /// A delivery of three items (one `ApplyStockChanges` of three changes, one unit each).
 fn delivery(task: usize, sequence: usize) -> pb::ApplyStockChangesRequest {
-    let change = |product: String| pb::StockChange {
-        product_id: product,
-        store_id: "s".to_owned(),
-        change: Some(pb::stock_change::Change::Add(1)),
-        expected_version: None,
-        from: 0,
-    };
+    let change = |product: String| support::add_change(&product, "s", 1);
     pb::ApplyStockChangesRequest {
         changes: vec![
             change(format!("a{}", task % 4)),

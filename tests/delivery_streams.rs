@@ -146,13 +146,7 @@ impl Backlog {
         let mut head = 0;
         for chunk in 0..lines.div_ceil(500) {
             let changes = (0..500.min(lines - chunk * 500))
-                .map(|index| pb::StockChange {
-                    product_id: format!("sku-{index}"),
-                    store_id: "shop.1".to_owned(),
-                    change: Some(pb::stock_change::Change::Add(1)),
-                    expected_version: None,
-                    from: 0,
-                })
+                .map(|index| support::add_change(&format!("sku-{index}"), "shop.1", 1))
                 .collect();
             let answer = commands
                 .apply_stock_changes(pb::ApplyStockChangesRequest {

@@ -16,7 +16,7 @@ use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::server::{LogConfig, QuerySource};
-use support::{Combined, Running, get_stock, level};
+use support::{Combined, Running, add_change, get_stock, level};
 
 type Commands = CommandServiceClient<tonic::transport::Channel>;
 type Queries = QueryServiceClient<tonic::transport::Channel>;
@@ -46,16 +46,6 @@ fn cart(lines: Vec<pb::ReservationLine>) -> pb::ReserveStockRequest {
         lines,
         customer_id: "c-42".to_owned(),
         ..Default::default()
-    }
-}
-
-fn add_change(product: &str, store: &str, quantity: i64) -> pb::StockChange {
-    pb::StockChange {
-        product_id: product.to_owned(),
-        store_id: store.to_owned(),
-        change: Some(pb::stock_change::Change::Add(quantity)),
-        expected_version: None,
-        from: 0,
     }
 }
 

@@ -355,11 +355,7 @@ async fn send_following(
             .map_or(pending_through, |sent| sent.batch.through);
         let batch = match deliverer.next_batch(reader).await {
             Ok((events, _)) if events.is_empty() => return,
-            Ok((events, through)) => Batch {
-                delivery_id: delivery_id(&deliverer.spec.name, &events),
-                events,
-                through,
-            },
+            Ok((events, through)) => Batch::new(&deliverer.spec.name, events, through),
             Err(_) => {
                 *reader = Reader::at(last_sent);
                 return;
@@ -377,15 +373,6 @@ async fn send_following(
             }
         }
     }
-}
-
-/// `<sink>-<first position>-<last position>`.
-fn delivery_id(name: &str, events: &[RecordedEvent]) -> String {
-    format!(
-        "{name}-{}-{}",
-        events[0].position.0,
-        events[events.len() - 1].position.0
-    )
 }
 
 /// Delivers while the claim holds: returns on shutdown or once the claim is lost.
@@ -516,13 +503,8 @@ async fn deliver_claimed(deliverer: &mut Deliverer) {
                     continue;
                 }
                 Ok((events, through)) => {
-                    let delivery_id = delivery_id(&name, &events);
                     pending = Some(Pending {
-                        batch: Batch {
-                            delivery_id,
-                            events,
-                            through,
-                        },
+                        batch: Batch::new(&name, events, through),
                         acknowledgement: None,
                         tries: 0,
                         arrived: 0,

@@ -236,6 +236,17 @@ pub fn add_stock(product: &str, store: &str, quantity: i64) -> pb::AddStockReque
     }
 }
 
+/// A receipt of `quantity` units, as a line of `ApplyStockChanges`.
+pub fn add_change(product: &str, store: &str, quantity: i64) -> pb::StockChange {
+    pb::StockChange {
+        product_id: product.to_owned(),
+        store_id: store.to_owned(),
+        change: Some(pb::stock_change::Change::Add(quantity)),
+        expected_version: None,
+        from: 0,
+    }
+}
+
 pub fn reserve_stock(product: &str, store: &str, quantity: i64) -> pb::ReserveStockRequest {
     pb::ReserveStockRequest {
         product_id: product.to_owned(),

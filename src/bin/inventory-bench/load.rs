@@ -449,6 +449,18 @@ impl ItemSpace {
             format!("{}s{}", self.prefix, index % self.stores),
         )
     }
+
+    /// A receipt of one unit of item `index`, as a line of `ApplyStockChanges`.
+    pub fn receipt(&self, index: u64) -> pb::StockChange {
+        let (product_id, store_id) = self.key(index);
+        pb::StockChange {
+            product_id,
+            store_id,
+            change: Some(pb::stock_change::Change::Add(1)),
+            expected_version: None,
+            from: 0,
+        }
+    }
 }
 
 /// A command of a bulk load.

@@ -46,16 +46,7 @@ impl Operation for DeliveryNote {
         let count = BULK_CHANGES.min(self.items.len());
         let first = self.random.below(self.items.len());
         let changes: Vec<pb::StockChange> = (0..count)
-            .map(|offset| {
-                let (product_id, store_id) = self.items.key((first + offset) % self.items.len());
-                pb::StockChange {
-                    product_id,
-                    store_id,
-                    change: Some(pb::stock_change::Change::Add(1)),
-                    expected_version: None,
-                    from: 0,
-                }
-            })
+            .map(|offset| self.items.receipt((first + offset) % self.items.len()))
             .collect();
         let sent_at = Instant::now();
         let applied = self

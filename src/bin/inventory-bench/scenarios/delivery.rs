@@ -569,18 +569,7 @@ async fn write_backlog(command_addr: SocketAddr, events: u64) -> Result<u64, Ben
             let mut head = 0;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < commands {
                 let count = BACKLOG_CHANGES.min(events);
-                let changes = (0..count)
-                    .map(|index| {
-                        let (product_id, store_id) = items.key(index);
-                        pb::StockChange {
-                            product_id,
-                            store_id,
-                            change: Some(pb::stock_change::Change::Add(1)),
-                            expected_version: None,
-                            from: 0,
-                        }
-                    })
-                    .collect();
+                let changes = (0..count).map(|index| items.receipt(index)).collect();
                 let answer = client
                     .apply_stock_changes(pb::ApplyStockChangesRequest {
                         changes,
