@@ -21,8 +21,9 @@ use clap::{Parser, Subcommand};
 
 use inventory::app::ReadModel;
 use inventory::domain::{
-    CustomerId, EventId, LogPosition, ProductId, Quantity, Reason, RecordedEvent, ReservationId,
-    StockEvent, StockLevel, StoreId, StreamKey, StreamVersion, Timestamp,
+    CustomerId, EventId, LogPosition, ProductId, Quantity, QuantityEvent, Reason, RecordedEvent,
+    ReservationEvent, ReservationId, StockEvent, StockLevel, StoreId, StreamKey, StreamVersion,
+    Timestamp,
 };
 use inventory::log::{EmbeddedLog, EventLog, MAX_APPEND_EVENTS};
 
@@ -117,10 +118,10 @@ fn event(
 }
 
 fn added(quantity: u64) -> StockEvent {
-    StockEvent::StockAdded {
+    StockEvent::Quantity(QuantityEvent::StockAdded {
         quantity: Quantity::new(quantity).expect("positive"),
         reason: Reason::parse("bench").expect("valid reason"),
-    }
+    })
 }
 
 fn resident_kib() -> u64 {
@@ -167,12 +168,12 @@ async fn main() {
                     let reservation_id =
                         ReservationId::parse(&uuid::Uuid::now_v7().to_string()).expect("uuid");
                     let level = StockLevel::new(1, 1).expect("valid level");
-                    let reserved = StockEvent::StockReserved {
+                    let reserved = StockEvent::Reservation(ReservationEvent::StockReserved {
                         reservation_id,
                         quantity: Quantity::new(1).expect("positive"),
                         customer_id: CustomerId::parse("bench").expect("valid customer id"),
                         expires_at,
-                    };
+                    });
                     event(position, stream(index), 2, level, reserved)
                 })
                 .await;

@@ -19,7 +19,6 @@
 
 pub mod cursor;
 mod engine;
-pub mod json;
 pub mod nats;
 pub mod postgres;
 pub mod redis;

@@ -32,8 +32,7 @@ pub mod pb {
 }
 
 /// The encoded descriptors of every proto file, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/inventory_descriptor.bin"));
+pub use crate::log::codec::FILE_DESCRIPTOR_SET;
 
 /// The future of the servers' tower layers (`observe`, `overload`): a boxed gRPC response.
 type ResponseFuture<E> = Pin<

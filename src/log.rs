@@ -14,7 +14,9 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
-use crate::domain::{FoldMismatch, LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::domain::{
+    CommandId, FoldMismatch, LogPosition, RecordedEvent, StreamKey, StreamVersion,
+};
 
 pub use embedded::{EmbeddedLog, OpenReport};
 pub use postgres::PostgresLog;
@@ -94,7 +96,7 @@ pub enum LogError {
     /// idempotency window (a shared log keeps every command id unique forever). Nothing was
     /// written.
     #[error("command ids already used: {command_ids:?}")]
-    CommandIdsTaken { command_ids: Vec<String> },
+    CommandIdsTaken { command_ids: Vec<CommandId> },
     #[error("append of {count} events is over the limit of {MAX_APPEND_EVENTS}")]
     AppendTooLarge { count: usize },
     /// The embedded log's file is damaged or does not make sense at `offset` (bytes from the

@@ -33,7 +33,13 @@ const _: () = assert!(COMMAND_BATCH_SIZE_BUCKETS[11] as usize == MAX_BATCH_COMMA
 
 /// A distributed inventory service for multi-store retail (gRPC, event-sourced, CQRS).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Without a mode, `serve` runs. Each mode lists its own flags: \
+                  `inventory serve --help` shows the servers' (--command-addr, --query-addr, \
+                  --log, --tls-cert, ...)."
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Option<Mode>,
@@ -52,7 +58,7 @@ struct Cli {
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
     /// A TOML file whose keys are these flags' names (`command_addr = "0.0.0.0:50051"`); a
-    /// flag or environment variable given as well wins over the file. See README.
+    /// flag or environment variable given as well wins over the file. See docs/configuration.md.
     #[arg(long, global = true, env = "INVENTORY_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -79,10 +85,11 @@ fn parse_cli(
             Some("-h" | "--help" | "-V" | "--version")
         )
     });
+    // `help` is clap's own subcommand (`inventory help serve`).
     let names_a_mode = arguments.iter().skip(1).any(|argument| {
         argument
             .to_str()
-            .is_some_and(|text| modes.iter().any(|mode| mode == text))
+            .is_some_and(|text| text == "help" || modes.iter().any(|mode| mode == text))
     });
     if !names_a_mode && !asks_for_help {
         arguments.insert(1.min(arguments.len()), "serve".into());
@@ -393,7 +400,7 @@ impl TlsArgs {
         if !self.insecure {
             return Err(format!(
                 "refusing to listen on {exposed} without {missing}: anyone who reaches it could \
-                 change any store's stock. Configure them (README: TLS, Authentication and \
+                 change any store's stock. Configure them (docs/security.md: TLS, tokens and \
                  roles), listen on 127.0.0.1 only, or pass --insecure (INVENTORY_INSECURE=true) \
                  to serve anyway"
             ));
@@ -475,7 +482,10 @@ fn main() -> ExitCode {
         Mode::Query { .. } => "inventory-query",
         _ => "inventory",
     };
-    let filter = std::env::var("INVENTORY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+    // PostgreSQL's notices ("relation already exists, skipping" at every start) are not news:
+    // by default only its warnings are logged.
+    let filter = std::env::var("INVENTORY_LOG_LEVEL")
+        .unwrap_or_else(|_| "info,tokio_postgres=warn".to_owned());
     // Tools export no traces.
     let otlp_endpoint = cli
         .otlp_endpoint

@@ -428,17 +428,32 @@ fn report_open(data_dir: &str, report: &OpenReport) {
 }
 
 /// The services every server runs: health, reflection (v1 and v1alpha, for grpcurl) and
-/// `EventService`.
+/// `EventService`. Reflection lists only the services this server runs, `served` and those,
+/// and knows the `google.rpc` messages of error details, so that grpcurl prints them.
 fn routes(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     events: EventApi,
+    served: &[&str],
 ) -> Result<RoutesBuilder, ServerError> {
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+        let common = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "inventory.v1.EventService",
+        ];
+        common
+            .iter()
+            .chain(served)
+            .fold(builder, |builder, service| {
+                builder.with_service_name(*service)
+            })
     };
     let mut routes = Routes::builder();
     routes
@@ -469,7 +484,7 @@ async fn serve(
         // Outermost, so that refusals by the layers below are counted too.
         .layer(ObserveLayer::new(server))
         // Before the in-flight limit: a request without a valid credential takes no slot.
-        .layer(AuthLayer::new(listener.auth))
+        .layer(AuthLayer::new(listener.auth, server))
         .layer(overload::InFlightLimitLayer::new(
             limits.max_in_flight_requests,
         ))
@@ -505,7 +520,14 @@ async fn serve_command(
     health.set_serving::<EventServiceServer>().await;
     let breaker_health = tokio::spawn(report_breaker(health.clone(), breaker));
     let events = EventApi::new(log.clone(), shutdown.clone());
-    let mut routes = routes(health_service, events)?;
+    let mut routes = routes(
+        health_service,
+        events,
+        &[
+            "inventory.v1.CommandService",
+            "inventory.v1.DeliveryService",
+        ],
+    )?;
     routes
         .add_service(
             CommandServiceServer::new(api)
@@ -557,7 +579,7 @@ async fn serve_query(
         }
     }
     let events = EventApi::new(log.clone(), shutdown.clone());
-    let mut routes = routes(health_service, events)?;
+    let mut routes = routes(health_service, events, &["inventory.v1.QueryService"])?;
     routes.add_service(
         QueryServiceServer::new(QueryApi::new(Queries::new(model, log)))
             .max_decoding_message_size(MAX_REQUEST_BYTES)

@@ -10,6 +10,7 @@
 //! With no endpoint configured nothing here costs anything on the hot paths: no spans are
 //! made (see [`enabled`]) and events carry no trace context.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -84,7 +85,9 @@ pub fn init(
     let log_filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|error| format!("invalid log filter {filter:?}: {error}"))?;
     let log_layer = match format {
+        // Colour codes only on a terminal: in a file or a log collector they are noise.
         LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(log_filter)
             .boxed(),

@@ -10,7 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::app::command::CommandState;
-use crate::domain::{LogPosition, RecordedEvent, StockAlert, StockEvent, StockLevel};
+use crate::domain::{
+    LogPosition, QuantityEvent, RecordedEvent, ReservationEvent, StockAlert, StockEvent,
+    StockLevel, TransferEvent,
+};
 use crate::log::codec::{count_variance, uuid_string};
 use crate::log::{
     EmbeddedLog, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS, PostgresLog,
@@ -109,24 +112,24 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
 /// One event as a JSON object: the audit and migration format of `export`.
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let (kind, details) = match &event.event {
-        StockEvent::StockAdded { quantity, reason } => (
+        StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }) => (
             "StockAdded",
             json!({"quantity": quantity.get(), "reason": reason.as_str()}),
         ),
-        StockEvent::StockAdjusted {
+        StockEvent::Quantity(QuantityEvent::StockAdjusted {
             previous_on_hand,
             on_hand,
             reason,
-        } => (
+        }) => (
             "StockAdjusted",
             json!({"previous_on_hand": previous_on_hand, "on_hand": on_hand, "reason": reason.as_str()}),
         ),
-        StockEvent::StockReserved {
+        StockEvent::Reservation(ReservationEvent::StockReserved {
             reservation_id,
             quantity,
             customer_id,
             expires_at,
-        } => (
+        }) => (
             "StockReserved",
             json!({
                 "reservation_id": reservation_id.to_string(),
@@ -135,20 +138,20 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "expires_at_unix_ms": expires_at.unix_millis(),
             }),
         ),
-        StockEvent::StockRemoved {
+        StockEvent::Quantity(QuantityEvent::StockRemoved {
             quantity,
             from,
             reason,
-        } => (
+        }) => (
             "StockRemoved",
             json!({"quantity": quantity.get(), "from": from.to_string(), "reason": reason.as_str()}),
         ),
-        StockEvent::StockMoved {
+        StockEvent::Quantity(QuantityEvent::StockMoved {
             quantity,
             from,
             to,
             reason,
-        } => (
+        }) => (
             "StockMoved",
             json!({
                 "quantity": quantity.get(),
@@ -157,14 +160,14 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "reason": reason.as_str(),
             }),
         ),
-        StockEvent::ItemPolicyChanged {
+        StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
             safety_stock,
             low_stock_threshold,
-        } => (
+        }) => (
             "ItemPolicyChanged",
             json!({"safety_stock": safety_stock, "low_stock_threshold": low_stock_threshold}),
         ),
-        StockEvent::StockCounted {
+        StockEvent::Quantity(QuantityEvent::StockCounted {
             counted,
             counted_at,
             on_hand_at_count,
@@ -173,7 +176,7 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             damaged_not_found,
             quality_control_not_found,
             reason,
-        } => (
+        }) => (
             "StockCounted",
             json!({
                 "counted": counted,
@@ -187,12 +190,12 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "reason": reason.as_str(),
             }),
         ),
-        StockEvent::TransferShipped {
+        StockEvent::Transfer(TransferEvent::TransferShipped {
             transfer_id,
             to_store,
             quantity,
             reason,
-        } => (
+        }) => (
             "TransferShipped",
             json!({
                 "transfer_id": transfer_id.as_str(),
@@ -201,11 +204,11 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "reason": reason.as_str(),
             }),
         ),
-        StockEvent::TransferIncoming {
+        StockEvent::Transfer(TransferEvent::TransferIncoming {
             transfer_id,
             from_store,
             quantity,
-        } => (
+        }) => (
             "TransferIncoming",
             json!({
                 "transfer_id": transfer_id.as_str(),
@@ -213,36 +216,36 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "quantity": quantity.get(),
             }),
         ),
-        StockEvent::TransferReceived {
+        StockEvent::Transfer(TransferEvent::TransferReceived {
             transfer_id,
             quantity,
-        } => (
+        }) => (
             "TransferReceived",
             json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
         ),
-        StockEvent::TransferLost {
+        StockEvent::Transfer(TransferEvent::TransferLost {
             transfer_id,
             quantity,
-        } => (
+        }) => (
             "TransferLost",
             json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
         ),
-        StockEvent::TransferCancelled {
+        StockEvent::Transfer(TransferEvent::TransferCancelled {
             transfer_id,
             quantity,
             reason,
-        } => (
+        }) => (
             "TransferCancelled",
             json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
         ),
-        StockEvent::TransferReturned {
+        StockEvent::Transfer(TransferEvent::TransferReturned {
             transfer_id,
             quantity,
-        } => (
+        }) => (
             "TransferReturned",
             json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
         ),
-        StockEvent::StockAlertRaised { alert } => (
+        StockEvent::Alert(alert) => (
             match alert {
                 StockAlert::StockLow => "StockLow",
                 StockAlert::OutOfStock => "OutOfStock",
@@ -251,12 +254,12 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
             },
             json!({}),
         ),
-        StockEvent::ReservationCommitted {
+        StockEvent::Reservation(ReservationEvent::ReservationCommitted {
             reservation_id,
             quantity,
             order_id,
             released_quantity,
-        } => (
+        }) => (
             "ReservationCommitted",
             json!({
                 "reservation_id": reservation_id.to_string(),
@@ -265,28 +268,28 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 "released_quantity": released_quantity,
             }),
         ),
-        StockEvent::ReservationExtended {
+        StockEvent::Reservation(ReservationEvent::ReservationExtended {
             reservation_id,
             expires_at,
-        } => (
+        }) => (
             "ReservationExtended",
             json!({
                 "reservation_id": reservation_id.to_string(),
                 "expires_at_unix_ms": expires_at.unix_millis(),
             }),
         ),
-        StockEvent::ReservationReleased {
+        StockEvent::Reservation(ReservationEvent::ReservationReleased {
             reservation_id,
             quantity,
             reason,
-        } => (
+        }) => (
             "ReservationReleased",
             json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "reason": reason.as_str()}),
         ),
-        StockEvent::ReservationExpired {
+        StockEvent::Reservation(ReservationEvent::ReservationExpired {
             reservation_id,
             quantity,
-        } => (
+        }) => (
             "ReservationExpired",
             json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get()}),
         ),

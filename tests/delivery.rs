@@ -252,6 +252,7 @@ async fn a_rewind_replays_exactly_from_the_position() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert_eq!(support::error_reason(&unknown), "SINK_NOT_FOUND");
     assert!(unknown.message().contains("nobody"));
     server.stop().await;
 }
@@ -391,10 +392,10 @@ proptest::proptest! {
     // prost-reflect's DynamicMessage, which implements the whole mapping, is the reference.
     #[test]
     fn an_events_json_is_exactly_what_prost_reflect_writes(event in support::events::any_event()) {
-        proptest::prop_assert!(inventory::delivery::json::transcoded());
+        proptest::prop_assert!(inventory::log::codec::json::transcoded());
         proptest::prop_assert_eq!(
-            inventory::delivery::json::event_json(&event),
-            inventory::delivery::json::reference_json(&event)
+            inventory::log::codec::json::event_json(&event),
+            inventory::log::codec::json::reference_json(&event)
         );
     }
 }

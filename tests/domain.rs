@@ -2,9 +2,11 @@
 //! arrives at this time, then this event (or this error).
 
 use inventory::domain::{
-    Command, CommitLine, CustomerId, Decision, DomainError, IdError, Inventory, LineRule,
-    LineViolation, OrderId, ProductId, Quantity, QuantityError, Reason, ReservationId,
-    ReservationLine, ReservationStatus, Reservations, SMALL_RESERVATIONS_MAX, StockAlert,
+    AddStock, AdjustStock, ApplyStockChanges, Command, CommitLine, CommitReservation, CustomerId,
+    Decision, DomainError, ExpireReservation, ExtendReservation, IdError, Inventory, LineRule,
+    LineViolation, OrderId, ProductId, Quantity, QuantityError, QuantityEvent, Reason,
+    ReleaseReservation, RemoveStock, ReservationEvent, ReservationId, ReservationLine,
+    ReservationStatus, Reservations, ReserveStock, SMALL_RESERVATIONS_MAX, StockAlert,
     StockChangeKind, StockChangeLine, StockEvent, StockState, StoreId, StreamKey, StreamVersion,
     TimeToLive, Timestamp,
 };
@@ -29,19 +31,19 @@ fn reservation(id: &str) -> ReservationId {
 }
 
 fn add(product: &str, units: u64) -> Command {
-    Command::AddStock {
+    Command::AddStock(AddStock {
         stream: stream(product),
         quantity: quantity(units),
         reason: Reason::parse("delivery").unwrap(),
-    }
+    })
 }
 
 fn adjust(product: &str, on_hand: u64) -> Command {
-    Command::AdjustStock {
+    Command::AdjustStock(AdjustStock {
         stream: stream(product),
         on_hand,
         reason: Reason::parse("cycle count").unwrap(),
-    }
+    })
 }
 
 fn reserve(product: &str, id: &str, units: u64) -> Command {
@@ -50,7 +52,7 @@ fn reserve(product: &str, id: &str, units: u64) -> Command {
 
 /// A reservation of several lines: (product, units) in store-1.
 fn reserve_lines(id: &str, lines: &[(&str, u64)]) -> Command {
-    Command::ReserveStock {
+    Command::ReserveStock(ReserveStock {
         reservation_id: reservation(id),
         lines: lines
             .iter()
@@ -62,20 +64,20 @@ fn reserve_lines(id: &str, lines: &[(&str, u64)]) -> Command {
             .collect(),
         customer_id: CustomerId::parse("customer-1").unwrap(),
         ttl: TimeToLive::from_millis(30 * MINUTE).unwrap(),
-    }
+    })
 }
 
 fn commit(id: &str) -> Command {
-    Command::CommitReservation {
+    Command::CommitReservation(CommitReservation {
         reservation_id: reservation(id),
         order_id: OrderId::parse("order-1").unwrap(),
         lines: None,
-    }
+    })
 }
 
 /// A partial commit: (product, units shipped) in store-1.
 fn commit_lines(id: &str, lines: &[(&str, u64)]) -> Command {
-    Command::CommitReservation {
+    Command::CommitReservation(CommitReservation {
         reservation_id: reservation(id),
         order_id: OrderId::parse("order-1").unwrap(),
         lines: Some(
@@ -87,12 +89,12 @@ fn commit_lines(id: &str, lines: &[(&str, u64)]) -> Command {
                 })
                 .collect(),
         ),
-    }
+    })
 }
 
 /// The alert event of `kind`.
 fn alert(kind: StockAlert) -> StockEvent {
-    StockEvent::StockAlertRaised { alert: kind }
+    StockEvent::Alert(kind)
 }
 
 /// The refusal of a command whose line `line` (on `product`) breaks `rule`.
@@ -117,16 +119,16 @@ fn apply_all(inventory: &mut Inventory, decisions: &[Decision]) {
 }
 
 fn release(id: &str) -> Command {
-    Command::ReleaseReservation {
+    Command::ReleaseReservation(ReleaseReservation {
         reservation_id: reservation(id),
         reason: Reason::default(),
-    }
+    })
 }
 
 fn expire(id: &str) -> Command {
-    Command::ExpireReservation {
+    Command::ExpireReservation(ExpireReservation {
         reservation_id: reservation(id),
-    }
+    })
 }
 
 /// The history: commands that were accepted (decided and applied) at `START`.
@@ -222,10 +224,10 @@ impl Then {
 fn it_adds_stock_to_a_new_item() {
     given(&[])
         .when(add("apple", 10))
-        .then_event(StockEvent::StockAdded {
+        .then_event(StockEvent::Quantity(QuantityEvent::StockAdded {
             quantity: quantity(10),
             reason: Reason::parse("delivery").unwrap(),
-        })
+        }))
         .then_stock("apple", 10, 0);
 }
 
@@ -241,12 +243,12 @@ fn it_accumulates_added_stock_and_counts_versions() {
 fn it_reserves_available_stock_until_the_ttl_ends() {
     given(&[add("apple", 10)])
         .when(reserve("apple", "r1", 4))
-        .then_event(StockEvent::StockReserved {
+        .then_event(StockEvent::Reservation(ReservationEvent::StockReserved {
             reservation_id: reservation("r1"),
             quantity: quantity(4),
             customer_id: CustomerId::parse("customer-1").unwrap(),
             expires_at: Timestamp(START.0 + 30 * MINUTE),
-        })
+        }))
         .then_stock("apple", 10, 4);
 }
 
@@ -290,12 +292,14 @@ fn it_reserves_exactly_the_last_unit() {
 fn it_commits_a_reservation_so_the_goods_leave_on_hand() {
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(commit("r1"))
-        .then_event(StockEvent::ReservationCommitted {
-            reservation_id: reservation("r1"),
-            quantity: 4,
-            order_id: OrderId::parse("order-1").unwrap(),
-            released_quantity: 0,
-        })
+        .then_event(StockEvent::Reservation(
+            ReservationEvent::ReservationCommitted {
+                reservation_id: reservation("r1"),
+                quantity: 4,
+                order_id: OrderId::parse("order-1").unwrap(),
+                released_quantity: 0,
+            },
+        ))
         .then_stock("apple", 6, 0);
 }
 
@@ -378,10 +382,12 @@ fn it_commits_a_reservation_just_before_it_expires() {
 fn it_expires_a_reservation_and_frees_its_quantity() {
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when_at(expire("r1"), Timestamp(START.0 + 30 * MINUTE))
-        .then_event(StockEvent::ReservationExpired {
-            reservation_id: reservation("r1"),
-            quantity: quantity(4),
-        })
+        .then_event(StockEvent::Reservation(
+            ReservationEvent::ReservationExpired {
+                reservation_id: reservation("r1"),
+                quantity: quantity(4),
+            },
+        ))
         .then_stock("apple", 10, 0);
 }
 
@@ -429,11 +435,11 @@ fn it_adjusts_on_hand_down_to_the_reserved_quantity() {
         .then_events(&[
             (
                 "apple",
-                StockEvent::StockAdjusted {
+                StockEvent::Quantity(QuantityEvent::StockAdjusted {
                     previous_on_hand: 10,
                     on_hand: 4,
                     reason: Reason::parse("cycle count").unwrap(),
-                },
+                }),
             ),
             // Nothing is left to sell.
             ("apple", alert(StockAlert::OutOfStock)),
@@ -475,7 +481,7 @@ fn it_keeps_stores_apart() {
         ProductId::parse("apple").unwrap(),
         StoreId::parse("store-2").unwrap(),
     );
-    let then = given(&[add("apple", 10)]).when(Command::ReserveStock {
+    let then = given(&[add("apple", 10)]).when(Command::ReserveStock(ReserveStock {
         reservation_id: reservation("r1"),
         lines: vec![ReservationLine {
             stream: other_store,
@@ -484,7 +490,7 @@ fn it_keeps_stores_apart() {
         }],
         customer_id: CustomerId::parse("c").unwrap(),
         ttl: TimeToLive::DEFAULT,
-    });
+    }));
     let Err(DomainError::LinesRefused { violations }) = then.result else {
         panic!("accepted: {:?}", then.result);
     };
@@ -597,7 +603,7 @@ proptest! {
             let before = inventory.item(&stream("apple")).map(|item| item.level()).unwrap_or_default();
             if let Ok(decisions) = inventory.decide(&command, now) {
                 for decision in &decisions {
-                    if let StockEvent::StockReserved { quantity, .. } = &decision.event {
+                    if let StockEvent::Reservation(ReservationEvent::StockReserved { quantity, .. }) = &decision.event {
                         prop_assert!(quantity.get() <= before.available());
                     }
                 }
@@ -896,28 +902,28 @@ fn change(product: &str, change: StockChangeKind) -> StockChangeLine {
 }
 
 fn apply_changes(changes: Vec<StockChangeLine>) -> Command {
-    Command::ApplyStockChanges {
+    Command::ApplyStockChanges(ApplyStockChanges {
         changes,
         reason: Reason::parse("delivery note 17").unwrap(),
-    }
+    })
 }
 
 fn reserved(id: &str, units: u64) -> StockEvent {
-    StockEvent::StockReserved {
+    StockEvent::Reservation(ReservationEvent::StockReserved {
         reservation_id: reservation(id),
         quantity: quantity(units),
         customer_id: CustomerId::parse("customer-1").unwrap(),
         expires_at: Timestamp(START.0 + 30 * MINUTE),
-    }
+    })
 }
 
 fn committed(id: &str, shipped: u64, released: u64) -> StockEvent {
-    StockEvent::ReservationCommitted {
+    StockEvent::Reservation(ReservationEvent::ReservationCommitted {
         reservation_id: reservation(id),
         quantity: shipped,
         order_id: OrderId::parse("order-1").unwrap(),
         released_quantity: released,
-    }
+    })
 }
 
 #[test]
@@ -1001,7 +1007,7 @@ fn it_sums_lines_naming_the_same_item_instead_of_checking_each_alone() {
 #[test]
 fn it_refuses_a_cart_line_whose_item_moved_past_its_expected_version() {
     let mut command = reserve_lines("cart", &[("apple", 1), ("pear", 1)]);
-    if let Command::ReserveStock { lines, .. } = &mut command {
+    if let Command::ReserveStock(ReserveStock { lines, .. }) = &mut command {
         lines[1].expected_version = Some(StreamVersion(1));
     }
     given(&[add("apple", 5), add("pear", 5), add("pear", 5)])
@@ -1106,17 +1112,17 @@ fn a_cart_expires_whole_and_leaves_the_schedule() {
     .then_events(&[
         (
             "apple",
-            StockEvent::ReservationExpired {
+            StockEvent::Reservation(ReservationEvent::ReservationExpired {
                 reservation_id: reservation("cart"),
                 quantity: quantity(2),
-            },
+            }),
         ),
         (
             "pear",
-            StockEvent::ReservationExpired {
+            StockEvent::Reservation(ReservationEvent::ReservationExpired {
                 reservation_id: reservation("cart"),
                 quantity: quantity(1),
-            },
+            }),
         ),
     ])
     .then_stock("apple", 10, 0)
@@ -1135,16 +1141,16 @@ fn extending_a_cart_moves_every_line_and_its_place_in_the_schedule() {
         reserve_lines("cart", &[("apple", 2), ("pear", 1)]),
     ])
     .when_at(
-        Command::ExtendReservation {
+        Command::ExtendReservation(ExtendReservation {
             reservation_id: reservation("cart"),
             ttl,
-        },
+        }),
         now,
     );
-    let extended = StockEvent::ReservationExtended {
+    let extended = StockEvent::Reservation(ReservationEvent::ReservationExtended {
         reservation_id: reservation("cart"),
         expires_at: Timestamp(now.0 + 60 * MINUTE),
-    };
+    });
     let then = then
         .then_events(&[("apple", extended.clone()), ("pear", extended)])
         .then_stock("apple", 10, 2)
@@ -1164,20 +1170,20 @@ fn extending_a_cart_moves_every_line_and_its_place_in_the_schedule() {
 #[test]
 fn a_reservation_that_ended_cannot_be_extended() {
     given(&[add("apple", 10), reserve("apple", "r1", 1), commit("r1")])
-        .when(Command::ExtendReservation {
+        .when(Command::ExtendReservation(ExtendReservation {
             reservation_id: reservation("r1"),
             ttl: TimeToLive::DEFAULT,
-        })
+        }))
         .then_error(DomainError::ReservationNotActive {
             reservation_id: reservation("r1"),
             status: ReservationStatus::Committed,
         });
     given(&[add("apple", 10), reserve("apple", "r1", 1)])
         .when_at(
-            Command::ExtendReservation {
+            Command::ExtendReservation(ExtendReservation {
                 reservation_id: reservation("r1"),
                 ttl: TimeToLive::DEFAULT,
-            },
+            }),
             Timestamp(START.0 + 30 * MINUTE),
         )
         .then_error(DomainError::ReservationNotActive {
@@ -1188,22 +1194,24 @@ fn a_reservation_that_ended_cannot_be_extended() {
 
 #[test]
 fn it_removes_stock_but_never_what_is_reserved() {
-    let remove = |units| Command::RemoveStock {
-        stream: stream("apple"),
-        quantity: quantity(units),
-        from: StockState::Available,
-        reason: Reason::parse("damaged in transit").unwrap(),
+    let remove = |units| {
+        Command::RemoveStock(RemoveStock {
+            stream: stream("apple"),
+            quantity: quantity(units),
+            from: StockState::Available,
+            reason: Reason::parse("damaged in transit").unwrap(),
+        })
     };
     given(&[add("apple", 10), reserve("apple", "r1", 4)])
         .when(remove(6))
         .then_events(&[
             (
                 "apple",
-                StockEvent::StockRemoved {
+                StockEvent::Quantity(QuantityEvent::StockRemoved {
                     quantity: quantity(6),
                     from: StockState::Available,
                     reason: Reason::parse("damaged in transit").unwrap(),
-                },
+                }),
             ),
             ("apple", alert(StockAlert::OutOfStock)),
         ])

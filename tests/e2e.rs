@@ -761,6 +761,7 @@ async fn business_rule_errors_carry_their_codes_and_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(error_reason(&status), "ITEM_NOT_FOUND");
 
     let status = commands
         .commit_reservation(pb::CommitReservationRequest {
@@ -1039,9 +1040,17 @@ async fn both_servers_offer_reflection_and_health() {
 
     let directory = tempfile::tempdir().unwrap();
     let server = Combined::start(directory.path()).await;
-    for (address, expected) in [
-        (server.command_addr, "inventory.v1.CommandService"),
-        (server.query_addr, "inventory.v1.QueryService"),
+    for (address, expected, served_elsewhere) in [
+        (
+            server.command_addr,
+            "inventory.v1.CommandService",
+            "inventory.v1.QueryService",
+        ),
+        (
+            server.query_addr,
+            "inventory.v1.QueryService",
+            "inventory.v1.CommandService",
+        ),
     ] {
         let channel = support::channel(address).await;
         let mut reflection = ServerReflectionClient::new(channel.clone());
@@ -1061,6 +1070,13 @@ async fn both_servers_offer_reflection_and_health() {
                     "google/protobuf/timestamp.proto".into(),
                 )),
             },
+            // Error details, so that grpcurl prints them instead of "not recognized".
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(
+                    "google.rpc.ErrorInfo".into(),
+                )),
+            },
         ]);
         let mut responses = reflection
             .server_reflection_info(requests)
@@ -1073,6 +1089,8 @@ async fn both_servers_offer_reflection_and_health() {
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
         assert!(names.contains(&expected.to_owned()), "{names:?}");
+        // A port lists only what it serves.
+        assert!(!names.contains(&served_elsewhere.to_owned()), "{names:?}");
         assert!(
             names.contains(&"inventory.v1.EventService".to_owned()),
             "{names:?}"
@@ -1105,6 +1123,12 @@ async fn both_servers_offer_reflection_and_health() {
             panic!("the well-known types are served too, got {import:?}");
         };
         assert_eq!(files.file_descriptor_proto.len(), 1);
+        let error_details = responses.next().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = error_details.message_response
+        else {
+            panic!("google.rpc's error details are served too, got {error_details:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let status = health
@@ -1120,5 +1144,51 @@ async fn both_servers_offer_reflection_and_health() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_to_the_wrong_port_is_told_which_server_serves_it() {
+    use pb::command_service_client::CommandServiceClient;
+    use pb::query_service_client::QueryServiceClient;
+
+    let directory = tempfile::tempdir().unwrap();
+    let server = Combined::start(directory.path()).await;
+    let mut commands_on_query_port =
+        CommandServiceClient::new(support::channel(server.query_addr).await);
+    let status = commands_on_query_port
+        .add_stock(add_stock("p", "s", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(
+        status
+            .message()
+            .contains("inventory.v1.CommandService is served by the command server"),
+        "{status:?}"
+    );
+    let mut queries_on_command_port =
+        QueryServiceClient::new(support::channel(server.command_addr).await);
+    let status = queries_on_command_port
+        .get_stock(get_stock("p", "s", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(
+        status
+            .message()
+            .contains("inventory.v1.QueryService is served by the query server"),
+        "{status:?}"
+    );
+    // Nothing was written by the misdirected command.
+    let mut queries = server.queries().await;
+    assert_eq!(
+        queries
+            .get_stock(get_stock("p", "s", 0))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     server.stop().await;
 }

@@ -6,9 +6,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use inventory::app::command::AddStock;
 use inventory::app::command::CommandState;
 use inventory::app::{CommandRequest, CommandSide, SystemClock};
+use inventory::domain::AddStock;
 use inventory::domain::{
     Command, CommandId, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent,
     StoreId, StreamKey, StreamVersion,
@@ -88,11 +88,11 @@ async fn it_reads_every_page_of_streams_of_every_length() {
         for product in round..5 {
             let mut event = added_events(&mut Inventory::new(), LogPosition(0), 1, 1).remove(0);
             let key = stream(&format!("p{product}"));
-            let command = Command::AddStock {
+            let command = Command::AddStock(AddStock {
                 stream: key.clone(),
                 quantity: Quantity::new(1).unwrap(),
                 reason: Reason::parse("delivery").unwrap(),
-            };
+            });
             let decision = inventory
                 .decide(&command, inventory::domain::Timestamp(1_000))
                 .unwrap()

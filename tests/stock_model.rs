@@ -4,10 +4,12 @@
 //! commands against a simple model.
 
 use inventory::domain::{
-    Command, CountLine, CustomerId, Decision, DomainError, Inventory, LineRule, LineViolation,
-    OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StateMove, StockAlert,
-    StockChangeKind, StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey,
-    TimeToLive, Timestamp,
+    AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommitReservation,
+    CountLine, CustomerId, Decision, DomainError, ExpireReservation, Inventory, LineRule,
+    LineViolation, MoveStock, OrderId, ProductId, Quantity, QuantityEvent, Reason, ReceiveTransfer,
+    RecordCount, ReleaseReservation, RemoveStock, ReservationId, ReservationLine, ReserveStock,
+    SetItemPolicy, ShipTransfer, StateMove, StockAlert, StockChangeKind, StockChangeLine,
+    StockEvent, StockLevel, StockState, StoreId, StreamKey, TimeToLive, Timestamp, TransferEvent,
 };
 use proptest::prelude::*;
 
@@ -26,49 +28,49 @@ fn quantity(value: u64) -> Quantity {
 }
 
 fn add(product: &str, units: u64) -> Command {
-    Command::AddStock {
+    Command::AddStock(AddStock {
         stream: stream(product),
         quantity: quantity(units),
         reason: Reason::default(),
-    }
+    })
 }
 
 fn adjust(product: &str, on_hand: u64) -> Command {
-    Command::AdjustStock {
+    Command::AdjustStock(AdjustStock {
         stream: stream(product),
         on_hand,
         reason: Reason::default(),
-    }
+    })
 }
 
 fn remove(product: &str, units: u64, from: StockState) -> Command {
-    Command::RemoveStock {
+    Command::RemoveStock(RemoveStock {
         stream: stream(product),
         quantity: quantity(units),
         from,
         reason: Reason::default(),
-    }
+    })
 }
 
 fn move_stock(product: &str, units: u64, from: StockState, to: StockState) -> Command {
-    Command::MoveStock {
+    Command::MoveStock(MoveStock {
         stream: stream(product),
         quantity: quantity(units),
         states: StateMove::new(from, to).unwrap(),
         reason: Reason::parse("inspection").unwrap(),
-    }
+    })
 }
 
 fn policy(product: &str, safety_stock: Option<u64>, low_stock_threshold: Option<u64>) -> Command {
-    Command::SetItemPolicy {
+    Command::SetItemPolicy(SetItemPolicy {
         stream: stream(product),
         safety_stock,
         low_stock_threshold,
-    }
+    })
 }
 
 fn reserve(product: &str, id: &str, units: u64) -> Command {
-    Command::ReserveStock {
+    Command::ReserveStock(ReserveStock {
         reservation_id: ReservationId::parse(id).unwrap(),
         lines: vec![ReservationLine {
             stream: stream(product),
@@ -77,34 +79,34 @@ fn reserve(product: &str, id: &str, units: u64) -> Command {
         }],
         customer_id: CustomerId::parse("customer-1").unwrap(),
         ttl: TimeToLive::from_millis(30 * MINUTE).unwrap(),
-    }
+    })
 }
 
 fn commit(id: &str) -> Command {
-    Command::CommitReservation {
+    Command::CommitReservation(CommitReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
         order_id: OrderId::parse("order-1").unwrap(),
         lines: None,
-    }
+    })
 }
 
 fn release(id: &str) -> Command {
-    Command::ReleaseReservation {
+    Command::ReleaseReservation(ReleaseReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
         reason: Reason::default(),
-    }
+    })
 }
 
 fn expire(id: &str) -> Command {
-    Command::ExpireReservation {
+    Command::ExpireReservation(ExpireReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
-    }
+    })
 }
 
 /// A count of `product`: `counted` units, the log saying `at_count` then (`None`: a count of
 /// now).
 fn count(product: &str, counted: u64, at_count: Option<u64>) -> Command {
-    Command::RecordCount {
+    Command::RecordCount(RecordCount {
         lines: vec![CountLine {
             stream: stream(product),
             counted,
@@ -112,11 +114,11 @@ fn count(product: &str, counted: u64, at_count: Option<u64>) -> Command {
         }],
         counted_at: at_count.map(|_| Timestamp(START.0 - MINUTE)),
         reason: Reason::parse("cycle count").unwrap(),
-    }
+    })
 }
 
 fn alert(kind: StockAlert) -> StockEvent {
-    StockEvent::StockAlertRaised { alert: kind }
+    StockEvent::Alert(kind)
 }
 
 fn refused(product: &str, rule: LineRule) -> DomainError {
@@ -182,7 +184,7 @@ impl Then {
             .expect("the command was accepted")
             .iter()
             .filter_map(|event| match event {
-                StockEvent::StockAlertRaised { alert } => Some(*alert),
+                StockEvent::Alert(alert) => Some(*alert),
                 _ => None,
             })
             .collect();
@@ -226,12 +228,12 @@ fn it_moves_units_found_damaged_out_of_available_keeping_on_hand() {
             StockState::Available,
             StockState::Damaged,
         ))
-        .then_events(&[StockEvent::StockMoved {
+        .then_events(&[StockEvent::Quantity(QuantityEvent::StockMoved {
             quantity: quantity(3),
             from: StockState::Available,
             to: StockState::Damaged,
             reason: Reason::parse("inspection").unwrap(),
-        }])
+        })])
         .then_stock("apple", (10, 0, 3, 0, 7));
 }
 
@@ -308,11 +310,11 @@ fn it_writes_off_damaged_goods_from_the_damaged_state() {
         move_stock("apple", 3, StockState::Available, StockState::Damaged),
     ])
     .when(remove("apple", 3, StockState::Damaged))
-    .then_events(&[StockEvent::StockRemoved {
+    .then_events(&[StockEvent::Quantity(QuantityEvent::StockRemoved {
         quantity: quantity(3),
         from: StockState::Damaged,
         reason: Reason::default(),
-    }])
+    })])
     .then_stock("apple", (7, 0, 0, 0, 7));
 }
 
@@ -335,14 +337,14 @@ fn it_never_removes_more_damaged_units_than_there_are() {
 
 #[test]
 fn it_removes_from_a_state_in_a_list_of_changes() {
-    let changes = Command::ApplyStockChanges {
+    let changes = Command::ApplyStockChanges(ApplyStockChanges {
         changes: vec![StockChangeLine {
             stream: stream("apple"),
             change: StockChangeKind::Remove(quantity(2), StockState::QualityControl),
             expected_version: None,
         }],
         reason: Reason::default(),
-    };
+    });
     given(&[
         add("apple", 10),
         move_stock(
@@ -402,10 +404,10 @@ fn it_counts_damaged_and_inspected_units_in_what_an_adjustment_must_cover() {
 fn it_keeps_a_policy_part_that_is_not_given() {
     let then = given(&[add("apple", 10), policy("apple", Some(2), Some(5))])
         .when(policy("apple", None, Some(3)))
-        .then_events(&[StockEvent::ItemPolicyChanged {
+        .then_events(&[StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
             safety_stock: 2,
             low_stock_threshold: 3,
-        }]);
+        })]);
     let level = then.level("apple");
     assert_eq!((level.safety_stock(), level.low_stock_threshold()), (2, 3));
 }
@@ -473,10 +475,10 @@ fn it_raises_back_in_stock_when_a_delivery_ends_an_out_of_stock() {
     given(&[add("apple", 2), reserve("apple", "r1", 2), commit("r1")])
         .when(add("apple", 5))
         .then_events(&[
-            StockEvent::StockAdded {
+            StockEvent::Quantity(QuantityEvent::StockAdded {
                 quantity: quantity(5),
                 reason: Reason::default(),
-            },
+            }),
             alert(StockAlert::BackInStock),
         ]);
 }
@@ -502,7 +504,7 @@ fn it_raises_no_alert_for_a_commit_which_leaves_available_as_it_was() {
 
 #[test]
 fn it_raises_the_alerts_of_each_item_of_a_multi_line_command_after_its_own_event() {
-    let changes = Command::ApplyStockChanges {
+    let changes = Command::ApplyStockChanges(ApplyStockChanges {
         changes: ["apple", "pear"]
             .into_iter()
             .map(|product| StockChangeLine {
@@ -512,7 +514,7 @@ fn it_raises_the_alerts_of_each_item_of_a_multi_line_command_after_its_own_event
             })
             .collect(),
         reason: Reason::default(),
-    };
+    });
     let then = given(&[add("apple", 1), add("pear", 1)]).when(changes);
     let kinds: Vec<_> = then
         .result
@@ -536,7 +538,7 @@ fn it_raises_the_alerts_of_each_item_of_a_multi_line_command_after_its_own_event
 fn it_sets_on_hand_to_a_count_of_now_and_records_the_variance() {
     given(&[add("apple", 10)])
         .when(count("apple", 8, None))
-        .then_events(&[StockEvent::StockCounted {
+        .then_events(&[StockEvent::Quantity(QuantityEvent::StockCounted {
             counted: 8,
             counted_at: START,
             on_hand_at_count: 10,
@@ -545,7 +547,7 @@ fn it_sets_on_hand_to_a_count_of_now_and_records_the_variance() {
             damaged_not_found: 0,
             quality_control_not_found: 0,
             reason: Reason::parse("cycle count").unwrap(),
-        }])
+        })])
         .then_stock("apple", (8, 0, 0, 0, 8));
 }
 
@@ -554,7 +556,7 @@ fn it_keeps_the_sales_recorded_after_a_counts_time() {
     // The shelf held 9 at counted_at, when the log said 10; 3 were sold after that: 6 now.
     given(&[add("apple", 10), remove("apple", 3, StockState::Available)])
         .when(count("apple", 9, Some(10)))
-        .then_events(&[StockEvent::StockCounted {
+        .then_events(&[StockEvent::Quantity(QuantityEvent::StockCounted {
             counted: 9,
             counted_at: Timestamp(START.0 - MINUTE),
             on_hand_at_count: 10,
@@ -563,7 +565,7 @@ fn it_keeps_the_sales_recorded_after_a_counts_time() {
             damaged_not_found: 0,
             quality_control_not_found: 0,
             reason: Reason::parse("cycle count").unwrap(),
-        }])
+        })])
         .then_stock("apple", (6, 0, 0, 0, 6));
 }
 
@@ -667,7 +669,7 @@ fn it_raises_stock_short_once_for_one_shortfall() {
 
 #[test]
 fn it_refuses_a_count_naming_an_item_twice() {
-    let twice = Command::RecordCount {
+    let twice = Command::RecordCount(RecordCount {
         lines: vec![
             CountLine {
                 stream: stream("apple"),
@@ -682,7 +684,7 @@ fn it_refuses_a_count_naming_an_item_twice() {
         ],
         counted_at: None,
         reason: Reason::default(),
-    };
+    });
     given(&[add("apple", 10)])
         .when(twice)
         .then_error(DomainError::LinesRefused {
@@ -872,13 +874,13 @@ proptest! {
                     let fits = units <= source.good_unreserved();
                     source.on_hand -= if fits { units } else { 0 };
                     destination.incoming += units;
-                    let command = Command::ShipTransfer {
+                    let command = Command::ShipTransfer(ShipTransfer {
                         transfer_id: TransferId::parse(&format!("t{}", transfers.len())).unwrap(),
                         from_store: StoreId::parse("store-1").unwrap(),
                         to_store: StoreId::parse("store-2").unwrap(),
                         lines: transfer_lines(item, units),
                         reason: Reason::default(),
-                    };
+                    });
                     if fits {
                         transfer_after = Some((transfers.len(), ModelTransfer {
                             item,
@@ -917,11 +919,11 @@ proptest! {
                     if ok {
                         transfer_after = Some((at, transfer));
                     }
-                    let command = Command::ReceiveTransfer {
+                    let command = Command::ReceiveTransfer(ReceiveTransfer {
                         transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
                         lines: transfer_lines(transfer.item, units),
                         close,
-                    };
+                    });
                     (command, ok.then(|| vec![(transfer.item + 2, destination)]))
                 }
                 Step::Cancel(index) => {
@@ -938,10 +940,10 @@ proptest! {
                         transfer.status = TransferStatus::Cancelled;
                         transfer_after = Some((at, transfer));
                     }
-                    let command = Command::CancelTransfer {
+                    let command = Command::CancelTransfer(CancelTransfer {
                         transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
                         reason: Reason::default(),
-                    };
+                    });
                     (command, ok.then(|| vec![(transfer.item + 2, destination), (transfer.item, source)]))
                 }
                 single => {
@@ -972,7 +974,7 @@ proptest! {
                     // What the count found is all there is: no state holds more.
                     after.damaged = after.damaged.min(after.on_hand);
                     after.quality_control = after.quality_control.min(after.on_hand - after.damaged);
-                    let command = Command::RecordCount {
+                    let command = Command::RecordCount(RecordCount {
                         lines: vec![CountLine {
                             stream: stream(ITEMS[item]),
                             counted,
@@ -980,7 +982,7 @@ proptest! {
                         }],
                         counted_at,
                         reason: Reason::default(),
-                    };
+                    });
                     (item, command, Some(after))
                 }
                 Step::Remove(item, units, from) => {
@@ -1063,13 +1065,13 @@ proptest! {
                     .iter()
                     .filter(|decision| decision.stream == stream)
                     .filter_map(|decision| match decision.event {
-                        StockEvent::StockAlertRaised { alert } => Some(alert),
+                        StockEvent::Alert(alert) => Some(alert),
                         _ => None,
                     })
                     .collect();
                 prop_assert_eq!(&alerts, &model[item].alerts(&after), "{:?} on {}", command, stream);
                 after.events += decisions.iter().filter(|decision| decision.stream == stream).count() as u64;
-                let is_count = matches!(command, Command::RecordCount { .. });
+                let is_count = matches!(command, Command::RecordCount(RecordCount { .. }));
                 prop_assert!(is_count || after.shortfall() <= model[item].shortfall(), "only a count grows a shortfall");
                 model[item] = after;
                 history[item].push((now, after.on_hand));
@@ -1141,28 +1143,28 @@ mod transfers {
     }
 
     fn ship(transfer: &str, shipped: &[(&str, u64)]) -> Command {
-        Command::ShipTransfer {
+        Command::ShipTransfer(ShipTransfer {
             transfer_id: id(transfer),
             from_store: StoreId::parse("store-1").unwrap(),
             to_store: StoreId::parse("store-2").unwrap(),
             lines: lines(shipped),
             reason: Reason::default(),
-        }
+        })
     }
 
     fn receive(transfer: &str, arrived: &[(&str, u64)], close: bool) -> Command {
-        Command::ReceiveTransfer {
+        Command::ReceiveTransfer(ReceiveTransfer {
             transfer_id: id(transfer),
             lines: lines(arrived),
             close,
-        }
+        })
     }
 
     fn cancel(transfer: &str) -> Command {
-        Command::CancelTransfer {
+        Command::CancelTransfer(CancelTransfer {
             transfer_id: id(transfer),
             reason: Reason::default(),
-        }
+        })
     }
 
     /// (on_hand, reserved, incoming, available) of `product` in `store`.
@@ -1253,21 +1255,21 @@ mod transfers {
         assert_eq!(
             events,
             [
-                StockEvent::TransferReceived {
+                StockEvent::Transfer(TransferEvent::TransferReceived {
                     transfer_id: id("t1"),
                     quantity: quantity(3),
-                },
-                StockEvent::TransferLost {
+                }),
+                StockEvent::Transfer(TransferEvent::TransferLost {
                     transfer_id: id("t1"),
                     quantity: quantity(1),
-                },
+                }),
                 // After the item's last event of the command: it had an event before (the
                 // incoming goods), so its first units for sale are "back".
                 alert(StockAlert::BackInStock),
-                StockEvent::TransferLost {
+                StockEvent::Transfer(TransferEvent::TransferLost {
                     transfer_id: id("t1"),
                     quantity: quantity(2),
-                },
+                }),
             ]
         );
         assert_eq!(stock(&then, "apple", "store-2"), (3, 0, 0, 3));
@@ -1361,17 +1363,17 @@ mod transfers {
         let then = given(&[add("apple", 4), add("apple", 1)]).when(ship("t1", &[("apple", 5)]));
         assert_eq!(
             then.result.as_ref().unwrap().last(),
-            Some(&StockEvent::TransferIncoming {
+            Some(&StockEvent::Transfer(TransferEvent::TransferIncoming {
                 transfer_id: id("t1"),
                 from_store: StoreId::parse("store-1").unwrap(),
                 quantity: quantity(5),
-            })
+            }))
         );
         let alerts: Vec<_> = then
             .result
             .unwrap()
             .into_iter()
-            .filter(|event| matches!(event, StockEvent::StockAlertRaised { .. }))
+            .filter(|event| matches!(event, StockEvent::Alert(_)))
             .collect();
         assert_eq!(alerts, [alert(StockAlert::OutOfStock)]);
     }

@@ -14,13 +14,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Code;
 use tonic::transport::{Channel, Server};
 
-use inventory::app::command::{AddStock, CommandState};
+use inventory::app::command::CommandState;
 use inventory::app::subscription::{
     SUBSCRIPTION_BUFFER, SUBSCRIPTION_READ_BATCH, SubscriptionItem,
 };
 use inventory::app::{
     CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, subscribe,
 };
+use inventory::domain::AddStock;
 use inventory::domain::{
     LogPosition, ProductId, Quantity, Reason, RecordedEvent, StoreId, StreamKey, StreamVersion,
 };
@@ -486,7 +487,7 @@ async fn subscriptions_past_the_limit_are_refused_with_resource_exhausted() {
     let server = tokio::spawn(
         Server::builder()
             // As every server: the layer that names each request's principal.
-            .layer(inventory::grpc::auth::AuthLayer::new(None))
+            .layer(inventory::grpc::auth::AuthLayer::new(None, "query"))
             .add_service(pb::event_service_server::EventServiceServer::new(api))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 server_shutdown.wait().await

@@ -155,48 +155,14 @@ impl StoreScope {
     }
 
     /// The first store `command` touches that this scope does not allow, judged against the
-    /// state it is decided on (a reservation's or a transfer's stores are in the state, not
-    /// in the command). A transfer is the act of one store at a time: shipping and cancelling
-    /// are the source's, receiving the destination's.
-    pub fn refused_store<'a>(
-        &self,
-        command: &'a Command,
-        inventory: &'a Inventory,
-    ) -> Option<StoreId> {
+    /// state it is decided on (see [`Command::find_store`]).
+    pub fn refused_store(&self, command: &Command, inventory: &Inventory) -> Option<StoreId> {
         let StoreScope::Only(_) = self else {
             return None;
         };
-        let refused = |store: &StoreId| (!self.allows(store)).then(|| store.clone());
-        match command {
-            Command::AddStock { stream, .. }
-            | Command::AdjustStock { stream, .. }
-            | Command::RemoveStock { stream, .. }
-            | Command::MoveStock { stream, .. }
-            | Command::SetItemPolicy { stream, .. } => refused(&stream.store_id),
-            Command::ApplyStockChanges { changes, .. } => changes
-                .iter()
-                .find_map(|change| refused(&change.stream.store_id)),
-            Command::RecordCount { lines, .. } => {
-                lines.iter().find_map(|line| refused(&line.stream.store_id))
-            }
-            Command::ReserveStock { lines, .. } => {
-                lines.iter().find_map(|line| refused(&line.stream.store_id))
-            }
-            Command::CommitReservation { reservation_id, .. }
-            | Command::ReleaseReservation { reservation_id, .. }
-            | Command::ExtendReservation { reservation_id, .. }
-            | Command::ExpireReservation { reservation_id } => inventory
-                .reservation_items(reservation_id)
-                .into_iter()
-                .find_map(|stream| refused(&stream.store_id)),
-            Command::ShipTransfer { from_store, .. } => refused(from_store),
-            Command::ReceiveTransfer { transfer_id, .. } => inventory
-                .transfer(transfer_id)
-                .and_then(|transfer| refused(&transfer.to_store)),
-            Command::CancelTransfer { transfer_id, .. } => inventory
-                .transfer(transfer_id)
-                .and_then(|transfer| refused(&transfer.from_store)),
-        }
+        command
+            .find_store(inventory, &mut |store| !self.allows(store))
+            .cloned()
     }
 }
 

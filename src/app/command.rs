@@ -26,15 +26,16 @@ use super::access::{AccessError, Principal, StoreScope};
 use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
-    Actor, Command, CommandId, CommitLine, CustomerId, DomainError, EventKind, LogPosition,
-    OrderId, Quantity, Reason, RecordedEvent, ReservationId, ReservationLine, StateMove,
-    StockAlert, StockChangeLine, StockEvent, StockLevel, StockState, StoreId, StreamKey,
-    StreamVersion, TimeToLive, Timestamp, TransferId, TransferLine, TransferStatus,
+    Actor, AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommandId,
+    CommitReservation, DomainError, EventKind, ExtendReservation, LogPosition, MoveStock,
+    QuantityEvent, ReceiveTransfer, RecordedEvent, ReleaseReservation, RemoveStock,
+    ReservationEvent, ReservationId, ReserveStock, SetItemPolicy, ShipTransfer, StockAlert,
+    StockEvent, StockLevel, StreamKey, StreamVersion, Timestamp, TransferId, TransferStatus,
 };
 use crate::log::{EventLog, MAX_APPEND_EVENTS};
 use crate::telemetry;
 
-pub use count::{CountRecorded, CountedAtError, MAX_COUNT_AGE_MILLIS, RecordCount};
+pub use count::{CountRecorded, CountSheet, CountedAtError, MAX_COUNT_AGE_MILLIS};
 pub use state::CommandState;
 
 /// How many commands may wait for the writer. Past this, callers wait for room (back-pressure)
@@ -78,114 +79,6 @@ pub struct CommandRequest<C> {
     pub command_id: Option<CommandId>,
     /// Refuse the command unless its item is at this version (optimistic concurrency).
     pub expected_version: Option<StreamVersion>,
-}
-
-/// Goods were received.
-#[derive(Clone, Debug)]
-pub struct AddStock {
-    pub stream: StreamKey,
-    pub quantity: Quantity,
-    pub reason: Reason,
-}
-
-/// On-hand was counted or corrected.
-#[derive(Clone, Debug)]
-pub struct AdjustStock {
-    pub stream: StreamKey,
-    pub on_hand: u64,
-    pub reason: Reason,
-}
-
-/// Shrinkage, theft, a write-off: on-hand shrinks by units of state `from`, never below what
-/// is reserved.
-#[derive(Clone, Debug)]
-pub struct RemoveStock {
-    pub stream: StreamKey,
-    pub quantity: Quantity,
-    pub from: StockState,
-    pub reason: Reason,
-}
-
-/// Units change state: found damaged, sent to or released from inspection.
-#[derive(Clone, Debug)]
-pub struct MoveStock {
-    pub stream: StreamKey,
-    pub quantity: Quantity,
-    pub states: StateMove,
-    pub reason: Reason,
-}
-
-/// The item's safety stock and low-stock threshold; `None` keeps what it has.
-#[derive(Clone, Debug)]
-pub struct SetItemPolicy {
-    pub stream: StreamKey,
-    pub safety_stock: Option<u64>,
-    pub low_stock_threshold: Option<u64>,
-}
-
-/// A delivery note, a recount, a write-off list: every change or none.
-#[derive(Clone, Debug)]
-pub struct ApplyStockChanges {
-    pub changes: Vec<StockChangeLine>,
-    pub reason: Reason,
-}
-
-/// Set quantities aside for a customer, all lines or none. Without a `reservation_id` the
-/// server makes one.
-#[derive(Clone, Debug)]
-pub struct ReserveStock {
-    pub lines: Vec<ReservationLine>,
-    pub reservation_id: Option<ReservationId>,
-    pub customer_id: CustomerId,
-    pub ttl: TimeToLive,
-}
-
-/// The reserved goods leave the stores: all of them (`lines: None`), or what `lines` says,
-/// the rest released.
-#[derive(Clone, Debug)]
-pub struct CommitReservation {
-    pub reservation_id: ReservationId,
-    pub order_id: OrderId,
-    pub lines: Option<Vec<CommitLine>>,
-}
-
-/// Give a reservation up.
-#[derive(Clone, Debug)]
-pub struct ReleaseReservation {
-    pub reservation_id: ReservationId,
-    pub reason: Reason,
-}
-
-/// Hold a reservation for `ttl` from now.
-#[derive(Clone, Debug)]
-pub struct ExtendReservation {
-    pub reservation_id: ReservationId,
-    pub ttl: TimeToLive,
-}
-
-/// Goods leave one store for another. Without a `transfer_id` the server makes one.
-#[derive(Clone, Debug)]
-pub struct ShipTransfer {
-    pub transfer_id: Option<TransferId>,
-    pub from_store: StoreId,
-    pub to_store: StoreId,
-    pub lines: Vec<TransferLine>,
-    pub reason: Reason,
-}
-
-/// What of a transfer arrived; `close` records the rest as lost in transit.
-#[derive(Clone, Debug)]
-pub struct ReceiveTransfer {
-    pub transfer_id: TransferId,
-    pub lines: Vec<TransferLine>,
-    pub close: bool,
-}
-
-/// Call a transfer back before anything arrived.
-#[derive(Clone, Debug)]
-pub struct CancelTransfer {
-    pub transfer_id: TransferId,
-    pub reason: Reason,
 }
 
 /// What an accepted transfer command returns: the changes, the transfer's id and its status
@@ -241,14 +134,97 @@ pub trait CommandKind: Send + 'static {
     /// What the command returns when accepted.
     type Outcome;
 
-    /// The domain command, with whatever the server chooses for the client filled in, and
-    /// whether the server chose the reservation or transfer id (which the fingerprint then
-    /// leaves out, so that a retry matches the original).
+    /// The domain command, and whether the server chose its reservation or transfer id (which
+    /// the fingerprint then leaves out, so that a retry matches the original).
     fn into_command(self) -> (Command, bool);
 
     /// The outcome, from what the writer answered. `None` when the answer is of another kind:
     /// a remembered answer to a command id that was used for a different kind of command.
     fn outcome(answer: Accepted) -> Option<Self::Outcome>;
+}
+
+/// A command that opens a reservation or a transfer under a new id: the client's, or one the
+/// server made ([`new_reservation_id`], [`new_transfer_id`]) because the client left it out.
+/// The fingerprint leaves a server-made id out, so a retry, which gets another, still matches.
+#[derive(Clone, Debug)]
+pub struct Opening<C> {
+    pub command: C,
+    pub id_made_by_server: bool,
+}
+
+impl<C: CommandKind> CommandKind for Opening<C> {
+    type Outcome = C::Outcome;
+
+    fn into_command(self) -> (Command, bool) {
+        (self.command.into_command().0, self.id_made_by_server)
+    }
+
+    fn outcome(answer: Accepted) -> Option<C::Outcome> {
+        C::outcome(answer)
+    }
+}
+
+/// A new reservation id, for a reservation whose client left it to the server (a UUID v7).
+pub fn new_reservation_id() -> ReservationId {
+    ReservationId::from_uuid(uuid::Uuid::now_v7().as_u128())
+}
+
+/// A new transfer id, for a transfer whose client left it to the server (a UUID v7).
+pub fn new_transfer_id() -> TransferId {
+    TransferId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is an identifier")
+}
+
+/// `CommandKind` for domain commands whose outcome `$outcome` makes from the writer's answer.
+macro_rules! command_kind {
+    ($($command:ty => $outcome:ty, $make:expr;)*) => {
+        $(impl CommandKind for $command {
+            type Outcome = $outcome;
+
+            fn into_command(self) -> (Command, bool) {
+                (self.into(), false)
+            }
+
+            fn outcome(answer: Accepted) -> Option<$outcome> {
+                let make: fn(Accepted) -> Option<$outcome> = $make;
+                make(answer)
+            }
+        })*
+    };
+}
+
+command_kind! {
+    AddStock => StockChange, |answer| single_change(answer, EventKind::StockAdded);
+    AdjustStock => StockChange, |answer| single_change(answer, EventKind::StockAdjusted);
+    RemoveStock => StockChange, |answer| single_change(answer, EventKind::StockRemoved);
+    MoveStock => StockChange, |answer| single_change(answer, EventKind::StockMoved);
+    SetItemPolicy => StockChange, |answer| single_change(answer, EventKind::ItemPolicyChanged);
+    ApplyStockChanges => StockChanges, |answer| changes_outcome(
+        answer,
+        &[EventKind::StockAdded, EventKind::StockAdjusted, EventKind::StockRemoved],
+    );
+    ReserveStock => ReservationMade, |answer| reservation_outcome(answer, EventKind::StockReserved);
+    CommitReservation => StockChanges, |answer| changes_outcome(
+        answer,
+        &[EventKind::ReservationCommitted],
+    );
+    ReleaseReservation => StockChanges, |answer| changes_outcome(
+        answer,
+        &[EventKind::ReservationReleased],
+    );
+    ExtendReservation => ReservationMade, |answer| reservation_outcome(
+        answer,
+        EventKind::ReservationExtended,
+    );
+    ShipTransfer => TransferChanged, |answer| transfer_outcome(answer, &[EventKind::TransferShipped]);
+    // Closing without a receipt starts with what was lost.
+    ReceiveTransfer => TransferChanged, |answer| transfer_outcome(
+        answer,
+        &[EventKind::TransferReceived, EventKind::TransferLost],
+    );
+    CancelTransfer => TransferChanged, |answer| transfer_outcome(
+        answer,
+        &[EventKind::TransferCancelled],
+    );
 }
 
 /// The one change of a single-item stock command whose event is of kind `kind`.
@@ -258,194 +234,11 @@ fn single_change(answer: Accepted, kind: EventKind) -> Option<StockChange> {
         .flatten()
 }
 
-impl CommandKind for AddStock {
-    type Outcome = StockChange;
-
-    fn into_command(self) -> (Command, bool) {
-        let AddStock {
-            stream,
-            quantity,
-            reason,
-        } = self;
-        let command = Command::AddStock {
-            stream,
-            quantity,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        single_change(answer, EventKind::StockAdded)
-    }
-}
-
-impl CommandKind for AdjustStock {
-    type Outcome = StockChange;
-
-    fn into_command(self) -> (Command, bool) {
-        let AdjustStock {
-            stream,
-            on_hand,
-            reason,
-        } = self;
-        let command = Command::AdjustStock {
-            stream,
-            on_hand,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        single_change(answer, EventKind::StockAdjusted)
-    }
-}
-
-impl CommandKind for RemoveStock {
-    type Outcome = StockChange;
-
-    fn into_command(self) -> (Command, bool) {
-        let RemoveStock {
-            stream,
-            quantity,
-            from,
-            reason,
-        } = self;
-        let command = Command::RemoveStock {
-            stream,
-            quantity,
-            from,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        single_change(answer, EventKind::StockRemoved)
-    }
-}
-
-impl CommandKind for MoveStock {
-    type Outcome = StockChange;
-
-    fn into_command(self) -> (Command, bool) {
-        let MoveStock {
-            stream,
-            quantity,
-            states,
-            reason,
-        } = self;
-        let command = Command::MoveStock {
-            stream,
-            quantity,
-            states,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        single_change(answer, EventKind::StockMoved)
-    }
-}
-
-impl CommandKind for SetItemPolicy {
-    type Outcome = StockChange;
-
-    fn into_command(self) -> (Command, bool) {
-        let SetItemPolicy {
-            stream,
-            safety_stock,
-            low_stock_threshold,
-        } = self;
-        let command = Command::SetItemPolicy {
-            stream,
-            safety_stock,
-            low_stock_threshold,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChange> {
-        single_change(answer, EventKind::ItemPolicyChanged)
-    }
-}
-
-impl CommandKind for ShipTransfer {
-    type Outcome = TransferChanged;
-
-    fn into_command(self) -> (Command, bool) {
-        let ShipTransfer {
-            transfer_id,
-            from_store,
-            to_store,
-            lines,
-            reason,
-        } = self;
-        let generated = transfer_id.is_none();
-        let transfer_id = transfer_id.unwrap_or_else(|| {
-            TransferId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is an identifier")
-        });
-        let command = Command::ShipTransfer {
-            transfer_id,
-            from_store,
-            to_store,
-            lines,
-            reason,
-        };
-        (command, generated)
-    }
-
-    fn outcome(answer: Accepted) -> Option<TransferChanged> {
-        transfer_outcome(answer, &[EventKind::TransferShipped])
-    }
-}
-
-impl CommandKind for ReceiveTransfer {
-    type Outcome = TransferChanged;
-
-    fn into_command(self) -> (Command, bool) {
-        let ReceiveTransfer {
-            transfer_id,
-            lines,
-            close,
-        } = self;
-        let command = Command::ReceiveTransfer {
-            transfer_id,
-            lines,
-            close,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<TransferChanged> {
-        // Closing without a receipt starts with what was lost.
-        transfer_outcome(
-            answer,
-            &[EventKind::TransferReceived, EventKind::TransferLost],
-        )
-    }
-}
-
-impl CommandKind for CancelTransfer {
-    type Outcome = TransferChanged;
-
-    fn into_command(self) -> (Command, bool) {
-        let CancelTransfer {
-            transfer_id,
-            reason,
-        } = self;
-        let command = Command::CancelTransfer {
-            transfer_id,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<TransferChanged> {
-        transfer_outcome(answer, &[EventKind::TransferCancelled])
-    }
+/// The changes of a command whose first event is of one of `kinds`.
+fn changes_outcome(answer: Accepted, kinds: &[EventKind]) -> Option<StockChanges> {
+    kinds.contains(&answer.kind).then_some(StockChanges {
+        changes: answer.changes,
+    })
 }
 
 fn transfer_outcome(answer: Accepted, kinds: &[EventKind]) -> Option<TransferChanged> {
@@ -461,52 +254,6 @@ fn transfer_outcome(answer: Accepted, kinds: &[EventKind]) -> Option<TransferCha
     })
 }
 
-impl CommandKind for ApplyStockChanges {
-    type Outcome = StockChanges;
-
-    fn into_command(self) -> (Command, bool) {
-        let ApplyStockChanges { changes, reason } = self;
-        (Command::ApplyStockChanges { changes, reason }, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChanges> {
-        matches!(
-            answer.kind,
-            EventKind::StockAdded | EventKind::StockAdjusted | EventKind::StockRemoved
-        )
-        .then_some(StockChanges {
-            changes: answer.changes,
-        })
-    }
-}
-
-impl CommandKind for ReserveStock {
-    type Outcome = ReservationMade;
-
-    fn into_command(self) -> (Command, bool) {
-        let ReserveStock {
-            lines,
-            reservation_id,
-            customer_id,
-            ttl,
-        } = self;
-        let generated = reservation_id.is_none();
-        let reservation_id = reservation_id
-            .unwrap_or_else(|| ReservationId::from_uuid(uuid::Uuid::now_v7().as_u128()));
-        let command = Command::ReserveStock {
-            reservation_id,
-            lines,
-            customer_id,
-            ttl,
-        };
-        (command, generated)
-    }
-
-    fn outcome(answer: Accepted) -> Option<ReservationMade> {
-        reservation_outcome(answer, EventKind::StockReserved)
-    }
-}
-
 fn reservation_outcome(answer: Accepted, kind: EventKind) -> Option<ReservationMade> {
     if answer.kind != kind {
         return None;
@@ -519,74 +266,6 @@ fn reservation_outcome(answer: Accepted, kind: EventKind) -> Option<ReservationM
         reservation_id,
         expires_at,
     })
-}
-
-impl CommandKind for CommitReservation {
-    type Outcome = StockChanges;
-
-    fn into_command(self) -> (Command, bool) {
-        let CommitReservation {
-            reservation_id,
-            order_id,
-            lines,
-        } = self;
-        let command = Command::CommitReservation {
-            reservation_id,
-            order_id,
-            lines,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChanges> {
-        (answer.kind == EventKind::ReservationCommitted).then_some(StockChanges {
-            changes: answer.changes,
-        })
-    }
-}
-
-impl CommandKind for ReleaseReservation {
-    type Outcome = StockChanges;
-
-    fn into_command(self) -> (Command, bool) {
-        let ReleaseReservation {
-            reservation_id,
-            reason,
-        } = self;
-        let command = Command::ReleaseReservation {
-            reservation_id,
-            reason,
-        };
-        (command, false)
-    }
-
-    fn outcome(answer: Accepted) -> Option<StockChanges> {
-        (answer.kind == EventKind::ReservationReleased).then_some(StockChanges {
-            changes: answer.changes,
-        })
-    }
-}
-
-impl CommandKind for ExtendReservation {
-    type Outcome = ReservationMade;
-
-    fn into_command(self) -> (Command, bool) {
-        let ExtendReservation {
-            reservation_id,
-            ttl,
-        } = self;
-        (
-            Command::ExtendReservation {
-                reservation_id,
-                ttl,
-            },
-            false,
-        )
-    }
-
-    fn outcome(answer: Accepted) -> Option<ReservationMade> {
-        reservation_outcome(answer, EventKind::ReservationExtended)
-    }
 }
 
 /// The writer's answer to one accepted command, before [`CommandKind::outcome`] types it.
@@ -610,15 +289,15 @@ impl Accepted {
     /// [`Accepted::as_replayed`] makes the one a retry gets).
     fn of(event: &RecordedEvent) -> Accepted {
         let reservation = match &event.event {
-            StockEvent::StockReserved {
+            StockEvent::Reservation(ReservationEvent::StockReserved {
                 reservation_id,
                 expires_at,
                 ..
-            }
-            | StockEvent::ReservationExtended {
+            })
+            | StockEvent::Reservation(ReservationEvent::ReservationExtended {
                 reservation_id,
                 expires_at,
-            } => Some((reservation_id.clone(), *expires_at)),
+            }) => Some((reservation_id.clone(), *expires_at)),
             _ => None,
         };
         let mut changes = Vec::with_capacity(event.command_event_count as usize);
@@ -636,11 +315,11 @@ impl Accepted {
     }
 
     fn add_count(&mut self, event: &RecordedEvent) {
-        if let StockEvent::StockCounted {
+        if let StockEvent::Quantity(QuantityEvent::StockCounted {
             counted,
             on_hand_at_count,
             ..
-        } = event.event
+        }) = event.event
         {
             self.counts.push((
                 on_hand_at_count,
@@ -651,7 +330,7 @@ impl Accepted {
 
     /// Adds a later event of the same command: an alert belongs to the change before it.
     fn add(&mut self, event: &RecordedEvent) {
-        if let StockEvent::StockAlertRaised { alert } = event.event
+        if let StockEvent::Alert(alert) = event.event
             && let Some(change) = self.changes.last_mut()
         {
             debug_assert_eq!(
@@ -764,7 +443,7 @@ impl CommandHandle {
     /// `counted_at` from the log, then goes to the writer like any command.
     pub async fn record_count(
         &self,
-        request: CommandRequest<RecordCount>,
+        request: CommandRequest<CountSheet>,
     ) -> Result<CountRecorded, CommandError> {
         self.record_count_as(request, &Principal::anonymous()).await
     }
@@ -772,7 +451,7 @@ impl CommandHandle {
     /// [`CommandHandle::record_count`] on behalf of `principal`.
     pub async fn record_count_as(
         &self,
-        request: CommandRequest<RecordCount>,
+        request: CommandRequest<CountSheet>,
         principal: &Principal,
     ) -> Result<CountRecorded, CommandError> {
         let CommandRequest {

@@ -14,8 +14,8 @@ use super::sharded_map::ShardedMap;
 use super::shutdown::Shutdown;
 use crate::dense_map::FastHash;
 use crate::domain::{
-    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationId, StockEvent, StockItem,
-    StockLevel, StoreId, StreamKey, StreamVersion, Transfer, TransferId,
+    ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationEvent, ReservationId,
+    StockEvent, StockItem, StockLevel, StoreId, StreamKey, StreamVersion, Transfer, TransferId,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 use crate::telemetry;
@@ -214,37 +214,25 @@ impl ReadModel {
             && let Some(reservation_id) = event.event.reservation_id()
         {
             match &event.event {
-                StockEvent::StockReserved { .. } => {
+                StockEvent::Reservation(ReservationEvent::StockReserved { .. }) => {
                     let mut record = self.reservations_by_id.get_or_default(reservation_id);
                     record.reserved_at = event.position;
                     record.lines = event.command_event_count;
                 }
-                StockEvent::ReservationExtended { .. } => {
+                StockEvent::Reservation(ReservationEvent::ReservationExtended { .. }) => {
                     self.extensions
                         .entry(reservation_id.clone())
                         .or_default()
                         .push(event.position);
                 }
-                StockEvent::ReservationCommitted { .. }
-                | StockEvent::ReservationReleased { .. }
-                | StockEvent::ReservationExpired { .. } => {
+                StockEvent::Reservation(ReservationEvent::ReservationCommitted { .. })
+                | StockEvent::Reservation(ReservationEvent::ReservationReleased { .. })
+                | StockEvent::Reservation(ReservationEvent::ReservationExpired { .. }) => {
                     if let Some(mut record) = self.reservations_by_id.get_mut(reservation_id) {
                         record.ended_at = event.position;
                     }
                 }
-                StockEvent::StockAdded { .. }
-                | StockEvent::StockAdjusted { .. }
-                | StockEvent::StockRemoved { .. }
-                | StockEvent::StockMoved { .. }
-                | StockEvent::ItemPolicyChanged { .. }
-                | StockEvent::StockAlertRaised { .. }
-                | StockEvent::StockCounted { .. }
-                | StockEvent::TransferShipped { .. }
-                | StockEvent::TransferIncoming { .. }
-                | StockEvent::TransferReceived { .. }
-                | StockEvent::TransferLost { .. }
-                | StockEvent::TransferCancelled { .. }
-                | StockEvent::TransferReturned { .. } => {}
+                StockEvent::Quantity(_) | StockEvent::Transfer(_) | StockEvent::Alert(_) => {}
             }
         }
         Ok(())

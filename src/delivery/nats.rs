@@ -18,9 +18,10 @@ use async_nats::jetstream::{self, stream};
 use bytes::BytesMut;
 use tokio_stream::StreamExt;
 
-use super::{Acknowledgement, Batch, DeliveryError, Sink, json};
+use super::{Acknowledgement, Batch, DeliveryError, Sink};
 use crate::domain::RecordedEvent;
 use crate::log::BoxFuture;
+use crate::log::codec::json;
 
 /// How long JetStream remembers a message id to drop its resend, for a stream the sink
 /// creates (NATS's own default).

@@ -21,9 +21,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-use super::{Batch, DeliveryError, Sink, json};
+use super::{Batch, DeliveryError, Sink};
 use crate::app::Clock;
 use crate::log::BoxFuture;
+use crate::log::codec::json;
 
 /// Where the system's trusted CAs are looked for when a webhook names no `ca` file:
 /// `SSL_CERT_FILE`, then the usual bundles of Debian, Fedora and Alpine.

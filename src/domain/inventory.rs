@@ -8,8 +8,9 @@ use std::fmt;
 // vector under a table of `u32` indices. Entries are never removed but by a rollback.
 use crate::dense_map::{DenseMap, FastHash};
 
+use super::event::{ReservationEvent, StockEvent};
 use super::ids::{ReservationId, StreamKey, TransferId};
-use super::stock::{StockEvent, StockItem};
+use super::item::StockItem;
 use super::transfer::Transfer;
 use super::values::{StockLevel, StreamVersion, Timestamp};
 
@@ -263,32 +264,20 @@ impl Inventory {
         // with (its old one) and the one it enters it with.
         let mut expiry_added = None;
         let status_change = match event {
-            StockEvent::StockAdded { .. }
-            | StockEvent::StockAdjusted { .. }
-            | StockEvent::StockRemoved { .. }
-            | StockEvent::StockMoved { .. }
-            | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. }
-            | StockEvent::TransferShipped { .. }
-            | StockEvent::TransferIncoming { .. }
-            | StockEvent::TransferReceived { .. }
-            | StockEvent::TransferLost { .. }
-            | StockEvent::TransferCancelled { .. }
-            | StockEvent::TransferReturned { .. } => None,
-            StockEvent::StockReserved {
+            StockEvent::Quantity(_) | StockEvent::Transfer(_) | StockEvent::Alert(_) => None,
+            StockEvent::Reservation(ReservationEvent::StockReserved {
                 reservation_id,
                 expires_at,
                 ..
-            } => {
+            }) => {
                 expiry_added = Some(*expires_at);
                 Some((reservation_id, ReservationStatus::Active))
             }
-            StockEvent::ReservationCommitted {
+            StockEvent::Reservation(ReservationEvent::ReservationCommitted {
                 reservation_id,
                 released_quantity,
                 ..
-            } => {
+            }) => {
                 // One line released in part makes the whole commit partial.
                 let partial = *released_quantity > 0
                     || self
@@ -303,16 +292,18 @@ impl Inventory {
                 };
                 Some((reservation_id, status))
             }
-            StockEvent::ReservationReleased { reservation_id, .. } => {
-                Some((reservation_id, ReservationStatus::Released))
-            }
-            StockEvent::ReservationExpired { reservation_id, .. } => {
-                Some((reservation_id, ReservationStatus::Expired))
-            }
-            StockEvent::ReservationExtended {
+            StockEvent::Reservation(ReservationEvent::ReservationReleased {
+                reservation_id,
+                ..
+            }) => Some((reservation_id, ReservationStatus::Released)),
+            StockEvent::Reservation(ReservationEvent::ReservationExpired {
+                reservation_id,
+                ..
+            }) => Some((reservation_id, ReservationStatus::Expired)),
+            StockEvent::Reservation(ReservationEvent::ReservationExtended {
                 reservation_id,
                 expires_at,
-            } => {
+            }) => {
                 expiry_added = Some(*expires_at);
                 Some((reservation_id, ReservationStatus::Active))
             }
@@ -321,7 +312,7 @@ impl Inventory {
         // expiry; the first line's event does it for the whole reservation, the others find
         // it done.
         let expiry_removed = match event {
-            StockEvent::StockReserved { .. } => None,
+            StockEvent::Reservation(ReservationEvent::StockReserved { .. }) => None,
             _ => event
                 .reservation_id()
                 .and_then(|id| item.reservation(id))
@@ -347,7 +338,10 @@ impl Inventory {
                     self.reservations.get(reservation_id).cloned(),
                 );
             }
-            let reserved = matches!(event, StockEvent::StockReserved { .. });
+            let reserved = matches!(
+                event,
+                StockEvent::Reservation(ReservationEvent::StockReserved { .. })
+            );
             let item = match self.reservations.get(reservation_id).copied() {
                 // A later line of the same reservation, or a later event about it.
                 Some(entry) if entry.status == ReservationStatus::Active || !reserved => {

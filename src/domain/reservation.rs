@@ -1,9 +1,9 @@
 //! One reservation as a whole, across the items it holds: a fold of the events about it, for
 //! looking a reservation up by its id.
 
+use super::event::{ReservationEvent, StockEvent};
 use super::ids::{CustomerId, OrderId, ReservationId, StreamKey};
 use super::inventory::ReservationStatus;
-use super::stock::StockEvent;
 use super::values::{LogPosition, Timestamp};
 
 /// A reservation: its lines, customer, status and expiry, and where its events are.
@@ -39,12 +39,12 @@ impl ReservationView {
     /// about a reservation or does not start one.
     pub fn start(event: &StockEvent) -> Option<ReservationView> {
         match event {
-            StockEvent::StockReserved {
+            StockEvent::Reservation(ReservationEvent::StockReserved {
                 reservation_id,
                 customer_id,
                 expires_at,
                 ..
-            } => Some(ReservationView {
+            }) => Some(ReservationView {
                 reservation_id: reservation_id.clone(),
                 customer_id: customer_id.clone(),
                 status: ReservationStatus::Active,
@@ -61,33 +61,21 @@ impl ReservationView {
     pub fn evolve(&mut self, stream: &StreamKey, position: LogPosition, event: &StockEvent) {
         self.positions.push(position);
         match event {
-            StockEvent::StockAdded { .. }
-            | StockEvent::StockAdjusted { .. }
-            | StockEvent::StockRemoved { .. }
-            | StockEvent::StockMoved { .. }
-            | StockEvent::ItemPolicyChanged { .. }
-            | StockEvent::StockAlertRaised { .. }
-            | StockEvent::StockCounted { .. }
-            | StockEvent::TransferShipped { .. }
-            | StockEvent::TransferIncoming { .. }
-            | StockEvent::TransferReceived { .. }
-            | StockEvent::TransferLost { .. }
-            | StockEvent::TransferCancelled { .. }
-            | StockEvent::TransferReturned { .. } => {}
-            StockEvent::StockReserved {
+            StockEvent::Quantity(_) | StockEvent::Transfer(_) | StockEvent::Alert(_) => {}
+            StockEvent::Reservation(ReservationEvent::StockReserved {
                 quantity,
                 expires_at,
                 ..
-            } => {
+            }) => {
                 self.expires_at = *expires_at;
                 self.line(stream).quantity += quantity.get();
             }
-            StockEvent::ReservationCommitted {
+            StockEvent::Reservation(ReservationEvent::ReservationCommitted {
                 quantity,
                 order_id,
                 released_quantity,
                 ..
-            } => {
+            }) => {
                 let line = self.line(stream);
                 line.committed += quantity;
                 line.released += released_quantity;
@@ -100,15 +88,17 @@ impl ReservationView {
                     ReservationStatus::Committed
                 };
             }
-            StockEvent::ReservationReleased { quantity, .. } => {
+            StockEvent::Reservation(ReservationEvent::ReservationReleased { quantity, .. }) => {
                 self.line(stream).released += quantity.get();
                 self.status = ReservationStatus::Released;
             }
-            StockEvent::ReservationExpired { quantity, .. } => {
+            StockEvent::Reservation(ReservationEvent::ReservationExpired { quantity, .. }) => {
                 self.line(stream).released += quantity.get();
                 self.status = ReservationStatus::Expired;
             }
-            StockEvent::ReservationExtended { expires_at, .. } => {
+            StockEvent::Reservation(ReservationEvent::ReservationExtended {
+                expires_at, ..
+            }) => {
                 self.expires_at = *expires_at;
             }
         }

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
+use super::event::{StockEvent, TransferEvent};
 use super::ids::{ProductId, StoreId, StreamKey, TransferId};
-use super::stock::StockEvent;
 use super::values::LogPosition;
 
 /// Where a transfer is in its life.
@@ -68,11 +68,11 @@ impl Transfer {
     /// The transfer its first event (a `TransferShipped` on the source's item) starts.
     pub fn start(stream: &StreamKey, event: &StockEvent) -> Option<Transfer> {
         match event {
-            StockEvent::TransferShipped {
+            StockEvent::Transfer(TransferEvent::TransferShipped {
                 transfer_id,
                 to_store,
                 ..
-            } => Some(Transfer {
+            }) => Some(Transfer {
                 transfer_id: transfer_id.clone(),
                 from_store: stream.store_id.clone(),
                 to_store: to_store.clone(),
@@ -120,27 +120,30 @@ impl Transfer {
         position.into_iter().for_each(|at| self.positions.push(at));
         let product_id = &stream.product_id;
         match event {
-            StockEvent::TransferShipped { quantity, .. } => {
+            StockEvent::Transfer(TransferEvent::TransferShipped { quantity, .. }) => {
                 let line = self.line_mut(product_id);
                 line.shipped = line.shipped.saturating_add(quantity.get());
             }
-            StockEvent::TransferReceived { quantity, .. } => {
+            StockEvent::Transfer(TransferEvent::TransferReceived { quantity, .. }) => {
                 let line = self.line_mut(product_id);
                 line.received = line.received.saturating_add(quantity.get());
                 self.status = TransferStatus::PartiallyReceived;
             }
-            StockEvent::TransferLost { quantity, .. } => {
+            StockEvent::Transfer(TransferEvent::TransferLost { quantity, .. }) => {
                 let line = self.line_mut(product_id);
                 line.lost = line.lost.saturating_add(quantity.get());
                 self.status = TransferStatus::Received;
             }
-            StockEvent::TransferCancelled { .. } => self.status = TransferStatus::Cancelled,
+            StockEvent::Transfer(TransferEvent::TransferCancelled { .. }) => {
+                self.status = TransferStatus::Cancelled
+            }
             _ => {}
         }
         // Everything arrived (or was recorded lost): closed.
         if matches!(
             event,
-            StockEvent::TransferReceived { .. } | StockEvent::TransferLost { .. }
+            StockEvent::Transfer(TransferEvent::TransferReceived { .. })
+                | StockEvent::Transfer(TransferEvent::TransferLost { .. })
         ) && self.lines.iter().all(|line| line.in_transit() == 0)
         {
             self.status = TransferStatus::Received;

@@ -21,25 +21,132 @@ use crate::app::access::{Action, AuthError, Authenticated, Authenticator, Princi
 
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 
-/// What a request asks for, by its path: the role decides whether it may.
-fn action(path: &str) -> Action {
-    let (service, method) = path
+/// Every RPC of `inventory.proto`, so that what a request asks for is an exhaustive match
+/// on its method, not a guess from its path. `every_rpc_of_the_proto_has_a_method` fails when
+/// the proto gains an RPC this list lacks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Method {
+    AddStock,
+    AdjustStock,
+    ReserveStock,
+    CommitReservation,
+    ReleaseReservation,
+    ExtendReservation,
+    RemoveStock,
+    ApplyStockChanges,
+    MoveStock,
+    SetItemPolicy,
+    RecordCount,
+    ShipTransfer,
+    ReceiveTransfer,
+    CancelTransfer,
+    /// Any `QueryService` RPC: every query is one kind of request.
+    Query,
+    Subscribe,
+    ListSinks,
+    ResumeSink,
+    RewindSink,
+}
+
+impl Method {
+    /// The method a request's path names; `None` for reflection and for paths no service of
+    /// ours has.
+    fn of_path(path: &str) -> Option<Method> {
+        let (service, method) = path.trim_start_matches('/').split_once('/')?;
+        let method = match (service, method) {
+            ("inventory.v1.CommandService", "AddStock") => Method::AddStock,
+            ("inventory.v1.CommandService", "AdjustStock") => Method::AdjustStock,
+            ("inventory.v1.CommandService", "ReserveStock") => Method::ReserveStock,
+            ("inventory.v1.CommandService", "CommitReservation") => Method::CommitReservation,
+            ("inventory.v1.CommandService", "ReleaseReservation") => Method::ReleaseReservation,
+            ("inventory.v1.CommandService", "ExtendReservation") => Method::ExtendReservation,
+            ("inventory.v1.CommandService", "RemoveStock") => Method::RemoveStock,
+            ("inventory.v1.CommandService", "ApplyStockChanges") => Method::ApplyStockChanges,
+            ("inventory.v1.CommandService", "MoveStock") => Method::MoveStock,
+            ("inventory.v1.CommandService", "SetItemPolicy") => Method::SetItemPolicy,
+            ("inventory.v1.CommandService", "RecordCount") => Method::RecordCount,
+            ("inventory.v1.CommandService", "ShipTransfer") => Method::ShipTransfer,
+            ("inventory.v1.CommandService", "ReceiveTransfer") => Method::ReceiveTransfer,
+            ("inventory.v1.CommandService", "CancelTransfer") => Method::CancelTransfer,
+            ("inventory.v1.QueryService", _) => Method::Query,
+            ("inventory.v1.EventService", "Subscribe") => Method::Subscribe,
+            ("inventory.v1.DeliveryService", "ListSinks") => Method::ListSinks,
+            ("inventory.v1.DeliveryService", "ResumeSink") => Method::ResumeSink,
+            ("inventory.v1.DeliveryService", "RewindSink") => Method::RewindSink,
+            _ => return None,
+        };
+        Some(method)
+    }
+
+    /// What the method asks for: the role decides whether it may.
+    /// The server that serves the method (`command` or `query`); `None` when both do.
+    fn server(self) -> Option<&'static str> {
+        match self {
+            Method::Query => Some("query"),
+            Method::Subscribe => None,
+            Method::AddStock
+            | Method::AdjustStock
+            | Method::ReserveStock
+            | Method::CommitReservation
+            | Method::ReleaseReservation
+            | Method::ExtendReservation
+            | Method::RemoveStock
+            | Method::ApplyStockChanges
+            | Method::MoveStock
+            | Method::SetItemPolicy
+            | Method::RecordCount
+            | Method::ShipTransfer
+            | Method::ReceiveTransfer
+            | Method::CancelTransfer
+            | Method::ListSinks
+            | Method::ResumeSink
+            | Method::RewindSink => Some("command"),
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Method::ReserveStock
+            | Method::CommitReservation
+            | Method::ReleaseReservation
+            | Method::ExtendReservation => Action::SalesCommand,
+            Method::AddStock
+            | Method::AdjustStock
+            | Method::RemoveStock
+            | Method::ApplyStockChanges
+            | Method::MoveStock
+            | Method::SetItemPolicy
+            | Method::RecordCount
+            | Method::ShipTransfer
+            | Method::ReceiveTransfer
+            | Method::CancelTransfer => Action::StockCommand,
+            Method::Query => Action::Query,
+            Method::Subscribe => Action::Subscribe,
+            Method::ListSinks | Method::ResumeSink | Method::RewindSink => Action::Administer,
+        }
+    }
+}
+
+/// The answer to a request for a service this server does not run.
+fn wrong_server(path: &str, server: &str) -> tonic::Status {
+    let service = path
         .trim_start_matches('/')
         .split_once('/')
-        .unwrap_or((path, ""));
-    match (service, method) {
-        (
-            "inventory.v1.CommandService",
-            "ReserveStock" | "CommitReservation" | "ReleaseReservation" | "ExtendReservation",
-        ) => Action::SalesCommand,
-        ("inventory.v1.CommandService", _) => Action::StockCommand,
-        ("inventory.v1.QueryService", _) => Action::Query,
-        ("inventory.v1.EventService", _) => Action::Subscribe,
-        ("inventory.v1.DeliveryService", _) => Action::Administer,
-        // Reflection, and paths no service has (tonic answers UNIMPLEMENTED once the caller
-        // is known).
-        _ => Action::Describe,
-    }
+        .map_or(path, |(service, _)| service);
+    let (elsewhere, default_address) = match server {
+        "command" => ("query", "127.0.0.1:50052"),
+        _ => ("command", "127.0.0.1:50051"),
+    };
+    tonic::Status::unimplemented(format!(
+        "{service} is served by the {elsewhere} server (by default {default_address}), \
+         not by this {server} server"
+    ))
+}
+
+/// What a request asks for, by its method. Reflection, and paths no service has, only
+/// describe (tonic answers UNIMPLEMENTED for the latter once the caller is known).
+fn action(method: Option<Method>) -> Action {
+    method.map_or(Action::Describe, Method::action)
 }
 
 /// The credential of a request: its bearer token or, without one, its connection's client
@@ -140,13 +247,17 @@ impl PrincipalLimit {
 pub struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
     limits: Arc<PrincipalLimits>,
+    server: &'static str,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Option<Arc<Authenticator>>) -> AuthLayer {
+    /// The layer of the `server` (`command` or `query`): a request for the other server's
+    /// service is told where that is served.
+    pub fn new(authenticator: Option<Arc<Authenticator>>, server: &'static str) -> AuthLayer {
         AuthLayer {
             authenticator,
             limits: Arc::default(),
+            server,
         }
     }
 }
@@ -159,6 +270,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             authenticator: self.authenticator.clone(),
             limits: self.limits.clone(),
+            server: self.server,
         }
     }
 }
@@ -168,6 +280,7 @@ pub struct Auth<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
     limits: Arc<PrincipalLimits>,
+    server: &'static str,
 }
 
 impl<S, B> Service<http::Request<B>> for Auth<S>
@@ -188,7 +301,8 @@ where
         if request.uri().path().starts_with(HEALTH_PATH) {
             return Box::pin(self.inner.call(request));
         }
-        let action = action(request.uri().path());
+        let method = Method::of_path(request.uri().path());
+        let action = action(method);
         let found = match &self.authenticator {
             None => Ok(Authenticated {
                 principal: Principal::anonymous(),
@@ -197,8 +311,17 @@ where
             Some(authenticator) => principal(authenticator, &request),
         };
         let mut permit = None;
+        let served_elsewhere = method
+            .and_then(Method::server)
+            .filter(|server| *server != self.server);
         let refusal = match found {
             Err(error) => Some(auth_error(error)),
+            // Only a caller who may send it learns where it is served.
+            Ok(Authenticated { principal, .. })
+                if principal.authorize(action).is_ok() && served_elsewhere.is_some() =>
+            {
+                Some(wrong_server(request.uri().path(), self.server))
+            }
             Ok(Authenticated {
                 principal,
                 max_in_flight,
@@ -245,32 +368,75 @@ where
 mod tests {
     use super::*;
 
+    fn action_of(path: &str) -> Action {
+        action(Method::of_path(path))
+    }
+
     #[test]
     fn every_rpc_is_one_kind_of_request() {
         assert_eq!(
-            action("/inventory.v1.CommandService/ReserveStock"),
+            action_of("/inventory.v1.CommandService/ReserveStock"),
             Action::SalesCommand
         );
         assert_eq!(
-            action("/inventory.v1.CommandService/ExtendReservation"),
+            action_of("/inventory.v1.CommandService/ExtendReservation"),
             Action::SalesCommand
         );
         assert_eq!(
-            action("/inventory.v1.CommandService/AddStock"),
+            action_of("/inventory.v1.CommandService/AddStock"),
             Action::StockCommand
         );
         assert_eq!(
-            action("/inventory.v1.CommandService/ShipTransfer"),
+            action_of("/inventory.v1.CommandService/ShipTransfer"),
             Action::StockCommand
         );
-        assert_eq!(action("/inventory.v1.QueryService/GetStock"), Action::Query);
         assert_eq!(
-            action("/inventory.v1.EventService/Subscribe"),
+            action_of("/inventory.v1.QueryService/GetStock"),
+            Action::Query
+        );
+        assert_eq!(
+            action_of("/inventory.v1.EventService/Subscribe"),
             Action::Subscribe
         );
         assert_eq!(
-            action("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            action_of("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Action::Describe
         );
+        assert_eq!(
+            action_of("/inventory.v1.DeliveryService/RewindSink"),
+            Action::Administer
+        );
+        // A method the service does not have is no command.
+        assert_eq!(
+            action_of("/inventory.v1.CommandService/DropEverything"),
+            Action::Describe
+        );
+    }
+
+    #[test]
+    fn every_rpc_of_the_proto_has_a_method() {
+        let descriptors = <prost_types::FileDescriptorSet as prost::Message>::decode(
+            crate::grpc::FILE_DESCRIPTOR_SET,
+        )
+        .unwrap();
+        let mut paths = Vec::new();
+        for file in &descriptors.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        assert!(paths.len() > 20, "{paths:?}");
+        let missing: Vec<&String> = paths
+            .iter()
+            .filter(|path| Method::of_path(path).is_none())
+            .collect();
+        assert!(missing.is_empty(), "RPCs with no Method: {missing:?}");
     }
 }

@@ -6,17 +6,17 @@ use crate::log::codec::{stock_state_from_pb, timestamp_from_pb};
 use super::pb;
 use crate::app::EventFilter;
 use crate::app::command::{
-    AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, CommandRequest, CommitReservation,
-    ExtendReservation, MoveStock, ReceiveTransfer, RecordCount, ReleaseReservation, RemoveStock,
-    ReserveStock, SetItemPolicy, ShipTransfer,
+    CommandRequest, CountSheet, Opening, new_reservation_id, new_transfer_id,
 };
 use crate::app::query::{AsOf, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE};
 use crate::app::subscription::MAX_FILTER_IDS;
 use crate::domain::{
-    CommandId, CommitLine, CustomerId, EventKind, LogPosition, MAX_COMMAND_LINES, MAX_ON_HAND,
-    OrderId, ProductId, Quantity, Reason, ReservationId, ReservationLine, StateMove,
-    StockChangeKind, StockChangeLine, StockState, StoreId, StreamKey, StreamVersion, TimeToLive,
-    TransferId, TransferLine, TransferStatus,
+    AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, CommandId, CommitLine,
+    CommitReservation, CustomerId, EventKind, ExtendReservation, LogPosition, MAX_COMMAND_LINES,
+    MAX_ON_HAND, MoveStock, OrderId, ProductId, Quantity, Reason, ReceiveTransfer,
+    ReleaseReservation, RemoveStock, ReservationId, ReservationLine, ReserveStock, SetItemPolicy,
+    ShipTransfer, StateMove, StockChangeKind, StockChangeLine, StockState, StoreId, StreamKey,
+    StreamVersion, TimeToLive, TransferId, TransferLine, TransferStatus,
 };
 
 use super::status::{FieldViolation, invalid_argument};
@@ -339,7 +339,7 @@ pub fn adjust_stock(
 /// `ReserveStock`, in its single-item form or with `lines` (never both).
 pub fn reserve_stock(
     request: &pb::ReserveStockRequest,
-) -> Result<CommandRequest<ReserveStock>, tonic::Status> {
+) -> Result<CommandRequest<Opening<ReserveStock>>, tonic::Status> {
     let mut fields = Fields::new();
     let lines = if request.lines.is_empty() {
         let stream = fields.stream(&request.product_id, &request.store_id);
@@ -372,19 +372,21 @@ pub fn reserve_stock(
     let customer_id = fields.check("customer_id", CustomerId::parse(&request.customer_id));
     let ttl = fields.ttl("ttl", request.ttl.as_ref());
     // Empty: the server makes one.
-    let reservation_id = if request.reservation_id.is_empty() {
-        Some(None)
+    let id_made_by_server = request.reservation_id.is_empty();
+    let reservation_id = if id_made_by_server {
+        Some(new_reservation_id())
     } else {
-        fields
-            .reservation_id("reservation_id", &request.reservation_id)
-            .map(Some)
+        fields.reservation_id("reservation_id", &request.reservation_id)
     };
     let command = (|| {
-        Some(ReserveStock {
-            lines: lines?,
-            reservation_id: reservation_id?,
-            customer_id: customer_id?,
-            ttl: ttl?,
+        Some(Opening {
+            command: ReserveStock {
+                lines: lines?,
+                reservation_id: reservation_id?,
+                customer_id: customer_id?,
+                ttl: ttl?,
+            },
+            id_made_by_server,
         })
     })();
     fields.finish_command(command, &request.command_id, request.expected_version)
@@ -566,12 +568,14 @@ fn transfer_id(fields: &mut Fields, text: &str) -> Option<TransferId> {
 /// `ShipTransfer`: two different stores and 1 to 1,000 lines.
 pub fn ship_transfer(
     request: &pb::ShipTransferRequest,
-) -> Result<CommandRequest<ShipTransfer>, tonic::Status> {
+) -> Result<CommandRequest<Opening<ShipTransfer>>, tonic::Status> {
     let mut fields = Fields::new();
-    let transfer_id = if request.transfer_id.is_empty() {
-        Some(None)
+    // Empty: the server makes one.
+    let id_made_by_server = request.transfer_id.is_empty();
+    let transfer_id = if id_made_by_server {
+        Some(new_transfer_id())
     } else {
-        transfer_id(&mut fields, &request.transfer_id).map(Some)
+        transfer_id(&mut fields, &request.transfer_id)
     };
     let from_store = fields.store_id("from_store_id", &request.from_store_id);
     let to_store = fields.store_id("to_store_id", &request.to_store_id);
@@ -586,12 +590,15 @@ pub fn ship_transfer(
     let lines = transfer_lines(&mut fields, &request.lines, true);
     let reason = fields.reason("reason", &request.reason);
     let command = (|| {
-        Some(ShipTransfer {
-            transfer_id: transfer_id?,
-            from_store: from_store?,
-            to_store: to_store?,
-            lines: lines?,
-            reason: reason?,
+        Some(Opening {
+            command: ShipTransfer {
+                transfer_id: transfer_id?,
+                from_store: from_store?,
+                to_store: to_store?,
+                lines: lines?,
+                reason: reason?,
+            },
+            id_made_by_server,
         })
     })();
     fields.finish_command(command, &request.command_id, None)
@@ -681,7 +688,7 @@ pub fn list_transfers(request: &pb::ListTransfersRequest) -> Result<TransfersQue
 /// `MAX_ON_HAND`, an optional time (checked against the clock by the command side).
 pub fn record_count(
     request: &pb::RecordCountRequest,
-) -> Result<CommandRequest<RecordCount>, tonic::Status> {
+) -> Result<CommandRequest<CountSheet>, tonic::Status> {
     let mut fields = Fields::new();
     let store_id = fields.store_id("store_id", &request.store_id);
     let reason = fields.reason("reason", &request.reason);
@@ -715,7 +722,7 @@ pub fn record_count(
     }
     let complete = lines.len() == request.lines.len();
     let command = (|| {
-        Some(RecordCount {
+        Some(CountSheet {
             lines: complete.then_some(lines)?,
             counted_at: counted_at?,
             reason: reason?,

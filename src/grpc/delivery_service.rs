@@ -8,9 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::auth::principal_of;
 use super::pb;
-use super::status::{FieldViolation, invalid_argument};
+use super::status::{FieldViolation, control_error, invalid_argument};
 use crate::app::access::StoreScope;
-use crate::delivery::{ControlError, Deliveries, SinkState, SinkStatus};
+use crate::delivery::{Deliveries, SinkState, SinkStatus};
 use crate::domain::LogPosition;
 use crate::log::EventLog;
 use crate::log::codec::timestamp_to_pb;
@@ -56,17 +56,6 @@ fn status_to_pb(status: SinkStatus) -> pb::SinkStatus {
         failures: status.failures,
         redelivered_events: status.redelivered_events,
         active: status.active,
-    }
-}
-
-fn control_error(error: ControlError) -> Status {
-    match error {
-        ControlError::UnknownSink(_) => Status::not_found(error.to_string()),
-        ControlError::PastHead { .. } => {
-            invalid_argument(&[FieldViolation::new("position", error.to_string())])
-        }
-        ControlError::Stopped => Status::unavailable(error.to_string()),
-        ControlError::NotHere(_) => Status::failed_precondition(error.to_string()),
     }
 }
 

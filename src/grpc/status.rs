@@ -12,6 +12,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::app::CommandError;
 use crate::app::access::{AccessError, AuthError};
 use crate::app::query::QueryError;
+use crate::delivery::ControlError;
 use crate::domain::{DomainError, LineRule, LineViolation, ReservationStatus, TransferStatus};
 use crate::log::LogError;
 
@@ -235,9 +236,19 @@ fn state_name(state: crate::domain::StockState) -> &'static str {
 /// The field of the request that a line's broken rule is about.
 fn line_field(violation: &LineViolation, lines: Lines) -> String {
     let single_field = match violation.rule {
-        LineRule::OnHandBelowReserved { .. } => "on_hand",
-        LineRule::OnHandOverflow { quantity: 0, .. } => "on_hand",
-        _ => "quantity",
+        LineRule::OnHandBelowReserved { .. } | LineRule::OnHandOverflow { quantity: 0, .. } => {
+            "on_hand"
+        }
+        LineRule::OnHandOverflow { .. }
+        | LineRule::InsufficientStock { .. }
+        | LineRule::WrongExpectedVersion { .. }
+        | LineRule::CommitExceedsReserved { .. }
+        | LineRule::NotInReservation
+        | LineRule::DuplicateItem { .. }
+        | LineRule::NotInTransfer
+        | LineRule::ReceiveExceedsInTransit { .. }
+        | LineRule::StockShort { .. }
+        | LineRule::StateHoldsLess { .. } => "quantity",
     };
     match lines {
         Lines::Single => single_field.to_owned(),
@@ -456,9 +467,36 @@ pub fn auth_error(error: AuthError) -> Status {
     error_info(Code::Unauthenticated, error.to_string(), reason, &[], &[])
 }
 
+/// An operator's request to a sink that could not be done.
+pub fn control_error(error: ControlError) -> Status {
+    match &error {
+        ControlError::UnknownSink(name) => error_info(
+            Code::NotFound,
+            error.to_string(),
+            "SINK_NOT_FOUND",
+            &[("sink", name.to_string())],
+            &[],
+        ),
+        ControlError::PastHead { .. } => {
+            invalid_argument(&[FieldViolation::new("position", error.to_string())])
+        }
+        ControlError::Stopped => Status::unavailable(error.to_string()),
+        ControlError::NotHere(_) => Status::failed_precondition(error.to_string()),
+    }
+}
+
 pub fn query_error(error: &QueryError) -> Status {
     match error {
-        QueryError::NotFound { .. } => Status::not_found(error.to_string()),
+        QueryError::NotFound { stream } => error_info(
+            Code::NotFound,
+            error.to_string(),
+            "ITEM_NOT_FOUND",
+            &[
+                ("product_id", stream.product_id.to_string()),
+                ("store_id", stream.store_id.to_string()),
+            ],
+            &[],
+        ),
         QueryError::ReservationNotFound { reservation_id } => error_info(
             Code::NotFound,
             error.to_string(),

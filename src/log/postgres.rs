@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use super::codec::{decode_event, encode_event};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
-use crate::domain::{LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::domain::{CommandId, LogPosition, RecordedEvent, StreamKey, StreamVersion};
 
 /// How often the head is read when no notification arrives.
 pub const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -352,9 +352,16 @@ impl PostgresAppendLock {
                 .await
                 .map_err(backend("checking command ids"))?;
             if !taken.is_empty() {
-                return Err(LogError::CommandIdsTaken {
-                    command_ids: taken.iter().map(|row| row.get(0)).collect(),
-                });
+                // Every stored command id was parsed before it was written: the ones asked
+                // about are those of this append, which are valid.
+                let command_ids = taken
+                    .iter()
+                    .map(|row| {
+                        CommandId::parse(row.get::<_, &str>(0))
+                            .expect("a stored command id is one the append asked about")
+                    })
+                    .collect();
+                return Err(LogError::CommandIdsTaken { command_ids });
             }
         }
         client

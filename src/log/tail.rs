@@ -277,8 +277,8 @@ impl AppendLock for TailLock {
 mod tests {
     use super::Recent;
     use crate::domain::{
-        Command, EventId, Inventory, LogPosition, ProductId, Quantity, Reason, RecordedEvent,
-        StoreId, StreamKey, Timestamp,
+        AddStock, Command, EventId, Inventory, LogPosition, ProductId, Quantity, Reason,
+        RecordedEvent, StoreId, StreamKey, Timestamp,
     };
 
     /// `count` events continuing `head`, on one stream.
@@ -286,11 +286,11 @@ mod tests {
         let stream = StreamKey::new(ProductId::parse("p").unwrap(), StoreId::parse("s").unwrap());
         (1..=count)
             .map(|i| {
-                let command = Command::AddStock {
+                let command = Command::AddStock(AddStock {
                     stream: stream.clone(),
                     quantity: Quantity::new(1).unwrap(),
                     reason: Reason::default(),
-                };
+                });
                 let decision = inventory.decide(&command, Timestamp(0)).unwrap().remove(0);
                 let (version, stock_after) = inventory.evolve(&decision.stream, &decision.event);
                 RecordedEvent {

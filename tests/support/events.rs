@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use inventory::domain::{
-    Actor, CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity, Reason,
-    RecordedEvent, ReservationId, StockAlert, StockEvent, StockLevel, StockParts, StockState,
-    StoreId, StreamKey, StreamVersion, Timestamp, TransferId,
+    Actor, CommandId, CustomerId, EventId, LogPosition, OrderId, ProductId, Quantity,
+    QuantityEvent, Reason, RecordedEvent, ReservationEvent, ReservationId, StockAlert, StockEvent,
+    StockLevel, StockParts, StockState, StoreId, StreamKey, StreamVersion, Timestamp,
+    TransferEvent, TransferId,
 };
 use proptest::prelude::*;
 
@@ -52,81 +53,73 @@ pub fn any_event() -> impl Strategy<Value = RecordedEvent> {
                     StockState::Damaged | StockState::QualityControl => StockState::Available,
                 };
                 match kind {
-                    0 => StockEvent::StockAdded { quantity, reason },
-                    1 => StockEvent::StockAdjusted {
+                    0 => StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }),
+                    1 => StockEvent::Quantity(QuantityEvent::StockAdjusted {
                         previous_on_hand: on_hand / 2,
                         on_hand,
                         reason,
-                    },
-                    2 => StockEvent::StockReserved {
+                    }),
+                    2 => StockEvent::Reservation(ReservationEvent::StockReserved {
                         reservation_id,
                         quantity,
                         customer_id: CustomerId::parse(&customer).unwrap(),
                         expires_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
-                    },
-                    3 => StockEvent::ReservationCommitted {
+                    }),
+                    3 => StockEvent::Reservation(ReservationEvent::ReservationCommitted {
                         reservation_id,
                         // A partial commit: none, some or all of the line shipped.
                         quantity: quantity.get() / (1 + millis % 3),
                         order_id: OrderId::parse(&order).unwrap(),
                         released_quantity: quantity.get() - quantity.get() / (1 + millis % 3),
-                    },
-                    6 => StockEvent::StockRemoved {
+                    }),
+                    6 => StockEvent::Quantity(QuantityEvent::StockRemoved {
                         quantity,
                         from: state,
                         reason,
-                    },
-                    8 => StockEvent::StockMoved {
+                    }),
+                    8 => StockEvent::Quantity(QuantityEvent::StockMoved {
                         quantity,
                         from: state,
                         to: other,
                         reason,
-                    },
-                    9 => StockEvent::ItemPolicyChanged {
+                    }),
+                    9 => StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
                         safety_stock: on_hand,
                         low_stock_threshold: millis % 1000,
-                    },
-                    10 => StockEvent::StockAlertRaised {
-                        alert: StockAlert::StockLow,
-                    },
-                    11 => StockEvent::StockAlertRaised {
-                        alert: StockAlert::OutOfStock,
-                    },
-                    12 => StockEvent::StockAlertRaised {
-                        alert: StockAlert::BackInStock,
-                    },
-                    13 => StockEvent::StockAlertRaised {
-                        alert: StockAlert::StockShort,
-                    },
-                    15 => StockEvent::TransferShipped {
+                    }),
+                    10 => StockEvent::Alert(StockAlert::StockLow),
+                    11 => StockEvent::Alert(StockAlert::OutOfStock),
+                    12 => StockEvent::Alert(StockAlert::BackInStock),
+                    13 => StockEvent::Alert(StockAlert::StockShort),
+                    15 => StockEvent::Transfer(TransferEvent::TransferShipped {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         to_store: StoreId::parse(&order).unwrap(),
                         quantity,
                         reason,
-                    },
-                    16 => StockEvent::TransferIncoming {
+                    }),
+                    16 => StockEvent::Transfer(TransferEvent::TransferIncoming {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         from_store: StoreId::parse(&order).unwrap(),
                         quantity,
-                    },
-                    17 => StockEvent::TransferReceived {
+                    }),
+                    17 => StockEvent::Transfer(TransferEvent::TransferReceived {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
-                    },
-                    18 => StockEvent::TransferLost {
+                    }),
+                    18 => StockEvent::Transfer(TransferEvent::TransferLost {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
-                    },
-                    19 => StockEvent::TransferCancelled {
+                    }),
+                    19 => StockEvent::Transfer(TransferEvent::TransferCancelled {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
                         reason,
-                    },
-                    20 => StockEvent::TransferReturned {
+                    }),
+                    20 => StockEvent::Transfer(TransferEvent::TransferReturned {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
-                    },
-                    14 => StockEvent::StockCounted {
+                    }),
+                    14 => StockEvent::Quantity(QuantityEvent::StockCounted {
                         // Either side of what the log said: a variance of either sign.
                         counted: millis % 1000,
                         counted_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
@@ -136,20 +129,20 @@ pub fn any_event() -> impl Strategy<Value = RecordedEvent> {
                         damaged_not_found: millis % 7,
                         quality_control_not_found: on_hand % 5,
                         reason,
-                    },
-                    7 => StockEvent::ReservationExtended {
+                    }),
+                    7 => StockEvent::Reservation(ReservationEvent::ReservationExtended {
                         reservation_id,
                         expires_at: Timestamp::from_unix_millis(millis % 4_000_000_000_000),
-                    },
-                    4 => StockEvent::ReservationReleased {
+                    }),
+                    4 => StockEvent::Reservation(ReservationEvent::ReservationReleased {
                         reservation_id,
                         quantity,
                         reason,
-                    },
-                    _ => StockEvent::ReservationExpired {
+                    }),
+                    _ => StockEvent::Reservation(ReservationEvent::ReservationExpired {
                         reservation_id,
                         quantity,
-                    },
+                    }),
                 }
             },
         );

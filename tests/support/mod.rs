@@ -378,11 +378,11 @@ pub fn added_events(
                 ProductId::parse(&format!("p{}", (head.0 + i) % streams)).unwrap(),
                 StoreId::parse("s1").unwrap(),
             );
-            let command = Command::AddStock {
+            let command = Command::AddStock(AddStock {
                 stream: key.clone(),
                 quantity: Quantity::new(i).unwrap(),
                 reason: Reason::parse("delivery").unwrap(),
-            };
+            });
             let decision = inventory
                 .decide(&command, Timestamp(1_000))
                 .unwrap()

@@ -9,7 +9,8 @@
 
 use super::{CommandError, CommandKind, StockChanges};
 use crate::domain::{
-    Command, CountLine, EventKind, Reason, RecordedEvent, StreamKey, StreamVersion, Timestamp,
+    Command, CountLine, EventKind, Reason, RecordCount, RecordedEvent, StreamKey, StreamVersion,
+    Timestamp,
 };
 use crate::log::{EventLog, LogError};
 
@@ -17,20 +18,13 @@ use crate::log::{EventLog, LogError};
 pub const MAX_COUNT_AGE_MILLIS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A physical count, as a client sends it: each item's counted units and when they were
-/// counted (`None`: now).
+/// counted (`None`: now). It becomes a [`RecordCount`] once each line's reference on-hand is
+/// read from the log.
 #[derive(Clone, Debug)]
-pub struct RecordCount {
+pub struct CountSheet {
     pub lines: Vec<(StreamKey, u64)>,
     pub counted_at: Option<Timestamp>,
     pub reason: Reason,
-}
-
-/// A count whose reference on-hand of each line is known: what the writer decides.
-#[derive(Clone, Debug)]
-pub struct ResolvedCount {
-    lines: Vec<CountLine>,
-    counted_at: Option<Timestamp>,
-    reason: Reason,
 }
 
 /// What an accepted count returns: the items after it, and each line's reference and variance.
@@ -41,21 +35,11 @@ pub struct CountRecorded {
     pub references: Vec<(u64, i64)>,
 }
 
-impl CommandKind for ResolvedCount {
+impl CommandKind for RecordCount {
     type Outcome = CountRecorded;
 
     fn into_command(self) -> (Command, bool) {
-        let ResolvedCount {
-            lines,
-            counted_at,
-            reason,
-        } = self;
-        let command = Command::RecordCount {
-            lines,
-            counted_at,
-            reason,
-        };
-        (command, false)
+        (self.into(), false)
     }
 
     fn outcome(answer: super::Accepted) -> Option<CountRecorded> {
@@ -85,11 +69,11 @@ pub enum CountedAtError {
 
 /// Checks `counted_at` against `now` and reads each line's on-hand at that time from `log`.
 pub(super) async fn resolve(
-    count: RecordCount,
+    count: CountSheet,
     now: Timestamp,
     log: &dyn EventLog,
-) -> Result<ResolvedCount, CommandError> {
-    let RecordCount {
+) -> Result<RecordCount, CommandError> {
+    let CountSheet {
         lines,
         counted_at,
         reason,
@@ -122,7 +106,7 @@ pub(super) async fn resolve(
             on_hand_at_count,
         });
     }
-    Ok(ResolvedCount {
+    Ok(RecordCount {
         lines: resolved,
         counted_at,
         reason,

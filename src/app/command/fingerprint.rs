@@ -1,7 +1,12 @@
 //! The fingerprint of a command's request: how a retry is told from a different request that
 //! reuses its command id.
 
-use crate::domain::{Command, StockChangeKind, StockState, StreamKey, StreamVersion};
+use crate::domain::{
+    AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommitReservation,
+    ExpireReservation, ExtendReservation, MoveStock, ReceiveTransfer, RecordCount,
+    ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy, ShipTransfer, StockChangeKind,
+    StockState, StreamKey, StreamVersion,
+};
 
 /// A state's number in the fingerprint's encoding: never to change.
 fn state_number(state: StockState) -> u64 {
@@ -31,32 +36,32 @@ pub(super) fn fingerprint(
         hasher.text(stream.store_id.as_str());
     };
     match command {
-        Command::AddStock {
+        Command::AddStock(AddStock {
             stream: key,
             quantity,
             reason,
-        } => {
+        }) => {
             hasher.text("AddStock");
             stream(&mut hasher, key);
             hasher.number(quantity.get());
             hasher.text(reason.as_str());
         }
-        Command::AdjustStock {
+        Command::AdjustStock(AdjustStock {
             stream: key,
             on_hand,
             reason,
-        } => {
+        }) => {
             hasher.text("AdjustStock");
             stream(&mut hasher, key);
             hasher.number(*on_hand);
             hasher.text(reason.as_str());
         }
-        Command::RemoveStock {
+        Command::RemoveStock(RemoveStock {
             stream: key,
             quantity,
             from,
             reason,
-        } => {
+        }) => {
             hasher.text("RemoveStock");
             stream(&mut hasher, key);
             hasher.number(quantity.get());
@@ -67,12 +72,12 @@ pub(super) fn fingerprint(
                 hasher.number(state_number(*from));
             }
         }
-        Command::MoveStock {
+        Command::MoveStock(MoveStock {
             stream: key,
             quantity,
             states,
             reason,
-        } => {
+        }) => {
             hasher.text("MoveStock");
             stream(&mut hasher, key);
             hasher.number(quantity.get());
@@ -80,11 +85,11 @@ pub(super) fn fingerprint(
             hasher.number(state_number(states.to()));
             hasher.text(reason.as_str());
         }
-        Command::SetItemPolicy {
+        Command::SetItemPolicy(SetItemPolicy {
             stream: key,
             safety_stock,
             low_stock_threshold,
-        } => {
+        }) => {
             hasher.text("SetItemPolicy");
             stream(&mut hasher, key);
             for part in [safety_stock, low_stock_threshold] {
@@ -97,13 +102,13 @@ pub(super) fn fingerprint(
                 }
             }
         }
-        Command::ShipTransfer {
+        Command::ShipTransfer(ShipTransfer {
             transfer_id,
             from_store,
             to_store,
             lines,
             reason,
-        } => {
+        }) => {
             hasher.text("ShipTransfer");
             hasher.text(if generated_id {
                 ""
@@ -119,11 +124,11 @@ pub(super) fn fingerprint(
                 hasher.number(line.quantity.get());
             }
         }
-        Command::ReceiveTransfer {
+        Command::ReceiveTransfer(ReceiveTransfer {
             transfer_id,
             lines,
             close,
-        } => {
+        }) => {
             hasher.text("ReceiveTransfer");
             hasher.text(transfer_id.as_str());
             hasher.number(u64::from(*close));
@@ -133,19 +138,19 @@ pub(super) fn fingerprint(
                 hasher.number(line.quantity.get());
             }
         }
-        Command::CancelTransfer {
+        Command::CancelTransfer(CancelTransfer {
             transfer_id,
             reason,
-        } => {
+        }) => {
             hasher.text("CancelTransfer");
             hasher.text(transfer_id.as_str());
             hasher.text(reason.as_str());
         }
-        Command::RecordCount {
+        Command::RecordCount(RecordCount {
             lines,
             counted_at,
             reason,
-        } => {
+        }) => {
             // What the request says; each line's on-hand at the count is worked out from the
             // log, the same for a retry.
             hasher.text("RecordCount");
@@ -163,7 +168,7 @@ pub(super) fn fingerprint(
                 hasher.number(line.counted);
             }
         }
-        Command::ApplyStockChanges { changes, reason } => {
+        Command::ApplyStockChanges(ApplyStockChanges { changes, reason }) => {
             hasher.text("ApplyStockChanges");
             hasher.text(reason.as_str());
             hasher.number(changes.len() as u64);
@@ -182,12 +187,12 @@ pub(super) fn fingerprint(
                 hasher.version(change.expected_version);
             }
         }
-        Command::ReserveStock {
+        Command::ReserveStock(ReserveStock {
             reservation_id,
             lines,
             customer_id,
             ttl,
-        } => {
+        }) => {
             let reservation_id = reservation_id.as_str();
             let reservation_id = if generated_id { "" } else { &reservation_id };
             match lines.as_slice() {
@@ -215,11 +220,11 @@ pub(super) fn fingerprint(
                 }
             }
         }
-        Command::CommitReservation {
+        Command::CommitReservation(CommitReservation {
             reservation_id,
             order_id,
             lines,
-        } => match lines {
+        }) => match lines {
             None => {
                 hasher.text("CommitReservation");
                 hasher.text(&reservation_id.as_str());
@@ -236,23 +241,23 @@ pub(super) fn fingerprint(
                 }
             }
         },
-        Command::ExtendReservation {
+        Command::ExtendReservation(ExtendReservation {
             reservation_id,
             ttl,
-        } => {
+        }) => {
             hasher.text("ExtendReservation");
             hasher.text(&reservation_id.as_str());
             hasher.number(ttl.millis());
         }
-        Command::ReleaseReservation {
+        Command::ReleaseReservation(ReleaseReservation {
             reservation_id,
             reason,
-        } => {
+        }) => {
             hasher.text("ReleaseReservation");
             hasher.text(&reservation_id.as_str());
             hasher.text(reason.as_str());
         }
-        Command::ExpireReservation { reservation_id } => {
+        Command::ExpireReservation(ExpireReservation { reservation_id }) => {
             hasher.text("ExpireReservation");
             hasher.text(&reservation_id.as_str());
         }

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Actor, Command, CommandId, Decision, EventId, FoldMismatch, Inventory, LogPosition,
-    MAX_ALERTS_PER_ITEM, RecordedEvent, StockEvent, Timestamp,
+    Actor, Command, CommandId, Decision, EventId, ExpireReservation, FoldMismatch, Inventory,
+    LogPosition, MAX_ALERTS_PER_ITEM, QuantityEvent, RecordedEvent, StockEvent, Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -127,7 +127,10 @@ impl CommandState {
             .map_err(|mismatch| LogError::fold_mismatch(event, mismatch))?;
         // Only a physical count may find fewer units than are reserved or held.
         if event.stock_after.shortfall() > shortfall_before
-            && !matches!(event.event, StockEvent::StockCounted { .. })
+            && !matches!(
+                event.event,
+                StockEvent::Quantity(QuantityEvent::StockCounted { .. })
+            )
         {
             let mismatch = FoldMismatch::Shortfall {
                 before: shortfall_before,
@@ -190,39 +193,7 @@ impl CommandState {
     /// At most how many events `command` can append: what a batch keeps room for. Each item
     /// it touches may raise alerts.
     pub(super) fn event_bound(&self, command: &Command) -> usize {
-        let items = match command {
-            Command::AddStock { .. }
-            | Command::AdjustStock { .. }
-            | Command::RemoveStock { .. }
-            | Command::MoveStock { .. }
-            | Command::SetItemPolicy { .. } => 1,
-            Command::ApplyStockChanges { changes, .. } => changes.len(),
-            Command::ReserveStock { lines, .. } => lines.len(),
-            Command::RecordCount { lines, .. } => lines.len(),
-            Command::ShipTransfer { lines, .. } => 2 * lines.len(),
-            Command::ReceiveTransfer {
-                transfer_id, lines, ..
-            } => {
-                lines.len()
-                    + self
-                        .inventory
-                        .transfer(transfer_id)
-                        .map_or(0, |transfer| transfer.lines.len())
-            }
-            Command::CancelTransfer { transfer_id, .. } => {
-                2 * self
-                    .inventory
-                    .transfer(transfer_id)
-                    .map_or(1, |transfer| transfer.lines.len())
-            }
-            Command::CommitReservation { reservation_id, .. }
-            | Command::ReleaseReservation { reservation_id, .. }
-            | Command::ExtendReservation { reservation_id, .. }
-            | Command::ExpireReservation { reservation_id } => {
-                self.inventory.reservation_line_count(reservation_id).max(1)
-            }
-        };
-        items * (1 + MAX_ALERTS_PER_ITEM)
+        command.event_bound(&self.inventory)
     }
 
     /// Decides one command; if accepted, applies its events and adds them to `events`.
@@ -296,7 +267,7 @@ impl CommandState {
             if events.len() > first && events.len() - first + bound > MAX_EXPIRY_EVENTS_PER_BATCH {
                 break;
             }
-            let command = Command::ExpireReservation { reservation_id };
+            let command = Command::ExpireReservation(ExpireReservation { reservation_id });
             match self.inventory.decide(&command, now) {
                 Ok(decisions) => self.record(decisions, now, &Cause::system(), events),
                 Err(error) => {
@@ -334,7 +305,7 @@ impl CommandState {
                 command_event_count,
                 // An alert follows from the command's change; the server raises it.
                 actor: Some(match event {
-                    StockEvent::StockAlertRaised { .. } => Actor::system(),
+                    StockEvent::Alert(_) => Actor::system(),
                     _ => cause.actor.clone(),
                 }),
                 event,

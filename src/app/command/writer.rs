@@ -243,11 +243,7 @@ fn execute_batch(
         if let LogError::CommandIdsTaken { command_ids } = &error
             && attempt < MAX_APPEND_ATTEMPTS
         {
-            taken.extend(
-                command_ids
-                    .iter()
-                    .filter_map(|text| CommandId::parse(text).ok()),
-            );
+            taken.extend(command_ids.iter().cloned());
             continue;
         }
         let head_moved = matches!(error, LogError::HeadMoved { .. });

@@ -26,7 +26,7 @@ use crate::log::codec::encode_event_into;
 fn event_descriptor() -> &'static MessageDescriptor {
     static DESCRIPTOR: OnceLock<MessageDescriptor> = OnceLock::new();
     DESCRIPTOR.get_or_init(|| {
-        DescriptorPool::decode(crate::grpc::FILE_DESCRIPTOR_SET)
+        DescriptorPool::decode(super::FILE_DESCRIPTOR_SET)
             .expect("the embedded descriptor set is valid")
             .get_message_by_name("inventory.v1.InventoryEvent")
             .expect("the descriptor set holds inventory.v1.InventoryEvent")
