@@ -265,13 +265,13 @@ async fn a_sigkill_under_load_loses_nothing_and_delivery_resumes_from_the_stored
     drop(process);
 }
 
-/// The Python receiver of README.md, taken from the README itself.
+/// The Python receiver of docs/delivery.md, taken from that page itself.
 fn readme_receiver() -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/delivery.md")).unwrap();
     let start = readme
         .find("```python\n")
-        .expect("README has a Python receiver")
+        .expect("docs/delivery.md has a Python receiver")
         + 10;
     let end = start + readme[start..].find("```").unwrap();
     readme[start..end].to_owned()
