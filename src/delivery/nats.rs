@@ -5,6 +5,15 @@
 //! batch is published pipelined and acknowledged once every message of it has its PubAck; up
 //! to [`WINDOW`] batches wait for their PubAcks at once.
 //!
+//! Order is kept by a chain: every message but the first of a chain carries
+//! `Nats-Expected-Last-Msg-Id`, the id of the message before it, so JetStream stores a
+//! message only right after its predecessor. A connection cut loses what was in the socket,
+//! while the client sends what it still queued on the connection it makes again: without the
+//! chain, those later messages would be stored before the lost ones are sent again. With it,
+//! they are refused, and the batches are sent again from the oldest one not acknowledged, whose
+//! predecessor is the last message acknowledged. A resend of a stored message is a duplicate
+//! (its `Nats-Msg-Id`), which JetStream acknowledges before it looks at the chain.
+//!
 //! Ids may hold `.`, which NATS takes as a token separator: in a subject every `.` of an id is
 //! written `%2E` (ids never hold `%`, so the encoding is reversible: replace `%2E` by `.`).
 
@@ -19,7 +28,7 @@ use bytes::BytesMut;
 use tokio_stream::StreamExt;
 
 use super::{Acknowledgement, Batch, DeliveryError, Sink};
-use crate::domain::RecordedEvent;
+use crate::domain::{LogPosition, RecordedEvent};
 use crate::log::BoxFuture;
 use crate::log::codec::json;
 
@@ -85,6 +94,11 @@ pub struct NatsSink {
     connection: Option<Connection>,
     /// Numbers each publish of a batch: its PubAcks come back to `<inbox>.<number>`.
     publishes: u64,
+    /// The position and id of the last message published: the next one's predecessor.
+    last_published: Option<(LogPosition, String)>,
+    /// The position and id of the last message of the latest batch acknowledged: the
+    /// predecessor of a batch sent again after a failure. Written by the acknowledgements.
+    last_acknowledged: Arc<std::sync::Mutex<Option<(LogPosition, String)>>>,
 }
 
 /// A connection with the subscription every PubAck comes back on.
@@ -190,10 +204,32 @@ impl NatsSink {
             subject_prefix: subject_prefix.to_owned(),
             connection: None,
             publishes: 0,
+            last_published: None,
+            last_acknowledged: Arc::default(),
         }
     }
 
-    async fn connect(&self) -> Result<Connection, DeliveryError> {
+    /// The id the first message of a batch starting at `first` must follow: the last message
+    /// published when the batch continues the chain; the last one acknowledged when it is a
+    /// batch sent again after a failure; none when the chain starts over (the first batch, a
+    /// rewind, a stream created empty).
+    fn predecessor(&self, first: LogPosition) -> Option<String> {
+        let (published_through, published_id) = self.last_published.as_ref()?;
+        if first > *published_through {
+            return Some(published_id.clone());
+        }
+        let acknowledged = self
+            .last_acknowledged
+            .lock()
+            .expect("the acknowledged message is never poisoned")
+            .clone();
+        acknowledged
+            .filter(|(acknowledged_through, _)| first > *acknowledged_through)
+            .map(|(_, id)| id)
+    }
+
+    /// A connection, and whether the stream holds no message.
+    async fn connect(&self) -> Result<(Connection, bool), DeliveryError> {
         let client = async_nats::ConnectOptions::new()
             .name("inventory")
             .subscription_capacity(REPLY_CAPACITY)
@@ -205,7 +241,7 @@ impl NatsSink {
                     super::redacted(&self.url)
                 ))
             })?;
-        jetstream::new(client.clone())
+        let mut jetstream_stream = jetstream::new(client.clone())
             .get_or_create_stream(stream::Config {
                 name: self.stream.clone(),
                 subjects: vec![format!("{}.>", self.subject_prefix)],
@@ -219,6 +255,18 @@ impl NatsSink {
                     self.stream
                 ))
             })?;
+        let stream_is_empty = jetstream_stream
+            .info()
+            .await
+            .map_err(|error| {
+                DeliveryError::unsent(format!(
+                    "cannot read the JetStream stream {}: {error}",
+                    self.stream
+                ))
+            })?
+            .state
+            .messages
+            == 0;
         let inbox = client.new_inbox();
         let subscriber = client
             .subscribe(format!("{inbox}.*"))
@@ -227,7 +275,7 @@ impl NatsSink {
                 DeliveryError::unsent(format!("cannot subscribe to the PubAcks: {error}"))
             })?;
         let stream_missing = Arc::new(AtomicBool::new(false));
-        Ok(Connection {
+        let connection = Connection {
             client,
             inbox,
             replies: Arc::new(tokio::sync::Mutex::new(Replies {
@@ -237,7 +285,8 @@ impl NatsSink {
                 stream_missing: stream_missing.clone(),
             })),
             stream_missing,
-        })
+        };
+        Ok((connection, stream_is_empty))
     }
 
     /// Publishes every event of `batch`, each asking for a PubAck, without waiting for them;
@@ -255,7 +304,16 @@ impl NatsSink {
             self.connection = None;
         }
         if self.connection.is_none() {
-            self.connection = Some(self.connect().await?);
+            let (connection, stream_is_empty) = self.connect().await?;
+            if stream_is_empty {
+                // A stream made now (or emptied) holds no predecessor: the chain starts over.
+                self.last_published = None;
+                *self
+                    .last_acknowledged
+                    .lock()
+                    .expect("the acknowledged message is never poisoned") = None;
+            }
+            self.connection = Some(connection);
         }
         let connection = self.connection.as_ref().expect("connected");
         self.publishes += 1;
@@ -265,6 +323,8 @@ impl NatsSink {
         let mut payloads = BytesMut::with_capacity(batch.events.len() * 640);
         let mut text = Vec::with_capacity(1024);
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let first = batch.events.first().expect("a batch is not empty").position;
+        let mut predecessor = self.predecessor(first);
         for event in &batch.events {
             text.clear();
             json::write_event(event, &mut text);
@@ -275,6 +335,10 @@ impl NatsSink {
                 .hyphenated()
                 .encode_lower(&mut id);
             headers.insert("Nats-Msg-Id", &*id);
+            if let Some(predecessor) = &predecessor {
+                headers.insert("Nats-Expected-Last-Msg-Id", predecessor.as_str());
+            }
+            predecessor = Some(id.to_owned());
             connection
                 .client
                 .publish_with_reply_and_headers(
@@ -286,10 +350,19 @@ impl NatsSink {
                 .await
                 .map_err(|error| DeliveryError::sent(format!("publish failed: {error}")))?;
         }
+        let last = batch.events.last().expect("a batch is not empty").position;
+        let last_id = predecessor.expect("a batch is not empty");
+        self.last_published = Some((last, last_id.clone()));
         let replies = connection.replies.clone();
+        let last_acknowledged = self.last_acknowledged.clone();
         let expected = batch.events.len();
         Ok(Box::pin(async move {
-            replies.lock().await.wait(number, expected).await
+            replies.lock().await.wait(number, expected).await?;
+            // Batches are acknowledged oldest first: this is the latest.
+            *last_acknowledged
+                .lock()
+                .expect("the acknowledged message is never poisoned") = Some((last, last_id));
+            Ok(())
         }))
     }
 }
