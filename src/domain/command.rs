@@ -81,6 +81,28 @@ macro_rules! dispatch {
     };
 }
 
+/// The stores and the size of a command whose every entry of `self.$lines` names one item
+/// (`.stream`): a cart's lines, a delivery's changes, a count's lines.
+macro_rules! one_item_per_line {
+    ($lines:ident) => {
+        fn find_store<'a>(
+            &'a self,
+            _inventory: &'a Inventory,
+            refused: &mut dyn FnMut(&StoreId) -> bool,
+        ) -> Option<&'a StoreId> {
+            self.$lines
+                .iter()
+                .map(|line| &line.stream.store_id)
+                .find(|store| refused(store))
+        }
+
+        fn item_bound(&self, _inventory: &Inventory) -> usize {
+            self.$lines.len()
+        }
+    };
+}
+use one_item_per_line;
+
 /// What the inventory needs of every command. Implemented by each command type, beside its
 /// rules.
 pub trait Decide {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::Decide;
+use super::{Decide, one_item_per_line};
 use crate::dense_map::FastHash;
 use crate::domain::error::{DomainError, LineRule, LineViolation};
 use crate::domain::event::{QuantityEvent, StockEvent};
@@ -248,20 +248,7 @@ impl Decide for ApplyStockChanges {
         DomainError::unless_lines_broke(decisions, violations)
     }
 
-    fn find_store<'a>(
-        &'a self,
-        _inventory: &'a Inventory,
-        refused: &mut dyn FnMut(&StoreId) -> bool,
-    ) -> Option<&'a StoreId> {
-        self.changes
-            .iter()
-            .map(|change| &change.stream.store_id)
-            .find(|store| refused(store))
-    }
-
-    fn item_bound(&self, _inventory: &Inventory) -> usize {
-        self.changes.len()
-    }
+    one_item_per_line!(changes);
 }
 
 /// The rule of one stock change on one item.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::Decide;
+use super::{Decide, one_item_per_line};
 use crate::dense_map::FastHash;
 use crate::domain::error::{DomainError, LineRule, LineViolation};
 use crate::domain::event::{ReservationEvent, StockEvent};
@@ -160,20 +160,7 @@ impl Decide for ReserveStock {
         DomainError::unless_lines_broke(decisions, violations)
     }
 
-    fn find_store<'a>(
-        &'a self,
-        _inventory: &'a Inventory,
-        refused: &mut dyn FnMut(&StoreId) -> bool,
-    ) -> Option<&'a StoreId> {
-        self.lines
-            .iter()
-            .map(|line| &line.stream.store_id)
-            .find(|store| refused(store))
-    }
-
-    fn item_bound(&self, _inventory: &Inventory) -> usize {
-        self.lines.len()
-    }
+    one_item_per_line!(lines);
 }
 
 impl Decide for CommitReservation {
