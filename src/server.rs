@@ -212,6 +212,8 @@ pub async fn run_command_server(
 
 /// Runs a query server until `shutdown`: it follows a command server (keeping a copy of its
 /// log) or reads a shared PostgreSQL log, and serves queries and subscriptions from that.
+/// Over 70 lines: the two sources (a followed command server, a shared log) set up side by
+/// side, then one server for both.
 pub async fn run_query_server(
     source: QuerySource,
     limits: Limits,

@@ -110,6 +110,8 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
 }
 
 /// One event as a JSON object: the audit and migration format of `export`.
+/// Over 70 lines: one arm per event kind, each naming its fields as `export` has always
+/// written them (a stored format of its own, which old exports and `migrate` depend on).
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let (kind, details) = match &event.event {
         StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }) => (

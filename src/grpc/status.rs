@@ -77,6 +77,8 @@ pub enum Lines {
     Repeated(&'static str),
 }
 
+/// A refused command's status. Over 70 lines: one exhaustive arm per rule outcome, with its
+/// code, reason and details.
 pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
     let message = error.to_string();
     match error {
@@ -354,6 +356,8 @@ fn reservation_not_active_reason(status: ReservationStatus) -> &'static str {
     }
 }
 
+/// The one mapping of a command's errors to statuses. Over 70 lines: one exhaustive arm per
+/// error, with its code and details, a table that reads best whole.
 pub fn command_error(error: CommandError, lines: Lines) -> Status {
     match &error {
         CommandError::Domain(domain) => domain_error(domain, lines),

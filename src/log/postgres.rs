@@ -325,6 +325,8 @@ struct PostgresAppendLock {
 
 impl PostgresAppendLock {
     /// Writes `events` at the positions after the locked head and commits.
+    /// Over 70 lines: the steps of one transaction in order (head check, command ids,
+    /// insert, head update, notify, commit), each with its own error.
     async fn write(mut self, events: Vec<RecordedEvent>) -> Result<(), LogError> {
         let Some(first) = events.first() else {
             return Ok(());

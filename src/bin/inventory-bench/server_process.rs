@@ -149,6 +149,7 @@ impl ServerProcess {
     }
 
     /// [`ServerProcess::spawn`] with more arguments (a `--config` file).
+    /// Over 70 lines: the process, then the wait for each line it prints at start-up.
     pub async fn spawn_with(
         binary: &Path,
         data_dir: &Path,

@@ -186,6 +186,8 @@ pub async fn run(
 }
 
 /// The lag of each sink under the paced command load.
+/// Over 70 lines: the sinks, the paced load and the subscriber that timestamps each event,
+/// started and stopped together.
 async fn lag(
     config: &BenchConfig,
     binary: &Path,
