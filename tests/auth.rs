@@ -559,12 +559,7 @@ async fn one_credential_at_its_limit_does_not_hold_up_another() {
 
 // --- The binary -------------------------------------------------------------------------
 
-fn inventory(arguments: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(arguments)
-        .output()
-        .unwrap()
-}
+use support::inventory;
 
 /// `inventory token new`'s token and its TOML block.
 fn token_new(arguments: &[&str]) -> (String, String) {

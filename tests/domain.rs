@@ -3,24 +3,20 @@
 
 use inventory::domain::{
     AddStock, AdjustStock, ApplyStockChanges, Command, CommitLine, CommitReservation, CustomerId,
-    Decision, DomainError, ExpireReservation, ExtendReservation, IdError, Inventory, LineRule,
-    LineViolation, OrderId, ProductId, Quantity, QuantityError, QuantityEvent, Reason,
-    ReleaseReservation, RemoveStock, ReservationEvent, ReservationId, ReservationLine,
-    ReservationStatus, Reservations, ReserveStock, SMALL_RESERVATIONS_MAX, StockAlert,
-    StockChangeKind, StockChangeLine, StockEvent, StockState, StoreId, StreamKey, StreamVersion,
-    TimeToLive, Timestamp,
+    DomainError, ExpireReservation, ExtendReservation, IdError, Inventory, LineRule, LineViolation,
+    OrderId, ProductId, Quantity, QuantityError, QuantityEvent, Reason, ReleaseReservation,
+    RemoveStock, ReservationEvent, ReservationId, ReservationLine, ReservationStatus, Reservations,
+    ReserveStock, SMALL_RESERVATIONS_MAX, StockAlert, StockChangeKind, StockChangeLine, StockEvent,
+    StockState, StoreId, StreamKey, StreamVersion, TimeToLive, Timestamp,
 };
 use proptest::prelude::*;
 
-const START: Timestamp = Timestamp(1_700_000_000_000);
-const MINUTE: u64 = 60_000;
+#[path = "support/given.rs"]
+mod given;
 
-fn stream(product: &str) -> StreamKey {
-    StreamKey::new(
-        ProductId::parse(product).unwrap(),
-        StoreId::parse("store-1").unwrap(),
-    )
-}
+use given::{START, Then, apply_all, given, stream};
+
+const MINUTE: u64 = 60_000;
 
 fn quantity(value: u64) -> Quantity {
     Quantity::new(value).unwrap()
@@ -111,13 +107,6 @@ fn refused_lines(lines: &[(usize, &str, LineRule)]) -> DomainError {
     }
 }
 
-/// Applies every event of a decided command.
-fn apply_all(inventory: &mut Inventory, decisions: &[Decision]) {
-    for decision in decisions {
-        inventory.evolve(&decision.stream, &decision.event);
-    }
-}
-
 fn release(id: &str) -> Command {
     Command::ReleaseReservation(ReleaseReservation {
         reservation_id: reservation(id),
@@ -131,57 +120,10 @@ fn expire(id: &str) -> Command {
     })
 }
 
-/// The history: commands that were accepted (decided and applied) at `START`.
-struct Given {
-    inventory: Inventory,
-}
-
-fn given(commands: &[Command]) -> Given {
-    let mut inventory = Inventory::new();
-    for command in commands {
-        let decisions = inventory
-            .decide(command, START)
-            .unwrap_or_else(|error| panic!("given {command:?} was refused: {error}"));
-        apply_all(&mut inventory, &decisions);
-    }
-    Given { inventory }
-}
-
-impl Given {
-    fn when(self, command: Command) -> Then {
-        self.when_at(command, START)
-    }
-
-    fn when_at(mut self, command: Command, now: Timestamp) -> Then {
-        let result = self.inventory.decide(&command, now).map(|decisions| {
-            apply_all(&mut self.inventory, &decisions);
-            decisions
-                .into_iter()
-                .map(|decision| (decision.stream, decision.event))
-                .collect()
-        });
-        Then {
-            inventory: self.inventory,
-            result,
-        }
-    }
-}
-
-struct Then {
-    inventory: Inventory,
-    /// Each event of the command and its item.
-    result: Result<Vec<(StreamKey, StockEvent)>, DomainError>,
-}
-
 impl Then {
     /// The command became this one event.
     fn then_event(self, expected: StockEvent) -> Then {
-        let events: Option<Vec<&StockEvent>> = self
-            .result
-            .as_ref()
-            .ok()
-            .map(|events| events.iter().map(|(_, event)| event).collect());
-        assert_eq!(events, Some(vec![&expected]));
+        assert_eq!(self.events(), Some(vec![&expected]));
         self
     }
 
@@ -200,11 +142,6 @@ impl Then {
             self.inventory.reservation_status(&reservation(id)),
             Some(status)
         );
-        self
-    }
-
-    fn then_error(self, expected: DomainError) -> Then {
-        assert_eq!(self.result.as_ref().err(), Some(&expected));
         self
     }
 

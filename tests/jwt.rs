@@ -451,13 +451,7 @@ async fn one_jwt_subject_at_its_limit_does_not_hold_up_another() {
     server.stop().await;
 }
 
-fn inventory(arguments: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(arguments)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
-}
+use support::inventory_with_env as inventory;
 
 /// The binary takes `[auth.jwt]` with a PEM public key, and refuses a bad section naming the
 /// key.

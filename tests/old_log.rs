@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use inventory::app::ManualClock;
@@ -19,14 +18,6 @@ const FIXTURE_EXPORT: &str = "tests/fixtures/log-before-multi-line.export.jsonl"
 /// A few seconds after the fixture's last event, before its one active reservation expires.
 const FIXTURE_NOW: Timestamp = Timestamp(1_796_181_230_000);
 
-/// A copy of the fixture, so that the test can append to it.
-fn copy_fixture(target: &Path) {
-    for entry in std::fs::read_dir(FIXTURE).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-}
-
 fn reservation(id: &str) -> pb::GetReservationRequest {
     pb::GetReservationRequest {
         reservation_id: id.to_owned(),
@@ -37,7 +28,7 @@ fn reservation(id: &str) -> pb::GetReservationRequest {
 #[tokio::test]
 async fn a_log_from_before_multi_line_commands_replays_answers_and_takes_new_commands() {
     let directory = tempfile::tempdir().unwrap();
-    copy_fixture(directory.path());
+    support::copy_fixture(FIXTURE, directory.path());
     let clock = Arc::new(ManualClock::new(FIXTURE_NOW));
     let server = Combined::start_with_clock(directory.path(), clock.clone()).await;
     let mut queries = server.queries().await;

@@ -407,10 +407,7 @@ async fn bad_state_commands_are_refused_naming_the_field_and_store_nothing() {
         .result
         .unwrap()
         .position;
-    let invalid = |status: tonic::Status, fields: &[&str]| {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert_eq!(bad_fields(&status), fields, "{status:?}");
-    };
+    let invalid = support::assert_invalid;
     // An unknown state, no state, one state to itself, a zero quantity.
     let mut unknown = move_stock("sku-1", 1, Available, Damaged);
     unknown.from = 9;
@@ -846,10 +843,7 @@ async fn a_count_dated_in_the_past_keeps_what_was_recorded_after_it() {
 
     // Bad counts: nothing stored.
     let head = shipped.lines[0].position;
-    let invalid = |status: tonic::Status, fields: &[&str]| {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert_eq!(bad_fields(&status), fields, "{status:?}");
-    };
+    let invalid = support::assert_invalid;
     let future = Timestamp(clock.now().0 + MINUTE);
     invalid(
         commands

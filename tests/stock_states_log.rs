@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use inventory::app::ManualClock;
@@ -22,17 +21,10 @@ const FIXTURE_EXPORT: &str = "tests/fixtures/log-with-stock-states.export.jsonl"
 /// which a retry gets the original answer, whatever day the test runs.
 const FIXTURE_NOW: Timestamp = Timestamp(1_796_192_712_815 + 60_000);
 
-fn copy_fixture(target: &Path) {
-    for entry in std::fs::read_dir(FIXTURE).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_log_with_stock_states_replays_answers_and_takes_new_commands() {
     let directory = tempfile::tempdir().unwrap();
-    copy_fixture(directory.path());
+    support::copy_fixture(FIXTURE, directory.path());
     let clock = Arc::new(ManualClock::new(FIXTURE_NOW));
     let server = Combined::start_with_clock(directory.path(), clock).await;
     let mut queries = server.queries().await;

@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use inventory::app::SystemClock;
 use inventory::app::access::{
     ApiToken, Authenticator, CertificateIdentity, Principal, Role, StoreScope, new_token,
     parse_sha256,
 };
-use inventory::app::{ShutdownSignal, SystemClock};
 use inventory::certificates::{CertificateAuthority, CertifiedKey};
 use inventory::domain::StoreId;
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
 use inventory::grpc::tls::{ServerTls, TlsError, TlsFiles};
-use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
+use support::secured::Guarded;
 use support::{Process, add_stock, error_reason, get_stock, level, reserve_stock};
 
 fn hosts() -> Vec<String> {
@@ -55,9 +55,7 @@ struct Secured {
     command_addr: SocketAddr,
     query_addr: SocketAddr,
     tls: ServerTls,
-    signal: ShutdownSignal,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-    _data: tempfile::TempDir,
+    servers: Guarded,
 }
 
 impl Secured {
@@ -66,49 +64,18 @@ impl Secured {
     }
 
     async fn start_with(files: TlsFiles, auth: Option<Arc<Authenticator>>) -> Secured {
-        let data = tempfile::tempdir().unwrap();
         let tls = ServerTls::start(files).unwrap();
-        let command = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let query = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let command_addr = command.local_addr().unwrap();
-        let query_addr = query.local_addr().unwrap();
-        let (signal, shutdown) = ShutdownSignal::new();
-        let config = CommandConfig {
-            log: LogConfig::Embedded {
-                data_dir: data.path().to_owned(),
-            },
-            clock: std::sync::Arc::new(SystemClock),
-            limits: Limits::default(),
-            sinks: Vec::new(),
-        };
-        let listener = |tcp| ServerListener {
-            tcp,
-            tls: Some(tls.clone()),
-            auth: auth.clone(),
-        };
-        let task = tokio::spawn(server::run_combined(
-            config,
-            listener(command),
-            listener(query),
-            shutdown,
-        ));
+        let servers = Guarded::start(Some(tls.clone()), auth, Arc::new(SystemClock)).await;
         Secured {
-            command_addr,
-            query_addr,
+            command_addr: servers.command_addr,
+            query_addr: servers.query_addr,
             tls,
-            signal,
-            task,
-            _data: data,
+            servers,
         }
     }
 
     async fn stop(self) {
-        self.signal.trigger();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server stops within 10 s")
-            .unwrap()
-            .unwrap();
+        self.servers.stop_keeping_data().await;
     }
 }
 
@@ -448,12 +415,7 @@ async fn a_server_does_not_start_on_unusable_files() {
 
 // --- The binary -------------------------------------------------------------------------
 
-fn inventory(arguments: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(arguments)
-        .output()
-        .unwrap()
-}
+use support::inventory;
 
 fn generate(out: &Path, extra: &[&str]) -> std::process::Output {
     let mut arguments = vec!["cert", "generate", "--out", out.to_str().unwrap()];

@@ -4,17 +4,14 @@ mod support;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use inventory::log::embedded::LOG_FILE_NAME;
 use support::{Combined, add_stock, reserve_stock};
 
+/// The binary, logging only warnings and errors.
 fn inventory(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_inventory"))
-        .args(arguments)
-        .env("INVENTORY_LOG_LEVEL", "warn")
-        .output()
-        .expect("the binary runs")
+    support::inventory_with_env(arguments, &[("INVENTORY_LOG_LEVEL", "warn")])
 }
 
 fn text(bytes: &[u8]) -> String {

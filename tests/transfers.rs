@@ -308,10 +308,7 @@ async fn bad_transfer_commands_are_refused_naming_the_field_and_store_nothing() 
         .result
         .unwrap()
         .position;
-    let invalid = |status: tonic::Status, fields: &[&str]| {
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert_eq!(bad_fields(&status), fields, "{status:?}");
-    };
+    let invalid = support::assert_invalid;
     let mut same_store = ship("t-1", &[("sku-1", 1)]);
     same_store.to_store_id = "warehouse".to_owned();
     invalid(

@@ -533,3 +533,32 @@ pub async fn wait_until(
 ) {
     wait_for(timeout, awaited, async || condition().await.then_some(())).await
 }
+
+/// Runs the `inventory` binary with `arguments` to completion.
+pub fn inventory(arguments: &[&str]) -> std::process::Output {
+    inventory_with_env(arguments, &[])
+}
+
+/// [`inventory`] with these environment variables set.
+pub fn inventory_with_env(arguments: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args(arguments)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+/// Copies the committed log fixture in `fixture` (a folder under `tests/fixtures/`) into
+/// `target`, so a test can open and append to it without changing the fixture.
+pub fn copy_fixture(fixture: &str, target: &Path) {
+    for entry in std::fs::read_dir(fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The request was refused as INVALID_ARGUMENT naming exactly `fields`, in order.
+pub fn assert_invalid(status: tonic::Status, fields: &[&str]) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(bad_fields(&status), fields, "{status:?}");
+}

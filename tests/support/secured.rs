@@ -1,6 +1,7 @@
 //! A server with authentication, for the tests of tokens, JWTs and roles: started in-process on
 //! `127.0.0.1:0` with the credentials a test gives, and clients that send a bearer token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
+use inventory::grpc::tls::ServerTls;
 use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
 
 use super::{error_reason, get_stock};
@@ -56,36 +58,31 @@ pub fn as_<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-pub struct Server {
-    pub command: Channel,
-    pub query: Channel,
+/// Both servers in one process on `127.0.0.1:0`, on an embedded log in a temporary folder,
+/// with the TLS and the credentials given: what every secured test server is.
+pub struct Guarded {
+    pub command_addr: SocketAddr,
+    pub query_addr: SocketAddr,
     signal: ShutdownSignal,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
     data: tempfile::TempDir,
 }
 
-impl Server {
-    pub async fn start(credentials: &[&Credential]) -> Server {
-        Server::start_with_clock(credentials, Arc::new(SystemClock)).await
-    }
-
-    pub async fn start_with_clock(credentials: &[&Credential], clock: Arc<dyn Clock>) -> Server {
-        let authenticator =
-            Authenticator::new(credentials.iter().map(|c| c.entry.clone()).collect());
-        Server::start_with(authenticator, clock).await
-    }
-
-    pub async fn start_with(authenticator: Authenticator, clock: Arc<dyn Clock>) -> Server {
+impl Guarded {
+    pub async fn start(
+        tls: Option<ServerTls>,
+        auth: Option<Arc<Authenticator>>,
+        clock: Arc<dyn Clock>,
+    ) -> Guarded {
         let data = tempfile::tempdir().unwrap();
-        let authenticator = Arc::new(authenticator);
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let (command, query) = (bind().await, bind().await);
         let (command_addr, query_addr) =
             (command.local_addr().unwrap(), query.local_addr().unwrap());
         let listener = |tcp| ServerListener {
             tcp,
-            tls: None,
-            auth: Some(authenticator.clone()),
+            tls: tls.clone(),
+            auth: auth.clone(),
         };
         let (signal, shutdown) = ShutdownSignal::new();
         let config = CommandConfig {
@@ -102,12 +99,52 @@ impl Server {
             listener(query),
             shutdown,
         ));
-        Server {
-            command: super::channel(command_addr).await,
-            query: super::channel(query_addr).await,
+        Guarded {
+            command_addr,
+            query_addr,
             signal,
             task,
             data,
+        }
+    }
+
+    /// Stops the servers (within 10 s) and hands over the data directory, which lives as long
+    /// as the result.
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        self.signal.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops within 10 s")
+            .unwrap()
+            .unwrap();
+        self.data
+    }
+}
+
+/// Both servers with API tokens and no TLS, and a channel to each.
+pub struct Server {
+    pub command: Channel,
+    pub query: Channel,
+    servers: Guarded,
+}
+
+impl Server {
+    pub async fn start(credentials: &[&Credential]) -> Server {
+        Server::start_with_clock(credentials, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(credentials: &[&Credential], clock: Arc<dyn Clock>) -> Server {
+        let authenticator =
+            Authenticator::new(credentials.iter().map(|c| c.entry.clone()).collect());
+        Server::start_with(authenticator, clock).await
+    }
+
+    pub async fn start_with(authenticator: Authenticator, clock: Arc<dyn Clock>) -> Server {
+        let servers = Guarded::start(None, Some(Arc::new(authenticator)), clock).await;
+        Server {
+            command: super::channel(servers.command_addr).await,
+            query: super::channel(servers.query_addr).await,
+            servers,
         }
     }
 
@@ -165,13 +202,7 @@ impl Server {
 
     /// Stops the server and hands over its data directory, which lives as long as the result.
     pub async fn stop_keeping_data(self) -> tempfile::TempDir {
-        self.signal.trigger();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server stops within 10 s")
-            .unwrap()
-            .unwrap();
-        self.data
+        self.servers.stop_keeping_data().await
     }
 }
 
