@@ -401,6 +401,10 @@ pub enum CommandError {
     CircuitOpen { retry_after: Duration },
     #[error("the command side is shutting down")]
     ShuttingDown,
+    /// The caller gave up (its deadline passed, or it disconnected) before the command was
+    /// decided: it was not executed. Nobody receives this answer; it is counted.
+    #[error("the caller gave up before the command was decided")]
+    Abandoned,
     /// The sender may not act on a store the command touches, or not send it at all.
     #[error(transparent)]
     Access(#[from] AccessError),

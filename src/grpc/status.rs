@@ -427,6 +427,8 @@ pub fn command_error(error: CommandError, lines: Lines) -> Status {
             )
         }
         CommandError::Access(access) => access_error(access),
+        // Nobody is waiting for this answer; should a caller see it, it was not executed.
+        CommandError::Abandoned => Status::cancelled(error.to_string()),
         CommandError::ShuttingDown => {
             let details = ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
             Status::with_error_details(

@@ -103,6 +103,7 @@ impl WriterMetrics {
                 | CommandError::CircuitOpen { .. }
                 | CommandError::ShuttingDown,
             ) => &self.failed,
+            Err(CommandError::Abandoned) => &self.abandoned,
             Err(
                 CommandError::Domain(_)
                 | CommandError::WrongExpectedVersion { .. }
@@ -117,7 +118,8 @@ impl WriterMetrics {
 }
 
 /// The writer's loop, on a thread that may block: it waits for commands, decides them and
-/// appends their events there. Asynchronous log operations (every operation of a database
+/// appends their events there. Over 70 lines: one pass of the loop (take, decide and append,
+/// answer) reads best whole. Asynchronous log operations (every operation of a database
 /// log) are driven to completion on this thread by the runtime's handle.
 fn run_writer(
     mut state: CommandState,
@@ -160,8 +162,11 @@ fn run_writer(
                 // without commands (a tick) still expires what is due.
                 let mut results = Vec::with_capacity(requests.len());
                 loop {
-                    let rest = &requests[results.len()..];
-                    results.extend(execute_batch(&runtime, &mut state, log, clock, rest));
+                    let done = results.len();
+                    let rest = &requests[done..];
+                    // A caller may give up while its command waits for the append lock.
+                    let gone = |index: usize| replies[done + index].is_closed();
+                    results.extend(execute_batch(&runtime, &mut state, log, clock, rest, &gone));
                     if results.len() >= requests.len() {
                         break;
                     }
@@ -203,6 +208,7 @@ fn execute_batch(
     log: &dyn EventLog,
     clock: &dyn Clock,
     requests: &[PreparedCommand],
+    gone: &dyn Fn(usize) -> bool,
 ) -> Vec<Result<Accepted, CommandError>> {
     let mut attempt = 0;
     // Command ids the log already holds from before the idempotency window: refused.
@@ -224,7 +230,7 @@ fn execute_batch(
             return failed(requests.len(), &error);
         }
         state.begin_batch();
-        let (results, events) = decide_batch(state, requests, &taken, clock.now());
+        let (results, events) = decide_batch(state, requests, &taken, clock.now(), gone);
         if events.is_empty() {
             // Refusals and replays only: decided under the lock, so current. Dropping the
             // lock releases it.
@@ -272,15 +278,22 @@ fn decide_batch(
     requests: &[PreparedCommand],
     taken: &[CommandId],
     now: crate::domain::Timestamp,
+    gone: &dyn Fn(usize) -> bool,
 ) -> (Vec<Result<Accepted, CommandError>>, Vec<RecordedEvent>) {
     let mut events = Vec::with_capacity(requests.len() + 1);
     state.expire_due(now, &mut events);
     let mut results = Vec::with_capacity(requests.len());
-    for request in requests {
+    for (index, request) in requests.iter().enumerate() {
         if !results.is_empty()
             && events.len() + state.event_bound(&request.command) > MAX_APPEND_EVENTS
         {
             break;
+        }
+        // Checked again under the lock, right before the decision: a caller that gave up
+        // while the batch waited for the lock learns nothing, so its command is not executed.
+        if gone(index) {
+            results.push(Err(CommandError::Abandoned));
+            continue;
         }
         // The scope first: a retry by a credential that may not touch the stores gets no
         // remembered answer either.
