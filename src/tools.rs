@@ -109,144 +109,14 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
     }
 }
 
-/// One event as a JSON object: the audit and migration format of `export`.
-/// Over 70 lines: one arm per event kind, each naming its fields as `export` has always
-/// written them (a stored format of its own, which old exports and `migrate` depend on).
+/// One event as a JSON object: the audit and migration format of `export`, each event kind's
+/// fields named as `export` has always written them (a stored format of its own, which old
+/// exports and `migrate` depend on), by family.
 pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let (kind, details) = match &event.event {
-        StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }) => (
-            "StockAdded",
-            json!({"quantity": quantity.get(), "reason": reason.as_str()}),
-        ),
-        StockEvent::Quantity(QuantityEvent::StockAdjusted {
-            previous_on_hand,
-            on_hand,
-            reason,
-        }) => (
-            "StockAdjusted",
-            json!({"previous_on_hand": previous_on_hand, "on_hand": on_hand, "reason": reason.as_str()}),
-        ),
-        StockEvent::Reservation(ReservationEvent::StockReserved {
-            reservation_id,
-            quantity,
-            customer_id,
-            expires_at,
-        }) => (
-            "StockReserved",
-            json!({
-                "reservation_id": reservation_id.to_string(),
-                "quantity": quantity.get(),
-                "customer_id": customer_id.as_str(),
-                "expires_at_unix_ms": expires_at.unix_millis(),
-            }),
-        ),
-        StockEvent::Quantity(QuantityEvent::StockRemoved {
-            quantity,
-            from,
-            reason,
-        }) => (
-            "StockRemoved",
-            json!({"quantity": quantity.get(), "from": from.to_string(), "reason": reason.as_str()}),
-        ),
-        StockEvent::Quantity(QuantityEvent::StockMoved {
-            quantity,
-            from,
-            to,
-            reason,
-        }) => (
-            "StockMoved",
-            json!({
-                "quantity": quantity.get(),
-                "from": from.to_string(),
-                "to": to.to_string(),
-                "reason": reason.as_str(),
-            }),
-        ),
-        StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
-            safety_stock,
-            low_stock_threshold,
-        }) => (
-            "ItemPolicyChanged",
-            json!({"safety_stock": safety_stock, "low_stock_threshold": low_stock_threshold}),
-        ),
-        StockEvent::Quantity(QuantityEvent::StockCounted {
-            counted,
-            counted_at,
-            on_hand_at_count,
-            previous_on_hand,
-            on_hand,
-            damaged_not_found,
-            quality_control_not_found,
-            reason,
-        }) => (
-            "StockCounted",
-            json!({
-                "counted": counted,
-                "counted_at_unix_ms": counted_at.unix_millis(),
-                "on_hand_at_count": on_hand_at_count,
-                "variance": count_variance(*counted, *on_hand_at_count),
-                "previous_on_hand": previous_on_hand,
-                "on_hand": on_hand,
-                "damaged_not_found": damaged_not_found,
-                "quality_control_not_found": quality_control_not_found,
-                "reason": reason.as_str(),
-            }),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferShipped {
-            transfer_id,
-            to_store,
-            quantity,
-            reason,
-        }) => (
-            "TransferShipped",
-            json!({
-                "transfer_id": transfer_id.as_str(),
-                "to_store_id": to_store.as_str(),
-                "quantity": quantity.get(),
-                "reason": reason.as_str(),
-            }),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferIncoming {
-            transfer_id,
-            from_store,
-            quantity,
-        }) => (
-            "TransferIncoming",
-            json!({
-                "transfer_id": transfer_id.as_str(),
-                "from_store_id": from_store.as_str(),
-                "quantity": quantity.get(),
-            }),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferReceived {
-            transfer_id,
-            quantity,
-        }) => (
-            "TransferReceived",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferLost {
-            transfer_id,
-            quantity,
-        }) => (
-            "TransferLost",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferCancelled {
-            transfer_id,
-            quantity,
-            reason,
-        }) => (
-            "TransferCancelled",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
-        ),
-        StockEvent::Transfer(TransferEvent::TransferReturned {
-            transfer_id,
-            quantity,
-        }) => (
-            "TransferReturned",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
-        ),
+        StockEvent::Quantity(event) => quantity_json(event),
+        StockEvent::Reservation(event) => reservation_json(event),
+        StockEvent::Transfer(event) => transfer_json(event),
         StockEvent::Alert(alert) => (
             match alert {
                 StockAlert::StockLow => "StockLow",
@@ -255,45 +125,6 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
                 StockAlert::StockShort => "StockShort",
             },
             json!({}),
-        ),
-        StockEvent::Reservation(ReservationEvent::ReservationCommitted {
-            reservation_id,
-            quantity,
-            order_id,
-            released_quantity,
-        }) => (
-            "ReservationCommitted",
-            json!({
-                "reservation_id": reservation_id.to_string(),
-                "quantity": quantity,
-                "order_id": order_id.as_str(),
-                "released_quantity": released_quantity,
-            }),
-        ),
-        StockEvent::Reservation(ReservationEvent::ReservationExtended {
-            reservation_id,
-            expires_at,
-        }) => (
-            "ReservationExtended",
-            json!({
-                "reservation_id": reservation_id.to_string(),
-                "expires_at_unix_ms": expires_at.unix_millis(),
-            }),
-        ),
-        StockEvent::Reservation(ReservationEvent::ReservationReleased {
-            reservation_id,
-            quantity,
-            reason,
-        }) => (
-            "ReservationReleased",
-            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "reason": reason.as_str()}),
-        ),
-        StockEvent::Reservation(ReservationEvent::ReservationExpired {
-            reservation_id,
-            quantity,
-        }) => (
-            "ReservationExpired",
-            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get()}),
         ),
     };
     json!({
@@ -311,6 +142,196 @@ pub fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "command_event_count": event.command_event_count,
         "actor": event.actor.as_ref().map(|actor| actor.as_str()),
     })
+}
+
+/// The kind and details of a quantity event, as `export` writes them.
+fn quantity_json(event: &QuantityEvent) -> (&'static str, serde_json::Value) {
+    match event {
+        QuantityEvent::StockAdded { quantity, reason } => (
+            "StockAdded",
+            json!({"quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        QuantityEvent::StockAdjusted {
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => (
+            "StockAdjusted",
+            json!({"previous_on_hand": previous_on_hand, "on_hand": on_hand, "reason": reason.as_str()}),
+        ),
+        QuantityEvent::StockRemoved {
+            quantity,
+            from,
+            reason,
+        } => (
+            "StockRemoved",
+            json!({"quantity": quantity.get(), "from": from.to_string(), "reason": reason.as_str()}),
+        ),
+        QuantityEvent::StockMoved {
+            quantity,
+            from,
+            to,
+            reason,
+        } => (
+            "StockMoved",
+            json!({
+                "quantity": quantity.get(),
+                "from": from.to_string(),
+                "to": to.to_string(),
+                "reason": reason.as_str(),
+            }),
+        ),
+        QuantityEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => (
+            "ItemPolicyChanged",
+            json!({"safety_stock": safety_stock, "low_stock_threshold": low_stock_threshold}),
+        ),
+        QuantityEvent::StockCounted {
+            counted,
+            counted_at,
+            on_hand_at_count,
+            previous_on_hand,
+            on_hand,
+            damaged_not_found,
+            quality_control_not_found,
+            reason,
+        } => (
+            "StockCounted",
+            json!({
+                "counted": counted,
+                "counted_at_unix_ms": counted_at.unix_millis(),
+                "on_hand_at_count": on_hand_at_count,
+                "variance": count_variance(*counted, *on_hand_at_count),
+                "previous_on_hand": previous_on_hand,
+                "on_hand": on_hand,
+                "damaged_not_found": damaged_not_found,
+                "quality_control_not_found": quality_control_not_found,
+                "reason": reason.as_str(),
+            }),
+        ),
+    }
+}
+
+/// The kind and details of a reservation event, as `export` writes them.
+fn reservation_json(event: &ReservationEvent) -> (&'static str, serde_json::Value) {
+    match event {
+        ReservationEvent::StockReserved {
+            reservation_id,
+            quantity,
+            customer_id,
+            expires_at,
+        } => (
+            "StockReserved",
+            json!({
+                "reservation_id": reservation_id.to_string(),
+                "quantity": quantity.get(),
+                "customer_id": customer_id.as_str(),
+                "expires_at_unix_ms": expires_at.unix_millis(),
+            }),
+        ),
+        ReservationEvent::ReservationCommitted {
+            reservation_id,
+            quantity,
+            order_id,
+            released_quantity,
+        } => (
+            "ReservationCommitted",
+            json!({
+                "reservation_id": reservation_id.to_string(),
+                "quantity": quantity,
+                "order_id": order_id.as_str(),
+                "released_quantity": released_quantity,
+            }),
+        ),
+        ReservationEvent::ReservationExtended {
+            reservation_id,
+            expires_at,
+        } => (
+            "ReservationExtended",
+            json!({
+                "reservation_id": reservation_id.to_string(),
+                "expires_at_unix_ms": expires_at.unix_millis(),
+            }),
+        ),
+        ReservationEvent::ReservationReleased {
+            reservation_id,
+            quantity,
+            reason,
+        } => (
+            "ReservationReleased",
+            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        ReservationEvent::ReservationExpired {
+            reservation_id,
+            quantity,
+        } => (
+            "ReservationExpired",
+            json!({"reservation_id": reservation_id.to_string(), "quantity": quantity.get()}),
+        ),
+    }
+}
+
+/// The kind and details of a transfer event, as `export` writes them.
+fn transfer_json(event: &TransferEvent) -> (&'static str, serde_json::Value) {
+    match event {
+        TransferEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => (
+            "TransferShipped",
+            json!({
+                "transfer_id": transfer_id.as_str(),
+                "to_store_id": to_store.as_str(),
+                "quantity": quantity.get(),
+                "reason": reason.as_str(),
+            }),
+        ),
+        TransferEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => (
+            "TransferIncoming",
+            json!({
+                "transfer_id": transfer_id.as_str(),
+                "from_store_id": from_store.as_str(),
+                "quantity": quantity.get(),
+            }),
+        ),
+        TransferEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferReceived",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
+        TransferEvent::TransferLost {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferLost",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
+        TransferEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => (
+            "TransferCancelled",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+        ),
+        TransferEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => (
+            "TransferReturned",
+            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+        ),
+    }
 }
 
 /// Every quantity of a level, as `export` writes it.

@@ -49,7 +49,6 @@ pub fn encode_event(event: &RecordedEvent) -> Vec<u8> {
 /// `event_to_pb(event).encode_to_vec()`, written straight from the domain event instead of
 /// first copying every id into a `String` of an owned message (the writer encodes each event
 /// of every batch).
-/// Over 70 lines: one arm per event kind, field by field as in `events.proto`.
 pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
     let mut event_id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let event_id = uuid::Uuid::from_u128(event.event_id.0)
@@ -74,9 +73,26 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
     for field in &header {
         field.encode(buffer);
     }
-    let reservation_text;
-    let (tag, kind): (u32, [Field<'_>; 4]) = match &event.event {
-        StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }) => (
+    match &event.event {
+        StockEvent::Quantity(event) => encode_quantity_event(event, buffer),
+        StockEvent::Reservation(event) => {
+            let reservation_text = event.reservation_id().as_str();
+            let (tag, kind) = reservation_event_fields(event, &reservation_text);
+            encode_kind(tag, &kind, buffer);
+        }
+        StockEvent::Transfer(event) => {
+            let (tag, kind) = transfer_fields(event);
+            encode_kind(tag, &kind, buffer);
+        }
+        StockEvent::Alert(alert) => encode_kind(alert_tag(*alert), &[], buffer),
+    }
+}
+
+/// Writes the oneof of a quantity event (a count has nine fields, the others four at most).
+/// Over 70 lines: one arm per quantity event, field by field as in `events.proto`.
+fn encode_quantity_event(event: &QuantityEvent, buffer: &mut Vec<u8>) {
+    let (tag, kind): (u32, [Field<'_>; 4]) = match event {
+        QuantityEvent::StockAdded { quantity, reason } => (
             20,
             [
                 Field::Signed(1, quantity.get() as i64),
@@ -85,11 +101,11 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Absent,
             ],
         ),
-        StockEvent::Quantity(QuantityEvent::StockAdjusted {
+        QuantityEvent::StockAdjusted {
             previous_on_hand,
             on_hand,
             reason,
-        }) => (
+        } => (
             21,
             [
                 Field::Signed(1, *previous_on_hand as i64),
@@ -98,24 +114,11 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Absent,
             ],
         ),
-        StockEvent::Reservation(ReservationEvent::StockReserved {
-            reservation_id,
-            quantity,
-            customer_id,
-            expires_at,
-        }) => {
-            reservation_text = reservation_id.as_str();
-            let more = [
-                Field::Text(3, customer_id.as_str()),
-                Field::Time(4, timestamp_to_pb(*expires_at)),
-            ];
-            (22, reservation_fields(&reservation_text, *quantity, more))
-        }
-        StockEvent::Quantity(QuantityEvent::StockRemoved {
+        QuantityEvent::StockRemoved {
             quantity,
             from,
             reason,
-        }) => (
+        } => (
             26,
             [
                 Field::Signed(1, quantity.get() as i64),
@@ -124,12 +127,12 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Absent,
             ],
         ),
-        StockEvent::Quantity(QuantityEvent::StockMoved {
+        QuantityEvent::StockMoved {
             quantity,
             from,
             to,
             reason,
-        }) => (
+        } => (
             28,
             [
                 Field::Signed(1, quantity.get() as i64),
@@ -138,10 +141,10 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Text(4, reason.as_str()),
             ],
         ),
-        StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
+        QuantityEvent::ItemPolicyChanged {
             safety_stock,
             low_stock_threshold,
-        }) => (
+        } => (
             29,
             [
                 Field::Signed(1, *safety_stock as i64),
@@ -150,75 +153,7 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
                 Field::Absent,
             ],
         ),
-        StockEvent::Alert(alert) => (
-            alert_tag(*alert),
-            [Field::Absent, Field::Absent, Field::Absent, Field::Absent],
-        ),
-        StockEvent::Transfer(TransferEvent::TransferShipped {
-            transfer_id,
-            to_store,
-            quantity,
-            reason,
-        }) => (
-            35,
-            [
-                Field::Text(1, transfer_id.as_str()),
-                Field::Text(2, to_store.as_str()),
-                Field::Signed(3, quantity.get() as i64),
-                Field::Text(4, reason.as_str()),
-            ],
-        ),
-        StockEvent::Transfer(TransferEvent::TransferIncoming {
-            transfer_id,
-            from_store,
-            quantity,
-        }) => (
-            36,
-            [
-                Field::Text(1, transfer_id.as_str()),
-                Field::Text(2, from_store.as_str()),
-                Field::Signed(3, quantity.get() as i64),
-                Field::Absent,
-            ],
-        ),
-        StockEvent::Transfer(TransferEvent::TransferReceived {
-            transfer_id,
-            quantity,
-        })
-        | StockEvent::Transfer(TransferEvent::TransferLost {
-            transfer_id,
-            quantity,
-        })
-        | StockEvent::Transfer(TransferEvent::TransferReturned {
-            transfer_id,
-            quantity,
-        }) => (
-            match &event.event {
-                StockEvent::Transfer(TransferEvent::TransferReceived { .. }) => 37,
-                StockEvent::Transfer(TransferEvent::TransferLost { .. }) => 38,
-                _ => 40,
-            },
-            [
-                Field::Text(1, transfer_id.as_str()),
-                Field::Signed(2, quantity.get() as i64),
-                Field::Absent,
-                Field::Absent,
-            ],
-        ),
-        StockEvent::Transfer(TransferEvent::TransferCancelled {
-            transfer_id,
-            quantity,
-            reason,
-        }) => (
-            39,
-            [
-                Field::Text(1, transfer_id.as_str()),
-                Field::Signed(2, quantity.get() as i64),
-                Field::Text(3, reason.as_str()),
-                Field::Absent,
-            ],
-        ),
-        StockEvent::Quantity(QuantityEvent::StockCounted {
+        QuantityEvent::StockCounted {
             counted,
             counted_at,
             on_hand_at_count,
@@ -227,7 +162,7 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             damaged_not_found,
             quality_control_not_found,
             reason,
-        }) => {
+        } => {
             // Nine fields: more than the other kinds' four.
             let fields = [
                 Field::Signed(1, *counted as i64),
@@ -243,57 +178,140 @@ pub fn encode_event_into(event: &RecordedEvent, buffer: &mut Vec<u8>) {
             encode_kind(34, &fields, buffer);
             return;
         }
-        StockEvent::Reservation(ReservationEvent::ReservationCommitted {
-            reservation_id,
+    };
+    encode_kind(tag, &kind, buffer);
+}
+
+/// The oneof tag and fields of a reservation event, whose id's text is `reservation_text`.
+fn reservation_event_fields<'a>(
+    event: &'a ReservationEvent,
+    reservation_text: &'a str,
+) -> (u32, [Field<'a>; 4]) {
+    match event {
+        ReservationEvent::StockReserved {
+            reservation_id: _,
+            quantity,
+            customer_id,
+            expires_at,
+        } => {
+            let more = [
+                Field::Text(3, customer_id.as_str()),
+                Field::Time(4, timestamp_to_pb(*expires_at)),
+            ];
+            (22, reservation_fields(reservation_text, *quantity, more))
+        }
+        ReservationEvent::ReservationCommitted {
+            reservation_id: _,
             quantity,
             order_id,
             released_quantity,
-        }) => {
-            reservation_text = reservation_id.as_str();
-            (
-                23,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Signed(2, *quantity as i64),
-                    Field::Text(3, order_id.as_str()),
-                    Field::Signed(4, *released_quantity as i64),
-                ],
-            )
-        }
-        StockEvent::Reservation(ReservationEvent::ReservationExtended {
-            reservation_id,
+        } => (
+            23,
+            [
+                Field::Text(1, reservation_text),
+                Field::Signed(2, *quantity as i64),
+                Field::Text(3, order_id.as_str()),
+                Field::Signed(4, *released_quantity as i64),
+            ],
+        ),
+        ReservationEvent::ReservationExtended {
+            reservation_id: _,
             expires_at,
-        }) => {
-            reservation_text = reservation_id.as_str();
-            (
-                27,
-                [
-                    Field::Text(1, &reservation_text),
-                    Field::Time(2, timestamp_to_pb(*expires_at)),
-                    Field::Absent,
-                    Field::Absent,
-                ],
-            )
-        }
-        StockEvent::Reservation(ReservationEvent::ReservationReleased {
-            reservation_id,
+        } => (
+            27,
+            [
+                Field::Text(1, reservation_text),
+                Field::Time(2, timestamp_to_pb(*expires_at)),
+                Field::Absent,
+                Field::Absent,
+            ],
+        ),
+        ReservationEvent::ReservationReleased {
+            reservation_id: _,
             quantity,
             reason,
-        }) => {
-            reservation_text = reservation_id.as_str();
+        } => {
             let more = [Field::Text(3, reason.as_str()), Field::Absent];
-            (24, reservation_fields(&reservation_text, *quantity, more))
+            (24, reservation_fields(reservation_text, *quantity, more))
         }
-        StockEvent::Reservation(ReservationEvent::ReservationExpired {
-            reservation_id,
+        ReservationEvent::ReservationExpired {
+            reservation_id: _,
             quantity,
-        }) => {
-            reservation_text = reservation_id.as_str();
+        } => {
             let more = [Field::Absent, Field::Absent];
-            (25, reservation_fields(&reservation_text, *quantity, more))
+            (25, reservation_fields(reservation_text, *quantity, more))
         }
-    };
-    encode_kind(tag, &kind, buffer);
+    }
+}
+
+/// The oneof tag and fields of a transfer event.
+fn transfer_fields(event: &TransferEvent) -> (u32, [Field<'_>; 4]) {
+    match event {
+        TransferEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => (
+            35,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Text(2, to_store.as_str()),
+                Field::Signed(3, quantity.get() as i64),
+                Field::Text(4, reason.as_str()),
+            ],
+        ),
+        TransferEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => (
+            36,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Text(2, from_store.as_str()),
+                Field::Signed(3, quantity.get() as i64),
+                Field::Absent,
+            ],
+        ),
+        TransferEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        }
+        | TransferEvent::TransferLost {
+            transfer_id,
+            quantity,
+        }
+        | TransferEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => (
+            match event {
+                TransferEvent::TransferReceived { .. } => 37,
+                TransferEvent::TransferLost { .. } => 38,
+                _ => 40,
+            },
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Signed(2, quantity.get() as i64),
+                Field::Absent,
+                Field::Absent,
+            ],
+        ),
+        TransferEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => (
+            39,
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Signed(2, quantity.get() as i64),
+                Field::Text(3, reason.as_str()),
+                Field::Absent,
+            ],
+        ),
+    }
 }
 
 /// Writes the oneof's message: always, even when every field of it is a default.
@@ -511,173 +529,18 @@ pub fn uuid_string(id: u128) -> String {
     uuid::Uuid::from_u128(id).to_string()
 }
 
-/// Over 70 lines: one arm per event kind, field by field as in `events.proto`.
 pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
     use pb::inventory_event::Kind;
     let kind = match &event.event {
-        StockEvent::Quantity(QuantityEvent::StockAdded { quantity, reason }) => {
-            Kind::StockAdded(pb::StockAdded {
-                quantity: quantity.get() as i64,
-                reason: reason.as_str().to_owned(),
-            })
-        }
-        StockEvent::Quantity(QuantityEvent::StockAdjusted {
-            previous_on_hand,
-            on_hand,
-            reason,
-        }) => Kind::StockAdjusted(pb::StockAdjusted {
-            previous_on_hand: *previous_on_hand as i64,
-            on_hand: *on_hand as i64,
-            reason: reason.as_str().to_owned(),
-        }),
-        StockEvent::Reservation(ReservationEvent::StockReserved {
-            reservation_id,
-            quantity,
-            customer_id,
-            expires_at,
-        }) => Kind::StockReserved(pb::StockReserved {
-            reservation_id: reservation_id.to_string(),
-            quantity: quantity.get() as i64,
-            customer_id: customer_id.to_string(),
-            expires_at: Some(timestamp_to_pb(*expires_at)),
-        }),
-        StockEvent::Quantity(QuantityEvent::StockRemoved {
-            quantity,
-            from,
-            reason,
-        }) => Kind::StockRemoved(pb::StockRemoved {
-            quantity: quantity.get() as i64,
-            reason: reason.as_str().to_owned(),
-            from: stock_state_to_pb(*from) as i32,
-        }),
-        StockEvent::Quantity(QuantityEvent::StockMoved {
-            quantity,
-            from,
-            to,
-            reason,
-        }) => Kind::StockMoved(pb::StockMoved {
-            quantity: quantity.get() as i64,
-            from: stock_state_to_pb(*from) as i32,
-            to: stock_state_to_pb(*to) as i32,
-            reason: reason.as_str().to_owned(),
-        }),
-        StockEvent::Quantity(QuantityEvent::ItemPolicyChanged {
-            safety_stock,
-            low_stock_threshold,
-        }) => Kind::ItemPolicyChanged(pb::ItemPolicyChanged {
-            safety_stock: *safety_stock as i64,
-            low_stock_threshold: *low_stock_threshold as i64,
-        }),
-        StockEvent::Quantity(QuantityEvent::StockCounted {
-            counted,
-            counted_at,
-            on_hand_at_count,
-            previous_on_hand,
-            on_hand,
-            damaged_not_found,
-            quality_control_not_found,
-            reason,
-        }) => Kind::StockCounted(pb::StockCounted {
-            counted: *counted as i64,
-            counted_at: Some(timestamp_to_pb(*counted_at)),
-            on_hand_at_count: *on_hand_at_count as i64,
-            previous_on_hand: *previous_on_hand as i64,
-            on_hand: *on_hand as i64,
-            reason: reason.as_str().to_owned(),
-            variance: count_variance(*counted, *on_hand_at_count),
-            damaged_not_found: *damaged_not_found as i64,
-            quality_control_not_found: *quality_control_not_found as i64,
-        }),
-        StockEvent::Transfer(TransferEvent::TransferShipped {
-            transfer_id,
-            to_store,
-            quantity,
-            reason,
-        }) => Kind::TransferShipped(pb::TransferShipped {
-            transfer_id: transfer_id.to_string(),
-            to_store_id: to_store.to_string(),
-            quantity: quantity.get() as i64,
-            reason: reason.as_str().to_owned(),
-        }),
-        StockEvent::Transfer(TransferEvent::TransferIncoming {
-            transfer_id,
-            from_store,
-            quantity,
-        }) => Kind::TransferIncoming(pb::TransferIncoming {
-            transfer_id: transfer_id.to_string(),
-            from_store_id: from_store.to_string(),
-            quantity: quantity.get() as i64,
-        }),
-        StockEvent::Transfer(TransferEvent::TransferReceived {
-            transfer_id,
-            quantity,
-        }) => Kind::TransferReceived(pb::TransferReceived {
-            transfer_id: transfer_id.to_string(),
-            quantity: quantity.get() as i64,
-        }),
-        StockEvent::Transfer(TransferEvent::TransferLost {
-            transfer_id,
-            quantity,
-        }) => Kind::TransferLost(pb::TransferLost {
-            transfer_id: transfer_id.to_string(),
-            quantity: quantity.get() as i64,
-        }),
-        StockEvent::Transfer(TransferEvent::TransferCancelled {
-            transfer_id,
-            quantity,
-            reason,
-        }) => Kind::TransferCancelled(pb::TransferCancelled {
-            transfer_id: transfer_id.to_string(),
-            quantity: quantity.get() as i64,
-            reason: reason.as_str().to_owned(),
-        }),
-        StockEvent::Transfer(TransferEvent::TransferReturned {
-            transfer_id,
-            quantity,
-        }) => Kind::TransferReturned(pb::TransferReturned {
-            transfer_id: transfer_id.to_string(),
-            quantity: quantity.get() as i64,
-        }),
+        StockEvent::Quantity(event) => quantity_to_pb(event),
+        StockEvent::Reservation(event) => reservation_to_pb(event),
+        StockEvent::Transfer(event) => transfer_to_pb(event),
         StockEvent::Alert(alert) => match alert {
             StockAlert::StockLow => Kind::StockLow(pb::StockLow {}),
             StockAlert::OutOfStock => Kind::OutOfStock(pb::OutOfStock {}),
             StockAlert::BackInStock => Kind::BackInStock(pb::BackInStock {}),
             StockAlert::StockShort => Kind::StockShort(pb::StockShort {}),
         },
-        StockEvent::Reservation(ReservationEvent::ReservationCommitted {
-            reservation_id,
-            quantity,
-            order_id,
-            released_quantity,
-        }) => Kind::ReservationCommitted(pb::ReservationCommitted {
-            reservation_id: reservation_id.to_string(),
-            quantity: *quantity as i64,
-            order_id: order_id.to_string(),
-            released_quantity: *released_quantity as i64,
-        }),
-        StockEvent::Reservation(ReservationEvent::ReservationExtended {
-            reservation_id,
-            expires_at,
-        }) => Kind::ReservationExtended(pb::ReservationExtended {
-            reservation_id: reservation_id.to_string(),
-            expires_at: Some(timestamp_to_pb(*expires_at)),
-        }),
-        StockEvent::Reservation(ReservationEvent::ReservationReleased {
-            reservation_id,
-            quantity,
-            reason,
-        }) => Kind::ReservationReleased(pb::ReservationReleased {
-            reservation_id: reservation_id.to_string(),
-            quantity: quantity.get() as i64,
-            reason: reason.as_str().to_owned(),
-        }),
-        StockEvent::Reservation(ReservationEvent::ReservationExpired {
-            reservation_id,
-            quantity,
-        }) => Kind::ReservationExpired(pb::ReservationExpired {
-            reservation_id: reservation_id.to_string(),
-            quantity: quantity.get() as i64,
-        }),
     };
     pb::InventoryEvent {
         event_id: uuid_string(event.event_id.0),
@@ -702,6 +565,182 @@ pub fn event_to_pb(event: &RecordedEvent) -> pb::InventoryEvent {
             .map(|actor| actor.as_str().to_owned())
             .unwrap_or_default(),
         kind: Some(kind),
+    }
+}
+
+/// The oneof of a quantity event.
+fn quantity_to_pb(event: &QuantityEvent) -> pb::inventory_event::Kind {
+    use pb::inventory_event::Kind;
+    match event {
+        QuantityEvent::StockAdded { quantity, reason } => Kind::StockAdded(pb::StockAdded {
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        QuantityEvent::StockAdjusted {
+            previous_on_hand,
+            on_hand,
+            reason,
+        } => Kind::StockAdjusted(pb::StockAdjusted {
+            previous_on_hand: *previous_on_hand as i64,
+            on_hand: *on_hand as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        QuantityEvent::StockRemoved {
+            quantity,
+            from,
+            reason,
+        } => Kind::StockRemoved(pb::StockRemoved {
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+            from: stock_state_to_pb(*from) as i32,
+        }),
+        QuantityEvent::StockMoved {
+            quantity,
+            from,
+            to,
+            reason,
+        } => Kind::StockMoved(pb::StockMoved {
+            quantity: quantity.get() as i64,
+            from: stock_state_to_pb(*from) as i32,
+            to: stock_state_to_pb(*to) as i32,
+            reason: reason.as_str().to_owned(),
+        }),
+        QuantityEvent::ItemPolicyChanged {
+            safety_stock,
+            low_stock_threshold,
+        } => Kind::ItemPolicyChanged(pb::ItemPolicyChanged {
+            safety_stock: *safety_stock as i64,
+            low_stock_threshold: *low_stock_threshold as i64,
+        }),
+        QuantityEvent::StockCounted {
+            counted,
+            counted_at,
+            on_hand_at_count,
+            previous_on_hand,
+            on_hand,
+            damaged_not_found,
+            quality_control_not_found,
+            reason,
+        } => Kind::StockCounted(pb::StockCounted {
+            counted: *counted as i64,
+            counted_at: Some(timestamp_to_pb(*counted_at)),
+            on_hand_at_count: *on_hand_at_count as i64,
+            previous_on_hand: *previous_on_hand as i64,
+            on_hand: *on_hand as i64,
+            reason: reason.as_str().to_owned(),
+            variance: count_variance(*counted, *on_hand_at_count),
+            damaged_not_found: *damaged_not_found as i64,
+            quality_control_not_found: *quality_control_not_found as i64,
+        }),
+    }
+}
+
+/// The oneof of a reservation event.
+fn reservation_to_pb(event: &ReservationEvent) -> pb::inventory_event::Kind {
+    use pb::inventory_event::Kind;
+    match event {
+        ReservationEvent::StockReserved {
+            reservation_id,
+            quantity,
+            customer_id,
+            expires_at,
+        } => Kind::StockReserved(pb::StockReserved {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+            customer_id: customer_id.to_string(),
+            expires_at: Some(timestamp_to_pb(*expires_at)),
+        }),
+        ReservationEvent::ReservationCommitted {
+            reservation_id,
+            quantity,
+            order_id,
+            released_quantity,
+        } => Kind::ReservationCommitted(pb::ReservationCommitted {
+            reservation_id: reservation_id.to_string(),
+            quantity: *quantity as i64,
+            order_id: order_id.to_string(),
+            released_quantity: *released_quantity as i64,
+        }),
+        ReservationEvent::ReservationExtended {
+            reservation_id,
+            expires_at,
+        } => Kind::ReservationExtended(pb::ReservationExtended {
+            reservation_id: reservation_id.to_string(),
+            expires_at: Some(timestamp_to_pb(*expires_at)),
+        }),
+        ReservationEvent::ReservationReleased {
+            reservation_id,
+            quantity,
+            reason,
+        } => Kind::ReservationReleased(pb::ReservationReleased {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        ReservationEvent::ReservationExpired {
+            reservation_id,
+            quantity,
+        } => Kind::ReservationExpired(pb::ReservationExpired {
+            reservation_id: reservation_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+    }
+}
+
+/// The oneof of a transfer event.
+fn transfer_to_pb(event: &TransferEvent) -> pb::inventory_event::Kind {
+    use pb::inventory_event::Kind;
+    match event {
+        TransferEvent::TransferShipped {
+            transfer_id,
+            to_store,
+            quantity,
+            reason,
+        } => Kind::TransferShipped(pb::TransferShipped {
+            transfer_id: transfer_id.to_string(),
+            to_store_id: to_store.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        TransferEvent::TransferIncoming {
+            transfer_id,
+            from_store,
+            quantity,
+        } => Kind::TransferIncoming(pb::TransferIncoming {
+            transfer_id: transfer_id.to_string(),
+            from_store_id: from_store.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        TransferEvent::TransferReceived {
+            transfer_id,
+            quantity,
+        } => Kind::TransferReceived(pb::TransferReceived {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        TransferEvent::TransferLost {
+            transfer_id,
+            quantity,
+        } => Kind::TransferLost(pb::TransferLost {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
+        TransferEvent::TransferCancelled {
+            transfer_id,
+            quantity,
+            reason,
+        } => Kind::TransferCancelled(pb::TransferCancelled {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+            reason: reason.as_str().to_owned(),
+        }),
+        TransferEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => Kind::TransferReturned(pb::TransferReturned {
+            transfer_id: transfer_id.to_string(),
+            quantity: quantity.get() as i64,
+        }),
     }
 }
 
