@@ -196,6 +196,17 @@ fn pub_ack_error(reply: &async_nats::Message) -> Option<String> {
     }
 }
 
+/// The headers of one message: its id, which JetStream's duplicate window keys on, and the id
+/// of the message it must follow, if any.
+fn message_headers(id: &str, predecessor: Option<&str>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    if let Some(predecessor) = predecessor {
+        headers.insert("Nats-Expected-Last-Msg-Id", predecessor);
+    }
+    headers
+}
+
 impl NatsSink {
     pub fn new(url: &str, stream: &str, subject_prefix: &str) -> NatsSink {
         NatsSink {
@@ -330,14 +341,10 @@ impl NatsSink {
             json::write_event(event, &mut text);
             payloads.extend_from_slice(&text);
             let payload = payloads.split();
-            let mut headers = async_nats::HeaderMap::new();
             let id = uuid::Uuid::from_u128(event.event_id.0)
                 .hyphenated()
                 .encode_lower(&mut id);
-            headers.insert("Nats-Msg-Id", &*id);
-            if let Some(predecessor) = &predecessor {
-                headers.insert("Nats-Expected-Last-Msg-Id", predecessor.as_str());
-            }
+            let headers = message_headers(id, predecessor.as_deref());
             predecessor = Some(id.to_owned());
             connection
                 .client
