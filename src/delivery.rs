@@ -16,6 +16,10 @@
 //! This is an adapter at the edge, like `grpc`: it reads the log through [`EventLog`] and
 //! knows nothing of the servers. Adding a destination (Kafka, say) is one module implementing
 //! [`Sink`].
+//!
+//! Over 600 lines: the sinks' configuration, the `Sink` trait and `Deliveries` (starting the
+//! deliverers and the operator's resume and rewind) share their types; the loop itself is in
+//! `engine.rs` and each destination in its own module.
 
 pub mod cursor;
 mod engine;

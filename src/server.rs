@@ -1,6 +1,9 @@
 //! Wiring: opens the log, starts the command side, the read model and the tonic servers, and
 //! stops them all on one shutdown signal. The binary and the tests both start servers through
 //! these functions, on listeners they bind themselves (tests use `127.0.0.1:0`).
+//!
+//! Over 600 lines: the wiring of the three modes (combined, command, query with its two
+//! sources) and the layers and limits every server shares.
 
 use std::path::PathBuf;
 use std::sync::Arc;

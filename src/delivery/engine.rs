@@ -2,6 +2,9 @@
 //! filter keeps in batches, one in flight (or up to the sink's window), and stores the cursor
 //! past each acknowledged batch, oldest first. Every way it waits (for events, out a backoff,
 //! while parked) also listens for the operator's resume and rewind and for shutdown.
+//!
+//! Over 600 lines: one deliverer's loop with its window, cursor, backoff and parking, whose
+//! states read best in one place.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

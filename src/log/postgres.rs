@@ -23,6 +23,10 @@
 //!
 //! **TLS.** Every connection, the pool's and the listener's, honours the URL's `sslmode` (and
 //! `sslrootcert`) as libpq does: see [`tls`].
+//!
+//! Over 600 lines: one `EventLog` implementation (schema, append under the head lock, the
+//! reads, the head's watch), whose parts share the connection pool and the prepared statements;
+//! following the head and TLS are in `postgres/`.
 
 mod head;
 pub mod tls;

@@ -2,6 +2,9 @@
 //! connections, each worker sending its next request as soon as its last one is answered.
 //! Latencies go into HdrHistograms; only requests answered inside the measured window (after
 //! the warm-up) count.
+//!
+//! Over 600 lines: the closed-loop workers, their histograms and the bulk loads, which the
+//! scenarios all share.
 
 use std::future::Future;
 use std::sync::Arc;
