@@ -159,6 +159,14 @@ async fn a_restarted_server_resumes_from_the_stored_cursor() {
     )
     .unwrap();
     assert_eq!(cursor["position"], first);
+    // The cursor and its folder are the server user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(data.path().join("sinks")) & 0o777, 0o700);
+    assert_eq!(
+        mode(data.path().join("sinks/erp.cursor.json")) & 0o777,
+        0o600
+    );
 
     let server = Combined::start_with_sinks(data.path(), vec![sink("erp", &receiver)]).await;
     let head = write(&server, 30).await;

@@ -618,3 +618,25 @@ async fn a_command_whose_events_are_not_contiguous_is_refused_by_the_fold() {
         Ok(_) => panic!("a log with a broken command folded"),
     }
 }
+
+/// Issue 28, finding 10: the data directory and the log hold every store's events, customers'
+/// ids and actors, so only the server's user may read them.
+#[test]
+fn a_new_data_directory_and_its_log_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data").join("inventory");
+    let (_log, _, _) = open(&data);
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(&data) & 0o777, 0o700, "the data directory");
+    assert_eq!(
+        mode(data.parent().unwrap()) & 0o777,
+        0o700,
+        "a parent made for it"
+    );
+    assert_eq!(
+        mode(&data.join(LOG_FILE_NAME)) & 0o777,
+        0o600,
+        "the log file"
+    );
+}

@@ -96,6 +96,23 @@ async fn export_writes_one_json_object_per_event_from_a_position() {
     assert_eq!(lines[0]["data"]["order_id"], "o0");
     assert_eq!(lines[1]["type"], "StockAdded");
     assert_eq!(lines[1]["data"]["quantity"], 10);
+
+    // To a file: the same lines, in a file only its owner may read (every store's events).
+    let file = directory.path().join("export.jsonl");
+    let output = inventory(&[
+        "export",
+        "--log",
+        data,
+        "--from",
+        "2",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 10);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[tokio::test]

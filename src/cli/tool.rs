@@ -4,6 +4,7 @@ use super::{CertCommand, ConfigCommand, TokenCommand, Tool};
 use crate::app::access::Role;
 use crate::domain::LogPosition;
 use crate::log::PostgresLog;
+use crate::log::embedded::create_private_file;
 use crate::server::LogConfig;
 use crate::tools;
 
@@ -28,7 +29,8 @@ pub(super) async fn run_tool(tool: Tool) -> Result<(), String> {
         Tool::Export { log, from, output } => {
             let mut writer: Box<dyn std::io::Write + Send> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
+                    // Every event of every store: readable by its owner only.
+                    create_private_file(path)
                         .map_err(|error| format!("cannot create {}: {error}", path.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout())),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{LogPosition, Timestamp};
 use crate::log::BoxFuture;
+use crate::log::embedded::{create_private_directory, create_private_file};
 
 /// A sink's durable state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl FileCursors {
 
     fn write(&self, name: &str, cursor: SinkCursor) -> Result<(), String> {
         let failed = |what: &str, error: std::io::Error| format!("cannot {what}: {error}");
-        std::fs::create_dir_all(&self.directory)
+        create_private_directory(&self.directory)
             .map_err(|error| failed(&format!("create {}", self.directory.display()), error))?;
         let path = self.path(name);
         let temporary = self.directory.join(format!(".{name}.cursor.json.new"));
@@ -114,7 +115,7 @@ impl FileCursors {
             "failing_since_unix_ms": cursor.failing_since.map(Timestamp::unix_millis),
         })
         .to_string();
-        let mut file = std::fs::File::create(&temporary)
+        let mut file = create_private_file(&temporary)
             .map_err(|error| failed(&format!("create {}", temporary.display()), error))?;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())

@@ -138,7 +138,7 @@ impl EmbeddedLog {
         let path = directory.join(LOG_FILE_NAME);
         let mut report = OpenReport::default();
         if writable {
-            std::fs::create_dir_all(directory).map_err(io_error("creating the data directory"))?;
+            create_private_directory(directory).map_err(io_error("creating the data directory"))?;
             if !path.exists() {
                 create_log_file(directory, &path)?;
                 report.created = true;
@@ -451,11 +451,37 @@ impl EventLog for EmbeddedLog {
     }
 }
 
+/// Who may read the data directory and the files the server writes: only the user it runs as
+/// (0700 and 0600). The log holds every event of every store, its customers' ids and the
+/// actors; a directory that exists already keeps its mode (an operator's choice).
+pub const PRIVATE_DIRECTORY_MODE: u32 = 0o700;
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `directory` and any missing parent, each readable by its owner only.
+pub fn create_private_directory(directory: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIRECTORY_MODE)
+        .create(directory)
+}
+
+/// Creates (or truncates) the file at `path`, readable and writable by its owner only.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+}
+
 fn create_log_file(directory: &Path, path: &Path) -> Result<(), LogError> {
     // Write the header to a temporary name and rename it into place, so a crash never leaves
     // a log file without its header.
     let temporary = directory.join(format!("{LOG_FILE_NAME}.new"));
-    let file = File::create(&temporary).map_err(io_error("creating the log file"))?;
+    let file = create_private_file(&temporary).map_err(io_error("creating the log file"))?;
     file.write_all_at(&HEADER, 0)
         .and_then(|()| file.sync_all())
         .map_err(io_error("writing the log header"))?;
