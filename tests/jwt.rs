@@ -575,3 +575,65 @@ async fn the_binary_takes_auth_jwt_from_the_config_file() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"));
 }
+
+/// Issue 28, finding 10: unsigned JWTs (`algorithms = ["none"]`) make anyone admin, so with
+/// them the server refuses an address beyond loopback, even with TLS, unless --insecure.
+#[test]
+fn unsigned_jwts_are_refused_beyond_loopback_even_with_tls() {
+    let directory = tempfile::tempdir().unwrap();
+    let certs = directory.path().join("certs");
+    let generated = inventory(&["cert", "generate", "--out", certs.to_str().unwrap()], &[]);
+    assert!(generated.status.success(), "{generated:?}");
+    let config = directory.path().join("inventory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n\n[auth.jwt]\nissuer = \"https://idp.example\"\n\
+             audience = \"inventory\"\nalgorithms = [\"none\"]\n",
+            certs.join("server.pem"),
+            certs.join("server.key"),
+        ),
+    )
+    .unwrap();
+    let data = directory.path().join("data");
+    // A server that starts instead of refusing is stopped, and the test fails.
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--log",
+            data.to_str().unwrap(),
+            "--command-addr",
+            "0.0.0.0:0",
+            "--query-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            server.kill().unwrap();
+            panic!("the server started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0")
+            && stderr.contains("\"none\"")
+            && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing started");
+}

@@ -277,6 +277,14 @@ impl Authenticator {
         self
     }
 
+    /// Whether a JWT without a signature (`alg: none`) is taken: then anyone who reaches the
+    /// server can claim any role.
+    pub fn accepts_unsigned_jwts(&self) -> bool {
+        self.jwt
+            .as_ref()
+            .is_some_and(|jwt| jwt.accepts(super::jwt::Algorithm::None))
+    }
+
     /// Whether any client certificate is a credential (which needs mutual TLS).
     pub fn names_certificates(&self) -> bool {
         !self.certificates.is_empty()

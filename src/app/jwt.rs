@@ -292,6 +292,13 @@ pub struct JwtVerifier {
     cache: DashMap<[u8; 32], Verified>,
 }
 
+impl JwtVerifier {
+    /// Whether tokens signed with `algorithm` (or, for `None`, unsigned) are taken.
+    pub fn accepts(&self, algorithm: Algorithm) -> bool {
+        self.config.algorithms.contains(&algorithm)
+    }
+}
+
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter

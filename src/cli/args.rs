@@ -107,6 +107,17 @@ impl TlsArgs {
             .filter(|address| !address.ip().is_loopback())
             .map(ToString::to_string)
             .collect();
+        let unsigned = auth
+            .as_ref()
+            .is_some_and(|auth| auth.accepts_unsigned_jwts());
+        if !exposed.is_empty() && unsigned && !self.insecure {
+            return Err(format!(
+                "refusing to listen on {} with [auth.jwt] algorithms listing \"none\": anyone \
+                 who reaches it could claim any role. Remove \"none\", listen on 127.0.0.1 only, \
+                 or pass --insecure (INVENTORY_INSECURE=true) to serve anyway",
+                exposed.join(", ")
+            ));
+        }
         if exposed.is_empty() || (tls && auth.is_some()) {
             return Ok(());
         }
