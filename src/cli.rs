@@ -15,6 +15,7 @@ use crate::app::access::{Authenticator, Role};
 use crate::app::command::MAX_BATCH_COMMANDS;
 use crate::app::{ShutdownSignal, SystemClock};
 use crate::delivery::SinkConfig;
+use crate::grpc::tls::ServerTls;
 use crate::server::{self, CommandConfig, LogConfig, QuerySource};
 use crate::telemetry::{self, LogFormat};
 
@@ -58,7 +59,12 @@ struct Cli {
     /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317. Off when
     /// absent. The service name is OTEL_SERVICE_NAME, or inventory / inventory-command /
     /// inventory-query.
-    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        hide_env_values = true
+    )]
     otlp_endpoint: Option<String>,
     /// A TOML file whose keys are these flags' names (`command_addr = "0.0.0.0:50051"`); a
     /// flag or environment variable given as well wins over the file. See docs/configuration.md.
@@ -151,7 +157,12 @@ enum Mode {
     Query {
         /// The command server to follow, e.g. http://127.0.0.1:50051, or https://… over TLS
         /// (with --upstream-ca).
-        #[arg(long, env = "INVENTORY_FOLLOW", conflicts_with = "log")]
+        #[arg(
+            long,
+            env = "INVENTORY_FOLLOW",
+            hide_env_values = true,
+            conflicts_with = "log"
+        )]
         follow: Option<String>,
         /// PEM certificate(s) of the CA that issued the followed server's certificate.
         #[arg(long, env = "INVENTORY_UPSTREAM_CA", requires = "follow")]
@@ -166,7 +177,7 @@ enum Mode {
         )]
         upstream_token: Option<String>,
         /// A PostgreSQL log to read directly, e.g. postgres://inventory@db/inventory.
-        #[arg(long, env = "INVENTORY_EVENT_LOG")]
+        #[arg(long, env = "INVENTORY_EVENT_LOG", hide_env_values = true)]
         log: Option<String>,
         /// Schema of the PostgreSQL log.
         #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
@@ -281,15 +292,37 @@ enum CertCommand {
     },
 }
 
-impl Mode {
-    fn metrics_addr(&self) -> MetricsAddr {
-        match self {
-            Mode::Serve { metrics_addr, .. }
-            | Mode::Command { metrics_addr, .. }
-            | Mode::Query { metrics_addr, .. } => *metrics_addr,
-            Mode::Tool(_) => MetricsAddr::Off,
-        }
+/// How `/metrics` at `address` is served: open on loopback; beyond it, over the servers' TLS to
+/// a credential of every store when they have TLS and authentication; else only with
+/// `--insecure` (open, with a warning), as the servers themselves.
+fn metrics_guard(
+    address: SocketAddr,
+    insecure: bool,
+    tls: &Option<ServerTls>,
+    auth: &Option<Arc<Authenticator>>,
+) -> Result<Option<metrics_endpoint::Guard>, String> {
+    if address.ip().is_loopback() {
+        return Ok(None);
     }
+    if let (Some(tls), Some(auth)) = (tls, auth) {
+        return Ok(Some(metrics_endpoint::Guard {
+            tls: tls.clone(),
+            auth: auth.clone(),
+        }));
+    }
+    if !insecure {
+        return Err(format!(
+            "refusing to serve /metrics on {address} without TLS and authentication: the \
+             metrics tell every store's request and event counts. Configure both (then a \
+             scrape needs https and a token without stores), serve it on 127.0.0.1, turn it off \
+             (metrics_addr = \"off\"), or pass --insecure (INVENTORY_INSECURE=true)"
+        ));
+    }
+    tracing::warn!(
+        %address,
+        "--insecure: serving /metrics beyond loopback in plain HTTP without credentials"
+    );
+    Ok(None)
 }
 
 /// Runs the `inventory` command with `arguments` (the program's name first).
@@ -400,7 +433,24 @@ async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, String> {
 /// Installs the Prometheus recorder, binds the metrics listener and prints the address it
 /// serves `/metrics` on. Must run before the servers start: the log, the writer and the read
 /// model look their metrics up once, when they are created.
-async fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
+/// Serves `/metrics` when `address` is on, guarded as [`metrics_guard`] says.
+async fn serve_metrics(
+    address: MetricsAddr,
+    insecure: bool,
+    tls: &Option<ServerTls>,
+    auth: &Option<Arc<Authenticator>>,
+) -> Result<(), String> {
+    let MetricsAddr::On(address) = address else {
+        return Ok(());
+    };
+    let guard = metrics_guard(address, insecure, tls, auth)?;
+    install_metrics(address, guard).await.map(|_| ())
+}
+
+async fn install_metrics(
+    requested: SocketAddr,
+    guard: Option<metrics_endpoint::Guard>,
+) -> Result<SocketAddr, String> {
     let cannot =
         |error: &dyn std::fmt::Display| format!("cannot serve metrics on {requested}: {error}");
     // Bound here rather than by the exporter, so that port 0 gets a port nobody else can take
@@ -422,7 +472,7 @@ async fn install_metrics(requested: SocketAddr) -> Result<SocketAddr, String> {
         })
         .and_then(|builder| builder.install_recorder())
         .map_err(|error| cannot(&error))?;
-    tokio::spawn(metrics_endpoint::serve(listener, handle));
+    tokio::spawn(metrics_endpoint::serve(listener, handle, guard));
     // A machine-readable line on stdout, like the servers' own.
     println!("metrics listening on {address}");
     tracing::info!(%address, "metrics listening");
@@ -436,9 +486,6 @@ async fn run(
     auth: Option<Arc<Authenticator>>,
     sinks: Vec<SinkConfig>,
 ) -> Result<(), String> {
-    if let MetricsAddr::On(address) = mode.metrics_addr() {
-        install_metrics(address).await?;
-    }
     let (signal, shutdown) = ShutdownSignal::new();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -459,10 +506,12 @@ async fn run(
             tls,
             command_addr,
             query_addr,
-            metrics_addr: _,
+            metrics_addr,
         } => {
             tls.check_exposure(&[command_addr, query_addr], &auth)?;
+            let insecure = tls.insecure;
             let tls = tls.load()?;
+            serve_metrics(metrics_addr, insecure, &tls, &auth).await?;
             let command_listener = listener(bind("command", command_addr).await?, &tls, &auth);
             let query_listener = listener(bind("query", query_addr).await?, &tls, &auth);
             let config = CommandConfig {
@@ -478,10 +527,12 @@ async fn run(
             limits,
             tls,
             command_addr,
-            metrics_addr: _,
+            metrics_addr,
         } => {
             tls.check_exposure(&[command_addr], &auth)?;
+            let insecure = tls.insecure;
             let tls = tls.load()?;
+            serve_metrics(metrics_addr, insecure, &tls, &auth).await?;
             let listener = listener(bind("command", command_addr).await?, &tls, &auth);
             let config = CommandConfig {
                 log: log.config(),
@@ -501,12 +552,14 @@ async fn run(
             query_addr,
             limits,
             tls,
-            metrics_addr: _,
+            metrics_addr,
         } => {
             let source =
                 query_source(follow, (upstream_ca, upstream_token), log, &pg_schema, data)?;
             tls.check_exposure(&[query_addr], &auth)?;
+            let insecure = tls.insecure;
             let tls = tls.load()?;
+            serve_metrics(metrics_addr, insecure, &tls, &auth).await?;
             let listener = listener(bind("query", query_addr).await?, &tls, &auth);
             server::run_query_server(source, limits.limits(), listener, shutdown).await
         }

@@ -110,25 +110,58 @@ impl RetryPolicy {
     }
 }
 
-/// `url` with any password in it replaced by `***` (`redis://:secret@host` →
-/// `redis://:***@host`): for what is shown and logged.
+/// `url` with every credential in it replaced by `***`: the password of its userinfo
+/// (`redis://:secret@host` → `redis://:***@host`; a user alone, as NATS takes a token, is
+/// hidden whole) and the value of every query parameter whose name says it holds one
+/// (`?apikey=…`, `access_token`, `sig`…). For what is shown and logged.
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
+            let hidden = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_owned(),
             };
-            format!("{scheme}://{hidden}@{host}{path}")
+            format!("{hidden}@{host}")
         }
-        None => url.to_owned(),
-    }
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        None => path.to_owned(),
+        Some((path, query)) => {
+            let (query, fragment) = query.split_at(query.find('#').unwrap_or(query.len()));
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if names_a_secret(name) => format!("{name}=***"),
+                    _ => parameter.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", parameters.join("&"))
+        }
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Whether a query parameter called `name` carries a credential.
+fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "pass",
+        "pwd",
+        "sig",
+        "auth",
+        "credential",
+        "session",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// A sink's name: what the configuration, the metrics, `DeliveryService` and the cursor's file
@@ -254,12 +287,13 @@ impl SinkConfig {
                 stream,
                 subject_prefix,
                 ..
-            } => {
-                format!("{url} stream {stream}, subjects {subject_prefix}.<store>.<product>.<type>")
-            }
+            } => format!(
+                "{} stream {stream}, subjects {subject_prefix}.<store>.<product>.<type>",
+                redacted(url)
+            ),
             SinkTarget::Redis {
                 url, key_prefix, ..
-            } => format!("{url} keys {key_prefix}:<store>:<product>"),
+            } => format!("{} keys {key_prefix}:<store>:<product>", redacted(url)),
         }
     }
 
@@ -729,6 +763,18 @@ mod tests {
         );
         assert_eq!(redacted("nats://token@bus"), "nats://***@bus");
         assert_eq!(redacted("redis://cache:6379/0"), "redis://cache:6379/0");
+        assert_eq!(
+            redacted("https://u:p@hooks.example.com/in?apikey=s3cret&store=a&X-Amz-Signature=x#f"),
+            "https://u:***@hooks.example.com/in?apikey=***&store=a&X-Amz-Signature=***#f"
+        );
+        assert_eq!(
+            redacted("postgres://app:pw@db/inventory?sslmode=verify-full&password=pw"),
+            "postgres://app:***@db/inventory?sslmode=verify-full&password=***"
+        );
+        assert_eq!(
+            redacted("http://h?access_token=t"),
+            "http://h?access_token=***"
+        );
     }
 
     #[test]

@@ -294,7 +294,8 @@ async fn a_store_scoped_credential_acts_and_sees_only_its_stores() {
         ))
         .await
         .unwrap_err();
-    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    // Answered as an unknown id would be (tests/scopes.rs shows every such command).
+    assert_refused(&status, Code::NotFound, "RESERVATION_NOT_FOUND");
     assert_eq!(server.stock(&admin, "p", "store-b").await, (10, 2));
 
     // Its own store works.
@@ -322,7 +323,7 @@ async fn a_store_scoped_credential_acts_and_sees_only_its_stores() {
         ))
         .await
         .unwrap_err();
-    assert_refused(&status, Code::PermissionDenied, "STORE_NOT_PERMITTED");
+    assert_refused(&status, Code::NotFound, "RESERVATION_NOT_FOUND");
     let product = server
         .queries()
         .get_product_stock(as_(
@@ -421,7 +422,7 @@ async fn every_event_names_the_credential_that_caused_it() {
     let mut stream = server
         .events()
         .subscribe(as_(
-            &pos_a.token,
+            &admin.token,
             pb::SubscribeRequest {
                 from_position: 0,
                 filter: None,
@@ -734,6 +735,23 @@ fn bad_token_entries_are_refused_naming_the_key() {
             format!("name = \"anonymous\"\nsha256 = \"{digest}\"\nrole = \"reader\"\n"),
             "auth.tokens[0].name",
         ),
+        // The same in another case or with space around it, a control character, a JWT's name.
+        (
+            format!("name = \"System \"\nsha256 = \"{digest}\"\nrole = \"admin\"\n"),
+            "auth.tokens[0].name",
+        ),
+        (
+            format!("name = \"ANONYMOUS\"\nsha256 = \"{digest}\"\nrole = \"admin\"\n"),
+            "auth.tokens[0].name",
+        ),
+        (
+            format!("name = \"pos\\u001b[2J\"\nsha256 = \"{digest}\"\nrole = \"admin\"\n"),
+            "auth.tokens[0].name",
+        ),
+        (
+            format!("name = \"JWT:pos-b\"\nsha256 = \"{digest}\"\nrole = \"sales\"\n"),
+            "auth.tokens[0].name",
+        ),
     ] {
         let config = directory.path().join("bad.toml");
         std::fs::write(&config, format!("[[auth.tokens]]\n{entry}")).unwrap();
@@ -747,6 +765,10 @@ fn bad_token_entries_are_refused_naming_the_key() {
     let reserved = inventory(&["token", "new", "--name", "system", "--role", "admin"]);
     assert!(!reserved.status.success());
     assert!(String::from_utf8_lossy(&reserved.stderr).contains("--name \"system\""));
+    for name in ["System", "pos\nb", "jwt:erp"] {
+        let refused = inventory(&["token", "new", "--name", name, "--role", "admin"]);
+        assert!(!refused.status.success(), "{name:?}");
+    }
 }
 
 #[tokio::test]

@@ -100,6 +100,26 @@ async fn a_receiver_failing_its_first_five_calls_gets_every_event_in_order_and_s
     server.stop().await;
 }
 
+/// `http://user:pass@host/…`: the credentials go in `Authorization: Basic`, never in `Host`.
+#[tokio::test]
+async fn a_urls_user_and_password_are_sent_as_basic_auth() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let url = receiver
+        .url()
+        .replace("http://", "http://erp%40shop:p%3Ass@");
+    let sink = quick(SinkConfig::webhook("erp", &url, SECRET).unwrap());
+    let server = Combined::start_with_sinks(data.path(), vec![sink]).await;
+    let head = write(&server, 3).await;
+    delivered_through(&receiver, head).await;
+    for call in receiver.calls() {
+        assert_eq!(call.host, receiver.address.to_string());
+        // base64("erp@shop:p:ss")
+        assert_eq!(call.authorization, "Basic ZXJwQHNob3A6cDpzcw==");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_endpoint_that_was_down_gets_everything_it_missed_in_order() {
     let data = tempfile::tempdir().unwrap();

@@ -62,6 +62,87 @@ url = "redis://127.0.0.1:6379/0"
 key_prefix = "stock"
 "#;
 
+/// No credential in the file or the environment is printed: not by `config check`, not as a
+/// default or an environment value in any `--help`.
+#[test]
+fn no_secret_is_printed_by_config_check_or_help() {
+    let directory = tempfile::tempdir().unwrap();
+    let text = r#"
+log = "postgres://inventory:pgpass789@127.0.0.1:5432/inventory"
+upstream_token = "inv_upstreamsecret0123456789"
+otlp_endpoint = "http://collector:4317/?api_key=otlpsecret"
+
+[[webhook]]
+name = "erp"
+url = "https://hookuser:hookpass321@erp.example/hooks?apikey=hookkey654&store=a"
+secret_env = "HOOK_SECRET"
+
+[nats]
+url = "nats://natsuser:natspass456@127.0.0.1:4222"
+stream = "INVENTORY"
+subject_prefix = "inventory"
+
+[redis]
+url = "redis://:redispass123@127.0.0.1:6379/0"
+key_prefix = "stock"
+"#;
+    let config = write(directory.path(), text);
+    let secrets = [
+        "pgpass789",
+        "upstreamsecret",
+        "otlpsecret",
+        "hookpass321",
+        "hookkey654",
+        "natspass456",
+        "redispass123",
+        "envpass000",
+    ];
+    let mut printed = Vec::new();
+    for arguments in [
+        &["config", "check"][..],
+        &["--help"],
+        &["serve", "--help"],
+        &["command", "--help"],
+        &["query", "--help"],
+        &["export", "--help"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_inventory"))
+            .args(arguments)
+            .args(["--config", &config])
+            .env("HOOK_SECRET", SECRET)
+            .env(
+                "INVENTORY_EVENT_LOG",
+                "postgres://u:envpass000@db/inventory",
+            )
+            .env_remove("INVENTORY_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if arguments == ["config", "check"] {
+            assert!(output.status.success(), "{text}");
+            assert!(
+                text.contains("nats://natsuser:***@127.0.0.1:4222"),
+                "{text}"
+            );
+            assert!(text.contains("redis://:***@127.0.0.1:6379/0"), "{text}");
+            assert!(
+                text.contains("https://hookuser:***@erp.example/hooks?apikey=***&store=a"),
+                "{text}"
+            );
+        }
+        for secret in secrets {
+            if text.contains(secret) {
+                printed.push(format!("{arguments:?} printed {secret}:\n{text}"));
+            }
+        }
+    }
+    assert!(printed.is_empty(), "{}", printed.join("\n"));
+}
+
 #[test]
 fn config_check_reports_the_sinks_and_bad_sinks_are_refused_naming_the_key() {
     let directory = tempfile::tempdir().unwrap();

@@ -236,10 +236,10 @@ async fn a_jwt_names_its_subject_role_and_stores() {
         actors,
         [
             "back-office",
-            "pos-RS256",
-            "pos-ES256",
-            "pos-EdDSA",
-            "pos-no-kid"
+            "jwt:pos-RS256",
+            "jwt:pos-ES256",
+            "jwt:pos-EdDSA",
+            "jwt:pos-no-kid"
         ]
     );
     assert_eq!(server.stock(&admin, "p", "store-a").await, (10, 4));
@@ -449,6 +449,65 @@ async fn one_jwt_subject_at_its_limit_does_not_hold_up_another() {
         );
     }
     server.stop().await;
+}
+
+/// An RSA public key as a PEM `PUBLIC KEY` block, as `openssl rsa -pubout` writes it (its
+/// modulus has DER's leading zero byte), verifies the provider's RS256 tokens.
+#[test]
+fn an_rsa_public_key_in_pem_verifies_rs256() {
+    let provider = Provider::new();
+    let pem = std::fs::read("tests/fixtures/jwt/rs256-test-only.pub.pem").unwrap();
+    let key = VerificationKey::from_pem(&pem).unwrap();
+    let verifier = JwtVerifier::new(
+        JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            algorithms: vec![Algorithm::Rs256],
+            keys: vec![key],
+            role_claim: "realm_access.roles".into(),
+            stores_claim: "stores".into(),
+            leeway_seconds: 60,
+            max_in_flight: None,
+        },
+        clock(),
+    );
+    let token = provider.sign("RS256", None, &claims("erp", "reader", &[]));
+    let principal = verifier.verify(&token).unwrap();
+    assert_eq!(
+        (&*principal.name, principal.role),
+        ("jwt:erp", Role::Reader)
+    );
+    // Signed by another key: refused.
+    let token = provider.sign("ES256", None, &claims("erp", "reader", &[]));
+    assert!(verifier.verify(&token).is_err());
+}
+
+/// A subject cannot pass as the server, as an unauthenticated server's requests, or as a
+/// configured credential, nor carry control characters into events and logs.
+#[test]
+fn a_jwt_subject_cannot_pass_as_another_actor() {
+    let provider = Provider::new();
+    let verifier = provider.verifier(clock(), None);
+    for subject in [
+        "system",
+        "System ",
+        " SYSTEM",
+        "anonymous",
+        "Anonymous",
+        "pos\nb",
+        "pos\u{1b}[31m",
+        "pos\u{7f}",
+        "",
+    ] {
+        let token = provider.sign("ES256", Some("ec-1"), &claims(subject, "admin", &[]));
+        assert!(
+            verifier.verify(&token).is_err(),
+            "subject {subject:?} was accepted"
+        );
+    }
+    // A subject named like an API token is kept apart from it: `jwt:pos-b`, not `pos-b`.
+    let token = provider.sign("ES256", Some("ec-1"), &claims("pos-b", "sales", &[]));
+    assert_eq!(&*verifier.verify(&token).unwrap().name, "jwt:pos-b");
 }
 
 use support::inventory_with_env as inventory;

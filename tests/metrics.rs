@@ -264,3 +264,126 @@ async fn every_rpc_is_counted_by_status_code_and_timed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `GET /metrics` over TLS trusting `ca_pem`, with `authorization: Bearer <token>` if given:
+/// the status line and the body.
+async fn scrape_tls(address: SocketAddr, ca_pem: &str, token: Option<&str>) -> (String, String) {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", address.port()))
+        .await
+        .unwrap();
+    let mut stream = connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let authorization = token.map_or(String::new(), |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: inventory\r\n{authorization}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// `/metrics` beyond loopback follows the servers' rule: refused without TLS and
+/// authentication (unless `--insecure`); with them, served over the same TLS to a credential
+/// of every store only.
+#[tokio::test]
+async fn metrics_beyond_loopback_need_tls_and_a_token_of_every_store() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("data");
+    let base = [
+        "serve",
+        "--log",
+        data.to_str().unwrap(),
+        "--command-addr",
+        "127.0.0.1:0",
+        "--query-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "0.0.0.0:0",
+    ];
+    let refused = support::inventory(&base);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refusing to serve /metrics on 0.0.0.0:0") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+
+    // TLS and tokens: an admin's token reads them, a store's token and no token do not.
+    let certs = directory.path().join("certs");
+    let made = support::inventory(&["cert", "generate", "--out", certs.to_str().unwrap()]);
+    assert!(made.status.success(), "{made:?}");
+    let token = |name: &str, stores: &[&str]| {
+        let mut arguments = vec!["token", "new", "--name", name, "--role", "reader"];
+        for store in stores {
+            arguments.extend(["--stores", store]);
+        }
+        let made = support::inventory(&arguments);
+        assert!(made.status.success(), "{made:?}");
+        let stdout = String::from_utf8(made.stdout).unwrap();
+        let (token, block) = stdout.split_once('\n').unwrap();
+        (token.trim().to_owned(), block.to_owned())
+    };
+    let (everywhere, everywhere_block) = token("scraper", &[]);
+    let (store_a, store_a_block) = token("reader-a", &["store-a"]);
+    let config = directory.path().join("inventory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{0}/server.pem\"\nkey = \"{0}/server.key\"\n\n{everywhere_block}\n{store_a_block}",
+            certs.display()
+        ),
+    )
+    .unwrap();
+    let mut arguments = base.to_vec();
+    arguments.extend(["--config", config.to_str().unwrap()]);
+    let process = support::Process::start(&arguments, &["metrics"]).await;
+    let address = process.address("metrics");
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let (status, body) = scrape_tls(address, &ca, Some(&everywhere)).await;
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(body.contains("inventory_"), "{body}");
+    let (status, _) = scrape_tls(address, &ca, Some(&store_a)).await;
+    assert!(status.contains("403"), "{status}");
+    let (status, _) = scrape_tls(address, &ca, None).await;
+    assert!(status.contains("401"), "{status}");
+    let (status, _) = scrape_tls(address, &ca, Some("inv_not-a-token")).await;
+    assert!(status.contains("401"), "{status}");
+    // Plain HTTP gets no metrics: the server expects a TLS handshake.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", address.port()))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("inventory_"),
+        "plain HTTP was answered"
+    );
+}

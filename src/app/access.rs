@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::app::jwt::{JwtVerifier, looks_like_jwt};
 use crate::app::subscription::EventFilter;
-use crate::domain::{Actor, Command, Inventory, StoreId};
+use crate::domain::{Actor, Command, DomainError, Inventory, StoreId};
 
 /// What a principal may do, by kind of request.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -164,6 +164,27 @@ impl StoreScope {
             .find_store(inventory, &mut |store| !self.allows(store))
             .cloned()
     }
+
+    /// Why this scope may not run `command` against `inventory`, if it may not: the store it
+    /// may not touch; or, for a command on a reservation or transfer none of whose stores it
+    /// may see, the answer an unknown id gets (see [`Command::unseen`]), so that a caller
+    /// learns neither that the id exists nor which store holds it.
+    pub fn refusal(&self, command: &Command, inventory: &Inventory) -> Option<CommandRefusal> {
+        let store = self.refused_store(command, inventory)?;
+        Some(
+            match command.unseen(inventory, &mut |store| self.allows(store)) {
+                Some(not_found) => CommandRefusal::Unseen(not_found),
+                None => CommandRefusal::Store(AccessError::Store { store }),
+            },
+        )
+    }
+}
+
+/// Why a scope may not run a command: see [`StoreScope::refusal`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum CommandRefusal {
+    Store(AccessError),
+    Unseen(DomainError),
 }
 
 /// Who sent a request: a credential's name, its role and its stores.
@@ -190,6 +211,56 @@ impl Principal {
             stores: StoreScope::All,
         });
         ANONYMOUS.clone()
+    }
+
+    /// The prefix of a JWT principal's name: `jwt:` and the token's `sub`, so that no JWT
+    /// subject passes as a configured credential (an API token or a certificate), in events'
+    /// `actor` or in in-flight budgets.
+    pub const JWT_PREFIX: &'static str = "jwt:";
+
+    /// Why `name` may not name a credential configured here (an API token, a certificate), if
+    /// it may not: see [`Principal::subject_problem`]; and it may not look like a JWT's.
+    pub fn name_problem(name: &str) -> Option<String> {
+        if let Some(problem) = Principal::subject_problem(name) {
+            return Some(problem);
+        }
+        name.get(..Principal::JWT_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(Principal::JWT_PREFIX))
+            .map(|_| {
+                format!(
+                    "starts with {:?}, which names JWT subjects",
+                    Principal::JWT_PREFIX
+                )
+            })
+    }
+
+    /// Why `name` may not be recorded as who acted, if it may not: 1 to 128 characters, no
+    /// control character (a newline or an escape would forge log lines and terminals), no
+    /// space around it, and not a name events record for the server itself or for a server
+    /// without authentication, in any case.
+    pub fn subject_problem(name: &str) -> Option<String> {
+        if name.is_empty() || name.len() > 128 {
+            return Some("must be 1 to 128 characters".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Some("must not hold control characters".into());
+        }
+        if name.trim() != name {
+            return Some("must not begin or end with white space".into());
+        }
+        Principal::RESERVED_NAMES
+            .iter()
+            .find(|reserved| reserved.eq_ignore_ascii_case(name))
+            .map(|reserved| {
+                format!(
+                    "{name:?} is what events record for {}: give the credential another name",
+                    if *reserved == Actor::SYSTEM {
+                        "what the server does by itself"
+                    } else {
+                        "a server without authentication"
+                    }
+                )
+            })
     }
 
     pub fn authorize(&self, action: Action) -> Result<(), AccessError> {

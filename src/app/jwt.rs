@@ -119,9 +119,11 @@ impl VerificationKey {
         let (_, info) = SubjectPublicKeyInfo::from_der(der)
             .map_err(|error| format!("not a public key: {error}"))?;
         let material = match info.parsed() {
+            // DER integers carry a leading zero byte when their top bit is set (every 2048-bit
+            // modulus does); ring takes the minimal big-endian form, as a JWKS's `n` holds it.
             Ok(PublicKey::RSA(rsa)) => KeyMaterial::Rsa {
-                n: rsa.modulus.to_vec(),
-                e: rsa.exponent.to_vec(),
+                n: without_leading_zeros(rsa.modulus),
+                e: without_leading_zeros(rsa.exponent),
             },
             Ok(PublicKey::EC(point))
                 if info
@@ -426,8 +428,7 @@ impl JwtVerifier {
         let expires = seconds("exp")?.ok_or(AuthError::Invalid)?;
         let not_before = seconds("nbf")?.unwrap_or(0);
         let name = text("sub")
-            .filter(|sub| !sub.trim().is_empty() && sub.len() <= 128)
-            .filter(|sub| !Principal::RESERVED_NAMES.contains(sub))
+            .filter(|sub| Principal::subject_problem(sub).is_none())
             .ok_or(AuthError::Invalid)?;
         let role = match claim(claims, &self.config.role_claim) {
             Some(Value::String(role)) => Role::parse(role),
@@ -455,7 +456,7 @@ impl JwtVerifier {
         }
         Ok(Verified {
             principal: Principal {
-                name: name.into(),
+                name: format!("{}{name}", Principal::JWT_PREFIX).into(),
                 role,
                 stores: StoreScope::of(stores),
             },
@@ -485,6 +486,15 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     }
     path.split('.')
         .try_fold(claims, |value, name| value.as_object()?.get(name))
+}
+
+/// A big-endian unsigned integer without its leading zero bytes.
+fn without_leading_zeros(bytes: &[u8]) -> Vec<u8> {
+    let first = bytes
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(bytes.len());
+    bytes[first..].to_vec()
 }
 
 /// The algorithms of `keys`, each once, in the order first seen: the default of `algorithms`.
@@ -569,7 +579,7 @@ mod tests {
         assert_eq!(strict.verify(&hs256), Err(AuthError::Invalid));
         assert_eq!(strict.verify(&unsigned), Err(AuthError::Invalid));
         let shared = verifier(vec![Algorithm::Hs256]);
-        assert_eq!(shared.verify(&hs256).unwrap().name.as_ref(), "erp");
+        assert_eq!(shared.verify(&hs256).unwrap().name.as_ref(), "jwt:erp");
         assert_eq!(shared.verify(&unsigned), Err(AuthError::Invalid));
         let open = verifier(vec![Algorithm::None]);
         assert_eq!(open.verify(&unsigned).unwrap().role, Role::Reader);

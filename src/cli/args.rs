@@ -35,6 +35,7 @@ pub(super) struct LogArgs {
         long = "log",
         visible_alias = "data",
         env = "INVENTORY_EVENT_LOG",
+        hide_env_values = true,
         default_value = "./data"
     )]
     pub(super) target: String,

@@ -417,7 +417,12 @@ fn with_defaults(mut command: clap::Command, defaults: &[(&'static str, String)]
         {
             // Parsed once per process: leaking the few bytes gives clap the 'static it asks for.
             let value: &'static str = Box::leak(value.clone().into_boxed_str());
-            command = command.mut_arg(*id, |argument| argument.default_value(value));
+            // A secret (the upstream token, a password or key in a URL) is used but never
+            // shown by `--help` as the default.
+            let secret = *id == "upstream_token" || crate::delivery::redacted(value) != *value;
+            command = command.mut_arg(*id, |argument| {
+                argument.default_value(value).hide_default_value(secret)
+            });
         }
     }
     let names: Vec<String> = command

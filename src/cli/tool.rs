@@ -70,14 +70,8 @@ pub(super) async fn run_tool(tool: Tool) -> Result<(), String> {
 
 /// `inventory token new`: the token on stdout's first line, then the block to configure.
 fn new_token(name: &str, role: Role, stores: &[String]) -> Result<(), String> {
-    if name.trim().is_empty() {
-        return Err("token new: --name must not be empty".into());
-    }
-    if crate::app::access::Principal::RESERVED_NAMES.contains(&name) {
-        return Err(format!(
-            "token new: --name {name:?} is what events record for the server itself or for a \
-             server without authentication: choose another name"
-        ));
+    if let Some(problem) = crate::app::access::Principal::name_problem(name) {
+        return Err(format!("token new: --name {name:?}: {problem}"));
     }
     for store in stores {
         crate::domain::StoreId::parse(store)

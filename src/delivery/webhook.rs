@@ -34,13 +34,24 @@ const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// A webhook's endpoint, checked.
-#[derive(Clone, Debug)]
+/// A webhook's endpoint, checked. Credentials in the URL (`https://user:pass@host/…`) are sent
+/// as an `Authorization: Basic` header, never in `Host`, and never shown.
+#[derive(Clone)]
 pub struct Endpoint {
     pub uri: Uri,
     host: String,
     port: u16,
     https: bool,
+    /// The `Host` header: the URL's host and port, without its userinfo.
+    host_header: String,
+    /// `Basic …` of the URL's userinfo, percent-decoded.
+    authorization: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&super::redacted(&self.uri.to_string()))
+    }
 }
 
 impl Endpoint {
@@ -66,7 +77,22 @@ impl Endpoint {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri.authority().map_or("", |authority| authority.as_str());
+        let (userinfo, host_header) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
+        };
+        let authorization = userinfo.map(|userinfo| {
+            use base64::Engine;
+            let decoded = percent_decoded(userinfo);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(decoded)
+            )
+        });
         Ok(Endpoint {
+            host_header: host_header.to_owned(),
+            authorization,
             uri,
             host,
             port,
@@ -77,6 +103,27 @@ impl Endpoint {
     pub fn is_https(&self) -> bool {
         self.https
     }
+}
+
+/// `text` with its `%XX` escapes decoded (a URL's userinfo), as bytes.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |byte: u8| (byte as char).to_digit(16);
+        match (bytes[index], bytes.get(index + 1), bytes.get(index + 2)) {
+            (b'%', Some(&high), Some(&low)) if hex(high).is_some() && hex(low).is_some() => {
+                decoded.push((hex(high).unwrap() * 16 + hex(low).unwrap()) as u8);
+                index += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    decoded
 }
 
 /// The TLS client of `https://` webhooks: trusting the CA certificates of the PEM file `ca`,
@@ -229,19 +276,17 @@ impl WebhookSink {
             .ready()
             .await
             .map_err(|error| DeliveryError::unsent(format!("connection lost: {error}")))?;
-        let authority = self
-            .endpoint
-            .uri
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .unwrap_or_default();
         let path = self
             .endpoint
             .uri
             .path_and_query()
             .map_or("/", |path| path.as_str());
-        let request = Request::post(path)
-            .header(hyper::header::HOST, authority)
+        let mut request =
+            Request::post(path).header(hyper::header::HOST, self.endpoint.host_header.as_str());
+        if let Some(authorization) = &self.endpoint.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization.as_str());
+        }
+        let request = request
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, "inventory-webhook/1")
             .header("Inventory-Delivery-Id", batch.delivery_id.as_str())

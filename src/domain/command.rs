@@ -122,6 +122,17 @@ pub trait Decide {
 
     /// At most how many items the command touches (an event each, before alerts).
     fn item_bound(&self, inventory: &Inventory) -> usize;
+
+    /// For a command on an existing reservation or transfer, named by its id: the answer for a
+    /// caller that may see none of its stores (`sees` says false for each), the same as for an
+    /// unknown id, so that the id's existence is not told. `None` for every other command.
+    fn unseen(
+        &self,
+        _inventory: &Inventory,
+        _sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<DomainError> {
+        None
+    }
 }
 
 impl Command {
@@ -141,6 +152,15 @@ impl Command {
         refused: &mut dyn FnMut(&StoreId) -> bool,
     ) -> Option<&'a StoreId> {
         dispatch!(self, command => command.find_store(inventory, refused))
+    }
+
+    /// See [`Decide::unseen`].
+    pub fn unseen(
+        &self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<DomainError> {
+        dispatch!(self, command => command.unseen(inventory, sees))
     }
 
     /// At most how many events the command can append: each item it touches may raise alerts.

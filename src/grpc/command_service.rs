@@ -38,14 +38,32 @@ impl CommandApi {
     }
 }
 
-fn results(changes: &StockChanges) -> Vec<pb::CommandResult> {
-    changes.changes.iter().filter_map(result).collect()
+fn results(changes: &StockChanges, principal: &Principal) -> Vec<pb::CommandResult> {
+    changes
+        .changes
+        .iter()
+        .filter_map(|change| result(change, principal))
+        .collect()
 }
 
-fn result(change: &StockChange) -> Option<pb::CommandResult> {
+/// One item after a command, as far as `principal` may read it: of a store outside its scope
+/// (a transfer's destination, the source of a transfer it received or cancelled) it learns
+/// only that the item changed, not its stock, version or alerts.
+fn result(change: &StockChange, principal: &Principal) -> Option<pb::CommandResult> {
+    if !principal.stores.allows(&change.stream.store_id) {
+        return Some(pb::CommandResult {
+            product_id: change.stream.product_id.to_string(),
+            store_id: change.stream.store_id.to_string(),
+            position: change.position.0,
+            replayed: change.replayed,
+            withheld: true,
+            ..pb::CommandResult::default()
+        });
+    }
     Some(pb::CommandResult {
         product_id: change.stream.product_id.to_string(),
         store_id: change.stream.store_id.to_string(),
+        withheld: false,
         version: change.version.0,
         position: change.position.0,
         stock: Some(stock_level_to_pb(change.stock)),
@@ -82,15 +100,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::AddStockRequest>,
     ) -> Result<Response<pb::AddStockResponse>, Status> {
+        let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::add_stock(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::AddStockResponse {
-            result: result(&change),
+            result: result(&change, principal),
         }))
     }
 
@@ -98,15 +117,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::AdjustStockRequest>,
     ) -> Result<Response<pb::AdjustStockResponse>, Status> {
+        let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::adjust_stock(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::AdjustStockResponse {
-            result: result(&change),
+            result: result(&change, principal),
         }))
     }
 
@@ -114,15 +134,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::RemoveStockRequest>,
     ) -> Result<Response<pb::RemoveStockResponse>, Status> {
+        let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::remove_stock(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::RemoveStockResponse {
-            result: result(&change),
+            result: result(&change, principal),
         }))
     }
 
@@ -130,15 +151,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::MoveStockRequest>,
     ) -> Result<Response<pb::MoveStockResponse>, Status> {
+        let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::move_stock(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::MoveStockResponse {
-            result: result(&change),
+            result: result(&change, principal),
         }))
     }
 
@@ -146,15 +168,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::SetItemPolicyRequest>,
     ) -> Result<Response<pb::SetItemPolicyResponse>, Status> {
+        let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::set_item_policy(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::SetItemPolicyResponse {
-            result: result(&change),
+            result: result(&change, principal),
         }))
     }
 
@@ -162,16 +185,17 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ShipTransferRequest>,
     ) -> Result<Response<pb::ShipTransferResponse>, Status> {
+        let principal = principal_of(&request)?;
         let shipped = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::ship_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
             .await?;
         Ok(Response::new(pb::ShipTransferResponse {
             transfer_id: shipped.transfer_id.to_string(),
-            lines: results(&shipped.changes),
+            lines: results(&shipped.changes, principal),
             position: shipped.changes.last().position.0,
         }))
     }
@@ -180,9 +204,10 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ReceiveTransferRequest>,
     ) -> Result<Response<pb::ReceiveTransferResponse>, Status> {
+        let principal = principal_of(&request)?;
         let received = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::receive_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -190,7 +215,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         Ok(Response::new(pb::ReceiveTransferResponse {
             transfer_id: received.transfer_id.to_string(),
             status: transfer_status_to_pb(received.status) as i32,
-            lines: results(&received.changes),
+            lines: results(&received.changes, principal),
             position: received.changes.last().position.0,
         }))
     }
@@ -199,16 +224,17 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::CancelTransferRequest>,
     ) -> Result<Response<pb::CancelTransferResponse>, Status> {
+        let principal = principal_of(&request)?;
         let cancelled = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::cancel_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
             .await?;
         Ok(Response::new(pb::CancelTransferResponse {
             transfer_id: cancelled.transfer_id.to_string(),
-            lines: results(&cancelled.changes),
+            lines: results(&cancelled.changes, principal),
             position: cancelled.changes.last().position.0,
         }))
     }
@@ -230,7 +256,7 @@ impl pb::command_service_server::CommandService for CommandApi {
                 .iter()
                 .zip(&counted.references)
                 .map(|(change, (on_hand_at_count, variance))| pb::CountResult {
-                    result: result(change),
+                    result: result(change, principal),
                     on_hand_at_count: *on_hand_at_count as i64,
                     variance: *variance,
                 })
@@ -243,15 +269,16 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ApplyStockChangesRequest>,
     ) -> Result<Response<pb::ApplyStockChangesResponse>, Status> {
+        let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::apply_stock_changes(request.get_ref()),
                 Lines::Repeated("changes"),
             )
             .await?;
         Ok(Response::new(pb::ApplyStockChangesResponse {
-            changes: results(&changes),
+            changes: results(&changes, principal),
             position: changes.last().position.0,
         }))
     }
@@ -271,10 +298,10 @@ impl pb::command_service_server::CommandService for CommandApi {
             .run(principal, convert::reserve_stock(request), lines)
             .await?;
         Ok(Response::new(pb::ReserveStockResponse {
-            result: result(reservation.changes.last()),
+            result: result(reservation.changes.last(), principal),
             reservation_id: reservation.reservation_id.to_string(),
             expires_at: Some(timestamp_to_pb(reservation.expires_at)),
-            lines: results(&reservation.changes),
+            lines: results(&reservation.changes, principal),
         }))
     }
 
@@ -282,16 +309,17 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::CommitReservationRequest>,
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
+        let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::commit_reservation(request.get_ref()),
                 Lines::Repeated("lines"),
             )
             .await?;
         Ok(Response::new(pb::CommitReservationResponse {
-            result: result(changes.last()),
-            lines: results(&changes),
+            result: result(changes.last(), principal),
+            lines: results(&changes, principal),
         }))
     }
 
@@ -299,16 +327,17 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ReleaseReservationRequest>,
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
+        let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::release_reservation(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::ReleaseReservationResponse {
-            result: result(changes.last()),
-            lines: results(&changes),
+            result: result(changes.last(), principal),
+            lines: results(&changes, principal),
         }))
     }
 
@@ -316,17 +345,18 @@ impl pb::command_service_server::CommandService for CommandApi {
         &self,
         request: Request<pb::ExtendReservationRequest>,
     ) -> Result<Response<pb::ExtendReservationResponse>, Status> {
+        let principal = principal_of(&request)?;
         let extended = self
             .run(
-                principal_of(&request)?,
+                principal,
                 convert::extend_reservation(request.get_ref()),
                 Lines::Single,
             )
             .await?;
         Ok(Response::new(pb::ExtendReservationResponse {
-            result: result(extended.changes.last()),
+            result: result(extended.changes.last(), principal),
             expires_at: Some(timestamp_to_pb(extended.expires_at)),
-            lines: results(&extended.changes),
+            lines: results(&extended.changes, principal),
         }))
     }
 }

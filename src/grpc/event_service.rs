@@ -14,10 +14,10 @@ use super::pb;
 use crate::app::{Shutdown, SubscriptionItem, subscribe};
 use crate::domain::LogPosition;
 use crate::log::EventLog;
-use crate::log::codec::event_to_pb;
 
 use super::auth::principal_of;
 use super::convert;
+use super::query_service::event_for;
 use super::status::{access_error, log_error};
 
 /// The most concurrent subscriptions one server serves; past it, `RESOURCE_EXHAUSTED`.
@@ -57,7 +57,8 @@ impl pb::event_service_server::EventService for EventApi {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let body = request.get_ref();
         let mut filter = convert::event_filter(body.filter.as_ref())?;
-        principal_of(&request)?
+        let principal = principal_of(&request)?.clone();
+        principal
             .stores
             .restrict(&mut filter)
             .map_err(|error| access_error(&error))?;
@@ -80,7 +81,7 @@ impl pb::event_service_server::EventService for EventApi {
             let _permit = &permit;
             use pb::subscribe_response::Message;
             let message = match item {
-                Ok(SubscriptionItem::Event(event)) => Message::Event(event_to_pb(&event)),
+                Ok(SubscriptionItem::Event(event)) => Message::Event(event_for(&event, &principal)),
                 Ok(SubscriptionItem::CaughtUp(position)) => Message::CaughtUp(pb::CaughtUp {
                     position: position.0,
                 }),

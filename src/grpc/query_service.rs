@@ -4,8 +4,10 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::app::query::{Answer, ItemStock, Queries};
-use crate::domain::{ReservationStatus, StockLevel, StreamKey, Timestamp, Transfer};
+use crate::app::query::{Answer, ItemStock, Queries, QueryError};
+use crate::domain::{
+    Actor, RecordedEvent, ReservationStatus, StockLevel, StreamKey, Timestamp, Transfer,
+};
 
 use super::command_service::transfer_status_to_pb;
 use crate::log::codec::{event_to_pb, stock_level_to_pb, timestamp_to_pb};
@@ -15,7 +17,7 @@ use super::convert;
 use super::pb;
 use super::status::{access_error, query_error};
 use super::{MAX_MIN_POSITION_WAIT, request_deadline};
-use crate::app::access::StoreScope;
+use crate::app::access::{Principal, StoreScope};
 
 pub struct QueryApi {
     queries: Queries,
@@ -46,6 +48,22 @@ fn may_see<T>(request: &Request<T>, store: &crate::domain::StoreId) -> Result<()
     scope(request)?
         .check(store)
         .map_err(|error| access_error(&error))
+}
+
+/// An event as `principal` may read it. A caller scoped to some stores sees every event of
+/// them, but not who else acted there: another principal's name, command id and trace are left
+/// out (its own are kept, and `system` for what the server did by itself).
+pub(super) fn event_for(event: &RecordedEvent, principal: &Principal) -> pb::InventoryEvent {
+    let mut message = event_to_pb(event);
+    if let StoreScope::Only(_) = principal.stores
+        && message.actor != *principal.name
+        && message.actor != Actor::SYSTEM
+    {
+        message.actor.clear();
+        message.command_id.clear();
+        message.trace_parent.clear();
+    }
+    message
 }
 
 fn unreachable_since<T>(answer: &Answer<T>) -> Option<prost_types::Timestamp> {
@@ -228,8 +246,17 @@ impl pb::query_service_server::QueryService for QueryApi {
             .await
             .map_err(|error| query_error(&error))?;
         let view = &answer.value;
-        for line in &view.lines {
-            may_see(&request, &line.stream.store_id)?;
+        // A split cart is the business of each of its stores: any of them may read it whole.
+        // A caller that sees none of them is told what an unknown id is told.
+        let scope = scope(&request)?;
+        if !view
+            .lines
+            .iter()
+            .any(|line| scope.allows(&line.stream.store_id))
+        {
+            return Err(query_error(&QueryError::ReservationNotFound {
+                reservation_id,
+            }));
         }
         let status = match view.status {
             ReservationStatus::Active => pb::ReservationStatus::Active,
@@ -283,8 +310,13 @@ impl pb::query_service_server::QueryService for QueryApi {
             .await
             .map_err(|error| query_error(&error))?;
         let page = &answer.value;
+        let principal = principal_of(&request)?;
         Ok(Response::new(pb::GetHistoryResponse {
-            events: page.events.iter().map(event_to_pb).collect(),
+            events: page
+                .events
+                .iter()
+                .map(|event| event_for(event, principal))
+                .collect(),
             next_page_token: page
                 .next_after
                 .map(|version| version.0.to_string())
@@ -338,10 +370,12 @@ impl pb::query_service_server::QueryService for QueryApi {
             .transfer(&transfer_id, min_position, wait(&request))
             .await
             .map_err(|error| query_error(&error))?;
-        // A transfer is both stores' business: either may see it.
+        // A transfer is both stores' business: either may see it. A caller that sees neither
+        // is told what an unknown id is told.
         let transfer = &answer.value;
-        if may_see(&request, &transfer.from_store).is_err() {
-            may_see(&request, &transfer.to_store)?;
+        let scope = scope(&request)?;
+        if !scope.allows(&transfer.from_store) && !scope.allows(&transfer.to_store) {
+            return Err(query_error(&QueryError::TransferNotFound { transfer_id }));
         }
         Ok(Response::new(pb::GetTransferResponse {
             transfer: Some(transfer_to_pb(&answer.value)),

@@ -116,6 +116,15 @@ impl ServerTls {
         self.shared.files.client_ca.is_some()
     }
 
+    /// An acceptor of the same certificate for an HTTP/1 endpoint (`/metrics`): it offers no
+    /// ALPN protocol, so that a client speaks HTTP/1.1 rather than the servers' h2.
+    pub fn http1_acceptor(&self) -> TlsAcceptor {
+        let mut config =
+            ServerConfig::clone(&self.shared.config.read().expect("TLS config lock poisoned"));
+        config.alpn_protocols.clear();
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(
             self.shared

@@ -5,19 +5,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request};
 
 use inventory::app::access::{
     ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
 };
 use inventory::app::{Clock, ShutdownSignal, SystemClock};
+use inventory::certificates::CertificateAuthority;
 use inventory::domain::StoreId;
 use inventory::grpc::pb;
 use inventory::grpc::pb::command_service_client::CommandServiceClient;
 use inventory::grpc::pb::event_service_client::EventServiceClient;
 use inventory::grpc::pb::query_service_client::QueryServiceClient;
-use inventory::grpc::tls::ServerTls;
+use inventory::grpc::tls::{ServerTls, TlsFiles};
 use inventory::server::{self, CommandConfig, Limits, LogConfig, ServerError, ServerListener};
 
 use super::{error_reason, get_stock};
@@ -121,11 +122,13 @@ impl Guarded {
     }
 }
 
-/// Both servers with API tokens and no TLS, and a channel to each.
+/// Both servers with API tokens (over TLS or not), and a channel to each.
 pub struct Server {
     pub command: Channel,
     pub query: Channel,
     servers: Guarded,
+    /// The TLS files, when the server has TLS: they live as long as the server.
+    _tls: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -145,6 +148,37 @@ impl Server {
             command: super::channel(servers.command_addr).await,
             query: super::channel(servers.query_addr).await,
             servers,
+            _tls: None,
+        }
+    }
+
+    /// Both servers on TLS (a certificate for 127.0.0.1 from a CA made here) with API tokens,
+    /// and channels over TLS: the deployment README describes.
+    pub async fn start_tls(credentials: &[&Credential]) -> Server {
+        let authenticator =
+            Authenticator::new(credentials.iter().map(|c| c.entry.clone()).collect());
+        let folder = tempfile::tempdir().unwrap();
+        let authority = CertificateAuthority::new("test CA").unwrap();
+        let server = authority.server(&["127.0.0.1".to_owned()]).unwrap();
+        let files = TlsFiles {
+            cert: folder.path().join("server.pem"),
+            key: folder.path().join("server.key"),
+            client_ca: None,
+        };
+        std::fs::write(&files.cert, &server.certificate_pem).unwrap();
+        std::fs::write(&files.key, &server.key_pem).unwrap();
+        let tls = ServerTls::start(files).unwrap();
+        let servers = Guarded::start(
+            Some(tls),
+            Some(Arc::new(authenticator)),
+            Arc::new(SystemClock),
+        )
+        .await;
+        Server {
+            command: tls_channel(servers.command_addr, authority.certificate_pem()).await,
+            query: tls_channel(servers.query_addr, authority.certificate_pem()).await,
+            servers,
+            _tls: Some(folder),
         }
     }
 
@@ -204,6 +238,19 @@ impl Server {
     pub async fn stop_keeping_data(self) -> tempfile::TempDir {
         self.servers.stop_keeping_data().await
     }
+}
+
+/// A channel over TLS to `address`, trusting `ca_pem`.
+pub async fn tls_channel(address: SocketAddr, ca_pem: &str) -> Channel {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    Channel::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap()
 }
 
 pub fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {

@@ -17,6 +17,8 @@ use tokio::task::JoinSet;
 pub struct Call {
     pub delivery_id: String,
     pub signature: String,
+    pub host: String,
+    pub authorization: String,
     pub body: Bytes,
     /// Whether the receiver answered 2xx.
     pub accepted: bool,
@@ -231,6 +233,7 @@ async fn answer(
         header("inventory-delivery-id"),
         header("inventory-signature"),
     );
+    let (host, authorization) = (header("host"), header("authorization"));
     let body = request.into_body().collect().await?.to_bytes();
     let delay = state.lock().unwrap().delay;
     tokio::time::sleep(delay).await;
@@ -241,6 +244,8 @@ async fn answer(
         state.calls.push(Call {
             delivery_id,
             signature,
+            host,
+            authorization,
             body,
             accepted: !fail,
         });

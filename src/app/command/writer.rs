@@ -12,7 +12,7 @@ use super::{
     Accepted, COMMAND_QUEUE_CAPACITY, CommandError, CommandState, EXPIRY_TICK, MAX_APPEND_ATTEMPTS,
     MAX_BATCH_COMMANDS, PreparedCommand,
 };
-use crate::app::access::AccessError;
+use crate::app::access::CommandRefusal;
 use crate::app::breaker::{BreakerState, CircuitBreaker};
 use crate::app::clock::Clock;
 use crate::domain::{CommandId, RecordedEvent};
@@ -297,11 +297,11 @@ fn decide_batch(
         }
         // The scope first: a retry by a credential that may not touch the stores gets no
         // remembered answer either.
-        if let Some(store) = request
-            .scope
-            .refused_store(&request.command, state.inventory())
-        {
-            results.push(Err(CommandError::Access(AccessError::Store { store })));
+        if let Some(refusal) = request.scope.refusal(&request.command, state.inventory()) {
+            results.push(Err(match refusal {
+                CommandRefusal::Store(refused) => CommandError::Access(refused),
+                CommandRefusal::Unseen(not_found) => CommandError::Domain(not_found),
+            }));
             continue;
         }
         results.push(match &request.command_id {

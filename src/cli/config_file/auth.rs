@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::app::access::{Principal, Role, StoreScope};
 use crate::app::jwt::{Algorithm, JwtConfig, VerificationKey, algorithms_of};
-use crate::domain::{Actor, StoreId};
+use crate::domain::StoreId;
 
 /// `[auth]`: the credentials the servers accept. With none, every request is served.
 #[derive(Deserialize, Debug, Default)]
@@ -73,21 +73,8 @@ pub(super) fn checked_principal(
     stores: &[String],
     max_in_flight: Option<usize>,
 ) -> Result<Principal, (String, String)> {
-    if name.trim().is_empty() || name.len() > 128 {
-        return Err((key(name_field), "must be 1 to 128 characters".into()));
-    }
-    if Principal::RESERVED_NAMES.contains(&name) {
-        return Err((
-            key(name_field),
-            format!(
-                "{name:?} is what events record for {}: give the credential another name",
-                if name == Actor::SYSTEM {
-                    "what the server does by itself"
-                } else {
-                    "a server without authentication"
-                }
-            ),
-        ));
+    if let Some(problem) = Principal::name_problem(name) {
+        return Err((key(name_field), problem));
     }
     let role = Role::parse(role).ok_or_else(|| {
         let roles: Vec<&str> = Role::ALL.iter().map(|role| role.name()).collect();

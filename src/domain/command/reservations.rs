@@ -89,6 +89,19 @@ macro_rules! on_existing_reservation {
                 .reservation_line_count(&self.reservation_id)
                 .max(1)
         }
+
+        fn unseen(
+            &self,
+            inventory: &Inventory,
+            sees: &mut dyn FnMut(&StoreId) -> bool,
+        ) -> Option<DomainError> {
+            let items = inventory.reservation_items(&self.reservation_id);
+            (!items.is_empty() && !items.iter().any(|stream| sees(&stream.store_id))).then(|| {
+                DomainError::ReservationNotFound {
+                    reservation_id: self.reservation_id.clone(),
+                }
+            })
+        }
     };
 }
 

@@ -217,6 +217,14 @@ impl Decide for ReceiveTransfer {
                 .transfer(&self.transfer_id)
                 .map_or(0, |transfer| transfer.lines.len())
     }
+
+    fn unseen(
+        &self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<DomainError> {
+        unseen_transfer(&self.transfer_id, inventory, sees)
+    }
 }
 
 impl Decide for CancelTransfer {
@@ -267,4 +275,26 @@ impl Decide for CancelTransfer {
             .transfer(&self.transfer_id)
             .map_or(1, |transfer| transfer.lines.len())
     }
+
+    fn unseen(
+        &self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<DomainError> {
+        unseen_transfer(&self.transfer_id, inventory, sees)
+    }
+}
+
+/// A transfer is both stores' business: unseen only by a caller that sees neither.
+fn unseen_transfer(
+    transfer_id: &TransferId,
+    inventory: &Inventory,
+    sees: &mut dyn FnMut(&StoreId) -> bool,
+) -> Option<DomainError> {
+    let transfer = inventory.transfer(transfer_id)?;
+    (!sees(&transfer.from_store) && !sees(&transfer.to_store)).then(|| {
+        DomainError::TransferNotFound {
+            transfer_id: transfer_id.clone(),
+        }
+    })
 }
