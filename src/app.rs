@@ -21,4 +21,6 @@ pub use command::{
 };
 pub use projection::{ReadModel, StockView};
 pub use shutdown::{Shutdown, ShutdownSignal};
-pub use subscription::{EventFilter, SubscriptionItem, subscribe};
+pub use subscription::{
+    EventFilter, STALLED_AFTER, Subscription, SubscriptionItem, subscribe, subscribe_with_stall,
+};

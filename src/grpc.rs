@@ -4,6 +4,7 @@
 //! Only this layer knows tonic.
 
 pub mod auth;
+pub mod budget;
 pub mod codec;
 pub mod command_service;
 pub mod convert;

@@ -113,6 +113,9 @@ pub struct Limits {
     pub max_in_flight_requests: usize,
     /// Client connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// A subscriber that takes nothing for this long while events wait is cut off
+    /// ([`crate::app::STALLED_AFTER`] by default).
+    pub subscription_stalled_after: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -120,6 +123,7 @@ impl Default for Limits {
         Limits {
             max_in_flight_requests: overload::MAX_IN_FLIGHT_REQUESTS,
             max_connections: overload::MAX_CONNECTIONS,
+            subscription_stalled_after: crate::app::STALLED_AFTER,
         }
     }
 }
@@ -524,7 +528,8 @@ async fn serve_command(
     health.set_serving::<CommandServiceServer>().await;
     health.set_serving::<EventServiceServer>().await;
     let breaker_health = tokio::spawn(report_breaker(health.clone(), breaker));
-    let events = EventApi::new(log.clone(), shutdown.clone());
+    let events =
+        EventApi::new(log.clone(), shutdown.clone()).with_stall(limits.subscription_stalled_after);
     let mut routes = routes(
         health_service,
         events,
@@ -583,7 +588,8 @@ async fn serve_query(
             tokio::spawn(report_when_caught_up(health, follower));
         }
     }
-    let events = EventApi::new(log.clone(), shutdown.clone());
+    let events =
+        EventApi::new(log.clone(), shutdown.clone()).with_stall(limits.subscription_stalled_after);
     let mut routes = routes(health_service, events, &["inventory.v1.QueryService"])?;
     routes.add_service(
         QueryServiceServer::new(QueryApi::new(Queries::new(model, log)))

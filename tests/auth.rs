@@ -581,6 +581,14 @@ async fn the_binary_takes_tokens_from_the_config_file_and_never_logs_one() {
     let (pos, pos_block) =
         token_new(&["--name", "pos-a", "--role", "sales", "--stores", "store-a"]);
     assert!(pos_block.contains("stores = [\"store-a\"]"), "{pos_block}");
+    // The limit keys, at the role's defaults, ready to change (the server takes them below).
+    for key in [
+        "requests_per_second = 2000",
+        "lines_per_second = 20000",
+        "max_subscriptions = 16",
+    ] {
+        assert!(pos_block.contains(key), "{key} in {pos_block}");
+    }
     assert!(
         !pos_block.contains(&pos),
         "the block holds the digest, not the token"

@@ -20,6 +20,7 @@ use inventory::app::subscription::{
 };
 use inventory::app::{
     CommandRequest, CommandSide, EventFilter, Shutdown, ShutdownSignal, SystemClock, subscribe,
+    subscribe_with_stall,
 };
 use inventory::domain::AddStock;
 use inventory::domain::{
@@ -417,7 +418,8 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
         LogPosition(0),
         EventFilter::default(),
         Shutdown::never(),
-    );
+    )
+    .items;
     const TOTAL: usize = 3 * SUBSCRIPTION_BUFFER;
     for i in 0..TOTAL {
         let command = AddStock {
@@ -472,6 +474,195 @@ async fn a_subscription_buffers_at_most_its_bound_however_far_behind_it_falls() 
     drop(receiver);
     drop(side.handle);
     side.writer.await.unwrap();
+}
+
+/// A consumer that takes nothing while events wait is cut off after the stall limit, and its
+/// reader stops; one that reads, however slowly, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_takes_nothing_is_cut_off_and_a_slow_one_is_not() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let side = CommandSide::start(CommandState::new(), log.clone(), Arc::new(SystemClock));
+    let stall = Duration::from_millis(300);
+    let start = |log: &Arc<dyn EventLog>| {
+        subscribe_with_stall(
+            log.clone(),
+            LogPosition(0),
+            EventFilter::default(),
+            Shutdown::never(),
+            stall,
+        )
+    };
+    let stalled = start(&log);
+    let mut slow = start(&log);
+    for i in 0..2 * SUBSCRIPTION_BUFFER {
+        let command = AddStock {
+            stream: StreamKey::new(
+                ProductId::parse(&format!("p{}", i % 7)).unwrap(),
+                StoreId::parse("s").unwrap(),
+            ),
+            quantity: Quantity::new(1).unwrap(),
+            reason: Reason::default(),
+        };
+        side.handle
+            .execute(CommandRequest {
+                command,
+                command_id: None,
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    // The slow consumer takes one item every 100 ms, for two seconds.
+    for _ in 0..20 {
+        slow.items.recv().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stalled.stalled.load(Ordering::SeqCst), "cut off");
+    assert!(
+        !slow.stalled.load(Ordering::SeqCst),
+        "a slow reader is not cut off"
+    );
+    // The cut-off reader task has ended: its channel ends after what it holds.
+    let mut items = stalled.items;
+    let mut held = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), items.recv()).await {
+        held += 1;
+    }
+    assert!(held <= SUBSCRIPTION_BUFFER, "{held}");
+    drop(slow);
+    drop(side.handle);
+    side.writer.await.unwrap();
+}
+
+/// Through gRPC: a subscriber that reads nothing while thousands of events wait is cut off,
+/// and learns it with `RESOURCE_EXHAUSTED` when it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_subscriber_that_reads_nothing_is_told_it_was_cut_off() {
+    const BATCHES: usize = 40;
+    let directory = tempfile::tempdir().unwrap();
+    let limits = inventory::server::Limits {
+        subscription_stalled_after: Duration::from_millis(500),
+        ..inventory::server::Limits::default()
+    };
+    let server = Combined::start_with(directory.path(), Arc::new(SystemClock), limits).await;
+    let mut stream = server
+        .events()
+        .await
+        .subscribe(subscribe_request(0))
+        .await
+        .unwrap()
+        .into_inner();
+    // More than the HTTP/2 windows, the transport's send buffer and the channel hold.
+    let mut commands = server.commands().await;
+    for batch in 0..BATCHES {
+        let changes = (0..1000)
+            .map(|index| support::add_change(&format!("p{batch}-{index}"), "s", 1))
+            .collect();
+        commands
+            .apply_stock_changes(pb::ApplyStockChangesRequest {
+                changes,
+                reason: "delivery".to_owned(),
+                command_id: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut received = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("nothing within 10 s after {received} items"))
+        {
+            Some(Ok(_)) => received += 1,
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status after {received} items"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("took nothing"), "{status:?}");
+    println!("{received} messages arrived before the cut-off");
+    assert!(
+        received < BATCHES * 1000,
+        "{received} of {} events arrived before the end",
+        BATCHES * 1000
+    );
+    server.stop().await;
+}
+
+/// Of a server's subscriptions, the last eighth (at most 64) are kept for `admin` and
+/// `replica`: readers without a limit of their own take every other slot, and a following
+/// query server and an operator still subscribe.
+#[tokio::test]
+async fn replicas_and_admins_keep_their_reserve_of_subscriptions() {
+    use inventory::app::access::{Authenticator, Quota, Role};
+    use support::secured::{as_, credential};
+    let directory = tempfile::tempdir().unwrap();
+    let (log, _) = EmbeddedLog::open(directory.path(), |_| Ok(())).unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let (signal, shutdown) = ShutdownSignal::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    // 16 slots: 14 open to all, 2 kept.
+    let api = EventApi::with_limit(log, shutdown.clone(), 16);
+    let mut reader = credential("reader", Role::Reader, &[], None);
+    reader.entry.quota = Quota {
+        max_subscriptions: Some(0),
+        ..Quota::default()
+    };
+    let replica = credential("replica-1", Role::Replica, &[], None);
+    let auth = Authenticator::new(vec![reader.entry.clone(), replica.entry.clone()]);
+    let mut server_shutdown = shutdown.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(inventory::grpc::auth::AuthLayer::new(
+                Some(Arc::new(auth)),
+                "command",
+            ))
+            .add_service(pb::event_service_server::EventServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                server_shutdown.wait().await
+            }),
+    );
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EventServiceClient::new(channel);
+    let mut open = Vec::new();
+    loop {
+        match client
+            .subscribe(as_(&reader.token, subscribe_request(0)))
+            .await
+        {
+            Ok(stream) => open.push(stream.into_inner()),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                break;
+            }
+        }
+    }
+    assert_eq!(open.len(), 14, "a reader takes every slot but the reserve");
+    for _ in 0..2 {
+        open.push(
+            client
+                .subscribe(as_(&replica.token, subscribe_request(0)))
+                .await
+                .expect("the replica gets a kept slot")
+                .into_inner(),
+        );
+    }
+    let status = client
+        .subscribe(as_(&replica.token, subscribe_request(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    drop(open);
+    signal.trigger();
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -233,6 +233,7 @@ async fn a_client_certificate_named_in_auth_certificates_is_a_credential() {
             stores: StoreScope::All,
         },
         max_in_flight: None,
+        quota: Default::default(),
     };
     let pos_a = CertificateIdentity {
         principal: Principal {

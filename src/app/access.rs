@@ -306,13 +306,63 @@ pub struct ApiToken {
     /// The most requests of this principal a server works on at once; `None`: only the
     /// server's own limit.
     pub max_in_flight: Option<usize>,
+    /// Its own rates and subscriptions; what it leaves `None` is `[auth]`'s default.
+    pub quota: Quota,
 }
 
-/// A credential the server accepted: whose it is, and its own limit of requests in flight.
+/// What one principal may use of each server over time and at once: requests and command
+/// lines per second (token buckets holding one second's worth) and open subscriptions. `None`
+/// takes the default: a token's own, else `[auth]`'s, else [`Quota::BUILT_IN`]; `Some(0)`
+/// means no limit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Quota {
+    pub requests_per_second: Option<u32>,
+    pub lines_per_second: Option<u32>,
+    pub max_subscriptions: Option<u32>,
+}
+
+impl Quota {
+    /// Every principal's, unless `[auth]` or its token says otherwise: room for a busy store
+    /// system, not for one credential to fill the disk or every subscription slot.
+    pub const BUILT_IN: Quota = Quota {
+        requests_per_second: Some(2_000),
+        lines_per_second: Some(20_000),
+        max_subscriptions: Some(16),
+    };
+
+    /// A following query server (`replica`) and an `admin` may open this many subscriptions
+    /// by default: several followers may share one replica token.
+    pub const BUILT_IN_SUBSCRIPTIONS_OF_REPLICAS: u32 = 64;
+
+    /// Each of `self`'s values, else `default`'s.
+    pub fn or(self, default: Quota) -> Quota {
+        Quota {
+            requests_per_second: self.requests_per_second.or(default.requests_per_second),
+            lines_per_second: self.lines_per_second.or(default.lines_per_second),
+            max_subscriptions: self.max_subscriptions.or(default.max_subscriptions),
+        }
+    }
+
+    /// The quota `role` gets from these settings, every value filled in.
+    pub fn resolved(self, role: Role) -> Quota {
+        let built_in = match role {
+            Role::Admin | Role::Replica => Quota {
+                max_subscriptions: Some(Quota::BUILT_IN_SUBSCRIPTIONS_OF_REPLICAS),
+                ..Quota::BUILT_IN
+            },
+            Role::Operator | Role::Sales | Role::Reader => Quota::BUILT_IN,
+        };
+        self.or(built_in)
+    }
+}
+
+/// A credential the server accepted: whose it is, its own limit of requests in flight, and
+/// its quota (every value filled in).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Authenticated {
     pub principal: Principal,
     pub max_in_flight: Option<usize>,
+    pub quota: Quota,
 }
 
 /// A client certificate's subject common name, taken as a credential under mutual TLS
@@ -330,6 +380,8 @@ pub struct Authenticator {
     tokens: Vec<ApiToken>,
     jwt: Option<Arc<JwtVerifier>>,
     certificates: Vec<CertificateIdentity>,
+    /// `[auth]`'s quota: every principal's, unless its token says otherwise.
+    quota: Quota,
 }
 
 impl Authenticator {
@@ -338,7 +390,14 @@ impl Authenticator {
             tokens,
             jwt: None,
             certificates: Vec::new(),
+            quota: Quota::default(),
         }
+    }
+
+    /// Every principal's quota where its token sets none (`[auth]`'s keys).
+    pub fn with_quota(mut self, quota: Quota) -> Authenticator {
+        self.quota = quota;
+        self
     }
 
     /// Also takes a request without a token from a connection whose client certificate's
@@ -368,6 +427,7 @@ impl Authenticator {
             .iter()
             .find(|identity| identity.principal.name.as_ref() == common_name)
             .map(|identity| Authenticated {
+                quota: self.quota.resolved(identity.principal.role),
                 principal: identity.principal.clone(),
                 max_in_flight: identity.max_in_flight,
             })
@@ -387,6 +447,7 @@ impl Authenticator {
             && looks_like_jwt(token)
         {
             return jwt.verify(token).map(|principal| Authenticated {
+                quota: self.quota.resolved(principal.role),
                 principal,
                 max_in_flight: jwt.max_in_flight(),
             });
@@ -400,6 +461,7 @@ impl Authenticator {
         }
         found
             .map(|token| Authenticated {
+                quota: token.quota.or(self.quota).resolved(token.principal.role),
                 principal: token.principal.clone(),
                 max_in_flight: token.max_in_flight,
             })
@@ -511,6 +573,7 @@ mod tests {
             sha256: parse_sha256(&digest).unwrap(),
             principal: principal.clone(),
             max_in_flight: None,
+            quota: Quota::default(),
         }]);
         assert_eq!(
             authenticator

@@ -27,7 +27,7 @@ use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
     Actor, AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommandId,
-    CommitReservation, DomainError, EventKind, ExtendReservation, LogPosition, MoveStock,
+    CommitReservation, Decide, DomainError, EventKind, ExtendReservation, LogPosition, MoveStock,
     QuantityEvent, ReceiveTransfer, RecordedEvent, ReleaseReservation, RemoveStock,
     ReservationEvent, ReservationId, ReserveStock, SetItemPolicy, ShipTransfer, StockAlert,
     StockEvent, StockLevel, StreamKey, StreamVersion, Timestamp, TransferId, TransferStatus,
@@ -138,6 +138,9 @@ pub trait CommandKind: Send + 'static {
     /// the fingerprint then leaves out, so that a retry matches the original).
     fn into_command(self) -> (Command, bool);
 
+    /// How many lines the client sent (see [`Decide::lines`]).
+    fn lines(&self) -> usize;
+
     /// The outcome, from what the writer answered. `None` when the answer is of another kind:
     /// a remembered answer to a command id that was used for a different kind of command.
     fn outcome(answer: Accepted) -> Option<Self::Outcome>;
@@ -157,6 +160,10 @@ impl<C: CommandKind> CommandKind for Opening<C> {
 
     fn into_command(self) -> (Command, bool) {
         (self.command.into_command().0, self.id_made_by_server)
+    }
+
+    fn lines(&self) -> usize {
+        self.command.lines()
     }
 
     fn outcome(answer: Accepted) -> Option<C::Outcome> {
@@ -182,6 +189,10 @@ macro_rules! command_kind {
 
             fn into_command(self) -> (Command, bool) {
                 (self.into(), false)
+            }
+
+            fn lines(&self) -> usize {
+                Decide::lines(self)
             }
 
             fn outcome(answer: Accepted) -> Option<$outcome> {

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -18,8 +19,14 @@ use super::shutdown::Shutdown;
 use crate::domain::{EventKind, LogPosition, ProductId, RecordedEvent, StoreId};
 use crate::log::{EventLog, LogError};
 
-/// How many items may wait between a subscription's reader task and its consumer.
-pub const SUBSCRIPTION_BUFFER: usize = 1024;
+/// How many items may wait between a subscription's reader task and its consumer: with the
+/// read batch, what a stalled consumer can make the server hold.
+pub const SUBSCRIPTION_BUFFER: usize = 256;
+
+/// A consumer that takes nothing for this long while items wait for it is cut off: its reader
+/// task ends, and the stream ends with `RESOURCE_EXHAUSTED` when it is next read. One that
+/// reads, however slowly, is never cut off.
+pub const STALLED_AFTER: Duration = Duration::from_secs(60);
 
 /// The most events read from the log at once for one subscription.
 pub const SUBSCRIPTION_READ_BATCH: usize = 512;
@@ -63,17 +70,46 @@ impl EventFilter {
     }
 }
 
-/// Starts a subscription to the events after `from` that match `filter`. The returned channel
-/// ends when the consumer drops it, on shutdown, or after an error item.
+/// A running subscription: its items, and whether its consumer was cut off for taking
+/// nothing for [`STALLED_AFTER`].
+pub struct Subscription {
+    pub items: mpsc::Receiver<Result<SubscriptionItem, LogError>>,
+    pub stalled: Arc<AtomicBool>,
+}
+
+/// Starts a subscription to the events after `from` that match `filter`. The channel ends
+/// when the consumer drops it, on shutdown, after an error item, or once the consumer stalled.
 pub fn subscribe(
     log: Arc<dyn EventLog>,
     from: LogPosition,
     filter: EventFilter,
     shutdown: Shutdown,
-) -> mpsc::Receiver<Result<SubscriptionItem, LogError>> {
-    let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-    tokio::spawn(run(log, from, filter, sender, shutdown));
-    receiver
+) -> Subscription {
+    subscribe_with_stall(log, from, filter, shutdown, STALLED_AFTER)
+}
+
+/// [`subscribe`], cutting a stalled consumer off after `stalled_after`.
+pub fn subscribe_with_stall(
+    log: Arc<dyn EventLog>,
+    from: LogPosition,
+    filter: EventFilter,
+    shutdown: Shutdown,
+    stalled_after: Duration,
+) -> Subscription {
+    let (sender, items) = mpsc::channel(SUBSCRIPTION_BUFFER);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let watch = Stall {
+        after: stalled_after,
+        flag: stalled.clone(),
+    };
+    tokio::spawn(run(log, from, filter, sender, shutdown, watch));
+    Subscription { items, stalled }
+}
+
+/// When a consumer counts as stalled, and where to say it was.
+struct Stall {
+    after: Duration,
+    flag: Arc<AtomicBool>,
 }
 
 /// Over 70 lines: the loop's state (position, what was reported, when) and its `send!` exits
@@ -84,6 +120,7 @@ async fn run(
     filter: EventFilter,
     sender: mpsc::Sender<Result<SubscriptionItem, LogError>>,
     mut shutdown: Shutdown,
+    stall: Stall,
 ) {
     let metrics = SubscriptionMetrics::start();
     let mut head = log.watch_head();
@@ -103,6 +140,11 @@ async fn run(
                     if sent.is_err() {
                         return;
                     }
+                }
+                () = tokio::time::sleep(stall.after) => {
+                    stall.flag.store(true, Ordering::Release);
+                    metrics::counter!("inventory_subscriptions_stalled_total").increment(1);
+                    return;
                 }
                 () = shutdown.wait() => return,
             }

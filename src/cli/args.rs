@@ -59,6 +59,7 @@ impl LimitArgs {
         Limits {
             max_in_flight_requests: self.max_in_flight.max(1),
             max_connections: self.max_connections.max(1),
+            ..Limits::default()
         }
     }
 }

@@ -171,6 +171,7 @@ impl ConfigFile {
             }
             tokens.push(ApiToken {
                 max_in_flight: entry.max_in_flight,
+                quota: entry.quota(),
                 sha256,
                 principal,
             });
@@ -206,7 +207,9 @@ impl ConfigFile {
                     .into(),
             ));
         }
-        let mut authenticator = Authenticator::new(tokens).with_certificates(certificates);
+        let mut authenticator = Authenticator::new(tokens)
+            .with_certificates(certificates)
+            .with_quota(auth.quota());
         if let Some(jwt) = jwt {
             authenticator = authenticator.with_jwt(JwtVerifier::new(jwt, Arc::new(SystemClock)));
         }

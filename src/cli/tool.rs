@@ -99,6 +99,14 @@ fn new_token(name: &str, role: Role, stores: &[String]) -> Result<(), String> {
     println!("sha256 = \"{sha256}\"");
     println!("role = \"{role}\"");
     println!("stores = [{}]", quoted.join(", "));
+    // The limits, at the defaults this role gets: change them here (0: no limit).
+    let quota = crate::app::access::Quota::default().resolved(role);
+    let value = |limit: Option<u32>| limit.unwrap_or_default();
+    println!("# Limits on each server; 0: no limit. max_in_flight: at most N requests at once.");
+    println!("# max_in_flight = 64");
+    println!("requests_per_second = {}", value(quota.requests_per_second));
+    println!("lines_per_second = {}", value(quota.lines_per_second));
+    println!("max_subscriptions = {}", value(quota.max_subscriptions));
     Ok(())
 }
 

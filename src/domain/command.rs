@@ -99,6 +99,10 @@ macro_rules! one_item_per_line {
         fn item_bound(&self, _inventory: &Inventory) -> usize {
             self.$lines.len()
         }
+
+        fn lines(&self) -> usize {
+            self.$lines.len()
+        }
     };
 }
 use one_item_per_line;
@@ -122,6 +126,12 @@ pub trait Decide {
 
     /// At most how many items the command touches (an event each, before alerts).
     fn item_bound(&self, inventory: &Inventory) -> usize;
+
+    /// How many lines the client sent: what a principal's `lines_per_second` counts. A
+    /// command on an existing reservation counts one (its lines were counted when reserved).
+    fn lines(&self) -> usize {
+        1
+    }
 
     /// For a command on an existing reservation or transfer, named by its id: the answer for a
     /// caller that may see none of its stores (`sees` says false for each), the same as for an

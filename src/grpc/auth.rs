@@ -9,12 +9,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use dashmap::DashMap;
-use tokio::sync::Semaphore;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
+use super::budget::{Budget, Budgets};
 use super::status::{access_error, auth_error};
 use super::tls::ConnectionInfo;
 use crate::app::access::{Action, AuthError, Authenticated, Authenticator, Principal};
@@ -180,73 +179,15 @@ pub fn principal_of<T>(request: &tonic::Request<T>) -> Result<&Principal, tonic:
         .ok_or_else(|| tonic::Status::internal("the request has no principal"))
 }
 
-/// A principal's own budget of requests in flight, so that one client cannot take every slot
-/// of the server's.
-struct PrincipalLimit {
-    permits: Arc<Semaphore>,
-    limit: usize,
-}
-
-/// At most this many principals' budgets are kept; past it those with nothing in flight are
-/// dropped (one JWT subject after another could otherwise grow the map without end).
-const MAX_PRINCIPAL_LIMITS: usize = 65_536;
-
-/// Each principal's budget, made at its first request: API tokens and JWT subjects alike.
-#[derive(Default)]
-struct PrincipalLimits {
-    by_name: DashMap<Arc<str>, PrincipalLimit>,
-}
-
-impl PrincipalLimits {
-    /// A slot of `name`'s budget of `limit`, or `Err(limit)` when all are taken.
-    fn acquire(
-        &self,
-        name: &Arc<str>,
-        limit: usize,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
-        let limit = limit.max(1);
-        if let Some(own) = self.by_name.get(name)
-            && own.limit == limit
-        {
-            return own
-                .permits
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| own.limit);
-        }
-        if self.by_name.len() >= MAX_PRINCIPAL_LIMITS {
-            self.by_name
-                .retain(|_, own| own.permits.available_permits() < own.limit);
-        }
-        let own = self
-            .by_name
-            .entry(name.clone())
-            .and_modify(|own| {
-                if own.limit != limit {
-                    *own = PrincipalLimit::new(limit);
-                }
-            })
-            .or_insert_with(|| PrincipalLimit::new(limit));
-        own.permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| own.limit)
-    }
-}
-
-impl PrincipalLimit {
-    fn new(limit: usize) -> PrincipalLimit {
-        PrincipalLimit {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-        }
-    }
+/// The budget of the request's principal; `None` on a server without authentication.
+pub fn budget_of<T>(request: &tonic::Request<T>) -> Option<&Arc<Budget>> {
+    request.extensions().get::<Arc<Budget>>()
 }
 
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
-    limits: Arc<PrincipalLimits>,
+    budgets: Arc<Budgets>,
     server: &'static str,
 }
 
@@ -256,7 +197,7 @@ impl AuthLayer {
     pub fn new(authenticator: Option<Arc<Authenticator>>, server: &'static str) -> AuthLayer {
         AuthLayer {
             authenticator,
-            limits: Arc::default(),
+            budgets: Arc::default(),
             server,
         }
     }
@@ -269,7 +210,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             authenticator: self.authenticator.clone(),
-            limits: self.limits.clone(),
+            budgets: self.budgets.clone(),
             server: self.server,
         }
     }
@@ -279,7 +220,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
-    limits: Arc<PrincipalLimits>,
+    budgets: Arc<Budgets>,
     server: &'static str,
 }
 
@@ -304,11 +245,8 @@ where
         let method = Method::of_path(request.uri().path());
         let action = action(method);
         let found = match &self.authenticator {
-            None => Ok(Authenticated {
-                principal: Principal::anonymous(),
-                max_in_flight: None,
-            }),
-            Some(authenticator) => principal(authenticator, &request),
+            None => Ok(None),
+            Some(authenticator) => principal(authenticator, &request).map(Some),
         };
         let mut permit = None;
         let served_elsewhere = method
@@ -316,29 +254,31 @@ where
             .filter(|server| *server != self.server);
         let refusal = match found {
             Err(error) => Some(auth_error(error)),
+            // No authentication: everyone is the anonymous admin, with no budget of its own.
+            Ok(None) if served_elsewhere.is_some() => {
+                Some(wrong_server(request.uri().path(), self.server))
+            }
+            Ok(None) => {
+                request.extensions_mut().insert(Principal::anonymous());
+                None
+            }
             // Only a caller who may send it learns where it is served.
-            Ok(Authenticated { principal, .. })
-                if principal.authorize(action).is_ok() && served_elsewhere.is_some() =>
+            Ok(Some(credential))
+                if credential.principal.authorize(action).is_ok() && served_elsewhere.is_some() =>
             {
                 Some(wrong_server(request.uri().path(), self.server))
             }
-            Ok(Authenticated {
-                principal,
-                max_in_flight,
-            }) => match principal.authorize(action) {
+            Ok(Some(credential)) => match credential.principal.authorize(action) {
                 Err(error) => Some(access_error(&error)),
-                Ok(()) => {
-                    match max_in_flight.map(|limit| self.limits.acquire(&principal.name, limit)) {
-                        Some(Err(limit)) => Some(tonic::Status::resource_exhausted(format!(
-                            "this credential has its limit of {limit} requests in flight; retry with backoff"
-                        ))),
-                        acquired => {
-                            permit = acquired.and_then(Result::ok);
-                            request.extensions_mut().insert(principal);
-                            None
-                        }
+                Ok(()) => match self.budgets.admit(&credential) {
+                    Err(over) => Some(over.status()),
+                    Ok((budget, acquired)) => {
+                        permit = acquired;
+                        request.extensions_mut().insert(credential.principal);
+                        request.extensions_mut().insert(budget);
+                        None
                     }
-                }
+                },
             },
         };
         match refusal {

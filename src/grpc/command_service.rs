@@ -9,7 +9,8 @@ use crate::app::command::{CommandKind, CommandRequest, StockChange, StockChanges
 use crate::domain::{StockAlert, TransferStatus};
 use crate::log::codec::{stock_level_to_pb, timestamp_to_pb};
 
-use super::auth::principal_of;
+use super::auth::{budget_of, principal_of};
+use super::budget::OverBudget;
 use super::convert;
 use super::pb;
 use super::status::{Lines, command_error};
@@ -25,16 +26,26 @@ impl CommandApi {
 
     /// The one call into the command side per command, on behalf of `principal`; `lines` says
     /// how the request names its items, for errors about them.
-    async fn run<C: CommandKind>(
+    async fn run<C: CommandKind, T>(
         &self,
-        principal: &Principal,
+        caller: &Request<T>,
         request: Result<CommandRequest<C>, Status>,
         lines: Lines,
     ) -> Result<C::Outcome, Status> {
+        let request = request?;
+        charge_lines(caller, request.command.lines())?;
         self.commands
-            .execute_as(request?, principal)
+            .execute_as(request, principal_of(caller)?)
             .await
             .map_err(|error| command_error(error, lines))
+    }
+}
+
+/// Counts a command's lines against its principal's `lines_per_second`.
+fn charge_lines<T>(caller: &Request<T>, lines: usize) -> Result<(), Status> {
+    match budget_of(caller) {
+        Some(budget) => budget.charge_lines(lines).map_err(OverBudget::status),
+        None => Ok(()),
     }
 }
 
@@ -103,7 +114,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal,
+                &request,
                 convert::add_stock(request.get_ref()),
                 Lines::Single,
             )
@@ -120,7 +131,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal,
+                &request,
                 convert::adjust_stock(request.get_ref()),
                 Lines::Single,
             )
@@ -137,7 +148,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal,
+                &request,
                 convert::remove_stock(request.get_ref()),
                 Lines::Single,
             )
@@ -154,7 +165,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal,
+                &request,
                 convert::move_stock(request.get_ref()),
                 Lines::Single,
             )
@@ -171,7 +182,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let change = self
             .run(
-                principal,
+                &request,
                 convert::set_item_policy(request.get_ref()),
                 Lines::Single,
             )
@@ -188,7 +199,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let shipped = self
             .run(
-                principal,
+                &request,
                 convert::ship_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -207,7 +218,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let received = self
             .run(
-                principal,
+                &request,
                 convert::receive_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -227,7 +238,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let cancelled = self
             .run(
-                principal,
+                &request,
                 convert::cancel_transfer(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -244,9 +255,11 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::RecordCountRequest>,
     ) -> Result<Response<pb::RecordCountResponse>, Status> {
         let principal = principal_of(&request)?;
+        let sheet = convert::record_count(request.get_ref())?;
+        charge_lines(&request, request.get_ref().lines.len())?;
         let counted = self
             .commands
-            .record_count_as(convert::record_count(request.get_ref())?, principal)
+            .record_count_as(sheet, principal)
             .await
             .map_err(|error| command_error(error, Lines::Repeated("lines")))?;
         Ok(Response::new(pb::RecordCountResponse {
@@ -272,7 +285,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal,
+                &request,
                 convert::apply_stock_changes(request.get_ref()),
                 Lines::Repeated("changes"),
             )
@@ -288,14 +301,14 @@ impl pb::command_service_server::CommandService for CommandApi {
         request: Request<pb::ReserveStockRequest>,
     ) -> Result<Response<pb::ReserveStockResponse>, Status> {
         let principal = principal_of(&request)?;
-        let request = request.get_ref();
-        let lines = if request.lines.is_empty() {
+        let body = request.get_ref();
+        let lines = if body.lines.is_empty() {
             Lines::Single
         } else {
             Lines::Repeated("lines")
         };
         let reservation = self
-            .run(principal, convert::reserve_stock(request), lines)
+            .run(&request, convert::reserve_stock(body), lines)
             .await?;
         Ok(Response::new(pb::ReserveStockResponse {
             result: result(reservation.changes.last(), principal),
@@ -312,7 +325,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal,
+                &request,
                 convert::commit_reservation(request.get_ref()),
                 Lines::Repeated("lines"),
             )
@@ -330,7 +343,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let changes = self
             .run(
-                principal,
+                &request,
                 convert::release_reservation(request.get_ref()),
                 Lines::Single,
             )
@@ -348,7 +361,7 @@ impl pb::command_service_server::CommandService for CommandApi {
         let principal = principal_of(&request)?;
         let extended = self
             .run(
-                principal,
+                &request,
                 convert::extend_reservation(request.get_ref()),
                 Lines::Single,
             )

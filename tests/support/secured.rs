@@ -9,7 +9,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request};
 
 use inventory::app::access::{
-    ApiToken, Authenticator, Principal, Role, StoreScope, new_token, parse_sha256,
+    ApiToken, Authenticator, Principal, Quota, Role, StoreScope, new_token, parse_sha256,
 };
 use inventory::app::{Clock, ShutdownSignal, SystemClock};
 use inventory::certificates::CertificateAuthority;
@@ -46,6 +46,7 @@ pub fn credential(
                 stores: StoreScope::of(stores.iter().map(|store| StoreId::parse(store).unwrap())),
             },
             max_in_flight,
+            quota: Quota::default(),
         },
     }
 }

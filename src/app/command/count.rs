@@ -42,6 +42,10 @@ impl CommandKind for RecordCount {
         (self.into(), false)
     }
 
+    fn lines(&self) -> usize {
+        crate::domain::Decide::lines(self)
+    }
+
     fn outcome(answer: super::Accepted) -> Option<CountRecorded> {
         (answer.kind == EventKind::StockCounted).then_some(CountRecorded {
             changes: StockChanges {

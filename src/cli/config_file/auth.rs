@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::app::access::{Principal, Role, StoreScope};
+use crate::app::access::{Principal, Quota, Role, StoreScope};
 use crate::app::jwt::{Algorithm, JwtConfig, VerificationKey, algorithms_of};
 use crate::domain::StoreId;
 
@@ -14,6 +14,10 @@ use crate::domain::StoreId;
 pub(super) struct AuthSection {
     #[serde(default)]
     pub(super) tokens: Vec<TokenEntry>,
+    /// Every principal's quota where its token sets none (see [`Quota`]; 0: no limit).
+    pub(super) requests_per_second: Option<u32>,
+    pub(super) lines_per_second: Option<u32>,
+    pub(super) max_subscriptions: Option<u32>,
     pub(super) jwt: Option<JwtSection>,
     #[serde(default)]
     pub(super) certificates: Vec<CertificateEntry>,
@@ -62,6 +66,34 @@ pub(super) struct TokenEntry {
     #[serde(default)]
     pub(super) stores: Vec<String>,
     pub(super) max_in_flight: Option<usize>,
+    /// This token's own quota (see [`Quota`]; 0: no limit).
+    pub(super) requests_per_second: Option<u32>,
+    pub(super) lines_per_second: Option<u32>,
+    pub(super) max_subscriptions: Option<u32>,
+}
+
+macro_rules! quota_of {
+    ($entry:expr) => {
+        Quota {
+            requests_per_second: $entry.requests_per_second,
+            lines_per_second: $entry.lines_per_second,
+            max_subscriptions: $entry.max_subscriptions,
+        }
+    };
+}
+
+impl AuthSection {
+    /// Every principal's quota where its token sets none.
+    pub(super) fn quota(&self) -> Quota {
+        quota_of!(self)
+    }
+}
+
+impl TokenEntry {
+    /// The token's own quota.
+    pub(super) fn quota(&self) -> Quota {
+        quota_of!(self)
+    }
 }
 
 /// The principal a credential entry names, checked: its name (`name_field`), role, stores

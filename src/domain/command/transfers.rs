@@ -127,6 +127,10 @@ impl Decide for ShipTransfer {
     fn item_bound(&self, _inventory: &Inventory) -> usize {
         2 * self.lines.len()
     }
+
+    fn lines(&self) -> usize {
+        self.lines.len()
+    }
 }
 
 impl Decide for ReceiveTransfer {
@@ -209,6 +213,10 @@ impl Decide for ReceiveTransfer {
     ) -> Option<&'a StoreId> {
         let transfer = inventory.transfer(&self.transfer_id)?;
         refused(&transfer.to_store).then_some(&transfer.to_store)
+    }
+
+    fn lines(&self) -> usize {
+        self.lines.len().max(1)
     }
 
     fn item_bound(&self, inventory: &Inventory) -> usize {

@@ -1,0 +1,250 @@
+//! Each principal's budget on one server: requests in flight (`max_in_flight`), requests and
+//! command lines per second, and open subscriptions (its [`Quota`]). One credential that floods
+//! is refused alone, with `RESOURCE_EXHAUSTED` and, for a rate, a `RetryInfo` saying when to
+//! come back; every other principal is served as before.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::app::access::{Authenticated, Quota};
+
+/// At most this many principals' budgets are kept; past it those with nothing in flight and
+/// no subscription open are dropped (one JWT subject after another could otherwise grow the
+/// map without end).
+const MAX_BUDGETS: usize = 65_536;
+
+/// A token bucket: `rate` tokens a second, holding at most one second's worth. A take larger
+/// than what is there is refused until the bucket holds it (or, past one second's worth, is
+/// full), and then may leave it in debt: a 1,000-line command under a limit of 500 lines a
+/// second waits for a full bucket and then costs two seconds.
+struct Bucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Option<Bucket> {
+        (rate > 0).then(|| Bucket {
+            rate: f64::from(rate),
+            state: Mutex::new((f64::from(rate), Instant::now())),
+        })
+    }
+
+    /// Takes `amount`, or says how long until it could be taken.
+    fn take(&self, amount: f64) -> Result<(), Duration> {
+        let mut state = self.state.lock().expect("bucket lock poisoned");
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        let needed = amount.min(self.rate);
+        if tokens >= needed {
+            *state = (tokens - amount, now);
+            Ok(())
+        } else {
+            *state = (tokens, now);
+            Err(Duration::from_secs_f64((needed - tokens) / self.rate))
+        }
+    }
+}
+
+/// Why a principal's request was refused by its own budget.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum OverBudget {
+    InFlight { limit: usize },
+    Requests { limit: u32, retry_after: Duration },
+    Lines { limit: u32, retry_after: Duration },
+    Subscriptions { limit: u32 },
+}
+
+impl OverBudget {
+    pub fn status(self) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let (message, retry_after) = match self {
+            OverBudget::InFlight { limit } => (
+                format!(
+                    "this credential has its limit of {limit} requests in flight; retry with backoff"
+                ),
+                None,
+            ),
+            OverBudget::Requests { limit, retry_after } => (
+                format!(
+                    "this credential sent more than its {limit} requests a second; retry after the delay given"
+                ),
+                Some(retry_after),
+            ),
+            OverBudget::Lines { limit, retry_after } => (
+                format!(
+                    "this credential's commands wrote more than its {limit} lines a second; retry after the delay given"
+                ),
+                Some(retry_after),
+            ),
+            OverBudget::Subscriptions { limit } => (
+                format!(
+                    "this credential has its limit of {limit} subscriptions open on this server; close one first"
+                ),
+                None,
+            ),
+        };
+        let mut details = ErrorDetails::new();
+        details.set_error_info("QUOTA_EXCEEDED", "inventory.v1", []);
+        if let Some(retry_after) = retry_after {
+            details.set_retry_info(Some(retry_after.max(Duration::from_millis(1))));
+        }
+        tonic::Status::with_error_details(tonic::Code::ResourceExhausted, message, details)
+    }
+}
+
+/// One principal's budget on this server.
+pub struct Budget {
+    in_flight: Option<(Arc<Semaphore>, usize)>,
+    requests: Option<Bucket>,
+    lines: Option<Bucket>,
+    subscriptions: Option<(Arc<Semaphore>, u32)>,
+    quota: Quota,
+}
+
+impl Budget {
+    fn new(max_in_flight: Option<usize>, quota: Quota) -> Budget {
+        let bucket = |rate: Option<u32>| rate.and_then(Bucket::new);
+        Budget {
+            in_flight: max_in_flight
+                .map(|limit| limit.max(1))
+                .map(|limit| (Arc::new(Semaphore::new(limit)), limit)),
+            requests: bucket(quota.requests_per_second),
+            lines: bucket(quota.lines_per_second),
+            subscriptions: quota
+                .max_subscriptions
+                .filter(|limit| *limit > 0)
+                .map(|limit| (Arc::new(Semaphore::new(limit as usize)), limit)),
+            quota,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        let free = |pool: &Option<(Arc<Semaphore>, usize)>| {
+            pool.as_ref()
+                .is_none_or(|(permits, limit)| permits.available_permits() == *limit)
+        };
+        free(&self.in_flight)
+            && self
+                .subscriptions
+                .as_ref()
+                .is_none_or(|(permits, limit)| permits.available_permits() == *limit as usize)
+    }
+
+    /// One request: a slot in flight (held until the answer's head is sent) and a token.
+    fn admit(&self) -> Result<Option<OwnedSemaphorePermit>, OverBudget> {
+        if let Some(requests) = &self.requests {
+            requests
+                .take(1.0)
+                .map_err(|retry_after| OverBudget::Requests {
+                    limit: self.quota.requests_per_second.unwrap_or_default(),
+                    retry_after,
+                })?;
+        }
+        self.in_flight
+            .as_ref()
+            .map(|(permits, limit)| {
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| OverBudget::InFlight { limit: *limit })
+            })
+            .transpose()
+    }
+
+    /// A command of `lines` lines (each an item it changes).
+    pub fn charge_lines(&self, lines: usize) -> Result<(), OverBudget> {
+        let Some(bucket) = &self.lines else {
+            return Ok(());
+        };
+        bucket
+            .take(lines as f64)
+            .map_err(|retry_after| OverBudget::Lines {
+                limit: self.quota.lines_per_second.unwrap_or_default(),
+                retry_after,
+            })
+    }
+
+    /// A subscription's slot, held as long as the stream.
+    pub fn open_subscription(&self) -> Result<Option<OwnedSemaphorePermit>, OverBudget> {
+        self.subscriptions
+            .as_ref()
+            .map(|(permits, limit)| {
+                permits
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| OverBudget::Subscriptions { limit: *limit })
+            })
+            .transpose()
+    }
+}
+
+/// Every principal's budget on one server, made at its first request: API tokens, certificates
+/// and JWT subjects alike (a JWT subject is `jwt:<sub>`, apart from any token's name).
+#[derive(Default)]
+pub struct Budgets {
+    by_name: DashMap<Arc<str>, (Option<usize>, Arc<Budget>)>,
+}
+
+impl Budgets {
+    /// Admits one request of `credential`: its budget, and the slot in flight it holds.
+    pub fn admit(
+        &self,
+        credential: &Authenticated,
+    ) -> Result<(Arc<Budget>, Option<OwnedSemaphorePermit>), OverBudget> {
+        let budget = self.of(credential);
+        let permit = budget.admit()?;
+        Ok((budget, permit))
+    }
+
+    fn of(&self, credential: &Authenticated) -> Arc<Budget> {
+        let name = &credential.principal.name;
+        let wanted = (credential.max_in_flight, credential.quota);
+        if let Some(own) = self.by_name.get(name)
+            && (own.0, own.1.quota) == wanted
+        {
+            return own.1.clone();
+        }
+        if self.by_name.len() >= MAX_BUDGETS {
+            self.by_name.retain(|_, (_, budget)| !budget.idle());
+        }
+        self.by_name
+            .entry(name.clone())
+            .and_modify(|own| {
+                if (own.0, own.1.quota) != wanted {
+                    *own = (wanted.0, Arc::new(Budget::new(wanted.0, wanted.1)));
+                }
+            })
+            .or_insert_with(|| (wanted.0, Arc::new(Budget::new(wanted.0, wanted.1))))
+            .1
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_holds_one_seconds_worth_and_says_when_to_come_back() {
+        let bucket = Bucket::new(10).unwrap();
+        for _ in 0..10 {
+            bucket.take(1.0).unwrap();
+        }
+        let wait = bucket.take(1.0).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        assert!(Bucket::new(0).is_none(), "0: no limit");
+        // More than a second's worth: taken from a full bucket, leaving a debt.
+        let bucket = Bucket::new(10).unwrap();
+        bucket.take(25.0).unwrap();
+        let wait = bucket.take(1.0).unwrap_err();
+        assert!(wait > Duration::from_secs(1), "{wait:?}");
+    }
+}
