@@ -7,6 +7,7 @@ pub mod auth;
 pub mod budget;
 pub mod codec;
 pub mod command_service;
+pub mod connection_guard;
 pub mod convert;
 pub mod delivery_service;
 pub mod event_service;

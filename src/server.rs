@@ -22,6 +22,7 @@ use crate::delivery::postgres::PgClaims;
 use crate::delivery::{Claims, Deliveries, FileCursors, SinkConfig};
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::command_service::CommandApi;
+pub use crate::grpc::connection_guard::ConnectionTimeouts;
 use crate::grpc::delivery_service::DeliveryApi;
 use crate::grpc::event_service::EventApi;
 use crate::grpc::follower::{self, FollowerState};
@@ -106,6 +107,11 @@ pub struct CommandConfig {
     pub sinks: Vec<SinkConfig>,
 }
 
+/// How often a server pings a connection (HTTP/2 keep-alive), and how long it waits for the
+/// answer before closing it.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Per-server limits that operators may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -116,6 +122,8 @@ pub struct Limits {
     /// A subscriber that takes nothing for this long while events wait is cut off
     /// ([`crate::app::STALLED_AFTER`] by default).
     pub subscription_stalled_after: std::time::Duration,
+    /// How long a connection may wait for its first authenticated request, and idle after.
+    pub connection_timeouts: ConnectionTimeouts,
 }
 
 impl Default for Limits {
@@ -124,6 +132,7 @@ impl Default for Limits {
             max_in_flight_requests: overload::MAX_IN_FLIGHT_REQUESTS,
             max_connections: overload::MAX_CONNECTIONS,
             subscription_stalled_after: crate::app::STALLED_AFTER,
+            connection_timeouts: ConnectionTimeouts::DEFAULT,
         }
     }
 }
@@ -489,6 +498,9 @@ async fn serve(
 ) -> Result<(), ServerError> {
     Server::builder()
         .timeout(overload::MAX_REQUEST_DURATION)
+        // Dead peers: a connection that does not answer a ping within the timeout is closed.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(overload::MAX_CONCURRENT_STREAMS_PER_CONNECTION)
         // Outermost, so that refusals by the layers below are counted too.
         .layer(ObserveLayer::new(server))
@@ -504,7 +516,12 @@ async fn serve(
         .serve_with_incoming_shutdown(
             tls::secured(
                 server,
-                overload::incoming(server, listener.tcp, limits.max_connections),
+                overload::incoming(
+                    server,
+                    listener.tcp,
+                    limits.max_connections,
+                    limits.connection_timeouts,
+                ),
                 listener.tls,
             ),
             async move {

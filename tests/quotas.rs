@@ -178,3 +178,116 @@ async fn a_principal_has_its_own_subscription_budget() {
     .await;
     server.stop().await;
 }
+
+/// A TLS connection to `address` that completes its handshake and then sends nothing.
+async fn silent_tls(
+    address: std::net::SocketAddr,
+    ca_pem: &str,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(
+        std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+    connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .ok()
+}
+
+/// Whether the server closed `stream` (end of stream or an error) within `wait`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // The server's HTTP/2 preface and settings: keep reading.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Connections that complete the TLS handshake and send nothing hold at most half the
+/// connection slots, and only until the first-request timeout: a client with a valid token
+/// that was connected goes on being served, and a new one gets in once they are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_hold_the_slots_of_authenticated_ones() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let limits = inventory::server::Limits {
+        max_connections: 8,
+        connection_timeouts: inventory::server::ConnectionTimeouts {
+            first_request: Duration::from_secs(2),
+            idle: Duration::from_secs(900),
+        },
+        ..inventory::server::Limits::default()
+    };
+    let server = Server::start_tls_with(&[&admin], limits).await;
+    // The test's own channel is proven by a first request.
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+    let ca = server.ca_pem.clone().unwrap();
+
+    // Silent connections: the handshake succeeds for the first four (half of 8, less the
+    // query channel's, which is still unproven), then no more are let in.
+    let started = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        match silent_tls(server.command_addr, &ca).await {
+            Some(mut stream) => {
+                if closed_within(&mut stream, Duration::from_millis(200)).await {
+                    break;
+                }
+                silent.push(stream);
+            }
+            None => break,
+        }
+    }
+    assert!(
+        (2..=4).contains(&silent.len()),
+        "{} silent connections were let in",
+        silent.len()
+    );
+    // The authenticated connection is served meanwhile.
+    server
+        .commands()
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 1)))
+        .await
+        .expect("an authenticated connection is served while silent ones wait");
+    // Each silent connection is closed by the server at its first-request timeout.
+    for stream in &mut silent {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "a silent connection is closed"
+        );
+    }
+    let held = started.elapsed();
+    println!(
+        "{} silent connections held their slots for {held:?}",
+        silent.len()
+    );
+    assert!(held < Duration::from_secs(6), "{held:?}");
+    // A new client with a token now connects and is served.
+    let fresh = support::secured::tls_channel(server.command_addr, &ca).await;
+    inventory::grpc::pb::command_service_client::CommandServiceClient::new(fresh)
+        .add_stock(as_(&admin.token, add_stock("p", "store-a", 1)))
+        .await
+        .unwrap();
+    server.stop().await;
+}

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::app::access::Authenticator;
 use crate::grpc::tls::{ServerTls, TlsFiles};
-use crate::server::{Limits, LogConfig, ServerListener};
+use crate::server::{ConnectionTimeouts, Limits, LogConfig, ServerListener};
 
 /// Where the Prometheus metrics endpoint listens, if anywhere.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +52,14 @@ pub(super) struct LimitArgs {
     /// Client connections a server keeps open at once; more are closed when accepted.
     #[arg(long, env = "INVENTORY_MAX_CONNECTIONS", default_value_t = crate::grpc::overload::MAX_CONNECTIONS)]
     pub(super) max_connections: usize,
+    /// Seconds a new connection has to send its first request with a valid credential; until
+    /// then it holds one of at most half the --max-connections slots.
+    #[arg(long, env = "INVENTORY_FIRST_REQUEST_TIMEOUT", default_value_t = ConnectionTimeouts::DEFAULT.first_request.as_secs())]
+    pub(super) first_request_timeout: u64,
+    /// Seconds a connection may stay open with no request in progress (an open subscription is
+    /// one); dead peers are found sooner, by HTTP/2 pings.
+    #[arg(long, env = "INVENTORY_IDLE_TIMEOUT", default_value_t = ConnectionTimeouts::DEFAULT.idle.as_secs())]
+    pub(super) idle_timeout: u64,
 }
 
 impl LimitArgs {
@@ -59,6 +67,10 @@ impl LimitArgs {
         Limits {
             max_in_flight_requests: self.max_in_flight.max(1),
             max_connections: self.max_connections.max(1),
+            connection_timeouts: ConnectionTimeouts {
+                first_request: std::time::Duration::from_secs(self.first_request_timeout.max(1)),
+                idle: std::time::Duration::from_secs(self.idle_timeout.max(1)),
+            },
             ..Limits::default()
         }
     }

@@ -37,6 +37,8 @@ pub struct ConfigFile {
     data: Option<PathBuf>,
     max_in_flight: Option<usize>,
     max_connections: Option<usize>,
+    first_request_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
     upstream_ca: Option<PathBuf>,
@@ -376,6 +378,15 @@ impl ConfigFile {
             ("data", path(self.data.as_ref())),
             ("max_in_flight", number(self.max_in_flight)),
             ("max_connections", number(self.max_connections)),
+            (
+                "first_request_timeout",
+                self.first_request_timeout
+                    .map(|seconds| seconds.to_string()),
+            ),
+            (
+                "idle_timeout",
+                self.idle_timeout.map(|seconds| seconds.to_string()),
+            ),
             ("log_format", text(&self.log_format)),
             ("otlp_endpoint", text(&self.otlp_endpoint)),
             ("upstream_ca", path(self.upstream_ca.as_ref())),

@@ -248,6 +248,12 @@ where
             None => Ok(None),
             Some(authenticator) => principal(authenticator, &request).map(Some),
         };
+        // A valid credential (or none needed) proves the connection: see connection_guard.rs.
+        if found.is_ok()
+            && let Some(connection) = request.extensions().get::<ConnectionInfo>()
+        {
+            connection.guard.prove();
+        }
         let mut permit = None;
         let served_elsewhere = method
             .and_then(Method::server)

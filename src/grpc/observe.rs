@@ -19,6 +19,8 @@ use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
+use super::connection_guard::Activity;
+use super::tls::ConnectionInfo;
 use tracing::Instrument;
 
 use crate::telemetry;
@@ -252,6 +254,10 @@ where
             index,
             started: Instant::now(),
             span: span.clone(),
+            _activity: request
+                .extensions()
+                .get::<ConnectionInfo>()
+                .map(|connection| connection.guard.request_started()),
         };
         let response = {
             let _entered = span.enter();
@@ -286,6 +292,9 @@ struct Call {
     index: usize,
     started: Instant,
     span: tracing::Span,
+    /// The request's part in its connection's activity: the connection is not idle while the
+    /// call lasts (for a stream, until its body ends).
+    _activity: Option<Activity>,
 }
 
 impl Call {

@@ -6,6 +6,7 @@
 //! open; a connection past that is closed as soon as it is accepted, so the client fails at
 //! once (`UNAVAILABLE`) and can try another server, instead of waiting in the listen backlog.
 
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,6 +20,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
+use super::connection_guard::{ConnectionGuard, ConnectionTimeouts, unproven_budget};
 
 /// The most requests one server works on at once. The command queue and group commit absorb
 /// far more than the cores can decode, so past this a request would only wait.
@@ -129,8 +131,10 @@ pub fn incoming(
     server: &'static str,
     listener: TcpListener,
     max_connections: usize,
+    timeouts: ConnectionTimeouts,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<LimitedConnection>> {
     let permits = Arc::new(Semaphore::new(max_connections));
+    let unproven = Arc::new(Semaphore::new(unproven_budget(max_connections)));
     let open = metrics::gauge!("inventory_connections_open", "server" => server);
     let refused = metrics::counter!("inventory_connections_refused_total", "server" => server);
     let mut last_warning: Option<std::time::Instant> = None;
@@ -138,13 +142,28 @@ pub fn incoming(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
         }
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let admitted = permits.clone().try_acquire_owned().and_then(|permit| {
+            let own = unproven.clone().try_acquire_owned()?;
+            Ok((permit, own))
+        });
+        match admitted {
+            Ok((permit, own)) => {
+                // A duplicate of the descriptor, for the watchdog to shut the socket down.
+                let duplicate = match stream.as_fd().try_clone_to_owned() {
+                    Ok(duplicate) => std::net::TcpStream::from(duplicate),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot duplicate a connection's descriptor");
+                        return None;
+                    }
+                };
                 open.increment(1.0);
+                let guard = Arc::new(ConnectionGuard::new(duplicate, own));
+                tokio::spawn(guard.clone().watch(timeouts));
                 Some(LimitedConnection {
                     stream,
                     _permit: permit,
                     open: open.clone(),
+                    guard,
                 })
             }
             Err(_) => {
@@ -156,7 +175,8 @@ pub fn incoming(
                     tracing::warn!(
                         server,
                         max_connections,
-                        "connection limit reached: closing new connections"
+                        "connection limit reached (of all connections, or of those that have \
+                         not yet sent an authenticated request): closing new connections"
                     );
                 }
                 // Dropping the stream closes it.
@@ -185,16 +205,23 @@ pub struct LimitedConnection {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     open: metrics::Gauge,
+    guard: Arc<ConnectionGuard>,
 }
 
 impl LimitedConnection {
     pub fn nodelay(&self) -> std::io::Result<bool> {
         self.stream.nodelay()
     }
+
+    pub fn guard(&self) -> Arc<ConnectionGuard> {
+        self.guard.clone()
+    }
 }
 
 impl Drop for LimitedConnection {
     fn drop(&mut self) {
+        // Before the stream's descriptor is closed (fields drop after this).
+        self.guard.dropped();
         self.open.decrement(1.0);
     }
 }
@@ -262,7 +289,12 @@ mod tests {
     async fn accepted_connections_have_nagle_off() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let mut connections = Box::pin(super::incoming("test", listener, 8));
+        let mut connections = Box::pin(super::incoming(
+            "test",
+            listener,
+            8,
+            super::ConnectionTimeouts::DEFAULT,
+        ));
         let _client = tokio::net::TcpStream::connect(address).await.unwrap();
         let accepted = connections.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap());
@@ -272,11 +304,19 @@ mod tests {
     async fn connections_past_the_limit_are_closed_until_one_closes() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let mut connections = Box::pin(super::incoming("test", listener, 2));
+        let mut connections = Box::pin(super::incoming(
+            "test",
+            listener,
+            2,
+            super::ConnectionTimeouts::DEFAULT,
+        ));
         let _first_client = tokio::net::TcpStream::connect(address).await.unwrap();
         let first = connections.next().await.unwrap().unwrap();
+        // Proven (as by a first authenticated request): it leaves the unproven budget.
+        first.guard().prove();
         let _second_client = tokio::net::TcpStream::connect(address).await.unwrap();
-        let _second = connections.next().await.unwrap().unwrap();
+        let second = connections.next().await.unwrap().unwrap();
+        second.guard().prove();
         // The third is accepted and closed: its client reads end-of-stream at once.
         let mut third_client = tokio::net::TcpStream::connect(address).await.unwrap();
         let stream = tokio::spawn(async move {

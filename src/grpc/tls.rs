@@ -23,6 +23,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsAcceptor;
+
+use super::connection_guard::ConnectionGuard;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -251,6 +253,8 @@ pub struct ConnectionInfo {
     /// Under mutual TLS, the common name of the client certificate's subject (or the whole
     /// subject when it has none).
     pub client_name: Option<Arc<str>>,
+    /// What the connection may hold without using it.
+    pub guard: Arc<ConnectionGuard>,
 }
 
 /// An accepted connection, in plain text or after its TLS handshake.
@@ -267,11 +271,13 @@ impl Connected for Connection {
             Connection::Plain(connection) => ConnectionInfo {
                 tcp: connection.connect_info(),
                 client_name: None,
+                guard: connection.guard(),
             },
             Connection::Tls(stream) => {
                 let (connection, session) = stream.get_ref();
                 ConnectionInfo {
                     tcp: connection.connect_info(),
+                    guard: connection.guard(),
                     client_name: session
                         .peer_certificates()
                         .and_then(|chain| chain.first())
@@ -443,7 +449,12 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let mut connections = secured(
             "test",
-            super::super::overload::incoming("test", listener, 8),
+            super::super::overload::incoming(
+                "test",
+                listener,
+                8,
+                super::super::connection_guard::ConnectionTimeouts::DEFAULT,
+            ),
             Some(tls),
         );
 

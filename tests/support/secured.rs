@@ -76,6 +76,15 @@ impl Guarded {
         auth: Option<Arc<Authenticator>>,
         clock: Arc<dyn Clock>,
     ) -> Guarded {
+        Guarded::start_with_limits(tls, auth, clock, Limits::default()).await
+    }
+
+    pub async fn start_with_limits(
+        tls: Option<ServerTls>,
+        auth: Option<Arc<Authenticator>>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Guarded {
         let data = tempfile::tempdir().unwrap();
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let (command, query) = (bind().await, bind().await);
@@ -92,7 +101,7 @@ impl Guarded {
                 data_dir: data.path().to_owned(),
             },
             clock,
-            limits: Limits::default(),
+            limits,
             sinks: Vec::new(),
         };
         let task = tokio::spawn(server::run_combined(
@@ -130,6 +139,9 @@ pub struct Server {
     servers: Guarded,
     /// The TLS files, when the server has TLS: they live as long as the server.
     _tls: Option<tempfile::TempDir>,
+    /// The PEM certificate of the CA that issued the server's, when it has TLS.
+    pub ca_pem: Option<String>,
+    pub command_addr: SocketAddr,
 }
 
 impl Server {
@@ -148,14 +160,21 @@ impl Server {
         Server {
             command: super::channel(servers.command_addr).await,
             query: super::channel(servers.query_addr).await,
+            command_addr: servers.command_addr,
             servers,
             _tls: None,
+            ca_pem: None,
         }
     }
 
     /// Both servers on TLS (a certificate for 127.0.0.1 from a CA made here) with API tokens,
     /// and channels over TLS: the deployment README describes.
     pub async fn start_tls(credentials: &[&Credential]) -> Server {
+        Server::start_tls_with(credentials, Limits::default()).await
+    }
+
+    /// [`Server::start_tls`] with `limits`.
+    pub async fn start_tls_with(credentials: &[&Credential], limits: Limits) -> Server {
         let authenticator =
             Authenticator::new(credentials.iter().map(|c| c.entry.clone()).collect());
         let folder = tempfile::tempdir().unwrap();
@@ -169,17 +188,20 @@ impl Server {
         std::fs::write(&files.cert, &server.certificate_pem).unwrap();
         std::fs::write(&files.key, &server.key_pem).unwrap();
         let tls = ServerTls::start(files).unwrap();
-        let servers = Guarded::start(
+        let servers = Guarded::start_with_limits(
             Some(tls),
             Some(Arc::new(authenticator)),
             Arc::new(SystemClock),
+            limits,
         )
         .await;
         Server {
             command: tls_channel(servers.command_addr, authority.certificate_pem()).await,
             query: tls_channel(servers.query_addr, authority.certificate_pem()).await,
+            command_addr: servers.command_addr,
             servers,
             _tls: Some(folder),
+            ca_pem: Some(authority.certificate_pem().to_owned()),
         }
     }
 
