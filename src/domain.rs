@@ -28,8 +28,8 @@ pub use event::{
     StockAlert, StockEvent, TransferEvent,
 };
 pub use ids::{
-    Actor, CommandId, CustomerId, EventId, IdError, Identifier, OrderId, ProductId, ReservationId,
-    ReservationIdText, StoreId, StreamKey, TransferId,
+    Actor, CommandId, CommandKey, CustomerId, EventId, IdError, Identifier, OrderId, ProductId,
+    ReservationId, ReservationIdText, StoreId, StreamKey, TransferId,
 };
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use item::{ActiveReservation, Reservations, SMALL_RESERVATIONS_MAX, StockItem, level_after};

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use crate::domain::{
-    CommandId, FoldMismatch, LogPosition, RecordedEvent, StreamKey, StreamVersion,
+    CommandKey, FoldMismatch, LogPosition, RecordedEvent, StreamKey, StreamVersion,
 };
 
 pub use embedded::{EmbeddedLog, OpenReport};
@@ -93,10 +93,10 @@ pub enum LogError {
         got: StreamVersion,
     },
     /// Command ids of the append are already in the log, from commands older than the
-    /// idempotency window (a shared log keeps every command id unique forever). Nothing was
-    /// written.
+    /// idempotency window (a shared log keeps every command id unique, per sender, forever).
+    /// Nothing was written.
     #[error("command ids already used: {command_ids:?}")]
-    CommandIdsTaken { command_ids: Vec<CommandId> },
+    CommandIdsTaken { command_ids: Vec<CommandKey> },
     #[error("append of {count} events is over the limit of {MAX_APPEND_EVENTS}")]
     AppendTooLarge { count: usize },
     /// The embedded log's file is damaged or does not make sense at `offset` (bytes from the

@@ -640,3 +640,94 @@ async fn wait_until_blocked_by(url: &str, application: &str, holder: i32, waiter
     )
     .await;
 }
+
+/// Two credentials may each use the same `command_id` (issue 28, finding 4): in memory and in
+/// the shared log's unique index alike, a command id is unique per sender. A retry by the same
+/// sender is still answered as the original, and once past the idempotency window the log's
+/// index still refuses the same sender's id, and only its.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_credentials_may_use_the_same_command_id_in_a_shared_log() {
+    use inventory::app::access::{Principal, Role, StoreScope};
+    use inventory::app::command::{CommandError, CommandRequest};
+    use inventory::app::{Clock, CommandSide, ManualClock};
+    use inventory::domain::{AddStock, CommandId, ProductId, Quantity, Reason, StoreId};
+    let Some(database) = Database::new() else {
+        return;
+    };
+    let log: Arc<dyn EventLog> = Arc::new(
+        PostgresLog::connect(&database.url, &database.schema)
+            .await
+            .unwrap(),
+    );
+    let principal = |name: &str, store: &str| Principal {
+        name: name.into(),
+        role: Role::Operator,
+        stores: StoreScope::of([StoreId::parse(store).unwrap()]),
+    };
+    let (pos_a, pos_b, pos_c) = (
+        principal("pos-a", "store-a"),
+        principal("pos-b", "store-b"),
+        principal("pos-c", "store-c"),
+    );
+    let add = |store: &str, quantity: u64| CommandRequest {
+        command: AddStock {
+            stream: StreamKey::new(
+                ProductId::parse("p").unwrap(),
+                StoreId::parse(store).unwrap(),
+            ),
+            quantity: Quantity::new(quantity).unwrap(),
+            reason: Reason::default(),
+        },
+        command_id: Some(CommandId::parse("order-777").unwrap()),
+        expected_version: None,
+    };
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000_000)));
+    let side = CommandSide::start(
+        CommandState::load(&*log, clock.now()).await.unwrap(),
+        log.clone(),
+        clock.clone(),
+    );
+    let first = side
+        .handle
+        .execute_as(add("store-a", 5), &pos_a)
+        .await
+        .unwrap();
+    let other = side
+        .handle
+        .execute_as(add("store-b", 7), &pos_b)
+        .await
+        .unwrap();
+    assert!(!first.replayed && !other.replayed);
+    assert_eq!((first.stock.on_hand(), other.stock.on_hand()), (5, 7));
+    let retry = side
+        .handle
+        .execute_as(add("store-a", 5), &pos_a)
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.position, first.position);
+    drop(side.handle);
+    side.writer.await.unwrap();
+
+    // A second server, two days later: the ids left memory; the log's index still knows them.
+    clock.advance_millis(2 * 24 * 3600 * 1000);
+    let side = CommandSide::start(
+        CommandState::load(&*log, clock.now()).await.unwrap(),
+        log.clone(),
+        clock.clone(),
+    );
+    let reused = side.handle.execute_as(add("store-a", 1), &pos_a).await;
+    assert!(
+        matches!(reused, Err(CommandError::CommandIdReused { .. })),
+        "{reused:?}"
+    );
+    let third = side
+        .handle
+        .execute_as(add("store-c", 3), &pos_c)
+        .await
+        .unwrap();
+    assert_eq!(third.stock.on_hand(), 3);
+    drop(side.handle);
+    side.writer.await.unwrap();
+    database.drop().await;
+}

@@ -421,3 +421,46 @@ async fn a_scoped_caller_sees_its_stores_events_but_not_who_else_acted() {
     );
     server.stop().await;
 }
+
+/// A `command_id` belongs to its sender: another credential's command with the same id is its
+/// own, and a retry by the first is still answered as the original.
+#[tokio::test]
+async fn two_credentials_may_use_the_same_command_id() {
+    let pos_a = credential("pos-a", Role::Operator, &["store-a"], None);
+    let pos_b = credential("pos-b", Role::Operator, &["store-b"], None);
+    let server = Server::start_tls(&[&pos_a, &pos_b]).await;
+    let add = |store: &str, quantity: i64| pb::AddStockRequest {
+        command_id: "order-777".to_owned(),
+        ..add_stock("p", store, quantity)
+    };
+    let result = |answer: pb::AddStockResponse| answer.result.unwrap();
+    let first = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_a.token, add("store-a", 5)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let other = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_b.token, add("store-b", 7)))
+            .await
+            .expect("another credential's id is its own")
+            .into_inner(),
+    );
+    assert!(!other.replayed);
+    assert_eq!(other.stock.unwrap().on_hand, 7);
+    let retry = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_a.token, add("store-a", 5)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(retry.replayed);
+    assert_eq!(retry.position, first.position);
+    server.stop().await;
+}

@@ -27,8 +27,8 @@ use super::breaker::BreakerState;
 use super::clock::Clock;
 use crate::domain::{
     Actor, AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommandId,
-    CommitReservation, Decide, DomainError, EventKind, ExtendReservation, LogPosition, MoveStock,
-    QuantityEvent, ReceiveTransfer, RecordedEvent, ReleaseReservation, RemoveStock,
+    CommandKey, CommitReservation, Decide, DomainError, EventKind, ExtendReservation, LogPosition,
+    MoveStock, QuantityEvent, ReceiveTransfer, RecordedEvent, ReleaseReservation, RemoveStock,
     ReservationEvent, ReservationId, ReserveStock, SetItemPolicy, ShipTransfer, StockAlert,
     StockEvent, StockLevel, StreamKey, StreamVersion, Timestamp, TransferId, TransferStatus,
 };
@@ -442,6 +442,16 @@ struct PreparedCommand {
     scope: StoreScope,
     /// The sender's name, recorded on every event of the command (not on its alerts).
     actor: Actor,
+}
+
+impl PreparedCommand {
+    /// The command's idempotency key: its id within its sender's (see [`CommandKey`]).
+    fn command_key(&self) -> Option<CommandKey> {
+        self.command_id.as_ref().map(|command_id| CommandKey {
+            actor: Some(self.actor.clone()),
+            command_id: command_id.clone(),
+        })
+    }
 }
 
 /// A cheap, cloneable way to send commands to the writer.

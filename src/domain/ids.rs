@@ -275,6 +275,38 @@ impl fmt::Display for StreamKey {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct EventId(pub u128);
 
+/// What makes a command id unique: the id within its sender's names. Two credentials may each
+/// use the same `command_id` without either noticing the other; a retry by the same one is
+/// answered as the original. `None`: an event written before actors were recorded.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct CommandKey {
+    pub actor: Option<Actor>,
+    pub command_id: CommandId,
+}
+
+impl CommandKey {
+    /// The key as a shared log stores it (its unique `command_id` column): `actor/command_id`
+    /// (a command id holds no `/`), or the bare id for an event without an actor.
+    pub fn stored(&self) -> String {
+        match &self.actor {
+            Some(actor) => format!("{}/{}", actor.as_str(), self.command_id.as_str()),
+            None => self.command_id.as_str().to_owned(),
+        }
+    }
+
+    /// The key [`CommandKey::stored`] wrote, if `text` is one.
+    pub fn parse_stored(text: &str) -> Option<CommandKey> {
+        let (actor, id) = match text.rsplit_once('/') {
+            Some((actor, id)) => (Some(Actor::from(actor)), id),
+            None => (None, text),
+        };
+        Some(CommandKey {
+            actor,
+            command_id: CommandId::parse(id).ok()?,
+        })
+    }
+}
+
 /// Who caused an event: the name of the credential that sent its command, or
 /// [`Actor::system`] for what the server appends by itself. A name, not an identifier: it is
 /// whatever the credential is called (an identity provider's subject may hold `|` or `@`).

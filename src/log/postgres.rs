@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use super::codec::{decode_event, encode_event};
 use super::{BoxFuture, EventLog, LogError, MAX_APPEND_EVENTS, MAX_READ_EVENTS};
-use crate::domain::{CommandId, LogPosition, RecordedEvent, StreamKey, StreamVersion};
+use crate::domain::{CommandKey, LogPosition, RecordedEvent, StreamKey, StreamVersion};
 
 /// How often the head is read when no notification arrives.
 pub const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -363,7 +363,7 @@ impl PostgresAppendLock {
                 let command_ids = taken
                     .iter()
                     .map(|row| {
-                        CommandId::parse(row.get::<_, &str>(0))
+                        CommandKey::parse_stored(row.get::<_, &str>(0))
                             .expect("a stored command id is one the append asked about")
                     })
                     .collect();
@@ -448,14 +448,21 @@ impl EventColumns {
                 .push(event.stream.product_id.as_str().to_owned());
             rows.stores.push(event.stream.store_id.as_str().to_owned());
             rows.versions.push(event.version.0 as i64);
-            // The column holds a command's id once, on its first event, so that it stays
-            // unique per command; every event's payload carries it.
+            // The column holds a command's key (its sender and id, see `CommandKey::stored`)
+            // once, on its first event, so that it stays unique per command; every event's
+            // payload carries the id and the sender.
             rows.command_ids.push(
                 event
                     .command_id
                     .as_ref()
                     .filter(|_| event.command_event_index == 0)
-                    .map(|id| id.as_str().to_owned()),
+                    .map(|id| {
+                        CommandKey {
+                            actor: event.actor.clone(),
+                            command_id: id.clone(),
+                        }
+                        .stored()
+                    }),
             );
             rows.payloads.push(encode_event(event));
         }

@@ -10,8 +10,9 @@ use super::{
 };
 use crate::dense_map::FastHash;
 use crate::domain::{
-    Actor, Command, CommandId, Decision, EventId, ExpireReservation, FoldMismatch, Inventory,
-    LogPosition, MAX_ALERTS_PER_ITEM, QuantityEvent, RecordedEvent, StockEvent, Timestamp,
+    Actor, Command, CommandId, CommandKey, Decision, EventId, ExpireReservation, FoldMismatch,
+    Inventory, LogPosition, MAX_ALERTS_PER_ITEM, QuantityEvent, RecordedEvent, StockEvent,
+    Timestamp,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -25,9 +26,13 @@ struct RememberedCommand {
 pub struct CommandState {
     inventory: Inventory,
     head: LogPosition,
-    remembered: HashMap<CommandId, RememberedCommand, FastHash>,
+    /// By sender and id: see [`CommandKey`].
+    remembered: HashMap<CommandKey, RememberedCommand, FastHash>,
     /// Remembered ids in the order they were accepted, to forget the oldest first.
-    remembered_order: VecDeque<(Timestamp, CommandId)>,
+    remembered_order: VecDeque<(Timestamp, CommandKey)>,
+    /// Whether an id of an event without an actor (written before actors were recorded) was
+    /// ever remembered: such an id answers a retry by any sender.
+    remembers_unsent: bool,
     /// While a batch is open: the head before it, and how many ids it remembered.
     open_batch: Option<(LogPosition, usize)>,
     /// The index and count of the last event applied from the log while its command has more
@@ -42,6 +47,7 @@ impl CommandState {
             head: LogPosition::START,
             remembered: HashMap::default(),
             remembered_order: VecDeque::new(),
+            remembers_unsent: false,
             open_batch: None,
             open_command: None,
         }
@@ -151,6 +157,10 @@ impl CommandState {
         let Some(command_id) = &event.command_id else {
             return;
         };
+        let key = CommandKey {
+            actor: event.actor.clone(),
+            command_id: command_id.clone(),
+        };
         // A transfer's status after the events so far: after its command's last, its answer's.
         let transfer_status = event
             .event
@@ -158,23 +168,39 @@ impl CommandState {
             .and_then(|transfer_id| self.inventory.transfer(transfer_id))
             .map(|transfer| transfer.status);
         if event.command_event_index > 0
-            && let Some(remembered) = self.remembered.get_mut(command_id)
+            && let Some(remembered) = self.remembered.get_mut(&key)
         {
             remembered.outcome.add(event);
             remembered.outcome.transfer_status = transfer_status;
             return;
         }
+        self.remembers_unsent |= key.actor.is_none();
         self.remembered_order
-            .push_back((event.occurred_at, command_id.clone()));
+            .push_back((event.occurred_at, key.clone()));
         let mut outcome = Accepted::of(event);
         outcome.transfer_status = transfer_status;
         self.remembered.insert(
-            command_id.clone(),
+            key,
             RememberedCommand {
                 fingerprint: event.command_fingerprint,
                 outcome,
             },
         );
+    }
+
+    /// What is remembered of the command `key` names: its sender's, or one of an event written
+    /// before actors were recorded, whoever retries it.
+    fn remembered_command(&self, key: CommandKey) -> Option<&RememberedCommand> {
+        if let Some(remembered) = self.remembered.get(&key) {
+            return Some(remembered);
+        }
+        if !self.remembers_unsent {
+            return None;
+        }
+        self.remembered.get(&CommandKey {
+            actor: None,
+            command_id: key.command_id,
+        })
     }
 
     /// Forgets command ids older than the idempotency window, or past the count limit.
@@ -203,9 +229,10 @@ impl CommandState {
         now: Timestamp,
         events: &mut Vec<RecordedEvent>,
     ) -> Result<Accepted, CommandError> {
-        if let Some(command_id) = &request.command_id
-            && let Some(remembered) = self.remembered.get(command_id)
+        if let Some(key) = request.command_key()
+            && let Some(remembered) = self.remembered_command(key.clone())
         {
+            let command_id = &key.command_id;
             if remembered.fingerprint != request.fingerprint {
                 return Err(CommandError::CommandIdReused {
                     command_id: command_id.clone(),

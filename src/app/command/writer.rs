@@ -15,7 +15,7 @@ use super::{
 use crate::app::access::CommandRefusal;
 use crate::app::breaker::{BreakerState, CircuitBreaker};
 use crate::app::clock::Clock;
-use crate::domain::{CommandId, RecordedEvent};
+use crate::domain::{CommandKey, RecordedEvent};
 use crate::log::{AppendLock, EventLog, LogError, MAX_APPEND_EVENTS};
 
 // Almost every job is a command: boxing it would cost an allocation per command to save
@@ -212,7 +212,7 @@ fn execute_batch(
 ) -> Vec<Result<Accepted, CommandError>> {
     let mut attempt = 0;
     // Command ids the log already holds from before the idempotency window: refused.
-    let mut taken: Vec<CommandId> = Vec::new();
+    let mut taken: Vec<CommandKey> = Vec::new();
     loop {
         attempt += 1;
         let lock = match runtime.block_on(log.lock()) {
@@ -276,7 +276,7 @@ fn execute_batch(
 fn decide_batch(
     state: &mut CommandState,
     requests: &[PreparedCommand],
-    taken: &[CommandId],
+    taken: &[CommandKey],
     now: crate::domain::Timestamp,
     gone: &dyn Fn(usize) -> bool,
 ) -> (Vec<Result<Accepted, CommandError>>, Vec<RecordedEvent>) {
@@ -304,9 +304,9 @@ fn decide_batch(
             }));
             continue;
         }
-        results.push(match &request.command_id {
-            Some(command_id) if taken.contains(command_id) => Err(CommandError::CommandIdReused {
-                command_id: command_id.clone(),
+        results.push(match request.command_key() {
+            Some(key) if taken.contains(&key) => Err(CommandError::CommandIdReused {
+                command_id: key.command_id,
             }),
             _ => state.execute(request, now, &mut events),
         });
