@@ -2,6 +2,9 @@
 //! rule has a request that breaks it, and each refusal stores nothing. Then the binary:
 //! `inventory token new`, `[[auth.tokens]]` in the configuration file, a follower with its
 //! token, and no token in any log line at debug level.
+//!
+//! Over 600 lines: each test is one whole scenario (a server with its credentials, the requests
+//! that break a rule, what is stored after), and the binary's own tests share its helpers.
 
 mod support;
 

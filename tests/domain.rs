@@ -1,5 +1,8 @@
 //! The domain's rules, in given/when/then form: given these past events, when this command
 //! arrives at this time, then this event (or this error).
+//!
+//! Over 600 lines: one given/when/then table of the domain's rules, command by command, read
+//! top to bottom as the rules' specification; `tests/stock_model.rs` holds the stock states'.
 
 use inventory::domain::{
     AddStock, AdjustStock, ApplyStockChanges, Command, CommitLine, CommitReservation, CustomerId,

@@ -1,5 +1,8 @@
 //! End to end over real gRPC channels: servers started in-process on 127.0.0.1:0 with a real
 //! log in a temporary directory.
+//!
+//! Over 600 lines: the behaviours a client sees end to end, one scenario each over the same
+//! in-process servers; the topics with their own set-up have their own files.
 
 mod support;
 

@@ -1,5 +1,8 @@
 //! The embedded event log on real files: append and read back, reopen, torn tails, corruption,
 //! and gapless positions under concurrent commands.
+//!
+//! Over 600 lines: the embedded log's file format cases (torn tails, corruption at every
+//! place, reopening) share the file-level helpers defined here.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;

@@ -1,6 +1,9 @@
 //! Multi-line commands over real gRPC: carts reserved all or nothing by many clients at once
 //! (embedded log, and PostgreSQL with two command servers), partial commits, extensions,
 //! batch stock changes, retries, subscriptions, and bad input refused with nothing stored.
+//!
+//! Over 600 lines: the concurrent cart scenarios share their load generator and checks, on
+//! both backends.
 
 mod support;
 

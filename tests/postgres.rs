@@ -1,5 +1,8 @@
 //! Several command servers and query servers on one PostgreSQL log. These tests run when
 //! `INVENTORY_TEST_POSTGRES_URL` is set (CI sets it) and say so when they are skipped.
+//!
+//! Over 600 lines: every scenario shares the fresh-schema database set-up and the helpers that
+//! block and inspect PostgreSQL sessions.
 
 mod support;
 

@@ -2,6 +2,9 @@
 //! item policy (safety stock, low-stock threshold) and the alerts a command raises when it
 //! crosses a threshold. Given/when/then tests for every rule, and a property test of random
 //! commands against a simple model.
+//!
+//! Over 600 lines: the given/when/then table of the stock states' rules, then the property
+//! test's model, read as one specification.
 
 use inventory::domain::{
     AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommitReservation,

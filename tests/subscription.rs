@@ -1,5 +1,7 @@
 //! Subscriptions: no gap and no duplicate from any position under concurrent writes, filters
 //! and checkpoints, slow consumers, and the per-server limit.
+//!
+//! Over 600 lines: the subscription scenarios share a counting log and stream helpers.
 
 mod support;
 

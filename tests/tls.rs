@@ -2,6 +2,9 @@
 //! served and who is refused, a certificate reloaded while clients keep working, a bad file
 //! keeping the old certificate; then the real binary: `inventory cert generate`, `[tls]` in the
 //! configuration file, SIGHUP, and a follower replicating over TLS.
+//!
+//! Over 600 lines: the certificate authority and TLS client helpers made here serve every
+//! scenario, in-process and through the binary.
 
 mod support;
 
