@@ -175,13 +175,24 @@ fn principal<B>(
 pub fn principal_of<T>(request: &tonic::Request<T>) -> Result<&Principal, tonic::Status> {
     request
         .extensions()
-        .get::<Principal>()
+        .get::<Caller>()
+        .map(|caller| &caller.principal)
         .ok_or_else(|| tonic::Status::internal("the request has no principal"))
 }
 
 /// The budget of the request's principal; `None` on a server without authentication.
 pub fn budget_of<T>(request: &tonic::Request<T>) -> Option<&Arc<Budget>> {
-    request.extensions().get::<Arc<Budget>>()
+    request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|caller| caller.budget.as_ref())
+}
+
+/// Who sent a request and its budget: what the layer puts into the request, once.
+#[derive(Clone)]
+struct Caller {
+    principal: Principal,
+    budget: Option<Arc<Budget>>,
 }
 
 #[derive(Clone)]
@@ -265,7 +276,10 @@ where
                 Some(wrong_server(request.uri().path(), self.server))
             }
             Ok(None) => {
-                request.extensions_mut().insert(Principal::anonymous());
+                request.extensions_mut().insert(Caller {
+                    principal: Principal::anonymous(),
+                    budget: None,
+                });
                 None
             }
             // Only a caller who may send it learns where it is served.
@@ -280,8 +294,10 @@ where
                     Err(over) => Some(over.status()),
                     Ok((budget, acquired)) => {
                         permit = acquired;
-                        request.extensions_mut().insert(credential.principal);
-                        request.extensions_mut().insert(budget);
+                        request.extensions_mut().insert(Caller {
+                            principal: credential.principal,
+                            budget: Some(budget),
+                        });
                         None
                     }
                 },

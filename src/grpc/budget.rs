@@ -3,7 +3,8 @@
 //! is refused alone, with `RESOURCE_EXHAUSTED` and, for a rate, a `RetryInfo` saying when to
 //! come back; every other principal is served as before.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -16,36 +17,55 @@ use crate::app::access::{Authenticated, Quota};
 /// map without end).
 const MAX_BUDGETS: usize = 65_536;
 
-/// A token bucket: `rate` tokens a second, holding at most one second's worth. A take larger
-/// than what is there is refused until the bucket holds it (or, past one second's worth, is
-/// full), and then may leave it in debt: a 1,000-line command under a limit of 500 lines a
-/// second waits for a full bucket and then costs two seconds.
+/// A token bucket of `rate` tokens a second holding at most one second's worth, kept as one
+/// atomic number (the generic cell rate algorithm): the time, in nanoseconds since `start`, at
+/// which the bucket would be full again. A take of `n` moves it `n / rate` seconds on; it is
+/// refused when that would put it more than a second ahead of now. A take of more than a
+/// second's worth is let through once the bucket is full, and leaves it in debt: a 1,000-line
+/// command under a limit of 500 lines a second then costs two seconds. No lock: one
+/// compare-and-swap per take, however many requests of the principal are in flight.
 struct Bucket {
-    rate: f64,
-    state: Mutex<(f64, Instant)>,
+    nanos_per_token: f64,
+    full_again_at: AtomicU64,
+    start: Instant,
 }
+
+const SECOND: u64 = 1_000_000_000;
 
 impl Bucket {
     fn new(rate: u32) -> Option<Bucket> {
         (rate > 0).then(|| Bucket {
-            rate: f64::from(rate),
-            state: Mutex::new((f64::from(rate), Instant::now())),
+            nanos_per_token: SECOND as f64 / f64::from(rate),
+            full_again_at: AtomicU64::new(0),
+            start: Instant::now(),
         })
     }
 
     /// Takes `amount`, or says how long until it could be taken.
     fn take(&self, amount: f64) -> Result<(), Duration> {
-        let mut state = self.state.lock().expect("bucket lock poisoned");
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
-        let needed = amount.min(self.rate);
-        if tokens >= needed {
-            *state = (tokens - amount, now);
-            Ok(())
-        } else {
-            *state = (tokens, now);
-            Err(Duration::from_secs_f64((needed - tokens) / self.rate))
+        let now = self.start.elapsed().as_nanos() as u64;
+        let cost = (amount * self.nanos_per_token) as u64;
+        let mut current = self.full_again_at.load(Ordering::Acquire);
+        loop {
+            let from = current.max(now);
+            // Past a second's worth it must wait for a full bucket, and then goes into debt.
+            let allowed = if cost > SECOND {
+                now
+            } else {
+                now + SECOND - cost
+            };
+            if from > allowed {
+                return Err(Duration::from_nanos(from - allowed));
+            }
+            match self.full_again_at.compare_exchange_weak(
+                current,
+                from + cost,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
         }
     }
 }
