@@ -1,0 +1,466 @@
+//! What a store-scoped credential learns, over TLS with API tokens as README sets it up: only
+//! its own stores' stock, nothing of the existence of another store's reservations and
+//! transfers, and nobody else's name or command ids (issue 28, findings 1 and 5).
+
+use crate::support;
+
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use inventory::app::access::Role;
+use inventory::grpc::pb;
+use support::secured::{Credential, Server, as_, assert_refused, credential};
+use support::{add_stock, error_reason, reserve_stock};
+
+fn ship(from: &str, to: &str, products: &[&str]) -> pb::ShipTransferRequest {
+    pb::ShipTransferRequest {
+        from_store_id: from.to_owned(),
+        to_store_id: to.to_owned(),
+        lines: products
+            .iter()
+            .map(|product| pb::TransferLine {
+                product_id: (*product).to_owned(),
+                quantity: 2,
+            })
+            .collect(),
+        reason: "rebalance".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Stock of `p1` and `p2` in both stores: store-b's on hand is 45, a figure store-a may not read.
+async fn stocked(server: &Server, admin: &Credential) {
+    for (store, quantity) in [("store-a", 10), ("store-b", 45)] {
+        for product in ["p1", "p2"] {
+            server
+                .commands()
+                .add_stock(as_(&admin.token, add_stock(product, store, quantity)))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Each line of an answer: (store, whether its stock is there, withheld).
+fn shown(lines: &[pb::CommandResult]) -> Vec<(&str, bool, bool)> {
+    lines
+        .iter()
+        .map(|line| (line.store_id.as_str(), line.stock.is_some(), line.withheld))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transfer_answers_a_store_only_its_own_levels() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let ops_a = credential("ops-a", Role::Operator, &["store-a"], None);
+    let ops_b = credential("ops-b", Role::Operator, &["store-b"], None);
+    let server = Server::start_tls(&[&admin, &ops_a, &ops_b]).await;
+    stocked(&server, &admin).await;
+
+    let shipped = server
+        .commands()
+        .ship_transfer(as_(&ops_a.token, ship("store-a", "store-b", &["p1", "p2"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        shown(&shipped.lines),
+        [
+            ("store-a", true, false),
+            ("store-b", false, true),
+            ("store-a", true, false),
+            ("store-b", false, true)
+        ]
+    );
+    for line in shipped.lines.iter().filter(|line| line.withheld) {
+        assert_eq!((line.version, line.alerts.len()), (0, 0), "{line:?}");
+        assert!(
+            line.position > 0,
+            "the command's position is the caller's own"
+        );
+    }
+    let cancelled = server
+        .commands()
+        .cancel_transfer(as_(
+            &ops_a.token,
+            pb::CancelTransferRequest {
+                transfer_id: shipped.transfer_id.clone(),
+                reason: "wrong truck".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!cancelled.lines.is_empty());
+    for line in &cancelled.lines {
+        assert_eq!(line.stock.is_some(), line.store_id == "store-a", "{line:?}");
+        assert_eq!(line.withheld, line.store_id == "store-b", "{line:?}");
+    }
+
+    // Received by the destination: it sees its own levels, not the source's.
+    let shipped = server
+        .commands()
+        .ship_transfer(as_(&ops_a.token, ship("store-a", "store-b", &["p1"])))
+        .await
+        .unwrap()
+        .into_inner();
+    let received = server
+        .commands()
+        .receive_transfer(as_(
+            &ops_b.token,
+            pb::ReceiveTransferRequest {
+                transfer_id: shipped.transfer_id,
+                lines: vec![pb::TransferLine {
+                    product_id: "p1".to_owned(),
+                    quantity: 2,
+                }],
+                close: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for line in &received.lines {
+        assert_eq!(line.withheld, line.store_id != "store-b", "{line:?}");
+    }
+
+    // An unrestricted credential sees every level.
+    let shipped = server
+        .commands()
+        .ship_transfer(as_(&admin.token, ship("store-a", "store-b", &["p2"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        shown(&shipped.lines),
+        [("store-a", true, false), ("store-b", true, false)]
+    );
+    server.stop().await;
+}
+
+/// The answer to an id the caller may not see is the answer to an id that does not exist.
+fn assert_not_found(status: &tonic::Status, reason: &str, unknown: &tonic::Status) {
+    assert_refused(status, Code::NotFound, reason);
+    assert_eq!(error_reason(status), error_reason(unknown));
+    assert!(!status.message().contains("store-"), "{status:?}");
+}
+
+#[tokio::test]
+async fn another_stores_reservations_and_transfers_answer_as_unknown_ids() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let ops_a = credential("ops-a", Role::Operator, &["store-a"], None);
+    let ops_c = credential("ops-c", Role::Operator, &["store-c"], None);
+    let server = Server::start_tls(&[&admin, &ops_a, &ops_c]).await;
+    stocked(&server, &admin).await;
+    let mut held = reserve_stock("p1", "store-b", 1);
+    held.reservation_id = "order-b".to_owned();
+    server
+        .commands()
+        .reserve_stock(as_(&admin.token, held))
+        .await
+        .unwrap();
+    let transfer = server
+        .commands()
+        .ship_transfer(as_(&admin.token, ship("store-b", "store-c", &["p1"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .transfer_id;
+
+    let reservation = |id: &str| pb::GetReservationRequest {
+        reservation_id: id.to_owned(),
+        ..Default::default()
+    };
+    let unknown = server
+        .queries()
+        .get_reservation(as_(&ops_a.token, reservation("order-none")))
+        .await
+        .unwrap_err();
+    let status = server
+        .queries()
+        .get_reservation(as_(&ops_a.token, reservation("order-b")))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "RESERVATION_NOT_FOUND", &unknown);
+    let release = pb::ReleaseReservationRequest {
+        reservation_id: "order-b".to_owned(),
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .release_reservation(as_(&ops_a.token, release))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "RESERVATION_NOT_FOUND", &unknown);
+    let commit = pb::CommitReservationRequest {
+        reservation_id: "order-b".to_owned(),
+        order_id: "o-1".to_owned(),
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .commit_reservation(as_(&ops_a.token, commit))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "RESERVATION_NOT_FOUND", &unknown);
+    let extend = pb::ExtendReservationRequest {
+        reservation_id: "order-b".to_owned(),
+        ttl: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .extend_reservation(as_(&ops_a.token, extend))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "RESERVATION_NOT_FOUND", &unknown);
+    // 45, less 2 in transit to store-c, 1 still held.
+    assert_eq!(server.stock(&admin, "p1", "store-b").await, (43, 1));
+
+    // A transfer between store-b and store-c: store-a sees neither; store-c sees it.
+    let get = |id: &str| pb::GetTransferRequest {
+        transfer_id: id.to_owned(),
+        ..Default::default()
+    };
+    let unknown = server
+        .queries()
+        .get_transfer(as_(&ops_a.token, get("transfer-none")))
+        .await
+        .unwrap_err();
+    let status = server
+        .queries()
+        .get_transfer(as_(&ops_a.token, get(&transfer)))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "TRANSFER_NOT_FOUND", &unknown);
+    let cancel = pb::CancelTransferRequest {
+        transfer_id: transfer.clone(),
+        reason: "probe".to_owned(),
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .cancel_transfer(as_(&ops_a.token, cancel))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "TRANSFER_NOT_FOUND", &unknown);
+    let receive = pb::ReceiveTransferRequest {
+        transfer_id: transfer.clone(),
+        close: true,
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .receive_transfer(as_(&ops_a.token, receive))
+        .await
+        .unwrap_err();
+    assert_not_found(&status, "TRANSFER_NOT_FOUND", &unknown);
+    server
+        .queries()
+        .get_transfer(as_(&ops_c.token, get(&transfer)))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn either_store_of_a_split_cart_reads_it_whole() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let pos_a = credential("pos-a", Role::Sales, &["store-a"], None);
+    let pos_c = credential("pos-c", Role::Sales, &["store-c"], None);
+    let server = Server::start_tls(&[&admin, &pos_a, &pos_c]).await;
+    stocked(&server, &admin).await;
+    let cart = pb::ReserveStockRequest {
+        lines: ["store-a", "store-b"]
+            .iter()
+            .map(|store| pb::ReservationLine {
+                product_id: "p1".to_owned(),
+                store_id: (*store).to_owned(),
+                quantity: 1,
+                ..Default::default()
+            })
+            .collect(),
+        reservation_id: "split-1".to_owned(),
+        ..reserve_stock("", "", 0)
+    };
+    server
+        .commands()
+        .reserve_stock(as_(&admin.token, cart))
+        .await
+        .unwrap();
+    let request = || pb::GetReservationRequest {
+        reservation_id: "split-1".to_owned(),
+        ..Default::default()
+    };
+    let seen = server
+        .queries()
+        .get_reservation(as_(&pos_a.token, request()))
+        .await
+        .unwrap()
+        .into_inner();
+    let stores: Vec<&str> = seen
+        .lines
+        .iter()
+        .map(|line| line.store_id.as_str())
+        .collect();
+    assert_eq!(stores, ["store-a", "store-b"]);
+    let status = server
+        .queries()
+        .get_reservation(as_(&pos_c.token, request()))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::NotFound, "RESERVATION_NOT_FOUND");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_scoped_caller_sees_its_stores_events_but_not_who_else_acted() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let ops_a = credential("ops-a", Role::Operator, &["store-a"], None);
+    let reader_a = credential("reader-a", Role::Reader, &["store-a"], None);
+    let server = Server::start_tls(&[&admin, &ops_a, &reader_a]).await;
+    let mut by_admin = add_stock("p", "store-a", 5);
+    by_admin.command_id = "admin-secret-command".to_owned();
+    server
+        .commands()
+        .add_stock(as_(&admin.token, by_admin))
+        .await
+        .unwrap();
+    let mut by_ops = add_stock("p", "store-a", 1);
+    by_ops.command_id = "ops-command".to_owned();
+    server
+        .commands()
+        .add_stock(as_(&ops_a.token, by_ops))
+        .await
+        .unwrap();
+
+    let history = |token: &str| {
+        as_(
+            token,
+            pb::GetHistoryRequest {
+                product_id: "p".to_owned(),
+                store_id: "store-a".to_owned(),
+                ..Default::default()
+            },
+        )
+    };
+    let who = |events: &[pb::InventoryEvent]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|event| (event.actor.clone(), event.command_id.clone()))
+            .collect()
+    };
+    let events = server
+        .queries()
+        .get_history(history(&ops_a.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        who(&events),
+        [
+            (String::new(), String::new()),
+            ("ops-a".to_owned(), "ops-command".to_owned())
+        ]
+    );
+    let events = server
+        .queries()
+        .get_history(history(&reader_a.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        who(&events)
+            .iter()
+            .all(|(actor, command)| actor.is_empty() && command.is_empty()),
+        "{events:?}"
+    );
+    let events = server
+        .queries()
+        .get_history(history(&admin.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        who(&events),
+        [
+            ("admin".to_owned(), "admin-secret-command".to_owned()),
+            ("ops-a".to_owned(), "ops-command".to_owned())
+        ]
+    );
+
+    // The same through a subscription.
+    let mut stream = server
+        .events()
+        .subscribe(as_(&reader_a.token, pb::SubscribeRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item.unwrap().message.unwrap() {
+            pb::subscribe_response::Message::Event(event) => events.push(event),
+            pb::subscribe_response::Message::CaughtUp(_) => break,
+            pb::subscribe_response::Message::Checkpoint(_) => {}
+        }
+    }
+    assert_eq!(events.len(), 2);
+    assert!(
+        who(&events)
+            .iter()
+            .all(|(actor, command)| actor.is_empty() && command.is_empty()),
+        "{events:?}"
+    );
+    server.stop().await;
+}
+
+/// A `command_id` belongs to its sender: another credential's command with the same id is its
+/// own, and a retry by the first is still answered as the original.
+#[tokio::test]
+async fn two_credentials_may_use_the_same_command_id() {
+    let pos_a = credential("pos-a", Role::Operator, &["store-a"], None);
+    let pos_b = credential("pos-b", Role::Operator, &["store-b"], None);
+    let server = Server::start_tls(&[&pos_a, &pos_b]).await;
+    let add = |store: &str, quantity: i64| pb::AddStockRequest {
+        command_id: "order-777".to_owned(),
+        ..add_stock("p", store, quantity)
+    };
+    let result = |answer: pb::AddStockResponse| answer.result.unwrap();
+    let first = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_a.token, add("store-a", 5)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let other = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_b.token, add("store-b", 7)))
+            .await
+            .expect("another credential's id is its own")
+            .into_inner(),
+    );
+    assert!(!other.replayed);
+    assert_eq!(other.stock.unwrap().on_hand, 7);
+    let retry = result(
+        server
+            .commands()
+            .add_stock(as_(&pos_a.token, add("store-a", 5)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(retry.replayed);
+    assert_eq!(retry.position, first.position);
+    server.stop().await;
+}
