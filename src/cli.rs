@@ -292,39 +292,6 @@ enum CertCommand {
     },
 }
 
-/// How `/metrics` at `address` is served: open on loopback; beyond it, over the servers' TLS to
-/// a credential of every store when they have TLS and authentication; else only with
-/// `--insecure` (open, with a warning), as the servers themselves.
-fn metrics_guard(
-    address: SocketAddr,
-    insecure: bool,
-    tls: &Option<ServerTls>,
-    auth: &Option<Arc<Authenticator>>,
-) -> Result<Option<metrics_endpoint::Guard>, String> {
-    if address.ip().is_loopback() {
-        return Ok(None);
-    }
-    if let (Some(tls), Some(auth)) = (tls, auth) {
-        return Ok(Some(metrics_endpoint::Guard {
-            tls: tls.clone(),
-            auth: auth.clone(),
-        }));
-    }
-    if !insecure {
-        return Err(format!(
-            "refusing to serve /metrics on {address} without TLS and authentication: the \
-             metrics tell every store's request and event counts. Configure both (then a \
-             scrape needs https and a token without stores), serve it on 127.0.0.1, turn it off \
-             (metrics_addr = \"off\"), or pass --insecure (INVENTORY_INSECURE=true)"
-        ));
-    }
-    tracing::warn!(
-        %address,
-        "--insecure: serving /metrics beyond loopback in plain HTTP without credentials"
-    );
-    Ok(None)
-}
-
 /// Runs the `inventory` command with `arguments` (the program's name first).
 pub fn main(arguments: Vec<std::ffi::OsString>) -> ExitCode {
     let (cli, file) = match parse_cli(arguments) {
@@ -433,7 +400,7 @@ async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, String> {
 /// Installs the Prometheus recorder, binds the metrics listener and prints the address it
 /// serves `/metrics` on. Must run before the servers start: the log, the writer and the read
 /// model look their metrics up once, when they are created.
-/// Serves `/metrics` when `address` is on, guarded as [`metrics_guard`] says.
+/// Serves `/metrics` when `address` is on, guarded as [`metrics_endpoint::guard`] says.
 async fn serve_metrics(
     address: MetricsAddr,
     insecure: bool,
@@ -443,7 +410,7 @@ async fn serve_metrics(
     let MetricsAddr::On(address) = address else {
         return Ok(());
     };
-    let guard = metrics_guard(address, insecure, tls, auth)?;
+    let guard = metrics_endpoint::guard(address, insecure, tls, auth)?;
     install_metrics(address, guard).await.map(|_| ())
 }
 

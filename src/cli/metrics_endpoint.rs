@@ -3,6 +3,7 @@
 //! request head over 8 KiB or slower than 5 s is dropped. Beyond loopback it is [`Guard`]ed:
 //! served over the servers' TLS to a bearer credential of every store.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,39 @@ pub struct Guard {
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How `/metrics` at `address` is served: open on loopback; beyond it, over the servers' TLS to
+/// a credential of every store when they have TLS and authentication; else only with
+/// `--insecure` (open, with a warning), as the servers themselves.
+pub fn guard(
+    address: SocketAddr,
+    insecure: bool,
+    tls: &Option<ServerTls>,
+    auth: &Option<Arc<Authenticator>>,
+) -> Result<Option<Guard>, String> {
+    if address.ip().is_loopback() {
+        return Ok(None);
+    }
+    if let (Some(tls), Some(auth)) = (tls, auth) {
+        return Ok(Some(Guard {
+            tls: tls.clone(),
+            auth: auth.clone(),
+        }));
+    }
+    if !insecure {
+        return Err(format!(
+            "refusing to serve /metrics on {address} without TLS and authentication: the \
+             metrics tell every store's request and event counts. Configure both (then a \
+             scrape needs https and a token without stores), serve it on 127.0.0.1, turn it off \
+             (metrics_addr = \"off\"), or pass --insecure (INVENTORY_INSECURE=true)"
+        ));
+    }
+    tracing::warn!(
+        %address,
+        "--insecure: serving /metrics beyond loopback in plain HTTP without credentials"
+    );
+    Ok(None)
+}
 
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle, guard: Option<Guard>) {
     let upkeep = handle.clone();
