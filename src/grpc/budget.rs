@@ -119,6 +119,9 @@ impl OverBudget {
 
 /// One principal's budget on this server.
 pub struct Budget {
+    /// The credential's `max_in_flight`, as configured: with `quota`, what the budget was made
+    /// from.
+    max_in_flight: Option<usize>,
     in_flight: Option<(Arc<Semaphore>, usize)>,
     requests: Option<Bucket>,
     lines: Option<Bucket>,
@@ -130,6 +133,7 @@ impl Budget {
     fn new(max_in_flight: Option<usize>, quota: Quota) -> Budget {
         let bucket = |rate: Option<u32>| rate.and_then(Bucket::new);
         Budget {
+            max_in_flight,
             in_flight: max_in_flight
                 .map(|limit| limit.max(1))
                 .map(|limit| (Arc::new(Semaphore::new(limit)), limit)),
@@ -207,7 +211,7 @@ impl Budget {
 /// and JWT subjects alike (a JWT subject is `jwt:<sub>`, apart from any token's name).
 #[derive(Default)]
 pub struct Budgets {
-    by_name: DashMap<Arc<str>, (Option<usize>, Arc<Budget>)>,
+    by_name: DashMap<Arc<str>, Arc<Budget>>,
 }
 
 impl Budgets {
@@ -221,26 +225,30 @@ impl Budgets {
         Ok((budget, permit))
     }
 
+    /// The credential's budget; a new one when its limits changed (a restart with another
+    /// configuration keeps no budget, but a JWT's may differ from the last token's).
     fn of(&self, credential: &Authenticated) -> Arc<Budget> {
         let name = &credential.principal.name;
-        let wanted = (credential.max_in_flight, credential.quota);
+        let made_for = |budget: &Budget| {
+            (budget.max_in_flight, budget.quota) == (credential.max_in_flight, credential.quota)
+        };
         if let Some(own) = self.by_name.get(name)
-            && (own.0, own.1.quota) == wanted
+            && made_for(&own)
         {
-            return own.1.clone();
+            return own.clone();
         }
         if self.by_name.len() >= MAX_BUDGETS {
-            self.by_name.retain(|_, (_, budget)| !budget.idle());
+            self.by_name.retain(|_, budget| !budget.idle());
         }
+        let fresh = || Arc::new(Budget::new(credential.max_in_flight, credential.quota));
         self.by_name
             .entry(name.clone())
             .and_modify(|own| {
-                if (own.0, own.1.quota) != wanted {
-                    *own = (wanted.0, Arc::new(Budget::new(wanted.0, wanted.1)));
+                if !made_for(own) {
+                    *own = fresh();
                 }
             })
-            .or_insert_with(|| (wanted.0, Arc::new(Budget::new(wanted.0, wanted.1))))
-            .1
+            .or_insert_with(fresh)
             .clone()
     }
 }
