@@ -12,6 +12,7 @@ pub mod query;
 pub mod replay;
 pub mod sharded_map;
 pub mod shutdown;
+pub mod snapshot;
 pub mod subscription;
 
 pub use breaker::BreakerState;

@@ -24,7 +24,7 @@ pub mod config_file;
 mod metrics_endpoint;
 mod tool;
 
-use args::{LimitArgs, LogArgs, MetricsAddr, TlsArgs, listener, parse_metrics_addr};
+use args::{LimitArgs, LogArgs, MetricsAddr, SnapshotArgs, TlsArgs, listener, parse_metrics_addr};
 use tool::run_tool;
 
 /// Buckets of the `inventory_command_batch_size` histogram: powers of two up to the largest
@@ -117,6 +117,8 @@ enum Mode {
         #[command(flatten)]
         log: LogArgs,
         #[command(flatten)]
+        snapshots: SnapshotArgs,
+        #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
         tls: TlsArgs,
@@ -138,6 +140,8 @@ enum Mode {
     Command {
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        snapshots: SnapshotArgs,
         #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
@@ -218,6 +222,15 @@ enum Tool {
         /// Output file; standard output when absent.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// Take a snapshot of an embedded log's state at its head (as a server does every
+    /// --snapshot-every-events events), so that the next start folds only what follows.
+    Snapshot {
+        #[command(flatten)]
+        log: LogArgs,
+        /// Snapshots kept (the newest).
+        #[arg(long, default_value_t = crate::app::snapshot::SnapshotPolicy::DEFAULT.keep)]
+        keep: usize,
     },
     /// Copy an embedded log into a PostgreSQL log (empty, or holding a prefix of it from an
     /// interrupted migration). Stop the command server first.
@@ -469,6 +482,7 @@ async fn run(
     let result = match mode {
         Mode::Serve {
             log,
+            snapshots,
             limits,
             tls,
             command_addr,
@@ -486,11 +500,13 @@ async fn run(
                 clock,
                 limits: limits.limits(),
                 sinks,
+                snapshots: snapshots.policy(),
             };
             server::run_combined(config, command_listener, query_listener, shutdown).await
         }
         Mode::Command {
             log,
+            snapshots,
             limits,
             tls,
             command_addr,
@@ -506,6 +522,7 @@ async fn run(
                 clock,
                 limits: limits.limits(),
                 sinks,
+                snapshots: snapshots.policy(),
             };
             server::run_command_server(config, listener, shutdown).await
         }

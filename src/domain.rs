@@ -12,6 +12,7 @@ mod ids;
 mod inventory;
 mod item;
 mod reservation;
+pub mod state_codec;
 mod transfer;
 mod values;
 

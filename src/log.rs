@@ -103,6 +103,13 @@ pub enum LogError {
     /// start of the file); the log refuses to guess.
     #[error("log is corrupt at byte offset {offset}: {problem}")]
     Corrupt { offset: u64, problem: String },
+    /// A snapshot does not belong to this log: the log has no event at its position, or another
+    /// event there. Loading it would give a wrong state, so the start stops.
+    #[error(
+        "snapshot {snapshot} does not match this log: {problem}; move the snapshots folder \
+         away to replay the whole log"
+    )]
+    SnapshotMismatch { snapshot: String, problem: String },
     /// A database log's row does not hold a valid event, or its positions have a gap. The
     /// row is named by its `position` column.
     #[error("the log's database row at position {position} is invalid: {problem}")]

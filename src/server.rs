@@ -17,6 +17,7 @@ use tonic_health::server::HealthReporter;
 use crate::app::access::Authenticator;
 use crate::app::command::CommandState;
 use crate::app::query::Queries;
+use crate::app::snapshot::{self, SnapshotPolicy};
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
 use crate::delivery::postgres::PgClaims;
 use crate::delivery::{Claims, Deliveries, FileCursors, SinkConfig};
@@ -105,6 +106,8 @@ pub struct CommandConfig {
     pub limits: Limits,
     /// The outbound sinks this command server delivers (`[[webhook]]`).
     pub sinks: Vec<SinkConfig>,
+    /// When the embedded log's state is written as a snapshot (`[snapshots]`).
+    pub snapshots: SnapshotPolicy,
 }
 
 /// How often a server pings a connection (HTTP/2 keep-alive), and how long it waits for the
@@ -163,8 +166,9 @@ pub async fn run_combined(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let model = Arc::new(ReadModel::new());
-    let (log, state) = open_command_log(&config.log, config.clock.now(), Some(&model)).await?;
+    let (log, state) = open_command_log(&config, Some(&model)).await?;
     let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
+    let snapshots = start_snapshots(&config, log.clone(), shutdown.clone());
     report_reachability(model.clone(), log.reachable());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
@@ -177,6 +181,7 @@ pub async fn run_combined(
         config.limits,
         shutdown.clone(),
     );
+    let log_for_snapshot = log.clone();
     let query_server = serve_query(
         query_listener.into(),
         model,
@@ -193,6 +198,7 @@ pub async fn run_combined(
     writer.await.expect("command writer panicked");
     deliveries.stopped().await;
     projection_result(projection.await);
+    final_snapshot(&config, snapshots, log_for_snapshot).await;
     command_result?;
     query_result?;
     Ok(())
@@ -204,18 +210,19 @@ pub async fn run_command_server(
     listener: impl Into<ServerListener>,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    let (log, state) = open_command_log(&config.log, config.clock.now(), None).await?;
+    let (log, state) = open_command_log(&config, None).await?;
     let CommandSide {
         handle,
         writer,
         breaker,
     } = CommandSide::start(state, log.clone(), config.clock.clone());
+    let snapshots = start_snapshots(&config, log.clone(), shutdown.clone());
     let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
     let result = serve_command(
         listener.into(),
         CommandApi::new(handle),
         deliveries.clone(),
-        log,
+        log.clone(),
         breaker,
         config.limits,
         shutdown,
@@ -223,6 +230,7 @@ pub async fn run_command_server(
     .await;
     writer.await.expect("command writer panicked");
     deliveries.stopped().await;
+    final_snapshot(&config, snapshots, log).await;
     result
 }
 
@@ -407,16 +415,17 @@ fn projection_result(result: Result<Result<(), LogError>, tokio::task::JoinError
 /// Opens the log and folds it into the command state (and into `model`, if given, when the
 /// log is read at opening anyway).
 async fn open_command_log(
-    config: &LogConfig,
-    now: crate::domain::Timestamp,
+    config: &CommandConfig,
     model: Option<&Arc<ReadModel>>,
 ) -> Result<(Arc<dyn EventLog>, CommandState), ServerError> {
-    match config {
+    let now = config.clock.now();
+    match &config.log {
         LogConfig::Embedded { data_dir } => {
             let directory = data_dir.clone();
             let model = model.cloned();
+            let snapshots = config.snapshots;
             let (log, state, report) = tokio::task::spawn_blocking(move || {
-                crate::app::replay::open_embedded(&directory, model.as_ref(), now)
+                crate::app::replay::open_embedded(&directory, model.as_ref(), now, snapshots)
             })
             .await
             .expect("opening the log panicked")?;
@@ -434,10 +443,100 @@ async fn open_command_log(
     }
 }
 
+/// Takes a snapshot of the embedded log's state every `every_events` events, in the
+/// background, until `shutdown`. `None` for a database log or when periodic snapshots are off.
+fn start_snapshots(
+    config: &CommandConfig,
+    log: Arc<dyn EventLog>,
+    mut shutdown: Shutdown,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let LogConfig::Embedded { data_dir } = &config.log else {
+        return None;
+    };
+    let policy = config.snapshots;
+    if !policy.enabled() || policy.every_events == 0 {
+        return None;
+    }
+    let data_dir = data_dir.clone();
+    Some(tokio::spawn(async move {
+        let mut last = snapshot::list(&data_dir)
+            .first()
+            .map_or(crate::domain::LogPosition::START, |(position, _)| *position);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            let head = log.head();
+            if head.0.saturating_sub(last.0) < policy.every_events {
+                continue;
+            }
+            take_snapshot(&data_dir, policy, log.clone(), head).await;
+            last = head;
+        }
+    }))
+}
+
+/// Takes a snapshot at `until` on a blocking thread, and says what it did.
+async fn take_snapshot(
+    data_dir: &std::path::Path,
+    policy: SnapshotPolicy,
+    log: Arc<dyn EventLog>,
+    until: crate::domain::LogPosition,
+) {
+    let directory = data_dir.to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    let started = std::time::Instant::now();
+    let taken = tokio::task::spawn_blocking(move || {
+        snapshot::take(
+            &directory,
+            until,
+            policy.keep,
+            snapshot::read_through(runtime, log),
+        )
+    })
+    .await
+    .expect("taking a snapshot panicked");
+    match taken {
+        Ok(Some(taken)) => tracing::info!(
+            position = taken.position.0,
+            folded_from = taken.from.0,
+            bytes = taken.bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            path = %taken.path.display(),
+            "snapshot written"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "a snapshot could not be taken; the log is intact"),
+    }
+}
+
+/// At a clean shutdown, once nothing appends any more: stops the periodic snapshots and takes
+/// one at the head, so the next start folds nothing.
+async fn final_snapshot(
+    config: &CommandConfig,
+    periodic: Option<tokio::task::JoinHandle<()>>,
+    log: Arc<dyn EventLog>,
+) {
+    // The shutdown signal stops it; a snapshot it is writing is finished first.
+    if let Some(periodic) = periodic {
+        let _ = periodic.await;
+    }
+    let LogConfig::Embedded { data_dir } = &config.log else {
+        return;
+    };
+    if config.snapshots.enabled() {
+        take_snapshot(data_dir, config.snapshots, log.clone(), log.head()).await;
+    }
+}
+
 fn report_open(data_dir: &str, report: &OpenReport) {
     tracing::info!(
         data_dir,
         events = report.events,
+        snapshot = report.snapshot.map(|position| position.0),
         head = report.head.0,
         created = report.created,
         truncated_bytes = report.truncated_bytes,

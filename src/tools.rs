@@ -9,7 +9,9 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::app::ReadModel;
 use crate::app::command::CommandState;
+use crate::app::snapshot::{self, Snapshot};
 use crate::domain::{
     LogPosition, QuantityEvent, RecordedEvent, ReservationEvent, StockAlert, StockEvent,
     StockLevel, TransferEvent,
@@ -28,6 +30,9 @@ pub struct VerifyReport {
     pub streams: usize,
     /// Bytes of a torn tail (a write never acknowledged) that the next start will cut off.
     pub torn_tail_bytes: u64,
+    /// The position of the newest usable snapshot, found equal to a replay of the log up to
+    /// it (an embedded log with snapshots).
+    pub snapshot_checked: Option<LogPosition>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +65,59 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
     match log {
         LogConfig::Embedded { data_dir } => {
             let directory = data_dir.clone();
-            let (state, report) = tokio::task::spawn_blocking(move || {
+            let (state, report, snapshot_checked) = tokio::task::spawn_blocking(move || {
+                // The newest usable snapshot is checked against the fold of the log up to it.
+                let snapshot = snapshot::load_newest(&directory).map(|(snapshot, ..)| snapshot);
+                let model = ReadModel::detached();
+                let mut checked = None;
+                let mut check = |state: &mut CommandState,
+                                 model: &ReadModel,
+                                 event: Option<&RecordedEvent>|
+                 -> Result<(), LogError> {
+                    let Some(snapshot) = &snapshot else {
+                        return Ok(());
+                    };
+                    if state.head() != snapshot.position || checked.is_some() {
+                        return Ok(());
+                    }
+                    if let Some(event) = event {
+                        state.forget_old_commands(event.occurred_at);
+                    }
+                    let event_id = event.map_or(0, |event| event.event_id.0);
+                    let replayed = Snapshot::encode(state, model, event_id);
+                    let same = event_id == snapshot.event_id
+                        && replayed[replayed.len() - snapshot.body().len()..] == *snapshot.body();
+                    if !same {
+                        return Err(LogError::SnapshotMismatch {
+                            snapshot: snapshot.path.display().to_string(),
+                            problem: "its state differs from a replay of the log up to it".into(),
+                        });
+                    }
+                    checked = Some(snapshot.position);
+                    Ok(())
+                };
                 let bar = progress(None, "verifying");
+                check(&mut state, &model, None)?;
                 let result = EmbeddedLog::scan(&directory, |event| {
                     bar.inc(1);
-                    state.apply(event)
+                    state.apply(event)?;
+                    model.apply(event)?;
+                    if event.ends_command() {
+                        check(&mut state, &model, Some(event))?;
+                    }
+                    Ok(())
                 });
                 bar.finish_and_clear();
-                result.map(|report| (state, report))
+                let report = result?;
+                if let Some(snapshot) = &snapshot
+                    && checked.is_none()
+                {
+                    return Err(LogError::SnapshotMismatch {
+                        snapshot: snapshot.path.display().to_string(),
+                        problem: format!("the log ends at position {}, before it", report.head.0),
+                    });
+                }
+                Ok::<_, LogError>((state, report, checked))
             })
             .await
             .expect("verify task panicked")?;
@@ -76,6 +126,7 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
                 head: report.head,
                 streams: state.inventory().item_count(),
                 torn_tail_bytes: report.truncated_bytes,
+                snapshot_checked,
             })
         }
         LogConfig::Postgres { url, schema } => {
@@ -104,9 +155,30 @@ pub async fn verify(log: &LogConfig) -> Result<VerifyReport, ToolError> {
                 head,
                 streams: state.inventory().item_count(),
                 torn_tail_bytes: 0,
+                snapshot_checked: None,
             })
         }
     }
+}
+
+/// Takes a snapshot of an embedded log at its head, from its newest snapshot (or from the
+/// start) and the events after it: what a server does in the background, for a log no server
+/// runs on. `None` when the newest snapshot is already at the head.
+pub async fn take_snapshot(
+    data_dir: &Path,
+    keep: usize,
+) -> Result<Option<snapshot::Taken>, ToolError> {
+    let directory = data_dir.to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let log: std::sync::Arc<dyn EventLog> =
+            std::sync::Arc::new(EmbeddedLog::open_read_only(&directory)?);
+        let head = log.head();
+        snapshot::take(&directory, head, keep, snapshot::read_through(runtime, log))
+            .map_err(|error| ToolError::Refused(error.to_string()))
+    })
+    .await
+    .expect("snapshot task panicked")
 }
 
 /// One event as a JSON object: the audit and migration format of `export`, each event kind's

@@ -11,7 +11,8 @@ use std::sync::mpsc;
 
 use super::command::CommandState;
 use super::projection::ReadModel;
-use crate::domain::{RecordedEvent, Timestamp};
+use super::snapshot::{self, SnapshotPolicy};
+use crate::domain::{LogPosition, RecordedEvent, Timestamp};
 use crate::log::{EmbeddedLog, LogError, OpenReport};
 
 /// How many batches of replayed events may wait for the read model's thread. Bounded, so a
@@ -19,15 +20,64 @@ use crate::log::{EmbeddedLog, LogError, OpenReport};
 pub const REPLAY_QUEUE_BATCHES: usize = 8;
 
 /// Opens (or creates) the embedded log in `directory` and folds it into a new command state,
-/// and into `model` if one is given. Blocking: call it on a blocking thread.
+/// and into `model` if one is given. With `snapshots` enabled, the state starts from the newest
+/// usable snapshot and only the events after it are folded. Blocking: call it on a blocking
+/// thread.
 pub fn open_embedded(
     directory: &Path,
     model: Option<&Arc<ReadModel>>,
     now: Timestamp,
+    snapshots: SnapshotPolicy,
 ) -> Result<(EmbeddedLog, CommandState, OpenReport), LogError> {
-    let mut state = CommandState::new();
+    let loaded = if snapshots.enabled() {
+        snapshot::load_newest(directory)
+    } else {
+        None
+    };
+    let (mut state, anchor) = match loaded {
+        Some((snapshot, state, model_state)) => {
+            if let Some(model) = model {
+                model.restore_state(model_state);
+            }
+            let anchor = Anchor {
+                position: snapshot.position,
+                event_id: snapshot.event_id,
+                path: snapshot.path.display().to_string(),
+            };
+            (state, Some(anchor))
+        }
+        None => (CommandState::new(), None),
+    };
+    // The events a snapshot covers are read (the log indexes them) but not folded again; the
+    // one at its position must be the one it names.
+    let after_snapshot = |events: Vec<RecordedEvent>| -> Result<Vec<RecordedEvent>, LogError> {
+        let Some(anchor) = &anchor else {
+            return Ok(events);
+        };
+        if events
+            .last()
+            .is_none_or(|last| last.position <= anchor.position)
+        {
+            if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
+                anchor.check(at)?;
+            }
+            return Ok(Vec::new());
+        }
+        if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
+            anchor.check(at)?;
+        }
+        Ok(events
+            .into_iter()
+            .filter(|event| event.position > anchor.position)
+            .collect())
+    };
     let Some(model) = model else {
-        let (log, report) = EmbeddedLog::open(directory, |event| state.apply(event))?;
+        let (log, mut report) = EmbeddedLog::open_batched(directory, |events| {
+            after_snapshot(events)?
+                .iter()
+                .try_for_each(|event| state.apply(event))
+        })?;
+        finish(&anchor, &mut report)?;
         state.forget_old_commands(now);
         return Ok((log, state, report));
     };
@@ -48,6 +98,10 @@ pub fn open_embedded(
             })
             .expect("starting the read model's replay thread");
         let opened = EmbeddedLog::open_batched(directory, |events| {
+            let events = after_snapshot(events)?;
+            if events.is_empty() {
+                return Ok(());
+            }
             let events = Arc::new(events);
             sender
                 .send(events.clone())
@@ -58,8 +112,46 @@ pub fn open_embedded(
         let model_result = model_fold.join().expect("the read model's replay panicked");
         (opened, model_result)
     });
-    let (log, report) = opened?;
+    let (log, mut report) = opened?;
     model_result?;
+    finish(&anchor, &mut report)?;
     state.forget_old_commands(now);
     Ok((log, state, report))
+}
+
+/// Where a loaded snapshot stands in the log.
+struct Anchor {
+    position: LogPosition,
+    event_id: u128,
+    path: String,
+}
+
+impl Anchor {
+    fn check(&self, event: &RecordedEvent) -> Result<(), LogError> {
+        if event.event_id.0 == self.event_id {
+            return Ok(());
+        }
+        Err(LogError::SnapshotMismatch {
+            snapshot: self.path.clone(),
+            problem: format!("another event is at position {}", self.position.0),
+        })
+    }
+}
+
+/// Checks that the log reaches the snapshot's position, and reports the snapshot.
+fn finish(anchor: &Option<Anchor>, report: &mut OpenReport) -> Result<(), LogError> {
+    let Some(anchor) = anchor else {
+        return Ok(());
+    };
+    if report.head < anchor.position {
+        return Err(LogError::SnapshotMismatch {
+            snapshot: anchor.path.clone(),
+            problem: format!(
+                "the log ends at position {}, before the snapshot's {}",
+                report.head.0, anchor.position.0
+            ),
+        });
+    }
+    report.snapshot = Some(anchor.position);
+    Ok(())
 }

@@ -112,6 +112,27 @@ impl<K: Hash + Eq + Clone, V: Default> ShardedMap<K, V> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every entry, copied out shard by shard and sorted by key: a snapshot's canonical order.
+    /// Each shard is read whole under its lock; the caller keeps writers away for a state of
+    /// one instant.
+    pub fn sorted_entries(&self) -> Vec<(K, V)>
+    where
+        K: Ord,
+        V: Clone,
+    {
+        let mut entries = Vec::with_capacity(self.len());
+        for shard in &self.shards {
+            let shard = shard.read().expect("map shard poisoned");
+            entries.extend(
+                shard
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone())),
+            );
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::app::access::Authenticator;
+use crate::app::snapshot::SnapshotPolicy;
 use crate::grpc::tls::{ServerTls, TlsFiles};
 use crate::server::{ConnectionTimeouts, Limits, LogConfig, ServerListener};
 
@@ -42,6 +43,27 @@ pub(super) struct LogArgs {
     /// Schema of the PostgreSQL log (several logs can share one database).
     #[arg(long, env = "INVENTORY_PG_SCHEMA", default_value = "inventory")]
     pub(super) pg_schema: String,
+}
+
+/// `[snapshots]`: when the embedded log's state is written as a snapshot (docs/operations.md).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub(super) struct SnapshotArgs {
+    /// Events appended between two snapshots of the embedded log's state, taken in the
+    /// background; 0: only at a clean shutdown.
+    #[arg(long, env = "INVENTORY_SNAPSHOT_EVERY_EVENTS", default_value_t = SnapshotPolicy::DEFAULT.every_events)]
+    pub(super) snapshot_every_events: u64,
+    /// Snapshots kept (the newest); 0: none written or loaded, every start replays the log.
+    #[arg(long, env = "INVENTORY_SNAPSHOT_KEEP", default_value_t = SnapshotPolicy::DEFAULT.keep)]
+    pub(super) snapshot_keep: usize,
+}
+
+impl SnapshotArgs {
+    pub(super) fn policy(self) -> SnapshotPolicy {
+        SnapshotPolicy {
+            every_events: self.snapshot_every_events,
+            keep: self.snapshot_keep,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone, Copy)]

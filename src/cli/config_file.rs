@@ -50,6 +50,16 @@ pub struct ConfigFile {
     webhook: Vec<WebhookEntry>,
     nats: Option<NatsSection>,
     redis: Option<RedisSection>,
+    snapshots: Option<SnapshotsSection>,
+}
+
+/// `[snapshots]`: when the embedded log's state is written as a snapshot (the flags
+/// `--snapshot-every-events`, `--snapshot-keep`).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct SnapshotsSection {
+    every_events: Option<u64>,
+    keep: Option<usize>,
 }
 
 /// `[tls]`: the servers' certificate and key, and the CA of client certificates for mutual
@@ -368,6 +378,7 @@ impl ConfigFile {
         let address = |value: Option<SocketAddr>| value.map(|value| value.to_string());
         let path = |value: Option<&PathBuf>| value.map(|value| value.display().to_string());
         let tls = self.tls.as_ref();
+        let snapshots = self.snapshots.as_ref();
         let mut defaults = vec![
             ("target", text(&self.log)),
             ("pg_schema", text(&self.pg_schema)),
@@ -394,6 +405,14 @@ impl ConfigFile {
             (
                 "insecure",
                 self.insecure.map(|insecure| insecure.to_string()),
+            ),
+            (
+                "snapshot_every_events",
+                snapshots.and_then(|snapshots| snapshots.every_events.map(|n| n.to_string())),
+            ),
+            (
+                "snapshot_keep",
+                number(snapshots.and_then(|snapshots| snapshots.keep)),
             ),
             ("tls_cert", path(tls.and_then(|tls| tls.cert.as_ref()))),
             ("tls_key", path(tls.and_then(|tls| tls.key.as_ref()))),

@@ -1,4 +1,4 @@
-//! The operator tools: `verify`, `export`, `migrate`, `token new`, `cert generate`.
+//! The operator tools: `verify`, `snapshot`, `export`, `migrate`, `token new`, `cert generate`.
 
 use super::{CertCommand, ConfigCommand, TokenCommand, Tool};
 use crate::app::access::Role;
@@ -18,11 +18,35 @@ pub(super) async fn run_tool(tool: Tool) -> Result<(), String> {
                 "ok: {} events, head {}, {} stock items; every checksum, position, version and stock invariant holds",
                 report.events, report.head, report.streams
             );
+            if let Some(position) = report.snapshot_checked {
+                println!(
+                    "ok: the snapshot at position {position} equals a replay of the log up to it"
+                );
+            }
             if report.torn_tail_bytes > 0 {
                 println!(
                     "note: a torn tail of {} bytes (a write never acknowledged) will be cut off at the next start",
                     report.torn_tail_bytes
                 );
+            }
+            Ok(())
+        }
+        Tool::Snapshot { log, keep } => {
+            let LogConfig::Embedded { data_dir } = log.config() else {
+                return Err("snapshot: a PostgreSQL log is not snapshotted by this tool".into());
+            };
+            match tools::take_snapshot(&data_dir, keep)
+                .await
+                .map_err(|error| format!("snapshot failed: {error}"))?
+            {
+                Some(taken) => println!(
+                    "snapshot at position {} ({} bytes, folded from position {}): {}",
+                    taken.position,
+                    taken.bytes,
+                    taken.from,
+                    taken.path.display()
+                ),
+                None => println!("the newest snapshot is already at the log's head"),
             }
             Ok(())
         }

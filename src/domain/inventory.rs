@@ -11,6 +11,7 @@ use crate::dense_map::{DenseMap, FastHash};
 use super::event::{ReservationEvent, StockEvent};
 use super::ids::{ReservationId, StreamKey, TransferId};
 use super::item::StockItem;
+use super::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use super::transfer::Transfer;
 use super::values::{StockLevel, StreamVersion, Timestamp};
 
@@ -450,5 +451,117 @@ impl Inventory {
         self.expiry_schedule
             .first()
             .map(|(expires_at, _)| *expires_at)
+    }
+}
+
+impl ReservationStatus {
+    const ALL: [ReservationStatus; 5] = [
+        ReservationStatus::Active,
+        ReservationStatus::Committed,
+        ReservationStatus::Released,
+        ReservationStatus::Expired,
+        ReservationStatus::PartiallyCommitted,
+    ];
+}
+
+/// The inventory as a snapshot holds it: items and reservation entries in the order of their
+/// maps (entries name items by index, so the order is part of the state), the rest sorted.
+impl Encode for Inventory {
+    fn encode(&self, out: &mut Encoder) {
+        assert!(self.undo.is_none(), "a snapshot is taken between batches");
+        out.len_of(self.items.len());
+        for (stream, item) in self.items.iter() {
+            out.put(stream);
+            out.put(item);
+        }
+        out.len_of(self.reservations.len());
+        for (reservation_id, entry) in self.reservations.iter() {
+            out.put(reservation_id);
+            out.put(&entry.item);
+            let status = ReservationStatus::ALL
+                .iter()
+                .position(|status| *status == entry.status)
+                .expect("every status is listed");
+            out.len_of(status);
+        }
+        let mut more_items: Vec<_> = self.more_items.iter().collect();
+        more_items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.len_of(more_items.len());
+        for (reservation_id, items) in more_items {
+            out.put(reservation_id);
+            out.seq(items.iter());
+        }
+        out.len_of(self.expiry_schedule.len());
+        for (expires_at, reservation_id) in &self.expiry_schedule {
+            out.put(expires_at);
+            out.put(reservation_id);
+        }
+        let mut transfers: Vec<_> = self.transfers.values().collect();
+        transfers.sort_unstable_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
+        out.len_of(transfers.len());
+        for transfer in transfers {
+            out.put(transfer);
+        }
+    }
+}
+
+impl Decode for Inventory {
+    fn decode(input: &mut Decoder<'_>) -> Result<Inventory, DecodeError> {
+        let mut inventory = Inventory::new();
+        for _ in 0..input.len()? {
+            let stream: StreamKey = input.get()?;
+            let item = input.get()?;
+            if inventory.items.insert(stream, item).is_some() {
+                return Err(DecodeError::new("an item twice"));
+            }
+        }
+        let item_count = inventory.items.len();
+        let item_index = |input: &mut Decoder<'_>| -> Result<u32, DecodeError> {
+            let index = input.u32()?;
+            if index as usize >= item_count {
+                return Err(DecodeError::new(format!(
+                    "item index {index} past the items"
+                )));
+            }
+            Ok(index)
+        };
+        for _ in 0..input.len()? {
+            let reservation_id: ReservationId = input.get()?;
+            let item = item_index(input)?;
+            let tag = input.u64()?;
+            let status = *ReservationStatus::ALL
+                .get(tag as usize)
+                .ok_or_else(|| DecodeError::new(format!("{tag} is not a reservation status")))?;
+            let entry = ReservationEntry { item, status };
+            if inventory
+                .reservations
+                .insert(reservation_id, entry)
+                .is_some()
+            {
+                return Err(DecodeError::new("a reservation twice"));
+            }
+        }
+        for _ in 0..input.len()? {
+            let reservation_id: ReservationId = input.get()?;
+            let count = input.len()?;
+            let items = (0..count)
+                .map(|_| item_index(input))
+                .collect::<Result<Box<[u32]>, _>>()?;
+            inventory.more_items.insert(reservation_id, items);
+        }
+        for _ in 0..input.len()? {
+            let expires_at = input.get()?;
+            let reservation_id = input.get()?;
+            inventory
+                .expiry_schedule
+                .insert((expires_at, reservation_id));
+        }
+        for _ in 0..input.len()? {
+            let transfer: Transfer = input.get()?;
+            inventory
+                .transfers
+                .insert(transfer.transfer_id.clone(), transfer);
+        }
+        Ok(inventory)
     }
 }

@@ -7,6 +7,7 @@ use crate::dense_map::FastHash;
 
 use super::event::{QuantityEvent, ReservationEvent, StockEvent, TransferEvent};
 use super::ids::{CustomerId, ReservationId};
+use super::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use super::values::{Quantity, StockLevel, StockParts, StockState, StreamVersion, Timestamp};
 
 /// A reservation that still holds stock.
@@ -371,4 +372,48 @@ pub fn level_after(level: StockLevel, event: &StockEvent) -> StockLevel {
         StockEvent::Reservation(ReservationEvent::ReservationExtended { .. })
         | StockEvent::Alert(_) => {}
     })
+}
+
+/// An item as a snapshot holds it: its level's parts, its version and its active reservations
+/// (by id, so the bytes do not depend on the order they were made in).
+impl Encode for StockItem {
+    fn encode(&self, out: &mut Encoder) {
+        out.put(&self.level());
+        out.put(&self.version);
+        let mut reservations: Vec<_> = self.reservations.iter().collect();
+        reservations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.len_of(reservations.len());
+        for (reservation_id, reservation) in reservations {
+            out.put(reservation_id);
+            out.u64(reservation.quantity.get());
+            out.put(&reservation.customer_id);
+            out.put(&reservation.expires_at);
+        }
+    }
+}
+
+impl Decode for StockItem {
+    fn decode(input: &mut Decoder<'_>) -> Result<StockItem, DecodeError> {
+        let level = input.get()?;
+        let mut item = StockItem {
+            version: input.get()?,
+            ..StockItem::default()
+        };
+        item.set_level(level);
+        let count = input.len()?;
+        let mut reservations = Reservations::default();
+        for _ in 0..count {
+            let reservation_id: ReservationId = input.get()?;
+            let quantity = Quantity::new(input.u64()?)
+                .map_err(|error| DecodeError::new(format!("a reservation's quantity: {error}")))?;
+            let reservation = ActiveReservation {
+                quantity,
+                customer_id: input.get()?,
+                expires_at: input.get()?,
+            };
+            reservations.insert(reservation_id, reservation);
+        }
+        item.reservations = reservations;
+        Ok(item)
+    }
 }

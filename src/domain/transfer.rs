@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::event::{StockEvent, TransferEvent};
 use super::ids::{ProductId, StoreId, StreamKey, TransferId};
+use super::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use super::values::LogPosition;
 
 /// Where a transfer is in its life.
@@ -148,5 +149,77 @@ impl Transfer {
         {
             self.status = TransferStatus::Received;
         }
+    }
+}
+
+impl TransferStatus {
+    const ALL: [TransferStatus; 4] = [
+        TransferStatus::InTransit,
+        TransferStatus::PartiallyReceived,
+        TransferStatus::Received,
+        TransferStatus::Cancelled,
+    ];
+}
+
+impl Encode for TransferStatus {
+    fn encode(&self, out: &mut Encoder) {
+        let tag = TransferStatus::ALL
+            .iter()
+            .position(|status| status == self)
+            .expect("every status is listed");
+        out.len_of(tag);
+    }
+}
+
+impl Decode for TransferStatus {
+    fn decode(input: &mut Decoder<'_>) -> Result<TransferStatus, DecodeError> {
+        let tag = input.u64()?;
+        TransferStatus::ALL
+            .get(tag as usize)
+            .copied()
+            .ok_or_else(|| DecodeError::new(format!("{tag} is not a transfer status")))
+    }
+}
+
+impl Encode for Transfer {
+    fn encode(&self, out: &mut Encoder) {
+        out.put(&self.transfer_id);
+        out.put(&self.from_store);
+        out.put(&self.to_store);
+        out.len_of(self.lines.len());
+        for line in &self.lines {
+            out.put(&line.product_id);
+            out.u64(line.shipped);
+            out.u64(line.received);
+            out.u64(line.lost);
+        }
+        out.put(&self.status);
+        out.seq(self.positions.iter());
+    }
+}
+
+impl Decode for Transfer {
+    fn decode(input: &mut Decoder<'_>) -> Result<Transfer, DecodeError> {
+        let transfer_id = input.get()?;
+        let from_store = input.get()?;
+        let to_store = input.get()?;
+        let count = input.len()?;
+        let mut lines = Vec::with_capacity(count);
+        for _ in 0..count {
+            lines.push(TransferLineState {
+                product_id: input.get()?,
+                shipped: input.u64()?,
+                received: input.u64()?,
+                lost: input.u64()?,
+            });
+        }
+        Ok(Transfer {
+            transfer_id,
+            from_store,
+            to_store,
+            lines,
+            status: input.get()?,
+            positions: input.seq()?,
+        })
     }
 }

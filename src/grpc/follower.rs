@@ -82,6 +82,7 @@ impl FollowError {
             | LogError::AppendTooLarge { .. }
             | LogError::Corrupt { .. }
             | LogError::CorruptRow { .. }
+            | LogError::SnapshotMismatch { .. }
             | LogError::FoldMismatch { .. } => FollowError::Permanent(problem),
         }
     }

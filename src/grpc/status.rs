@@ -534,6 +534,7 @@ pub fn log_error(error: &LogError) -> Status {
         | LogError::AppendTooLarge { .. }
         | LogError::Corrupt { .. }
         | LogError::CorruptRow { .. }
+        | LogError::SnapshotMismatch { .. }
         | LogError::FoldMismatch { .. } => Status::internal("internal error in the event log"),
     }
 }

@@ -46,6 +46,9 @@ pub struct OpenReport {
     /// Bytes of a torn tail that were cut off (0 when the log was whole).
     pub truncated_bytes: u64,
     pub created: bool,
+    /// The position of the snapshot the state was loaded from, when one was: only the events
+    /// after it were folded.
+    pub snapshot: Option<LogPosition>,
 }
 
 /// The default log: a checksummed append-only file. Cloning shares the same log.

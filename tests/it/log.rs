@@ -468,7 +468,13 @@ async fn a_combined_replay_folds_the_read_model_like_the_command_side() {
     }
     let model = Arc::new(ReadModel::new());
     let now = inventory::domain::Timestamp(1_000);
-    let (log, state, report) = open_embedded(directory.path(), Some(&model), now).unwrap();
+    let (log, state, report) = open_embedded(
+        directory.path(),
+        Some(&model),
+        now,
+        inventory::app::snapshot::SnapshotPolicy::DEFAULT,
+    )
+    .unwrap();
     assert_eq!(report.events, count);
     assert_eq!(log.head(), LogPosition(count));
     assert_eq!(state.head(), LogPosition(count));
@@ -500,7 +506,12 @@ async fn a_combined_replay_fails_when_the_read_model_refuses_an_event() {
     let model = Arc::new(ReadModel::new());
     model.apply(&events[0]).unwrap();
     let now = inventory::domain::Timestamp(1_000);
-    match open_embedded(directory.path(), Some(&model), now) {
+    match open_embedded(
+        directory.path(),
+        Some(&model),
+        now,
+        inventory::app::snapshot::SnapshotPolicy::DEFAULT,
+    ) {
         Err(LogError::FoldMismatch {
             position, mismatch, ..
         }) => {

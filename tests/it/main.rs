@@ -29,6 +29,7 @@ mod postgres_tls;
 mod quotas;
 mod replica;
 mod scopes;
+mod snapshots;
 mod stock_model;
 mod stock_states;
 mod stock_states_log;

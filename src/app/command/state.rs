@@ -4,11 +4,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::StockChange;
 use super::{
     Accepted, CommandError, IDEMPOTENCY_WINDOW_MILLIS, MAX_EXPIRIES_PER_BATCH,
     MAX_EXPIRY_EVENTS_PER_BATCH, MAX_REMEMBERED_COMMANDS, PreparedCommand,
 };
 use crate::dense_map::FastHash;
+use crate::domain::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use crate::domain::{
     Actor, Command, CommandId, CommandKey, Decision, EventId, ExpireReservation, FoldMismatch,
     Inventory, LogPosition, MAX_ALERTS_PER_ITEM, QuantityEvent, RecordedEvent, StockEvent,
@@ -374,5 +376,109 @@ impl Cause {
 impl Default for CommandState {
     fn default() -> CommandState {
         CommandState::new()
+    }
+}
+
+/// The answer a retry of a remembered command gets, as a snapshot holds it.
+impl Encode for Accepted {
+    fn encode(&self, out: &mut Encoder) {
+        out.len_of(self.changes.len());
+        for change in &self.changes {
+            out.put(&change.stream);
+            out.put(&change.version);
+            out.put(&change.position);
+            out.put(&change.stock);
+            out.seq(change.alerts.iter());
+            out.bool(change.replayed);
+        }
+        out.put(&self.kind);
+        out.put(&self.reservation);
+        out.len_of(self.counts.len());
+        for (on_hand_at_count, variance) in &self.counts {
+            out.u64(*on_hand_at_count);
+            out.i64(*variance);
+        }
+        out.put(&self.transfer_id);
+        out.put(&self.transfer_status);
+    }
+}
+
+impl Decode for Accepted {
+    fn decode(input: &mut Decoder<'_>) -> Result<Accepted, DecodeError> {
+        let count = input.len()?;
+        let mut changes = Vec::with_capacity(count);
+        for _ in 0..count {
+            changes.push(StockChange {
+                stream: input.get()?,
+                version: input.get()?,
+                position: input.get()?,
+                stock: input.get()?,
+                alerts: input.seq()?,
+                replayed: input.bool()?,
+            });
+        }
+        let kind = input.get()?;
+        let reservation = input.get()?;
+        let count = input.len()?;
+        let mut counts = Vec::with_capacity(count);
+        for _ in 0..count {
+            counts.push((input.u64()?, input.i64()?));
+        }
+        Ok(Accepted {
+            changes,
+            kind,
+            reservation,
+            counts,
+            transfer_id: input.get()?,
+            transfer_status: input.get()?,
+        })
+    }
+}
+
+/// The command side's state as a snapshot holds it: its head, the inventory, and the
+/// remembered commands in the order they were accepted (the order they are forgotten in).
+impl Encode for CommandState {
+    fn encode(&self, out: &mut Encoder) {
+        assert!(
+            self.open_batch.is_none() && self.open_command.is_none(),
+            "a snapshot is taken at a command boundary"
+        );
+        out.put(&self.head);
+        out.put(&self.inventory);
+        out.bool(self.remembers_unsent);
+        out.len_of(self.remembered_order.len());
+        for (accepted_at, key) in &self.remembered_order {
+            let remembered = &self.remembered[key];
+            out.put(accepted_at);
+            out.put(&key.actor);
+            out.put(&key.command_id);
+            out.u64(remembered.fingerprint);
+            out.put(&remembered.outcome);
+        }
+    }
+}
+
+impl Decode for CommandState {
+    fn decode(input: &mut Decoder<'_>) -> Result<CommandState, DecodeError> {
+        let mut state = CommandState::new();
+        state.head = input.get()?;
+        state.inventory = input.get()?;
+        state.remembers_unsent = input.bool()?;
+        for _ in 0..input.len()? {
+            let accepted_at = input.get()?;
+            let key = CommandKey {
+                actor: input.get()?,
+                command_id: input.get()?,
+            };
+            let remembered = RememberedCommand {
+                fingerprint: input.u64()?,
+                outcome: input.get()?,
+            };
+            if state.remembered.insert(key.clone(), remembered).is_some() {
+                return Err(DecodeError::new("a remembered command twice"));
+            }
+            state.remembered_order.push_back((accepted_at, key));
+        }
+        Ok(state)
     }
 }

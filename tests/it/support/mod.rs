@@ -82,6 +82,7 @@ impl Combined {
             clock,
             limits,
             sinks,
+            snapshots: inventory::app::snapshot::SnapshotPolicy::DEFAULT,
         };
         let task = tokio::spawn(server::run_combined(
             config,
@@ -149,6 +150,7 @@ impl Running {
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
             sinks: Vec::new(),
+            snapshots: inventory::app::snapshot::SnapshotPolicy::DEFAULT,
         };
         let task = tokio::spawn(server::run_command_server(config, listener, shutdown));
         Running {

@@ -103,6 +103,7 @@ impl Guarded {
             clock,
             limits,
             sinks: Vec::new(),
+            snapshots: inventory::app::snapshot::SnapshotPolicy::DEFAULT,
         };
         let task = tokio::spawn(server::run_combined(
             config,
