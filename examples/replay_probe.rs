@@ -8,6 +8,8 @@
 //! cargo run --release --example replay_probe -- write-items /tmp/items 1000000
 //! cargo run --release --example replay_probe -- write-items /tmp/reserved 1000000 --reserve
 //! cargo run --release --example replay_probe -- replay /tmp/uniform
+//! cargo run --release --example replay_probe -- snapshot /tmp/uniform
+//! cargo run --release --example replay_probe -- replay /tmp/uniform --snapshots
 //! ```
 //!
 //! The item names are the benchmark's (`p{index / 10}` in store `s{index % 10}`), so the
@@ -49,8 +51,15 @@ enum Action {
         #[arg(long)]
         reserve: bool,
     },
-    /// Opens the log as the combined server does and prints the time and the RSS it took.
-    Replay { directory: PathBuf },
+    /// Opens the log as the combined server does and prints the time and the RSS it took;
+    /// with `--snapshots`, from its newest snapshot and the events after it.
+    Replay {
+        directory: PathBuf,
+        #[arg(long)]
+        snapshots: bool,
+    },
+    /// Takes a snapshot at the log's head, as `inventory snapshot` does, and prints its time.
+    Snapshot { directory: PathBuf },
 }
 
 const STORES: u64 = 10;
@@ -179,7 +188,22 @@ async fn main() {
                 .await;
             }
         }
-        Action::Replay { directory } => {
+        Action::Snapshot { directory } => {
+            let started = Instant::now();
+            let taken = inventory::tools::take_snapshot(&directory, 2)
+                .await
+                .expect("taking a snapshot");
+            println!("{taken:?} in {:.3} s", started.elapsed().as_secs_f64());
+        }
+        Action::Replay {
+            directory,
+            snapshots,
+        } => {
+            let policy = if snapshots {
+                inventory::app::snapshot::SnapshotPolicy::DEFAULT
+            } else {
+                inventory::app::snapshot::SnapshotPolicy::OFF
+            };
             let rss_before = resident_kib();
             let started = Instant::now();
             let model = Arc::new(ReadModel::new());
@@ -187,13 +211,14 @@ async fn main() {
                 &directory,
                 Some(&model),
                 now(),
-                inventory::app::snapshot::SnapshotPolicy::OFF,
+                policy,
             )
             .expect("replaying the log");
             let took = started.elapsed();
             let rss_after = resident_kib();
             println!(
-                "events {} in {:.3} s ({:.0} events/s); items {} / {}; rss {} KiB -> {} KiB (+{} KiB)",
+                "snapshot {:?}; events {} in {:.3} s ({:.0} events/s); items {} / {}; rss {} KiB -> {} KiB (+{} KiB)",
+                report.snapshot,
                 report.events,
                 took.as_secs_f64(),
                 report.events as f64 / took.as_secs_f64(),
