@@ -207,13 +207,9 @@ async fn main() {
             let rss_before = resident_kib();
             let started = Instant::now();
             let model = Arc::new(ReadModel::new());
-            let (_log, state, report) = inventory::app::replay::open_embedded(
-                &directory,
-                Some(&model),
-                now(),
-                policy,
-            )
-            .expect("replaying the log");
+            let (_log, state, report) =
+                inventory::app::replay::open_embedded(&directory, Some(&model), now(), policy)
+                    .expect("replaying the log");
             let took = started.elapsed();
             let rss_after = resident_kib();
             println!(

@@ -445,6 +445,18 @@ struct PreparedCommand {
 }
 
 impl PreparedCommand {
+    /// The command with the reservation it means picked, when its id names reservations in
+    /// several stores and it named none (see [`Command::narrow`]); `None` when it needs no
+    /// picking.
+    fn narrowed(
+        &self,
+        inventory: &crate::domain::Inventory,
+    ) -> Result<Option<Command>, DomainError> {
+        let mut command = self.command.clone();
+        command.narrow(inventory, &mut |store| self.scope.allows(store))?;
+        Ok((command != self.command).then_some(command))
+    }
+
     /// The command's idempotency key: its id within its sender's (see [`CommandKey`]).
     fn command_key(&self) -> Option<CommandKey> {
         self.command_id.as_ref().map(|command_id| CommandKey {

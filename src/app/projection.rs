@@ -52,6 +52,18 @@ pub struct ReservationRecord {
     lines: u32,
 }
 
+/// The later reservations made with one id, each with its stores: see
+/// `ReadModel::more_reservations`.
+type LaterReservations = Vec<(Vec<StoreId>, ReservationRecord)>;
+
+/// Where one reservation's commands are: see [`ReadModel::reservation_commands`].
+#[derive(Clone, Debug)]
+pub struct ReservationCommands {
+    pub starts: Vec<LogPosition>,
+    pub lines: u32,
+    pub stores: Option<Vec<StoreId>>,
+}
+
 /// The query side's state. Readers see each item either before or after an event, never
 /// half-applied.
 pub struct ReadModel {
@@ -62,8 +74,13 @@ pub struct ReadModel {
     /// listed in order by `ListLowStock`.
     low_stock: DashMap<StoreId, BTreeSet<ProductId>, FastHash>,
     /// Where the commands of every reservation ever made are in the log: `GetReservation`
-    /// reads them back (a few positions per reservation, instead of a copy of its lines).
+    /// reads them back (a few positions per reservation, instead of a copy of its lines). The
+    /// first reservation made with each id; ids are unique per store, so a later one with the
+    /// same id, of other stores, is in `more_reservations`.
     reservations_by_id: ShardedMap<ReservationId, ReservationRecord>,
+    /// The later reservations made with an id another store's reservation had first, each
+    /// with its stores (which tell the events about it from the first one's): few.
+    more_reservations: DashMap<ReservationId, LaterReservations, FastHash>,
     /// Every transfer, whole (with the positions of its events): few next to reservations.
     transfers: DashMap<TransferId, Transfer, FastHash>,
     /// Each store's transfers, as source or destination, by id: `ListTransfers`.
@@ -99,6 +116,7 @@ impl ReadModel {
             stores_by_product: DashMap::default(),
             low_stock: DashMap::default(),
             reservations_by_id: ShardedMap::default(),
+            more_reservations: DashMap::default(),
             extensions: DashMap::default(),
             transfers: DashMap::default(),
             transfers_by_store: DashMap::default(),
@@ -211,32 +229,78 @@ impl ReadModel {
                 .insert(event.stream.store_id.clone());
         }
         // One entry per command about a reservation: its first event says where it starts.
-        if event.command_event_index == 0
-            && let Some(reservation_id) = event.event.reservation_id()
-        {
-            match &event.event {
-                StockEvent::Reservation(ReservationEvent::StockReserved { .. }) => {
-                    let mut record = self.reservations_by_id.get_or_default(reservation_id);
-                    record.reserved_at = event.position;
-                    record.lines = event.command_event_count;
-                }
-                StockEvent::Reservation(ReservationEvent::ReservationExtended { .. }) => {
-                    self.extensions
-                        .entry(reservation_id.clone())
-                        .or_default()
-                        .push(event.position);
-                }
-                StockEvent::Reservation(ReservationEvent::ReservationCommitted { .. })
-                | StockEvent::Reservation(ReservationEvent::ReservationReleased { .. })
-                | StockEvent::Reservation(ReservationEvent::ReservationExpired { .. }) => {
-                    if let Some(mut record) = self.reservations_by_id.get_mut(reservation_id) {
-                        record.ended_at = event.position;
-                    }
-                }
-                StockEvent::Quantity(_) | StockEvent::Transfer(_) | StockEvent::Alert(_) => {}
-            }
+        if let Some(reservation_id) = event.event.reservation_id() {
+            self.apply_to_reservation(reservation_id, event);
         }
         Ok(())
+    }
+
+    /// Records where a reservation's commands are: a reservation's first event makes its
+    /// record (the first made with the id, or a later one of other stores), its later lines
+    /// add their stores to a later one's, and the first event of an extension or of its end
+    /// says where that command is.
+    fn apply_to_reservation(&self, reservation_id: &ReservationId, event: &RecordedEvent) {
+        let store = &event.stream.store_id;
+        let reserved = matches!(
+            event.event,
+            StockEvent::Reservation(ReservationEvent::StockReserved { .. })
+        );
+        if reserved && event.command_event_index > 0 {
+            // A later line: a later reservation keeps its stores.
+            if let Some(mut more) = self.more_reservations.get_mut(reservation_id)
+                && let Some((stores, record)) = more.last_mut()
+                && record.reserved_at.0 + u64::from(event.command_event_index) == event.position.0
+                && !stores.contains(store)
+            {
+                stores.push(store.clone());
+            }
+            return;
+        }
+        if event.command_event_index != 0 {
+            return;
+        }
+        if reserved {
+            let record = ReservationRecord {
+                reserved_at: event.position,
+                ended_at: LogPosition::START,
+                lines: event.command_event_count,
+            };
+            // The first made with this id, or a later one (of other stores).
+            if self.reservations_by_id.get(reservation_id).is_none() {
+                *self.reservations_by_id.get_or_default(reservation_id) = record;
+            } else {
+                self.more_reservations
+                    .entry(reservation_id.clone())
+                    .or_default()
+                    .push((vec![store.clone()], record));
+            }
+            return;
+        }
+        let ends = match &event.event {
+            StockEvent::Reservation(ReservationEvent::ReservationExtended { .. }) => {
+                self.extensions
+                    .entry(reservation_id.clone())
+                    .or_default()
+                    .push(event.position);
+                return;
+            }
+            StockEvent::Reservation(ReservationEvent::ReservationCommitted { .. })
+            | StockEvent::Reservation(ReservationEvent::ReservationReleased { .. })
+            | StockEvent::Reservation(ReservationEvent::ReservationExpired { .. }) => true,
+            _ => false,
+        };
+        if !ends {
+            return;
+        }
+        if let Some(mut more) = self.more_reservations.get_mut(reservation_id)
+            && let Some((_, record)) = more.iter_mut().find(|(stores, _)| stores.contains(store))
+        {
+            record.ended_at = event.position;
+            return;
+        }
+        if let Some(mut record) = self.reservations_by_id.get_mut(reservation_id) {
+            record.ended_at = event.position;
+        }
     }
 
     fn apply_to_transfer(&self, transfer_id: &TransferId, event: &RecordedEvent) {
@@ -316,21 +380,41 @@ impl ReadModel {
         (page, more)
     }
 
-    /// Where the commands of a reservation start in the log, in order (its reservation, its
-    /// extensions, its end), and how many events each has (one per line).
+    /// Every reservation made with this id (the first, then later ones of other stores), each
+    /// with where its commands start in the log, in order (its reservation, its end), how many
+    /// events each has (one per line), and its stores when the model keeps them (a later one's;
+    /// the first one's are in its events). Then the positions of every extension of a
+    /// reservation made with this id, for the caller to tell apart by their stores.
     pub fn reservation_commands(
         &self,
         reservation_id: &ReservationId,
-    ) -> Option<(Vec<LogPosition>, u32)> {
-        let record = *self.reservations_by_id.get(reservation_id)?;
-        let mut starts = vec![record.reserved_at];
-        if let Some(extensions) = self.extensions.get(reservation_id) {
-            starts.extend(extensions.iter().copied());
+    ) -> (Vec<ReservationCommands>, Vec<LogPosition>) {
+        let commands = |record: ReservationRecord, stores: Option<Vec<StoreId>>| {
+            let mut starts = vec![record.reserved_at];
+            if record.ended_at != LogPosition::START {
+                starts.push(record.ended_at);
+            }
+            ReservationCommands {
+                starts,
+                lines: record.lines,
+                stores,
+            }
+        };
+        let mut found = Vec::new();
+        if let Some(record) = self.reservations_by_id.get(reservation_id) {
+            found.push(commands(*record, None));
         }
-        if record.ended_at != LogPosition::START {
-            starts.push(record.ended_at);
+        if let Some(more) = self.more_reservations.get(reservation_id) {
+            for (stores, record) in more.iter() {
+                found.push(commands(*record, Some(stores.clone())));
+            }
         }
-        Some((starts, record.lines))
+        let extensions = self
+            .extensions
+            .get(reservation_id)
+            .map(|positions| positions.clone())
+            .unwrap_or_default();
+        (found, extensions)
     }
 
     pub fn get(&self, stream: &StreamKey) -> Option<StockView> {
@@ -481,6 +565,23 @@ impl ReadModel {
             out.put(&record.ended_at);
             out.put(&record.lines);
         }
+        let mut more: Vec<(ReservationId, LaterReservations)> = self
+            .more_reservations
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        more.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.len_of(more.len());
+        for (reservation_id, later) in &more {
+            out.put(reservation_id);
+            out.len_of(later.len());
+            for (stores, record) in later {
+                out.seq(stores.iter());
+                out.put(&record.reserved_at);
+                out.put(&record.ended_at);
+                out.put(&record.lines);
+            }
+        }
         let mut transfers: Vec<Transfer> = self
             .transfers
             .iter()
@@ -529,6 +630,9 @@ impl ReadModel {
         for (reservation_id, record) in state.reservations {
             *self.reservations_by_id.get_or_default(&reservation_id) = record;
         }
+        for (reservation_id, later) in state.more_reservations {
+            self.more_reservations.insert(reservation_id, later);
+        }
         for transfer in state.transfers {
             for store_id in [&transfer.from_store, &transfer.to_store] {
                 self.transfers_by_store
@@ -564,6 +668,7 @@ pub struct ReadModelState {
     position: LogPosition,
     items: Vec<(StreamKey, StockItem, LogPosition)>,
     reservations: Vec<(ReservationId, ReservationRecord)>,
+    more_reservations: Vec<(ReservationId, LaterReservations)>,
     transfers: Vec<Transfer>,
     extensions: Vec<(ReservationId, Vec<LogPosition>)>,
 }
@@ -593,12 +698,30 @@ impl Decode for ReadModelState {
             };
             reservations.push((reservation_id, record));
         }
+        let count = input.len()?;
+        let mut more_reservations = Vec::with_capacity(count);
+        for _ in 0..count {
+            let reservation_id = input.get()?;
+            let later_count = input.len()?;
+            let mut later = Vec::with_capacity(later_count);
+            for _ in 0..later_count {
+                let stores = input.seq()?;
+                let record = ReservationRecord {
+                    reserved_at: input.get()?,
+                    ended_at: input.get()?,
+                    lines: input.get()?,
+                };
+                later.push((stores, record));
+            }
+            more_reservations.push((reservation_id, later));
+        }
         let transfers = input.seq()?;
         let extensions = input.seq()?;
         Ok(ReadModelState {
             position,
             items,
             reservations,
+            more_reservations,
             transfers,
             extensions,
         })

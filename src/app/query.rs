@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::projection::ReadModel;
+use super::projection::{ReadModel, ReservationCommands};
 use crate::domain::{
     ActiveReservation, LogPosition, MAX_ALERTS_PER_ITEM, ProductId, Quantity, RecordedEvent,
     ReservationId, ReservationView, StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
@@ -30,6 +30,16 @@ pub enum QueryError {
     NotFound { stream: StreamKey },
     #[error("reservation {reservation_id} not found")]
     ReservationNotFound { reservation_id: ReservationId },
+    /// The id names reservations in several stores the caller may see (reservation ids are
+    /// unique per store), and the query named none of them.
+    #[error(
+        "reservation id {reservation_id} names reservations in several stores ({}): set store_id to one of them",
+        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    ReservationIdAmbiguous {
+        reservation_id: ReservationId,
+        stores: Vec<StoreId>,
+    },
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: TransferId },
     #[error(
@@ -285,10 +295,14 @@ impl Queries {
     }
 
     /// One reservation by its id: its lines, status, expiry and events. The read model knows
-    /// where its commands are; their events are read back from the log and folded.
+    /// where its commands are; their events are read back from the log and folded. Ids are
+    /// unique per store: of the reservations made with this id, the one holding an item of
+    /// `store` when it is given, or else the only one of a store the caller `sees`.
     pub async fn reservation(
         &self,
         reservation_id: &ReservationId,
+        store: Option<&StoreId>,
+        sees: &(dyn Fn(&StoreId) -> bool + Sync),
         min_position: LogPosition,
         wait: Duration,
     ) -> Result<Answer<ReservationView>, QueryError> {
@@ -296,16 +310,72 @@ impl Queries {
         let not_found = || QueryError::ReservationNotFound {
             reservation_id: reservation_id.clone(),
         };
-        let (starts, lines) = self
-            .model
-            .reservation_commands(reservation_id)
-            .ok_or_else(not_found)?;
+        let (candidates, extensions) = self.model.reservation_commands(reservation_id);
+        let mut views = Vec::new();
+        for candidate in candidates {
+            // A later reservation's stores are known without reading its events.
+            if let Some(stores) = &candidate.stores
+                && (!stores.iter().any(sees) || store.is_some_and(|store| !stores.contains(store)))
+            {
+                continue;
+            }
+            let Some(view) = self
+                .reservation_view(reservation_id, &candidate, &extensions)
+                .await?
+            else {
+                continue;
+            };
+            let stores = || view.lines.iter().map(|line| &line.stream.store_id);
+            if stores().any(sees) && store.is_none_or(|store| stores().any(|held| held == store)) {
+                views.push(view);
+            }
+        }
+        if views.len() > 1 {
+            return Err(QueryError::ReservationIdAmbiguous {
+                reservation_id: reservation_id.clone(),
+                stores: views
+                    .iter()
+                    .filter_map(|view| {
+                        view.lines
+                            .iter()
+                            .map(|line| &line.stream.store_id)
+                            .find(|store| sees(store))
+                            .cloned()
+                    })
+                    .collect(),
+            });
+        }
+        let view = views.pop().ok_or_else(not_found)?;
+        Ok(self.answer(view, read_position))
+    }
+
+    /// The fold of one reservation's commands: its reservation, then its extensions (those of
+    /// `extensions` about its items) and its end, in log order.
+    async fn reservation_view(
+        &self,
+        reservation_id: &ReservationId,
+        commands: &ReservationCommands,
+        extensions: &[LogPosition],
+    ) -> Result<Option<ReservationView>, QueryError> {
+        let mut starts: Vec<LogPosition> = commands
+            .starts
+            .iter()
+            .chain(
+                extensions
+                    .iter()
+                    .filter(|position| **position > commands.starts[0]),
+            )
+            .copied()
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
         let mut view: Option<ReservationView> = None;
         for start in starts {
+            let reserving = start == commands.starts[0];
             let after = LogPosition(start.0 - 1);
             // A command of the reservation has at most `lines` events and the alerts of each;
             // only the events of the command that starts here are its.
-            let bound = lines as usize * (1 + MAX_ALERTS_PER_ITEM);
+            let bound = commands.lines as usize * (1 + MAX_ALERTS_PER_ITEM);
             let events = self.log.read_all(after, bound).await?;
             let command_events = events
                 .first()
@@ -316,16 +386,23 @@ impl Queries {
                 .filter(|event| event.event.reservation_id() == Some(reservation_id))
             {
                 let view = match &mut view {
-                    Some(view) => view,
-                    None => {
-                        view.insert(ReservationView::start(&event.event).ok_or_else(not_found)?)
+                    Some(view) => {
+                        // Another store's reservation with the same id: not this one's.
+                        if !reserving && !view.lines.iter().any(|line| line.stream == event.stream)
+                        {
+                            continue;
+                        }
+                        view
                     }
+                    None => match ReservationView::start(&event.event) {
+                        Some(started) => view.insert(started),
+                        None => return Ok(None),
+                    },
                 };
                 view.evolve(&event.stream, event.position, &event.event);
             }
         }
-        let view = view.ok_or_else(not_found)?;
-        Ok(self.answer(view, read_position))
+        Ok(view)
     }
 
     /// Whether `quantity` of an item is available; an item never stocked has 0.

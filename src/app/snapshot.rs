@@ -38,7 +38,7 @@ pub const SNAPSHOT_DIR: &str = "snapshots";
 
 /// The version of the snapshot format this build writes and reads. A snapshot of another
 /// version is skipped (and the log replayed), so the format may change between releases.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"INVSNAP\0";
 /// Magic, version, position, event id, body length, checksum.

@@ -133,6 +133,19 @@ pub trait Decide {
         1
     }
 
+    /// For a command naming an existing reservation by an id that names reservations in
+    /// several stores (ids are unique per store) without saying which: picks the one the
+    /// caller may see (`sees`), or refuses as if the id were unknown (none seen) or as
+    /// ambiguous (several seen, named by the stores the caller sees). Nothing to do for other
+    /// commands.
+    fn narrow(
+        &mut self,
+        _inventory: &Inventory,
+        _sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Result<(), DomainError> {
+        Ok(())
+    }
+
     /// For a command on an existing reservation or transfer, named by its id: the answer for a
     /// caller that may see none of its stores (`sees` says false for each), the same as for an
     /// unknown id, so that the id's existence is not told. `None` for every other command.
@@ -146,6 +159,15 @@ pub trait Decide {
 }
 
 impl Command {
+    /// See [`Decide::narrow`].
+    pub fn narrow(
+        &mut self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Result<(), DomainError> {
+        dispatch!(self, command => command.narrow(inventory, sees))
+    }
+
     /// See [`Decide::decide`].
     pub(super) fn decide_lines(
         &self,

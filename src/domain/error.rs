@@ -1,6 +1,6 @@
 //! Why a command is refused: every variant is a business-rule outcome, not a fault.
 
-use super::ids::{ReservationId, StreamKey, TransferId};
+use super::ids::{ReservationId, StoreId, StreamKey, TransferId};
 use super::inventory::ReservationStatus;
 use super::transfer::TransferStatus;
 use super::values::{MAX_ON_HAND, StockState, StreamVersion};
@@ -21,6 +21,16 @@ pub enum DomainError {
     },
     #[error("reservation {reservation_id} already exists")]
     ReservationAlreadyExists { reservation_id: ReservationId },
+    /// Reservation ids are unique per store: this one names reservations in several stores,
+    /// each named here by a store it holds (only stores the caller may see).
+    #[error(
+        "reservation id {reservation_id} names reservations in several stores ({}): set store_id to one of them",
+        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    ReservationIdAmbiguous {
+        reservation_id: ReservationId,
+        stores: Vec<StoreId>,
+    },
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: TransferId },
     #[error("transfer {transfer_id} already exists")]

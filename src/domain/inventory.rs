@@ -8,8 +8,9 @@ use std::fmt;
 // vector under a table of `u32` indices. Entries are never removed but by a rollback.
 use crate::dense_map::{DenseMap, FastHash};
 
+use super::error::DomainError;
 use super::event::{ReservationEvent, StockEvent};
-use super::ids::{ReservationId, StreamKey, TransferId};
+use super::ids::{ReservationId, StoreId, StreamKey, TransferId};
 use super::item::StockItem;
 use super::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use super::transfer::Transfer;
@@ -60,18 +61,30 @@ struct ReservationEntry {
 }
 
 /// Every stock item and reservation: the command side's state, a fold of the whole log.
+///
+/// A reservation id is unique per store, not in the whole inventory: two reservations may
+/// have one id when they share no store. A reservation is known by its id and its first
+/// item (two with one id never share an item), and a command names it by its id and, where
+/// the id names several, a store it holds.
 #[derive(Default, Debug)]
 pub struct Inventory {
     items: DenseMap<StreamKey, StockItem>,
-    /// Every reservation id ever used, so a reused id is refused and a late commit or release
-    /// is told what happened to its reservation.
+    /// The first reservation made with each id ever used, so a reused id is refused and a late
+    /// commit or release is told what happened to its reservation.
     reservations: DenseMap<ReservationId, ReservationEntry>,
-    /// The items after the first of each reservation of several items, in line order.
-    more_items: HashMap<ReservationId, Box<[u32]>, FastHash>,
-    /// Active reservations by expiry time.
-    expiry_schedule: BTreeSet<(Timestamp, ReservationId)>,
+    /// The later reservations made with an id that another store's reservation had first
+    /// (few: ids are chosen per store, most of them UUIDs).
+    more_reservations: HashMap<ReservationId, Vec<ReservationEntry>, FastHash>,
+    /// The items after the first of each reservation of several items, in line order, by the
+    /// reservation's id and first item.
+    more_items: HashMap<(ReservationId, u32), Box<[u32]>, FastHash>,
+    /// Active reservations by expiry time (with their first item, which tells them apart).
+    expiry_schedule: BTreeSet<(Timestamp, ReservationId, u32)>,
     /// Every transfer ever shipped (few next to reservations: kept whole).
     transfers: HashMap<TransferId, Transfer, FastHash>,
+    /// The reservation the command being applied is making (its id and first item): its
+    /// later lines join it. Cleared by [`Inventory::begin_command`].
+    reserving: Option<(ReservationId, u32)>,
     /// While a batch is open: how to put back everything it changed.
     undo: Option<Undo>,
 }
@@ -81,10 +94,10 @@ pub struct Inventory {
 struct Undo {
     /// Each touched item as it was before the batch (`None`: it did not exist).
     items: HashMap<StreamKey, Option<StockItem>, FastHash>,
-    /// Each touched reservation entry as it was before the batch.
-    reservations: HashMap<ReservationId, Option<ReservationEntry>, FastHash>,
+    /// Each touched reservation id's entries as they were before the batch.
+    reservations: HashMap<ReservationId, SavedEntries, FastHash>,
     /// Each touched entry of `more_items` as it was before the batch.
-    more_items: HashMap<ReservationId, Option<Box<[u32]>>, FastHash>,
+    more_items: HashMap<(ReservationId, u32), Option<Box<[u32]>>, FastHash>,
     /// Each touched transfer as it was before the batch.
     transfers: HashMap<TransferId, Option<Transfer>, FastHash>,
     /// Changes to the expiry schedule in order, to be undone in reverse.
@@ -93,10 +106,15 @@ struct Undo {
     items_before: usize,
 }
 
+/// One id's entries, first and later, as a rollback puts them back.
+type SavedEntries = (Option<ReservationEntry>, Option<Vec<ReservationEntry>>);
+
+type ScheduleKey = (Timestamp, ReservationId, u32);
+
 #[derive(Debug)]
 enum ScheduleChange {
-    Inserted((Timestamp, ReservationId)),
-    Removed((Timestamp, ReservationId)),
+    Inserted(ScheduleKey),
+    Removed(ScheduleKey),
 }
 
 impl Inventory {
@@ -122,35 +140,141 @@ impl Inventory {
         self.transfers.get(transfer_id)
     }
 
+    /// The status of the first reservation made with this id (the only one, unless stores
+    /// that share nothing chose the same id).
     pub fn reservation_status(&self, reservation_id: &ReservationId) -> Option<ReservationStatus> {
         self.reservations
             .get(reservation_id)
             .map(|entry| entry.status)
     }
 
-    /// The streams of a reservation's items, in the order of its lines; empty for an unknown
-    /// id.
-    pub fn reservation_items(&self, reservation_id: &ReservationId) -> Vec<&StreamKey> {
-        self.reservations
-            .get(reservation_id)
-            .map(|entry| {
-                self.entry_items(reservation_id, entry)
-                    .map(|index| self.item_key(index))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Every reservation made with this id: the first, then the later ones.
+    fn entries_of<'a>(
+        &'a self,
+        reservation_id: &ReservationId,
+    ) -> impl Iterator<Item = &'a ReservationEntry> + 'a {
+        self.reservations.get(reservation_id).into_iter().chain(
+            self.more_reservations
+                .get(reservation_id)
+                .into_iter()
+                .flatten(),
+        )
     }
 
-    /// How many items (lines) a reservation holds; 0 for an unknown id.
-    pub fn reservation_line_count(&self, reservation_id: &ReservationId) -> usize {
-        match self.reservations.get(reservation_id) {
-            None => 0,
-            Some(_) => {
+    /// Whether the reservation `entry` (made with `reservation_id`) holds an item of `store`.
+    fn entry_holds(
+        &self,
+        reservation_id: &ReservationId,
+        entry: &ReservationEntry,
+        store: &StoreId,
+    ) -> bool {
+        self.entry_items(reservation_id, entry)
+            .any(|index| &self.item_key(index).store_id == store)
+    }
+
+    /// Whether a reservation made with this id holds an item of one of `stores`: a new
+    /// reservation of those stores may not take the id.
+    pub fn reservation_id_used<'a>(
+        &self,
+        reservation_id: &ReservationId,
+        stores: impl IntoIterator<Item = &'a StoreId>,
+    ) -> bool {
+        let stores: Vec<&StoreId> = stores.into_iter().collect();
+        self.entries_of(reservation_id).any(|entry| {
+            stores
+                .iter()
+                .any(|store| self.entry_holds(reservation_id, entry, store))
+        })
+    }
+
+    /// The reservation a command names: with `store`, the one made with this id that holds an
+    /// item of that store; without, the only one made with this id. `Ok(None)` when there is
+    /// none; an error when `store` is missing and the id names several (each named by its
+    /// first store).
+    fn find_entry(
+        &self,
+        reservation_id: &ReservationId,
+        store: Option<&StoreId>,
+    ) -> Result<Option<&ReservationEntry>, DomainError> {
+        match store {
+            Some(store) => Ok(self
+                .entries_of(reservation_id)
+                .find(|entry| self.entry_holds(reservation_id, entry, store))),
+            None => {
+                let first = self.reservations.get(reservation_id);
+                match self.more_reservations.get(reservation_id) {
+                    Some(more) if !more.is_empty() => Err(DomainError::ReservationIdAmbiguous {
+                        reservation_id: reservation_id.clone(),
+                        stores: self
+                            .entries_of(reservation_id)
+                            .map(|entry| self.item_key(entry.item).store_id.clone())
+                            .collect(),
+                    }),
+                    _ => Ok(first),
+                }
+            }
+        }
+    }
+
+    /// The first store of each reservation made with this id that `sees` says true for, when
+    /// the id names more than one reservation (`None` when it names at most one): what a
+    /// caller's command must choose from.
+    pub fn reservation_stores_seen(
+        &self,
+        reservation_id: &ReservationId,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<Vec<StoreId>> {
+        if self
+            .more_reservations
+            .get(reservation_id)
+            .is_none_or(|more| more.is_empty())
+        {
+            return None;
+        }
+        let mut seen = Vec::new();
+        for entry in self.entries_of(reservation_id) {
+            let stores: Vec<&StoreId> = self
+                .entry_items(reservation_id, entry)
+                .map(|index| &self.item_key(index).store_id)
+                .collect();
+            if let Some(store) = stores.into_iter().find(|store| sees(store)) {
+                seen.push(store.clone());
+            }
+        }
+        Some(seen)
+    }
+
+    /// The streams of the reservation `store` names (see [`Inventory::find_entry`]), in the
+    /// order of its lines; empty for an unknown id, or an id that names several without a
+    /// store.
+    pub fn reservation_items(
+        &self,
+        reservation_id: &ReservationId,
+        store: Option<&StoreId>,
+    ) -> Vec<&StreamKey> {
+        match self.find_entry(reservation_id, store) {
+            Ok(Some(entry)) => self
+                .entry_items(reservation_id, entry)
+                .map(|index| self.item_key(index))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many items (lines) the reservation holds; 0 for an unknown id.
+    pub fn reservation_line_count(
+        &self,
+        reservation_id: &ReservationId,
+        store: Option<&StoreId>,
+    ) -> usize {
+        match self.find_entry(reservation_id, store) {
+            Ok(Some(entry)) => {
                 1 + self
                     .more_items
-                    .get(reservation_id)
+                    .get(&(reservation_id.clone(), entry.item))
                     .map_or(0, |more| more.len())
             }
+            _ => 0,
         }
     }
 
@@ -160,7 +284,10 @@ impl Inventory {
         reservation_id: &ReservationId,
         entry: &ReservationEntry,
     ) -> impl Iterator<Item = u32> {
-        let more = self.more_items.get(reservation_id).map(|more| &more[..]);
+        let more = self
+            .more_items
+            .get(&(reservation_id.clone(), entry.item))
+            .map(|more| &more[..]);
         std::iter::once(entry.item).chain(more.unwrap_or_default().iter().copied())
     }
 
@@ -200,22 +327,27 @@ impl Inventory {
                 }
             }
         }
-        for (reservation_id, entry) in undo.reservations {
-            match entry {
+        for (reservation_id, (first, more)) in undo.reservations {
+            match more {
+                Some(more) => self.more_reservations.insert(reservation_id.clone(), more),
+                None => self.more_reservations.remove(&reservation_id),
+            };
+            match first {
                 Some(entry) => self.reservations.insert(reservation_id, entry),
                 None => self.reservations.swap_remove(&reservation_id),
             };
         }
+        self.reserving = None;
         for (transfer_id, transfer) in undo.transfers {
             match transfer {
                 Some(transfer) => self.transfers.insert(transfer_id, transfer),
                 None => self.transfers.remove(&transfer_id),
             };
         }
-        for (reservation_id, more) in undo.more_items {
+        for (key, more) in undo.more_items {
             match more {
-                Some(more) => self.more_items.insert(reservation_id, more),
-                None => self.more_items.remove(&reservation_id),
+                Some(more) => self.more_items.insert(key, more),
+                None => self.more_items.remove(&key),
             };
         }
         for (stream, item) in undo.items {
@@ -259,7 +391,6 @@ impl Inventory {
                 .items
                 .get_or_insert_with(stream.clone(), StockItem::default),
         };
-        let item = &mut self.items[item_index];
         let item_index = u32::try_from(item_index).expect("fewer than 2^32 items");
         // The reservation the event changes: its new status, the expiry it leaves the schedule
         // with (its old one) and the one it enters it with.
@@ -279,14 +410,8 @@ impl Inventory {
                 released_quantity,
                 ..
             }) => {
-                // One line released in part makes the whole commit partial.
-                let partial = *released_quantity > 0
-                    || self
-                        .reservations
-                        .get(reservation_id)
-                        .map(|entry| entry.status)
-                        == Some(ReservationStatus::PartiallyCommitted);
-                let status = if partial {
+                // One line released in part makes the whole commit partial (see `set_status`).
+                let status = if *released_quantity > 0 {
                     ReservationStatus::PartiallyCommitted
                 } else {
                     ReservationStatus::Committed
@@ -309,9 +434,32 @@ impl Inventory {
                 Some((reservation_id, ReservationStatus::Active))
             }
         };
+        let store = &stream.store_id;
+        // The reservation the event is about: a `StockReserved` continues the one its command
+        // is making, or starts one; any other event is about the reservation with this id
+        // that holds an item of this store (the first one made with the id, in a log written
+        // before ids were per store, when there was only one).
+        let reserved = matches!(
+            event,
+            StockEvent::Reservation(ReservationEvent::StockReserved { .. })
+        );
+        let existing: Option<u32> = status_change.as_ref().and_then(|(reservation_id, _)| {
+            if reserved {
+                return self
+                    .reserving
+                    .as_ref()
+                    .filter(|(id, _)| id == *reservation_id)
+                    .map(|(_, first)| *first);
+            }
+            self.entries_of(reservation_id)
+                .find(|entry| self.entry_holds(reservation_id, entry, store))
+                .or_else(|| self.reservations.get(reservation_id))
+                .map(|entry| entry.item)
+        });
         // Every event about a reservation but the first takes it off the schedule at its old
         // expiry; the first line's event does it for the whole reservation, the others find
         // it done.
+        let item = &mut self.items[item_index as usize];
         let expiry_removed = match event {
             StockEvent::Reservation(ReservationEvent::StockReserved { .. }) => None,
             _ => event
@@ -325,34 +473,18 @@ impl Inventory {
             self.evolve_transfer(transfer_id, stream, event);
         }
         if let Some((reservation_id, status)) = status_change {
-            if let Some(expires_at) = expiry_removed {
-                self.unschedule((expires_at, reservation_id.clone()));
-            }
-            if let Some(expires_at) = expiry_added {
-                self.schedule((expires_at, reservation_id.clone()));
-            }
-            if let Some(undo) = &mut self.undo
-                && !undo.reservations.contains_key(reservation_id)
-            {
-                undo.reservations.insert(
-                    reservation_id.clone(),
-                    self.reservations.get(reservation_id).cloned(),
-                );
-            }
-            let reserved = matches!(
-                event,
-                StockEvent::Reservation(ReservationEvent::StockReserved { .. })
-            );
-            let item = match self.reservations.get(reservation_id).copied() {
+            self.save_entries(reservation_id);
+            let first = match existing {
                 // A later line of the same reservation, or a later event about it.
-                Some(entry) if entry.status == ReservationStatus::Active || !reserved => {
-                    if entry.item != item_index
+                Some(first) => {
+                    let key = (reservation_id.clone(), first);
+                    if first != item_index
                         && !self
                             .more_items
-                            .get(reservation_id)
+                            .get(&key)
                             .is_some_and(|more| more.contains(&item_index))
                     {
-                        self.change_more_items(reservation_id, |more| {
+                        self.change_more_items(key, |more| {
                             Some(
                                 more.unwrap_or_default()
                                     .into_iter()
@@ -361,19 +493,122 @@ impl Inventory {
                             )
                         });
                     }
-                    entry.item
+                    first
                 }
-                _ => {
-                    if self.more_items.contains_key(reservation_id) {
-                        self.change_more_items(reservation_id, |_| None);
-                    }
+                None => {
+                    self.start_reservation(reservation_id, item_index, store);
                     item_index
                 }
             };
-            self.reservations
-                .insert(reservation_id.clone(), ReservationEntry { item, status });
+            if reserved {
+                self.reserving = Some((reservation_id.clone(), first));
+            }
+            if let Some(expires_at) = expiry_removed {
+                self.unschedule((expires_at, reservation_id.clone(), first));
+            }
+            if let Some(expires_at) = expiry_added {
+                self.schedule((expires_at, reservation_id.clone(), first));
+            }
+            self.set_status(reservation_id, first, status);
         }
         result
+    }
+
+    /// Marks the start of a command's events: a `StockReserved` after it starts a new
+    /// reservation instead of continuing the one the previous command made. Whoever applies
+    /// events calls it before each command's first.
+    pub fn begin_command(&mut self) {
+        self.reserving = None;
+    }
+
+    /// Keeps the entries of `reservation_id` as they are, for a rollback, the first time the
+    /// open batch touches them.
+    fn save_entries(&mut self, reservation_id: &ReservationId) {
+        if let Some(undo) = &mut self.undo
+            && !undo.reservations.contains_key(reservation_id)
+        {
+            undo.reservations.insert(
+                reservation_id.clone(),
+                (
+                    self.reservations.get(reservation_id).copied(),
+                    self.more_reservations.get(reservation_id).cloned(),
+                ),
+            );
+        }
+    }
+
+    /// A new reservation made with `reservation_id`, whose first item is `item` (of `store`).
+    /// One made with the id before that holds an item of the same store (a log written when an
+    /// ended reservation's id could be used again) is replaced; otherwise it is the first
+    /// made with the id, or a later one of another store.
+    fn start_reservation(&mut self, reservation_id: &ReservationId, item: u32, store: &StoreId) {
+        let entry = ReservationEntry {
+            item,
+            status: ReservationStatus::Active,
+        };
+        let replaced = self
+            .entries_of(reservation_id)
+            .find(|old| self.entry_holds(reservation_id, old, store))
+            .map(|old| old.item);
+        if let Some(old) = replaced {
+            let key = (reservation_id.clone(), old);
+            if self.more_items.contains_key(&key) {
+                self.change_more_items(key, |_| None);
+            }
+            self.replace_entry(reservation_id, old, entry);
+        } else if self.reservations.contains_key(reservation_id) {
+            self.more_reservations
+                .entry(reservation_id.clone())
+                .or_default()
+                .push(entry);
+        } else {
+            self.reservations.insert(reservation_id.clone(), entry);
+        }
+    }
+
+    /// Replaces the entry of the reservation made with `reservation_id` whose first item is
+    /// `first`.
+    fn replace_entry(
+        &mut self,
+        reservation_id: &ReservationId,
+        first: u32,
+        entry: ReservationEntry,
+    ) {
+        if let Some(found) = self
+            .reservations
+            .get_index_of(reservation_id)
+            .filter(|index| self.reservations[*index].item == first)
+        {
+            self.reservations[found] = entry;
+            return;
+        }
+        if let Some(more) = self.more_reservations.get_mut(reservation_id)
+            && let Some(found) = more.iter_mut().find(|old| old.item == first)
+        {
+            *found = entry;
+        }
+    }
+
+    fn set_status(
+        &mut self,
+        reservation_id: &ReservationId,
+        first: u32,
+        status: ReservationStatus,
+    ) {
+        // One line released in part makes the whole commit partial.
+        let entry = self
+            .entries_of(reservation_id)
+            .find(|entry| entry.item == first)
+            .copied();
+        if let Some(entry) = entry {
+            let status = match (entry.status, status) {
+                (ReservationStatus::PartiallyCommitted, ReservationStatus::Committed) => {
+                    ReservationStatus::PartiallyCommitted
+                }
+                _ => status,
+            };
+            self.replace_entry(reservation_id, first, ReservationEntry { status, ..entry });
+        }
     }
 
     /// Applies a transfer's event to it (a `TransferShipped` starts it), keeping the old one
@@ -406,21 +641,21 @@ impl Inventory {
     /// old ones for a rollback.
     fn change_more_items(
         &mut self,
-        reservation_id: &ReservationId,
+        key: (ReservationId, u32),
         change: impl FnOnce(Option<Vec<u32>>) -> Option<Box<[u32]>>,
     ) {
-        let old = self.more_items.remove(reservation_id);
+        let old = self.more_items.remove(&key);
         if let Some(undo) = &mut self.undo
-            && !undo.more_items.contains_key(reservation_id)
+            && !undo.more_items.contains_key(&key)
         {
-            undo.more_items.insert(reservation_id.clone(), old.clone());
+            undo.more_items.insert(key.clone(), old.clone());
         }
         if let Some(new) = change(old.map(Vec::from)) {
-            self.more_items.insert(reservation_id.clone(), new);
+            self.more_items.insert(key, new);
         }
     }
 
-    fn schedule(&mut self, key: (Timestamp, ReservationId)) {
+    fn schedule(&mut self, key: ScheduleKey) {
         if self.expiry_schedule.insert(key.clone())
             && let Some(undo) = &mut self.undo
         {
@@ -428,7 +663,7 @@ impl Inventory {
         }
     }
 
-    fn unschedule(&mut self, key: (Timestamp, ReservationId)) {
+    fn unschedule(&mut self, key: ScheduleKey) {
         if self.expiry_schedule.remove(&key)
             && let Some(undo) = &mut self.undo
         {
@@ -438,11 +673,25 @@ impl Inventory {
 
     /// Active reservations whose time is up at `now`, soonest first, at most `limit`.
     pub fn due_reservations(&self, now: Timestamp, limit: usize) -> Vec<ReservationId> {
+        self.due(now, limit)
+            .into_iter()
+            .map(|(reservation_id, _)| reservation_id)
+            .collect()
+    }
+
+    /// [`Inventory::due_reservations`], each with its first item's store, which tells it apart
+    /// from another store's reservation with the same id.
+    pub fn due(&self, now: Timestamp, limit: usize) -> Vec<(ReservationId, StoreId)> {
         self.expiry_schedule
             .iter()
-            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take_while(|(expires_at, ..)| *expires_at <= now)
             .take(limit)
-            .map(|(_, reservation_id)| reservation_id.clone())
+            .map(|(_, reservation_id, first)| {
+                (
+                    reservation_id.clone(),
+                    self.item_key(*first).store_id.clone(),
+                )
+            })
             .collect()
     }
 
@@ -450,7 +699,7 @@ impl Inventory {
     pub fn next_expiry(&self) -> Option<Timestamp> {
         self.expiry_schedule
             .first()
-            .map(|(expires_at, _)| *expires_at)
+            .map(|(expires_at, ..)| *expires_at)
     }
 }
 
@@ -474,27 +723,42 @@ impl Encode for Inventory {
             out.put(stream);
             out.put(item);
         }
-        out.len_of(self.reservations.len());
-        for (reservation_id, entry) in self.reservations.iter() {
-            out.put(reservation_id);
+        let entry = |out: &mut Encoder, entry: &ReservationEntry| {
             out.put(&entry.item);
             let status = ReservationStatus::ALL
                 .iter()
                 .position(|status| *status == entry.status)
                 .expect("every status is listed");
             out.len_of(status);
+        };
+        out.len_of(self.reservations.len());
+        for (reservation_id, first) in self.reservations.iter() {
+            out.put(reservation_id);
+            entry(out, first);
+        }
+        let mut more_reservations: Vec<_> = self.more_reservations.iter().collect();
+        more_reservations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.len_of(more_reservations.len());
+        for (reservation_id, more) in more_reservations {
+            out.put(reservation_id);
+            out.len_of(more.len());
+            for later in more {
+                entry(out, later);
+            }
         }
         let mut more_items: Vec<_> = self.more_items.iter().collect();
         more_items.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.len_of(more_items.len());
-        for (reservation_id, items) in more_items {
+        for ((reservation_id, first), items) in more_items {
             out.put(reservation_id);
+            out.put(first);
             out.seq(items.iter());
         }
         out.len_of(self.expiry_schedule.len());
-        for (expires_at, reservation_id) in &self.expiry_schedule {
+        for (expires_at, reservation_id, first) in &self.expiry_schedule {
             out.put(expires_at);
             out.put(reservation_id);
+            out.put(first);
         }
         let mut transfers: Vec<_> = self.transfers.values().collect();
         transfers.sort_unstable_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
@@ -525,17 +789,20 @@ impl Decode for Inventory {
             }
             Ok(index)
         };
-        for _ in 0..input.len()? {
-            let reservation_id: ReservationId = input.get()?;
+        let entry = |input: &mut Decoder<'_>| -> Result<ReservationEntry, DecodeError> {
             let item = item_index(input)?;
             let tag = input.u64()?;
             let status = *ReservationStatus::ALL
                 .get(tag as usize)
                 .ok_or_else(|| DecodeError::new(format!("{tag} is not a reservation status")))?;
-            let entry = ReservationEntry { item, status };
+            Ok(ReservationEntry { item, status })
+        };
+        for _ in 0..input.len()? {
+            let reservation_id: ReservationId = input.get()?;
+            let first = entry(input)?;
             if inventory
                 .reservations
-                .insert(reservation_id, entry)
+                .insert(reservation_id, first)
                 .is_some()
             {
                 return Err(DecodeError::new("a reservation twice"));
@@ -544,17 +811,27 @@ impl Decode for Inventory {
         for _ in 0..input.len()? {
             let reservation_id: ReservationId = input.get()?;
             let count = input.len()?;
+            let more = (0..count)
+                .map(|_| entry(input))
+                .collect::<Result<Vec<_>, _>>()?;
+            inventory.more_reservations.insert(reservation_id, more);
+        }
+        for _ in 0..input.len()? {
+            let reservation_id: ReservationId = input.get()?;
+            let first = item_index(input)?;
+            let count = input.len()?;
             let items = (0..count)
                 .map(|_| item_index(input))
                 .collect::<Result<Box<[u32]>, _>>()?;
-            inventory.more_items.insert(reservation_id, items);
+            inventory.more_items.insert((reservation_id, first), items);
         }
         for _ in 0..input.len()? {
             let expires_at = input.get()?;
             let reservation_id = input.get()?;
+            let first = item_index(input)?;
             inventory
                 .expiry_schedule
-                .insert((expires_at, reservation_id));
+                .insert((expires_at, reservation_id, first));
         }
         for _ in 0..input.len()? {
             let transfer: Transfer = input.get()?;

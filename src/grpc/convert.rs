@@ -100,6 +100,18 @@ impl Fields {
         self.check(field, StoreId::parse(text))
     }
 
+    /// A store id that may be left empty: `Some(None)` when it is.
+    pub fn optional_store_id(
+        &mut self,
+        field: impl Into<FieldName>,
+        text: &str,
+    ) -> Option<Option<StoreId>> {
+        if text.is_empty() {
+            return Some(None);
+        }
+        self.store_id(field, text).map(Some)
+    }
+
     pub fn stream(&mut self, product_id: &str, store_id: &str) -> Option<StreamKey> {
         let product_id = self.product_id("product_id", product_id);
         let store_id = self.store_id("store_id", store_id);

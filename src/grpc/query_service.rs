@@ -239,16 +239,23 @@ impl pb::query_service_server::QueryService for QueryApi {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
-        let (reservation_id, min_position) = convert::get_reservation(request.get_ref())?;
-        let answer = self
-            .queries
-            .reservation(&reservation_id, min_position, wait(&request))
-            .await
-            .map_err(|error| query_error(&error))?;
-        let view = &answer.value;
+        let (reservation_id, store_id, min_position) = convert::get_reservation(request.get_ref())?;
         // A split cart is the business of each of its stores: any of them may read it whole.
         // A caller that sees none of them is told what an unknown id is told.
         let scope = scope(&request)?;
+        let sees = |store: &crate::domain::StoreId| scope.allows(store);
+        let answer = self
+            .queries
+            .reservation(
+                &reservation_id,
+                store_id.as_ref(),
+                &sees,
+                min_position,
+                wait(&request),
+            )
+            .await
+            .map_err(|error| query_error(&error))?;
+        let view = &answer.value;
         if !view
             .lines
             .iter()

@@ -107,6 +107,9 @@ pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
                 message,
             )],
         ),
+        DomainError::ReservationIdAmbiguous { .. } => {
+            invalid_argument(&[FieldViolation::new("store_id", message)])
+        }
         DomainError::ReservationAlreadyExists { reservation_id } => error_info(
             Code::AlreadyExists,
             message,
@@ -503,6 +506,9 @@ pub fn query_error(error: &QueryError) -> Status {
             ],
             &[],
         ),
+        QueryError::ReservationIdAmbiguous { .. } => {
+            invalid_argument(&[FieldViolation::new("store_id", error.to_string())])
+        }
         QueryError::ReservationNotFound { reservation_id } => error_info(
             Code::NotFound,
             error.to_string(),

@@ -71,6 +71,7 @@ fn reserve_lines(id: &str, lines: &[(&str, u64)]) -> Command {
 fn commit(id: &str) -> Command {
     Command::CommitReservation(CommitReservation {
         reservation_id: reservation(id),
+        store_id: None,
         order_id: OrderId::parse("order-1").unwrap(),
         lines: None,
     })
@@ -80,6 +81,7 @@ fn commit(id: &str) -> Command {
 fn commit_lines(id: &str, lines: &[(&str, u64)]) -> Command {
     Command::CommitReservation(CommitReservation {
         reservation_id: reservation(id),
+        store_id: None,
         order_id: OrderId::parse("order-1").unwrap(),
         lines: Some(
             lines
@@ -115,6 +117,7 @@ fn refused_lines(lines: &[(usize, &str, LineRule)]) -> DomainError {
 fn release(id: &str) -> Command {
     Command::ReleaseReservation(ReleaseReservation {
         reservation_id: reservation(id),
+        store_id: None,
         reason: Reason::default(),
     })
 }
@@ -122,6 +125,7 @@ fn release(id: &str) -> Command {
 fn expire(id: &str) -> Command {
     Command::ExpireReservation(ExpireReservation {
         reservation_id: reservation(id),
+        store_id: None,
     })
 }
 
@@ -1085,6 +1089,7 @@ fn extending_a_cart_moves_every_line_and_its_place_in_the_schedule() {
     .when_at(
         Command::ExtendReservation(ExtendReservation {
             reservation_id: reservation("cart"),
+            store_id: None,
             ttl,
         }),
         now,
@@ -1114,6 +1119,7 @@ fn a_reservation_that_ended_cannot_be_extended() {
     given(&[add("apple", 10), reserve("apple", "r1", 1), commit("r1")])
         .when(Command::ExtendReservation(ExtendReservation {
             reservation_id: reservation("r1"),
+            store_id: None,
             ttl: TimeToLive::DEFAULT,
         }))
         .then_error(DomainError::ReservationNotActive {
@@ -1124,6 +1130,7 @@ fn a_reservation_that_ended_cannot_be_extended() {
         .when_at(
             Command::ExtendReservation(ExtendReservation {
                 reservation_id: reservation("r1"),
+                store_id: None,
                 ttl: TimeToLive::DEFAULT,
             }),
             Timestamp(START.0 + 30 * MINUTE),
@@ -1516,7 +1523,7 @@ proptest! {
             let reservations: Vec<_> = (0..made + 30)
                 .map(|at| {
                     let id = reservation(&format!("c{at}"));
-                    (inventory.reservation_status(&id), inventory.reservation_items(&id).into_iter().cloned().collect::<Vec<_>>())
+                    (inventory.reservation_status(&id), inventory.reservation_items(&id, None).into_iter().cloned().collect::<Vec<_>>())
                 })
                 .collect();
             (items, reservations, inventory.due_reservations(Timestamp(u64::MAX), usize::MAX))
@@ -1537,5 +1544,149 @@ proptest! {
         let mut made_again = before_batch;
         run(&mut inventory, &batch, &mut made_again);
         prop_assert_eq!(observe(&inventory, made_again), observe(&untouched, made_again));
+    }
+}
+
+/// Reservation ids are unique per store: one id may name reservations of stores that share
+/// nothing; a command names which by a store it holds, or gets the one it may see.
+mod ids_per_store {
+    use super::*;
+
+    fn at(product: &str, store: &str) -> StreamKey {
+        StreamKey::new(
+            ProductId::parse(product).unwrap(),
+            StoreId::parse(store).unwrap(),
+        )
+    }
+
+    fn reserve_in(id: &str, lines: &[(&str, &str, u64)]) -> Command {
+        Command::ReserveStock(ReserveStock {
+            reservation_id: reservation(id),
+            lines: lines
+                .iter()
+                .map(|(product, store, units)| ReservationLine {
+                    stream: at(product, store),
+                    quantity: quantity(*units),
+                    expected_version: None,
+                })
+                .collect(),
+            customer_id: CustomerId::parse("customer-1").unwrap(),
+            ttl: TimeToLive::from_millis(30 * MINUTE).unwrap(),
+        })
+    }
+
+    fn add_in(product: &str, store: &str, units: u64) -> Command {
+        Command::AddStock(AddStock {
+            stream: at(product, store),
+            quantity: quantity(units),
+            reason: Reason::default(),
+        })
+    }
+
+    fn store(name: &str) -> Option<StoreId> {
+        Some(StoreId::parse(name).unwrap())
+    }
+
+    fn stocked() -> Vec<Command> {
+        ["a", "b", "c"]
+            .iter()
+            .flat_map(|store| [add_in("p1", store, 10), add_in("p2", store, 10)])
+            .collect()
+    }
+
+    #[test]
+    fn another_store_may_take_an_id_a_store_used() {
+        let mut history = stocked();
+        history.push(reserve_in("order-7", &[("p1", "a", 2)]));
+        let then = given(&history).when(reserve_in("order-7", &[("p1", "b", 3), ("p2", "c", 1)]));
+        assert!(then.result.is_ok(), "{:?}", then.result);
+    }
+
+    #[test]
+    fn an_id_is_refused_in_any_store_a_reservation_with_it_holds() {
+        let mut history = stocked();
+        history.push(reserve_in("order-7", &[("p1", "a", 2), ("p1", "b", 1)]));
+        given(&history)
+            .when(reserve_in("order-7", &[("p2", "c", 1), ("p2", "b", 1)]))
+            .then_error(DomainError::ReservationAlreadyExists {
+                reservation_id: reservation("order-7"),
+            });
+    }
+
+    #[test]
+    fn each_command_reaches_the_reservation_of_the_store_it_names() {
+        let mut history = stocked();
+        history.push(reserve_in("order-7", &[("p1", "a", 2)]));
+        history.push(reserve_in("order-7", &[("p1", "b", 3)]));
+        // Without a store, the id names two: the caller must say which.
+        given(&history)
+            .when(Command::ReleaseReservation(ReleaseReservation {
+                reservation_id: reservation("order-7"),
+                store_id: None,
+                reason: Reason::default(),
+            }))
+            .then_error(DomainError::ReservationIdAmbiguous {
+                reservation_id: reservation("order-7"),
+                stores: vec![StoreId::parse("a").unwrap(), StoreId::parse("b").unwrap()],
+            });
+        let then = given(&history).when(Command::ExpireReservation(ExpireReservation {
+            reservation_id: reservation("order-7"),
+            store_id: store("b"),
+        }));
+        let streams: Vec<&StreamKey> = then
+            .result
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(stream, _)| stream)
+            .collect();
+        assert_eq!(
+            streams,
+            [&at("p1", "b")],
+            "only store b's reservation expires"
+        );
+        // Both are on the schedule, each by its own store.
+        let mut inventory = given(&history).inventory;
+        let due = inventory.due(Timestamp(START.0 + 31 * MINUTE), 10);
+        assert_eq!(
+            due,
+            [
+                (reservation("order-7"), StoreId::parse("a").unwrap()),
+                (reservation("order-7"), StoreId::parse("b").unwrap())
+            ]
+        );
+        // Store a's commit leaves store b's active.
+        let decisions = inventory
+            .decide(
+                &Command::CommitReservation(CommitReservation {
+                    reservation_id: reservation("order-7"),
+                    store_id: store("a"),
+                    order_id: OrderId::parse("o-a").unwrap(),
+                    lines: None,
+                }),
+                START,
+            )
+            .unwrap();
+        apply_all(&mut inventory, &decisions);
+        assert_eq!(
+            inventory.reservation_items(&reservation("order-7"), store("b").as_ref()),
+            [&at("p1", "b")]
+        );
+        assert!(
+            inventory
+                .decide(
+                    &Command::ExtendReservation(ExtendReservation {
+                        reservation_id: reservation("order-7"),
+                        store_id: store("b"),
+                        ttl: TimeToLive::from_millis(MINUTE).unwrap(),
+                    }),
+                    START
+                )
+                .is_ok()
+        );
+        assert_eq!(
+            inventory.due(Timestamp(START.0 + 31 * MINUTE), 10),
+            [(reservation("order-7"), StoreId::parse("b").unwrap())]
+        );
     }
 }

@@ -156,6 +156,7 @@ async fn check_carts(queries: &mut Queries, accepted: &[Cart]) {
         let found = queries
             .get_reservation(pb::GetReservationRequest {
                 reservation_id: reservation_id.clone(),
+                store_id: String::new(),
                 min_position: None,
             })
             .await
@@ -369,6 +370,7 @@ async fn a_partial_commit_ships_some_lines_releases_the_rest_and_is_looked_up_by
     let found = queries
         .get_reservation(pb::GetReservationRequest {
             reservation_id: "cart-7".to_owned(),
+            store_id: String::new(),
             min_position: Some(last),
         })
         .await
@@ -398,6 +400,7 @@ async fn a_partial_commit_ships_some_lines_releases_the_rest_and_is_looked_up_by
     let missing = queries
         .get_reservation(pb::GetReservationRequest {
             reservation_id: "no-such-cart".to_owned(),
+            store_id: String::new(),
             min_position: None,
         })
         .await

@@ -21,6 +21,7 @@ const FIXTURE_NOW: Timestamp = Timestamp(1_796_181_230_000);
 fn reservation(id: &str) -> pb::GetReservationRequest {
     pb::GetReservationRequest {
         reservation_id: id.to_owned(),
+        store_id: String::new(),
         min_position: None,
     }
 }

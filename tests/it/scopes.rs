@@ -464,3 +464,124 @@ async fn two_credentials_may_use_the_same_command_id() {
     assert_eq!(retry.position, first.position);
     server.stop().await;
 }
+
+/// Reservation ids are unique per store (finding 4): store-b reserving `order-777` after
+/// store-a did simply succeeds, each store's commands and reads find its own, a caller who
+/// sees both must say which, and an id is still refused in a store that used it.
+#[tokio::test]
+async fn two_stores_may_use_the_same_reservation_id() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let pos_a = credential("pos-a", Role::Sales, &["store-a"], None);
+    let pos_b = credential("pos-b", Role::Sales, &["store-b"], None);
+    let server = Server::start_tls(&[&admin, &pos_a, &pos_b]).await;
+    stocked(&server, &admin).await;
+    let order = |store: &str, quantity: i64| {
+        let mut request = reserve_stock("p1", store, quantity);
+        request.reservation_id = "order-777".to_owned();
+        request
+    };
+    server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, order("store-a", 2)))
+        .await
+        .unwrap();
+    server
+        .commands()
+        .reserve_stock(as_(&pos_b.token, order("store-b", 5)))
+        .await
+        .expect("another store may use the same reservation id");
+    // The id is still taken in store-a, and the refusal names no store.
+    let status = server
+        .commands()
+        .reserve_stock(as_(&pos_a.token, order("store-a", 1)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::AlreadyExists, "RESERVATION_EXISTS");
+    assert!(!status.message().contains("store-"), "{status:?}");
+
+    let get = |store: &str| pb::GetReservationRequest {
+        reservation_id: "order-777".to_owned(),
+        store_id: store.to_owned(),
+        ..Default::default()
+    };
+    let lines = |found: pb::GetReservationResponse| {
+        found
+            .lines
+            .iter()
+            .map(|line| (line.store_id.clone(), line.quantity))
+            .collect::<Vec<_>>()
+    };
+    let own = |token: &str| {
+        let server = &server;
+        let token = token.to_owned();
+        async move {
+            server
+                .queries()
+                .get_reservation(as_(&token, get("")))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    assert_eq!(lines(own(&pos_a.token).await), [("store-a".to_owned(), 2)]);
+    assert_eq!(lines(own(&pos_b.token).await), [("store-b".to_owned(), 5)]);
+    // A caller who sees both stores names one; without, it is told to, and which it sees.
+    let status = server
+        .queries()
+        .get_reservation(as_(&admin.token, get("")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(support::bad_fields(&status), ["store_id"]);
+    assert!(status.message().contains("store-a, store-b"), "{status:?}");
+    let found = server
+        .queries()
+        .get_reservation(as_(&admin.token, get("store-b")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lines(found), [("store-b".to_owned(), 5)]);
+
+    // Store-b commits its own; store-a's stays active, and the admin releases it by store.
+    let commit = pb::CommitReservationRequest {
+        reservation_id: "order-777".to_owned(),
+        order_id: "o-b".to_owned(),
+        ..Default::default()
+    };
+    server
+        .commands()
+        .commit_reservation(as_(&pos_b.token, commit.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        own(&pos_a.token).await.status,
+        pb::ReservationStatus::Active as i32
+    );
+    assert_eq!(
+        own(&pos_b.token).await.status,
+        pb::ReservationStatus::Committed as i32
+    );
+    let status = server
+        .commands()
+        .commit_reservation(as_(&admin.token, commit))
+        .await
+        .unwrap_err();
+    assert_eq!(support::bad_fields(&status), ["store_id"], "{status:?}");
+    let release = pb::ReleaseReservationRequest {
+        reservation_id: "order-777".to_owned(),
+        store_id: "store-a".to_owned(),
+        ..Default::default()
+    };
+    server
+        .commands()
+        .release_reservation(as_(&admin.token, release))
+        .await
+        .unwrap();
+    assert_eq!(
+        own(&pos_a.token).await.status,
+        pb::ReservationStatus::Released as i32
+    );
+    assert_eq!(server.stock(&admin, "p1", "store-a").await, (10, 0));
+    assert_eq!(server.stock(&admin, "p1", "store-b").await, (40, 0));
+    server.stop().await;
+}

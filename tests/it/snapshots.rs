@@ -127,6 +127,7 @@ async fn run(directory: &Path, steps: &[Step]) {
             Step::Commit { id } => {
                 let command = CommitReservation {
                     reservation_id: ReservationId::parse(&format!("r{id}")).unwrap(),
+                    store_id: None,
                     order_id: OrderId::parse("order").unwrap(),
                     lines: None,
                 };
@@ -135,6 +136,7 @@ async fn run(directory: &Path, steps: &[Step]) {
             Step::Release { id } => {
                 let command = ReleaseReservation {
                     reservation_id: ReservationId::parse(&format!("r{id}")).unwrap(),
+                    store_id: None,
                     reason: Reason::default(),
                 };
                 let _ = handle.execute(request(command, None)).await;

@@ -87,6 +87,7 @@ fn reserve(product: &str, id: &str, units: u64) -> Command {
 fn commit(id: &str) -> Command {
     Command::CommitReservation(CommitReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
+        store_id: None,
         order_id: OrderId::parse("order-1").unwrap(),
         lines: None,
     })
@@ -95,6 +96,7 @@ fn commit(id: &str) -> Command {
 fn release(id: &str) -> Command {
     Command::ReleaseReservation(ReleaseReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
+        store_id: None,
         reason: Reason::default(),
     })
 }
@@ -102,6 +104,7 @@ fn release(id: &str) -> Command {
 fn expire(id: &str) -> Command {
     Command::ExpireReservation(ExpireReservation {
         reservation_id: ReservationId::parse(id).unwrap(),
+        store_id: None,
     })
 }
 

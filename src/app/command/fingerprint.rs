@@ -5,7 +5,7 @@ use crate::domain::{
     AddStock, AdjustStock, ApplyStockChanges, CancelTransfer, Command, CommitReservation,
     ExpireReservation, ExtendReservation, MoveStock, ReceiveTransfer, RecordCount,
     ReleaseReservation, RemoveStock, ReserveStock, SetItemPolicy, ShipTransfer, StockChangeKind,
-    StockState, StreamKey, StreamVersion,
+    StockState, StoreId, StreamKey, StreamVersion,
 };
 
 /// A state's number in the fingerprint's encoding: never to change.
@@ -222,48 +222,69 @@ pub(super) fn fingerprint(
         }
         Command::CommitReservation(CommitReservation {
             reservation_id,
+            store_id,
             order_id,
             lines,
-        }) => match lines {
-            None => {
-                hasher.text("CommitReservation");
-                hasher.text(&reservation_id.as_str());
-                hasher.text(order_id.as_str());
-            }
-            Some(lines) => {
-                hasher.text("CommitReservationLines");
-                hasher.text(&reservation_id.as_str());
-                hasher.text(order_id.as_str());
-                hasher.number(lines.len() as u64);
-                for line in lines {
-                    stream(&mut hasher, &line.stream);
-                    hasher.number(line.quantity);
+        }) => {
+            store_hint(&mut hasher, store_id);
+            match lines {
+                None => {
+                    hasher.text("CommitReservation");
+                    hasher.text(&reservation_id.as_str());
+                    hasher.text(order_id.as_str());
+                }
+                Some(lines) => {
+                    hasher.text("CommitReservationLines");
+                    hasher.text(&reservation_id.as_str());
+                    hasher.text(order_id.as_str());
+                    hasher.number(lines.len() as u64);
+                    for line in lines {
+                        stream(&mut hasher, &line.stream);
+                        hasher.number(line.quantity);
+                    }
                 }
             }
-        },
+        }
         Command::ExtendReservation(ExtendReservation {
             reservation_id,
+            store_id,
             ttl,
         }) => {
+            store_hint(&mut hasher, store_id);
             hasher.text("ExtendReservation");
             hasher.text(&reservation_id.as_str());
             hasher.number(ttl.millis());
         }
         Command::ReleaseReservation(ReleaseReservation {
             reservation_id,
+            store_id,
             reason,
         }) => {
+            store_hint(&mut hasher, store_id);
             hasher.text("ReleaseReservation");
             hasher.text(&reservation_id.as_str());
             hasher.text(reason.as_str());
         }
-        Command::ExpireReservation(ExpireReservation { reservation_id }) => {
+        Command::ExpireReservation(ExpireReservation {
+            reservation_id,
+            store_id,
+        }) => {
+            store_hint(&mut hasher, store_id);
             hasher.text("ExpireReservation");
             hasher.text(&reservation_id.as_str());
         }
     }
     hasher.version(expected_version);
     hasher.finish()
+}
+
+/// The store a command on a reservation names, when it names one: hashed first, and only then,
+/// so that a request without one hashes as it did before requests could name one.
+fn store_hint(hasher: &mut Fnv64, store_id: &Option<StoreId>) {
+    if let Some(store_id) = store_id {
+        hasher.text("store");
+        hasher.text(store_id.as_str());
+    }
 }
 
 struct Fnv64(u64);

@@ -123,6 +123,9 @@ impl CommandState {
             };
             return Err(LogError::fold_mismatch(event, mismatch));
         }
+        if event.command_event_index == 0 {
+            self.inventory.begin_command();
+        }
         let version = self.inventory.version(&event.stream);
         let shortfall_before = self
             .inventory
@@ -225,9 +228,12 @@ impl CommandState {
     }
 
     /// Decides one command; if accepted, applies its events and adds them to `events`.
+    /// `command` is the request's, with the reservation it means picked (see
+    /// [`PreparedCommand::narrowed`]).
     pub(super) fn execute(
         &mut self,
         request: &PreparedCommand,
+        command: &Command,
         now: Timestamp,
         events: &mut Vec<RecordedEvent>,
     ) -> Result<Accepted, CommandError> {
@@ -242,7 +248,7 @@ impl CommandState {
             }
             return Ok(remembered.outcome.as_replayed());
         }
-        let decisions = self.inventory.decide(&request.command, now)?;
+        let decisions = self.inventory.decide(command, now)?;
         if let Some(expected) = request.expected_version {
             // The item's alerts follow its event: a command of one item has only its events.
             let decision = &decisions[0];
@@ -290,13 +296,18 @@ impl CommandState {
     /// [`MAX_EXPIRY_EVENTS_PER_BATCH`] events, unless one reservation alone has more lines.
     pub(super) fn expire_due(&mut self, now: Timestamp, events: &mut Vec<RecordedEvent>) {
         let first = events.len();
-        for reservation_id in self.inventory.due_reservations(now, MAX_EXPIRIES_PER_BATCH) {
-            let bound =
-                self.inventory.reservation_line_count(&reservation_id) * (1 + MAX_ALERTS_PER_ITEM);
+        for (reservation_id, store_id) in self.inventory.due(now, MAX_EXPIRIES_PER_BATCH) {
+            let bound = self
+                .inventory
+                .reservation_line_count(&reservation_id, Some(&store_id))
+                * (1 + MAX_ALERTS_PER_ITEM);
             if events.len() > first && events.len() - first + bound > MAX_EXPIRY_EVENTS_PER_BATCH {
                 break;
             }
-            let command = Command::ExpireReservation(ExpireReservation { reservation_id });
+            let command = Command::ExpireReservation(ExpireReservation {
+                reservation_id,
+                store_id: Some(store_id),
+            });
             match self.inventory.decide(&command, now) {
                 Ok(decisions) => self.record(decisions, now, &Cause::system(), events),
                 Err(error) => {
@@ -317,6 +328,7 @@ impl CommandState {
     ) {
         let command_event_count =
             u32::try_from(decisions.len()).expect("a command has fewer than 2^32 events");
+        self.inventory.begin_command();
         for (command_event_index, Decision { stream, event }) in (0u32..).zip(decisions) {
             let (version, stock_after) = self.inventory.evolve(&stream, &event);
             self.head = self.head.next();

@@ -295,9 +295,19 @@ fn decide_batch(
             results.push(Err(CommandError::Abandoned));
             continue;
         }
+        // Which reservation a command means, where its id names several (ids are unique per
+        // store): the one the caller may see.
+        let narrowed = match request.narrowed(state.inventory()) {
+            Ok(narrowed) => narrowed,
+            Err(refused) => {
+                results.push(Err(CommandError::Domain(refused)));
+                continue;
+            }
+        };
+        let command = narrowed.as_ref().unwrap_or(&request.command);
         // The scope first: a retry by a credential that may not touch the stores gets no
         // remembered answer either.
-        if let Some(refusal) = request.scope.refusal(&request.command, state.inventory()) {
+        if let Some(refusal) = request.scope.refusal(command, state.inventory()) {
             results.push(Err(match refusal {
                 CommandRefusal::Store(refused) => CommandError::Access(refused),
                 CommandRefusal::Unseen(not_found) => CommandError::Domain(not_found),
@@ -308,7 +318,7 @@ fn decide_batch(
             Some(key) if taken.contains(&key) => Err(CommandError::CommandIdReused {
                 command_id: key.command_id,
             }),
-            _ => state.execute(request, now, &mut events),
+            _ => state.execute(request, command, now, &mut events),
         });
     }
     (results, events)

@@ -38,6 +38,9 @@ pub struct ReservationLine {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct CommitReservation {
     pub reservation_id: ReservationId,
+    /// A store the reservation holds: needed only when the id names reservations in several
+    /// stores (ids are unique per store). See [`Decide::narrow`].
+    pub store_id: Option<StoreId>,
     pub order_id: OrderId,
     pub lines: Option<Vec<CommitLine>>,
 }
@@ -53,6 +56,8 @@ pub struct CommitLine {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ReleaseReservation {
     pub reservation_id: ReservationId,
+    /// As [`CommitReservation::store_id`].
+    pub store_id: Option<StoreId>,
     pub reason: Reason,
 }
 
@@ -60,6 +65,8 @@ pub struct ReleaseReservation {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ExtendReservation {
     pub reservation_id: ReservationId,
+    /// As [`CommitReservation::store_id`].
+    pub store_id: Option<StoreId>,
     pub ttl: TimeToLive,
 }
 
@@ -67,6 +74,8 @@ pub struct ExtendReservation {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ExpireReservation {
     pub reservation_id: ReservationId,
+    /// As [`CommitReservation::store_id`]: the server names the store of its first line.
+    pub store_id: Option<StoreId>,
 }
 
 /// The stores and the size of a command on an existing reservation: its items'.
@@ -78,7 +87,7 @@ macro_rules! on_existing_reservation {
             refused: &mut dyn FnMut(&StoreId) -> bool,
         ) -> Option<&'a StoreId> {
             inventory
-                .reservation_items(&self.reservation_id)
+                .reservation_items(&self.reservation_id, self.store_id.as_ref())
                 .into_iter()
                 .map(|stream| &stream.store_id)
                 .find(|store| refused(store))
@@ -86,7 +95,7 @@ macro_rules! on_existing_reservation {
 
         fn item_bound(&self, inventory: &Inventory) -> usize {
             inventory
-                .reservation_line_count(&self.reservation_id)
+                .reservation_line_count(&self.reservation_id, self.store_id.as_ref())
                 .max(1)
         }
 
@@ -95,12 +104,20 @@ macro_rules! on_existing_reservation {
             inventory: &Inventory,
             sees: &mut dyn FnMut(&StoreId) -> bool,
         ) -> Option<DomainError> {
-            let items = inventory.reservation_items(&self.reservation_id);
+            let items = inventory.reservation_items(&self.reservation_id, self.store_id.as_ref());
             (!items.is_empty() && !items.iter().any(|stream| sees(&stream.store_id))).then(|| {
                 DomainError::ReservationNotFound {
                     reservation_id: self.reservation_id.clone(),
                 }
             })
+        }
+
+        fn narrow(
+            &mut self,
+            inventory: &Inventory,
+            sees: &mut dyn FnMut(&StoreId) -> bool,
+        ) -> Result<(), DomainError> {
+            narrow_reservation(&self.reservation_id, &mut self.store_id, inventory, sees)
         }
     };
 }
@@ -109,7 +126,8 @@ impl Decide for ReserveStock {
     /// One event per item the lines name, with the lines naming it summed; refused whole when
     /// any item has less available than its lines ask for together.
     fn decide(&self, inventory: &Inventory, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
-        if inventory.reservation_status(&self.reservation_id).is_some() {
+        let stores = self.lines.iter().map(|line| &line.stream.store_id);
+        if inventory.reservation_id_used(&self.reservation_id, stores) {
             return Err(DomainError::ReservationAlreadyExists {
                 reservation_id: self.reservation_id.clone(),
             });
@@ -178,7 +196,8 @@ impl Decide for ReserveStock {
 
 impl Decide for CommitReservation {
     fn decide(&self, inventory: &Inventory, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
-        let held = inventory.unexpired_reservation(&self.reservation_id, now)?;
+        let held =
+            inventory.unexpired_reservation(&self.reservation_id, self.store_id.as_ref(), now)?;
         let shipped = match &self.lines {
             None => held
                 .iter()
@@ -232,7 +251,8 @@ impl Decide for CommitReservation {
 
 impl Decide for ReleaseReservation {
     fn decide(&self, inventory: &Inventory, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
-        let held = inventory.unexpired_reservation(&self.reservation_id, now)?;
+        let held =
+            inventory.unexpired_reservation(&self.reservation_id, self.store_id.as_ref(), now)?;
         Ok(each_line(&held, |reservation| {
             StockEvent::Reservation(ReservationEvent::ReservationReleased {
                 reservation_id: self.reservation_id.clone(),
@@ -248,7 +268,8 @@ impl Decide for ReleaseReservation {
 impl Decide for ExtendReservation {
     fn decide(&self, inventory: &Inventory, now: Timestamp) -> Result<Vec<Decision>, DomainError> {
         let expires_at = now.saturating_add(self.ttl);
-        let held = inventory.unexpired_reservation(&self.reservation_id, now)?;
+        let held =
+            inventory.unexpired_reservation(&self.reservation_id, self.store_id.as_ref(), now)?;
         Ok(each_line(&held, |_| {
             StockEvent::Reservation(ReservationEvent::ReservationExtended {
                 reservation_id: self.reservation_id.clone(),
@@ -262,7 +283,7 @@ impl Decide for ExtendReservation {
 
 impl Decide for ExpireReservation {
     fn decide(&self, inventory: &Inventory, _now: Timestamp) -> Result<Vec<Decision>, DomainError> {
-        let held = inventory.active_reservation(&self.reservation_id)?;
+        let held = inventory.active_reservation(&self.reservation_id, self.store_id.as_ref())?;
         Ok(each_line(&held, |reservation| {
             StockEvent::Reservation(ReservationEvent::ReservationExpired {
                 reservation_id: self.reservation_id.clone(),
@@ -272,6 +293,37 @@ impl Decide for ExpireReservation {
     }
 
     on_existing_reservation!();
+}
+
+/// Picks the reservation a caller means when its id names reservations in several stores
+/// (ids are unique per store) and no store was given: the one it may see, if there is one and
+/// only one. Otherwise the caller learns of none it may not see: none seen is not found,
+/// several seen must be told apart by `store_id`.
+fn narrow_reservation(
+    reservation_id: &ReservationId,
+    store_id: &mut Option<StoreId>,
+    inventory: &Inventory,
+    sees: &mut dyn FnMut(&StoreId) -> bool,
+) -> Result<(), DomainError> {
+    if store_id.is_some() {
+        return Ok(());
+    }
+    let Some(mut seen) = inventory.reservation_stores_seen(reservation_id, sees) else {
+        return Ok(());
+    };
+    match seen.len() {
+        0 => Err(DomainError::ReservationNotFound {
+            reservation_id: reservation_id.clone(),
+        }),
+        1 => {
+            *store_id = seen.pop();
+            Ok(())
+        }
+        _ => Err(DomainError::ReservationIdAmbiguous {
+            reservation_id: reservation_id.clone(),
+            stores: seen,
+        }),
+    }
 }
 
 /// One decision per line of `held`, each with the event `event` makes of its reservation.

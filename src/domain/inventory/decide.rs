@@ -12,7 +12,7 @@ use crate::dense_map::FastHash;
 use crate::domain::command::Command;
 use crate::domain::error::DomainError;
 use crate::domain::event::{StockAlert, StockEvent};
-use crate::domain::ids::{ReservationId, StreamKey, TransferId};
+use crate::domain::ids::{ReservationId, StoreId, StreamKey, TransferId};
 use crate::domain::item::{ActiveReservation, StockItem, level_after};
 use crate::domain::transfer::{Transfer, TransferStatus};
 use crate::domain::values::{StockLevel, Timestamp};
@@ -115,12 +115,13 @@ impl Inventory {
         Ok(transfer)
     }
 
-    /// An active reservation's entry, or why there is none.
+    /// An active reservation's entry, or why there is none (see [`Inventory::find_entry`]).
     fn active_entry(
         &self,
         reservation_id: &ReservationId,
+        store: Option<&StoreId>,
     ) -> Result<&ReservationEntry, DomainError> {
-        let Some(entry) = self.reservations.get(reservation_id) else {
+        let Some(entry) = self.find_entry(reservation_id, store)? else {
             return Err(DomainError::ReservationNotFound {
                 reservation_id: reservation_id.clone(),
             });
@@ -138,8 +139,9 @@ impl Inventory {
     pub(in crate::domain) fn active_reservation(
         &self,
         reservation_id: &ReservationId,
+        store: Option<&StoreId>,
     ) -> Result<Vec<(&StreamKey, &ActiveReservation)>, DomainError> {
-        let entry = self.active_entry(reservation_id)?;
+        let entry = self.active_entry(reservation_id, store)?;
         Ok(self
             .entry_items(reservation_id, entry)
             .map(|index| {
@@ -160,9 +162,10 @@ impl Inventory {
     pub(in crate::domain) fn unexpired_reservation(
         &self,
         reservation_id: &ReservationId,
+        store: Option<&StoreId>,
         now: Timestamp,
     ) -> Result<Vec<(&StreamKey, &ActiveReservation)>, DomainError> {
-        let held = self.active_reservation(reservation_id)?;
+        let held = self.active_reservation(reservation_id, store)?;
         if held
             .iter()
             .any(|(_, reservation)| reservation.expires_at <= now)

@@ -143,6 +143,7 @@ pub fn commit_reservation(
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let order_id = fields.check("order_id", OrderId::parse(&request.order_id));
+    let store_id = fields.optional_store_id("store_id", &request.store_id);
     let lines = if request.lines.is_empty() {
         Some(None)
     } else {
@@ -151,6 +152,7 @@ pub fn commit_reservation(
     let command = (|| {
         Some(CommitReservation {
             reservation_id: reservation_id?,
+            store_id: store_id?,
             order_id: order_id?,
             lines: lines?,
         })
@@ -188,9 +190,11 @@ pub fn extend_reservation(
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let ttl = fields.ttl("ttl", request.ttl.as_ref());
+    let store_id = fields.optional_store_id("store_id", &request.store_id);
     let command = (|| {
         Some(ExtendReservation {
             reservation_id: reservation_id?,
+            store_id: store_id?,
             ttl: ttl?,
         })
     })();
@@ -509,9 +513,11 @@ pub fn release_reservation(
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
     let reason = fields.reason("reason", &request.reason);
+    let store_id = fields.optional_store_id("store_id", &request.store_id);
     let command = (|| {
         Some(ReleaseReservation {
             reservation_id: reservation_id?,
+            store_id: store_id?,
             reason: reason?,
         })
     })();

@@ -73,11 +73,13 @@ pub fn get_stock(request: &pb::GetStockRequest) -> Result<(StreamKey, LogPositio
 /// `GetReservation`: the reservation id and `min_position`.
 pub fn get_reservation(
     request: &pb::GetReservationRequest,
-) -> Result<(ReservationId, LogPosition), tonic::Status> {
+) -> Result<(ReservationId, Option<StoreId>, LogPosition), tonic::Status> {
     let mut fields = Fields::new();
     let reservation_id = fields.reservation_id("reservation_id", &request.reservation_id);
+    let store_id = fields.optional_store_id("store_id", &request.store_id);
     let min_position = fields.min_position(request.min_position);
-    fields.finish(reservation_id.zip(min_position))
+    let parsed = (|| Some((reservation_id?, store_id?, min_position?)))();
+    fields.finish(parsed)
 }
 
 /// `ListReservations`: the item and `min_position`.

@@ -19,6 +19,7 @@ pub fn stream(product: &str) -> StreamKey {
 }
 
 pub fn apply_all(inventory: &mut Inventory, decisions: &[Decision]) {
+    inventory.begin_command();
     for decision in decisions {
         inventory.evolve(&decision.stream, &decision.event);
     }

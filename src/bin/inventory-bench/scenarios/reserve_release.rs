@@ -154,7 +154,6 @@ fn release(reservation_id: String) -> pb::ReleaseReservationRequest {
     pb::ReleaseReservationRequest {
         reservation_id,
         reason: "bench".to_owned(),
-        command_id: String::new(),
-        expected_version: None,
+        ..Default::default()
     }
 }
