@@ -35,7 +35,7 @@ pub use ids::{
 pub use inventory::{Decision, Inventory, ReservationStatus};
 pub use item::{ActiveReservation, Reservations, SMALL_RESERVATIONS_MAX, StockItem, level_after};
 pub use reservation::{ReservationLineView, ReservationView};
-pub use transfer::{Transfer, TransferLineState, TransferStatus};
+pub use transfer::{Transfer, TransferLineState, TransferStatus, transfer_index, transfer_source};
 pub use values::{
     LogPosition, MAX_ON_HAND, MAX_REASON_LEN, Quantity, QuantityError, Reason, ReasonError,
     StockLevel, StockParts, StockState, StreamVersion, TimeToLive, Timestamp, TtlError,

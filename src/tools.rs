@@ -181,6 +181,18 @@ pub async fn take_snapshot(
     .expect("snapshot task panicked")
 }
 
+/// A destination's transfer event's `data`, with its transfer's source store when the event
+/// records it (events written before transfer ids were per source store do not).
+fn with_source(
+    mut data: serde_json::Value,
+    from_store: &Option<crate::domain::StoreId>,
+) -> serde_json::Value {
+    if let (Some(store), Some(fields)) = (from_store, data.as_object_mut()) {
+        fields.insert("from_store_id".to_owned(), json!(store.as_str()));
+    }
+    data
+}
+
 /// One event as a JSON object: the audit and migration format of `export`, each event kind's
 /// fields named as `export` has always written them (a stored format of its own, which old
 /// exports and `migrate` depend on), by family.
@@ -377,24 +389,36 @@ fn transfer_json(event: &TransferEvent) -> (&'static str, serde_json::Value) {
         TransferEvent::TransferReceived {
             transfer_id,
             quantity,
+            from_store,
         } => (
             "TransferReceived",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+            with_source(
+                json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+                from_store,
+            ),
         ),
         TransferEvent::TransferLost {
             transfer_id,
             quantity,
+            from_store,
         } => (
             "TransferLost",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+            with_source(
+                json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get()}),
+                from_store,
+            ),
         ),
         TransferEvent::TransferCancelled {
             transfer_id,
             quantity,
             reason,
+            from_store,
         } => (
             "TransferCancelled",
-            json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+            with_source(
+                json!({"transfer_id": transfer_id.as_str(), "quantity": quantity.get(), "reason": reason.as_str()}),
+                from_store,
+            ),
         ),
         TransferEvent::TransferReturned {
             transfer_id,

@@ -17,6 +17,7 @@ use crate::domain::state_codec::{Decode, DecodeError, Decoder, Encoder};
 use crate::domain::{
     ActiveReservation, LogPosition, ProductId, RecordedEvent, ReservationEvent, ReservationId,
     StockEvent, StockItem, StockLevel, StoreId, StreamKey, StreamVersion, Transfer, TransferId,
+    transfer_index, transfer_source,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 use crate::telemetry;
@@ -82,7 +83,8 @@ pub struct ReadModel {
     /// with its stores (which tell the events about it from the first one's): few.
     more_reservations: DashMap<ReservationId, LaterReservations, FastHash>,
     /// Every transfer, whole (with the positions of its events): few next to reservations.
-    transfers: DashMap<TransferId, Transfer, FastHash>,
+    /// By id: one per source store that used the id (transfer ids are unique per source store).
+    transfers: DashMap<TransferId, Vec<Transfer>, FastHash>,
     /// Each store's transfers, as source or destination, by id: `ListTransfers`.
     transfers_by_store: DashMap<StoreId, BTreeSet<TransferId>, FastHash>,
     /// The positions of the extensions of reservations that were extended (few are).
@@ -304,9 +306,11 @@ impl ReadModel {
     }
 
     fn apply_to_transfer(&self, transfer_id: &TransferId, event: &RecordedEvent) {
-        let mut transfer = match self.transfers.entry(transfer_id.clone()) {
-            dashmap::Entry::Occupied(occupied) => occupied.into_ref(),
-            dashmap::Entry::Vacant(vacant) => {
+        let source = transfer_source(&event.stream.store_id, &event.event);
+        let mut transfers = self.transfers.entry(transfer_id.clone()).or_default();
+        let index = match transfer_index(&transfers, source) {
+            Some(index) => index,
+            None => {
                 let Some(transfer) = Transfer::start(&event.stream, &event.event) else {
                     // An event of a transfer that never shipped: the command side's fold
                     // refuses such a log; here it changes nothing.
@@ -318,16 +322,19 @@ impl ReadModel {
                         .or_default()
                         .insert(transfer_id.clone());
                 }
-                vacant.insert(transfer)
+                transfers.push(transfer);
+                transfers.len() - 1
             }
         };
-        transfer.evolve(&event.stream, &event.event, Some(event.position));
+        transfers[index].evolve(&event.stream, &event.event, Some(event.position));
     }
 
-    pub fn transfer(&self, transfer_id: &TransferId) -> Option<Transfer> {
+    /// Every transfer shipped with this id: one per source store that used it.
+    pub fn transfers_named(&self, transfer_id: &TransferId) -> Vec<Transfer> {
         self.transfers
             .get(transfer_id)
-            .map(|transfer| transfer.clone())
+            .map(|transfers| transfers.clone())
+            .unwrap_or_default()
     }
 
     /// The transfers of `store_id` (from it or to it) after `after`, by id, that `keep`
@@ -349,7 +356,8 @@ impl ReadModel {
         };
         let mut transfers = ids
             .range::<TransferId, _>((start, Bound::Unbounded))
-            .filter_map(|transfer_id| self.transfer(transfer_id))
+            .flat_map(|transfer_id| self.transfers_named(transfer_id))
+            .filter(|transfer| &transfer.from_store == store_id || &transfer.to_store == store_id)
             .filter(|transfer| keep(transfer));
         let page: Vec<_> = transfers.by_ref().take(limit).collect();
         let more = transfers.next().is_some();
@@ -585,9 +593,11 @@ impl ReadModel {
         let mut transfers: Vec<Transfer> = self
             .transfers
             .iter()
-            .map(|entry| entry.value().clone())
+            .flat_map(|entry| entry.value().clone())
             .collect();
-        transfers.sort_unstable_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
+        transfers.sort_unstable_by(|a, b| {
+            (&a.transfer_id, &a.from_store).cmp(&(&b.transfer_id, &b.from_store))
+        });
         out.len_of(transfers.len());
         for transfer in &transfers {
             out.put(transfer);
@@ -641,7 +651,9 @@ impl ReadModel {
                     .insert(transfer.transfer_id.clone());
             }
             self.transfers
-                .insert(transfer.transfer_id.clone(), transfer);
+                .entry(transfer.transfer_id.clone())
+                .or_default()
+                .push(transfer);
         }
         for (reservation_id, positions) in state.extensions {
             self.extensions.insert(reservation_id, positions);

@@ -42,6 +42,16 @@ pub enum QueryError {
     },
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: TransferId },
+    /// The id names transfers from several stores the caller may see an end of (transfer ids
+    /// are unique per source store), and the query named none of them.
+    #[error(
+        "transfer id {transfer_id} names transfers from several stores ({}): set from_store_id to one of them",
+        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    TransferIdAmbiguous {
+        transfer_id: TransferId,
+        stores: Vec<StoreId>,
+    },
     #[error(
         "the read model had applied position {applied} when the deadline passed, \
          min_position is {min_position}"
@@ -182,20 +192,37 @@ impl Queries {
         Ok(self.answer(stock, read_position))
     }
 
-    /// One transfer, as of the read model's position.
+    /// One transfer, as of the read model's position. Transfer ids are unique per source
+    /// store: of the transfers shipped with this id, the one from `from_store` when it is
+    /// given, or else the only one the caller `sees` an end of.
     pub async fn transfer(
         &self,
         transfer_id: &TransferId,
+        from_store: Option<&StoreId>,
+        sees: &(dyn Fn(&StoreId) -> bool + Sync),
         min_position: LogPosition,
         wait: Duration,
     ) -> Result<Answer<Transfer>, QueryError> {
         let read_position = self.wait_for(min_position, wait).await?;
-        let transfer =
-            self.model
-                .transfer(transfer_id)
-                .ok_or_else(|| QueryError::TransferNotFound {
-                    transfer_id: transfer_id.clone(),
-                })?;
+        let mut seen: Vec<Transfer> = self
+            .model
+            .transfers_named(transfer_id)
+            .into_iter()
+            .filter(|transfer| sees(&transfer.from_store) || sees(&transfer.to_store))
+            .filter(|transfer| from_store.is_none_or(|from| &transfer.from_store == from))
+            .collect();
+        if seen.len() > 1 {
+            return Err(QueryError::TransferIdAmbiguous {
+                transfer_id: transfer_id.clone(),
+                stores: seen
+                    .iter()
+                    .map(|transfer| transfer.from_store.clone())
+                    .collect(),
+            });
+        }
+        let transfer = seen.pop().ok_or_else(|| QueryError::TransferNotFound {
+            transfer_id: transfer_id.clone(),
+        })?;
         Ok(self.answer(transfer, read_position))
     }
 

@@ -33,6 +33,16 @@ pub enum DomainError {
     },
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: TransferId },
+    /// Transfer ids are unique per source store: this one names transfers from several
+    /// stores, each named here by its source (only those the caller may see an end of).
+    #[error(
+        "transfer id {transfer_id} names transfers from several stores ({}): set from_store_id to one of them",
+        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    TransferIdAmbiguous {
+        transfer_id: TransferId,
+        stores: Vec<StoreId>,
+    },
     #[error("transfer {transfer_id} already exists")]
     TransferAlreadyExists { transfer_id: TransferId },
     /// A receipt of no line that does not close the transfer would change nothing.

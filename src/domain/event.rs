@@ -160,22 +160,27 @@ pub enum TransferEvent {
         from_store: StoreId,
         quantity: Quantity,
     },
-    /// Arrived by a transfer: `quantity` moved from `incoming` to on-hand.
+    /// Arrived by a transfer: `quantity` moved from `incoming` to on-hand. `from_store`, the
+    /// transfer's source (ids are unique per source store), is `None` in events written before
+    /// it was recorded, when transfer ids were unique in the whole log.
     TransferReceived {
         transfer_id: TransferId,
         quantity: Quantity,
+        from_store: Option<StoreId>,
     },
     /// Lost in transit: the transfer was closed with `quantity` still missing, which leaves
     /// `incoming`.
     TransferLost {
         transfer_id: TransferId,
         quantity: Quantity,
+        from_store: Option<StoreId>,
     },
     /// The transfer was called back: `quantity` leaves the destination's `incoming`.
     TransferCancelled {
         transfer_id: TransferId,
         quantity: Quantity,
         reason: Reason,
+        from_store: Option<StoreId>,
     },
     /// Back from a cancelled transfer: the source's on-hand grew by `quantity`.
     TransferReturned {

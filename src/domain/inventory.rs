@@ -13,7 +13,7 @@ use super::event::{ReservationEvent, StockEvent};
 use super::ids::{ReservationId, StoreId, StreamKey, TransferId};
 use super::item::StockItem;
 use super::state_codec::{Decode, DecodeError, Decoder, Encode, Encoder};
-use super::transfer::Transfer;
+use super::transfer::{Transfer, transfer_index, transfer_source};
 use super::values::{StockLevel, StreamVersion, Timestamp};
 
 mod decide;
@@ -80,8 +80,9 @@ pub struct Inventory {
     more_items: HashMap<(ReservationId, u32), Box<[u32]>, FastHash>,
     /// Active reservations by expiry time (with their first item, which tells them apart).
     expiry_schedule: BTreeSet<(Timestamp, ReservationId, u32)>,
-    /// Every transfer ever shipped (few next to reservations: kept whole).
-    transfers: HashMap<TransferId, Transfer, FastHash>,
+    /// Every transfer ever shipped (few next to reservations: kept whole), by id: one per
+    /// source store that used the id (transfer ids are unique per source store).
+    transfers: HashMap<TransferId, Vec<Transfer>, FastHash>,
     /// The reservation the command being applied is making (its id and first item): its
     /// later lines join it. Cleared by [`Inventory::begin_command`].
     reserving: Option<(ReservationId, u32)>,
@@ -99,7 +100,7 @@ struct Undo {
     /// Each touched entry of `more_items` as it was before the batch.
     more_items: HashMap<(ReservationId, u32), Option<Box<[u32]>>, FastHash>,
     /// Each touched transfer as it was before the batch.
-    transfers: HashMap<TransferId, Option<Transfer>, FastHash>,
+    transfers: HashMap<TransferId, Option<Vec<Transfer>>, FastHash>,
     /// Changes to the expiry schedule in order, to be undone in reverse.
     schedule: Vec<ScheduleChange>,
     /// How many items there were before the batch: the items it created come after them.
@@ -136,8 +137,50 @@ impl Inventory {
         self.items.len()
     }
 
+    /// The first transfer shipped with this id (the only one, unless source stores that share
+    /// nothing chose the same id).
     pub fn transfer(&self, transfer_id: &TransferId) -> Option<&Transfer> {
-        self.transfers.get(transfer_id)
+        self.transfers.get(transfer_id)?.first()
+    }
+
+    /// The transfer a command names: the one from `from_store`, or without it the only one
+    /// shipped with this id. `Ok(None)` when there is none; an error when the id names
+    /// several and no source was given (each named by its source).
+    pub fn find_transfer(
+        &self,
+        transfer_id: &TransferId,
+        from_store: Option<&StoreId>,
+    ) -> Result<Option<&Transfer>, DomainError> {
+        let Some(transfers) = self.transfers.get(transfer_id) else {
+            return Ok(None);
+        };
+        if from_store.is_none() && transfers.len() > 1 {
+            return Err(DomainError::TransferIdAmbiguous {
+                transfer_id: transfer_id.clone(),
+                stores: transfers
+                    .iter()
+                    .map(|transfer| transfer.from_store.clone())
+                    .collect(),
+            });
+        }
+        Ok(transfer_index(transfers, from_store).map(|index| &transfers[index]))
+    }
+
+    /// The sources of the transfers shipped with this id that `sees` says true for at either
+    /// end, when the id names more than one (`None` when it names at most one).
+    pub fn transfer_sources_seen(
+        &self,
+        transfer_id: &TransferId,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Option<Vec<StoreId>> {
+        let transfers = self.transfers.get(transfer_id)?;
+        (transfers.len() > 1).then(|| {
+            transfers
+                .iter()
+                .filter(|transfer| sees(&transfer.from_store) || sees(&transfer.to_store))
+                .map(|transfer| transfer.from_store.clone())
+                .collect()
+        })
     }
 
     /// The status of the first reservation made with this id (the only one, unless stores
@@ -627,13 +670,22 @@ impl Inventory {
                 self.transfers.get(transfer_id).cloned(),
             );
         }
-        if !self.transfers.contains_key(transfer_id)
-            && let Some(transfer) = Transfer::start(stream, event)
-        {
-            self.transfers.insert(transfer_id.clone(), transfer);
-        }
-        if let Some(transfer) = self.transfers.get_mut(transfer_id) {
-            transfer.evolve(stream, event, None);
+        let source = transfer_source(&stream.store_id, event);
+        let transfers = self.transfers.entry(transfer_id.clone()).or_default();
+        let index = match transfer_index(transfers, source) {
+            Some(index) => Some(index),
+            None => Transfer::start(stream, event).map(|transfer| {
+                transfers.push(transfer);
+                transfers.len() - 1
+            }),
+        };
+        match index {
+            Some(index) => transfers[index].evolve(stream, event, None),
+            // An event of a transfer that never shipped: nothing to keep.
+            None if transfers.is_empty() => {
+                self.transfers.remove(transfer_id);
+            }
+            None => {}
         }
     }
 
@@ -760,8 +812,10 @@ impl Encode for Inventory {
             out.put(reservation_id);
             out.put(first);
         }
-        let mut transfers: Vec<_> = self.transfers.values().collect();
-        transfers.sort_unstable_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
+        let mut transfers: Vec<_> = self.transfers.values().flatten().collect();
+        transfers.sort_unstable_by(|a, b| {
+            (&a.transfer_id, &a.from_store).cmp(&(&b.transfer_id, &b.from_store))
+        });
         out.len_of(transfers.len());
         for transfer in transfers {
             out.put(transfer);
@@ -837,7 +891,9 @@ impl Decode for Inventory {
             let transfer: Transfer = input.get()?;
             inventory
                 .transfers
-                .insert(transfer.transfer_id.clone(), transfer);
+                .entry(transfer.transfer_id.clone())
+                .or_default()
+                .push(transfer);
         }
         Ok(inventory)
     }

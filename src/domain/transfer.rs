@@ -65,6 +65,37 @@ pub struct Transfer {
     pub positions: Vec<LogPosition>,
 }
 
+/// The source store of the transfer an event on an item of `store` is about, when the event
+/// tells: the item's own store for the source's events, the recorded source for the
+/// destination's (`None` in events written before it was recorded, when transfer ids were
+/// unique in the whole log). Transfer ids are unique per source store.
+pub fn transfer_source<'a>(store: &'a StoreId, event: &'a StockEvent) -> Option<&'a StoreId> {
+    match event {
+        StockEvent::Transfer(TransferEvent::TransferShipped { .. })
+        | StockEvent::Transfer(TransferEvent::TransferReturned { .. }) => Some(store),
+        StockEvent::Transfer(TransferEvent::TransferIncoming { from_store, .. }) => {
+            Some(from_store)
+        }
+        StockEvent::Transfer(TransferEvent::TransferReceived { from_store, .. })
+        | StockEvent::Transfer(TransferEvent::TransferLost { from_store, .. })
+        | StockEvent::Transfer(TransferEvent::TransferCancelled { from_store, .. }) => {
+            from_store.as_ref()
+        }
+        _ => None,
+    }
+}
+
+/// Of the transfers made with one id (one per source store), the one an event is about: the
+/// one from `source`, or the only one when the event does not say.
+pub fn transfer_index(transfers: &[Transfer], source: Option<&StoreId>) -> Option<usize> {
+    match source {
+        Some(source) => transfers
+            .iter()
+            .position(|transfer| &transfer.from_store == source),
+        None => (transfers.len() == 1).then_some(0),
+    }
+}
+
 impl Transfer {
     /// The transfer its first event (a `TransferShipped` on the source's item) starts.
     pub fn start(stream: &StreamKey, event: &StockEvent) -> Option<Transfer> {

@@ -371,16 +371,23 @@ impl pb::query_service_server::QueryService for QueryApi {
         &self,
         request: Request<pb::GetTransferRequest>,
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
-        let (transfer_id, min_position) = convert::get_transfer(request.get_ref())?;
-        let answer = self
-            .queries
-            .transfer(&transfer_id, min_position, wait(&request))
-            .await
-            .map_err(|error| query_error(&error))?;
+        let (transfer_id, from_store, min_position) = convert::get_transfer(request.get_ref())?;
         // A transfer is both stores' business: either may see it. A caller that sees neither
         // is told what an unknown id is told.
-        let transfer = &answer.value;
         let scope = scope(&request)?;
+        let sees = |store: &crate::domain::StoreId| scope.allows(store);
+        let answer = self
+            .queries
+            .transfer(
+                &transfer_id,
+                from_store.as_ref(),
+                &sees,
+                min_position,
+                wait(&request),
+            )
+            .await
+            .map_err(|error| query_error(&error))?;
+        let transfer = &answer.value;
         if !scope.allows(&transfer.from_store) && !scope.allows(&transfer.to_store) {
             return Err(query_error(&QueryError::TransferNotFound { transfer_id }));
         }

@@ -110,6 +110,9 @@ pub fn domain_error(error: &DomainError, lines: Lines) -> Status {
         DomainError::ReservationIdAmbiguous { .. } => {
             invalid_argument(&[FieldViolation::new("store_id", message)])
         }
+        DomainError::TransferIdAmbiguous { .. } => {
+            invalid_argument(&[FieldViolation::new("from_store_id", message)])
+        }
         DomainError::ReservationAlreadyExists { reservation_id } => error_info(
             Code::AlreadyExists,
             message,
@@ -508,6 +511,9 @@ pub fn query_error(error: &QueryError) -> Status {
         ),
         QueryError::ReservationIdAmbiguous { .. } => {
             invalid_argument(&[FieldViolation::new("store_id", error.to_string())])
+        }
+        QueryError::TransferIdAmbiguous { .. } => {
+            invalid_argument(&[FieldViolation::new("from_store_id", error.to_string())])
         }
         QueryError::ReservationNotFound { reservation_id } => error_info(
             Code::NotFound,

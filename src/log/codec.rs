@@ -283,20 +283,34 @@ fn transfer_fields(event: &TransferEvent) -> (u32, [Field<'_>; 4]) {
         TransferEvent::TransferReceived {
             transfer_id,
             quantity,
+            from_store,
         }
         | TransferEvent::TransferLost {
             transfer_id,
             quantity,
-        }
-        | TransferEvent::TransferReturned {
-            transfer_id,
-            quantity,
+            from_store,
         } => (
             match event {
                 TransferEvent::TransferReceived { .. } => 37,
-                TransferEvent::TransferLost { .. } => 38,
-                _ => 40,
+                _ => 38,
             },
+            [
+                Field::Text(1, transfer_id.as_str()),
+                Field::Signed(2, quantity.get() as i64),
+                Field::Text(
+                    3,
+                    from_store
+                        .as_ref()
+                        .map_or("", crate::domain::StoreId::as_str),
+                ),
+                Field::Absent,
+            ],
+        ),
+        TransferEvent::TransferReturned {
+            transfer_id,
+            quantity,
+        } => (
+            40,
             [
                 Field::Text(1, transfer_id.as_str()),
                 Field::Signed(2, quantity.get() as i64),
@@ -308,13 +322,19 @@ fn transfer_fields(event: &TransferEvent) -> (u32, [Field<'_>; 4]) {
             transfer_id,
             quantity,
             reason,
+            from_store,
         } => (
             39,
             [
                 Field::Text(1, transfer_id.as_str()),
                 Field::Signed(2, quantity.get() as i64),
                 Field::Text(3, reason.as_str()),
-                Field::Absent,
+                Field::Text(
+                    4,
+                    from_store
+                        .as_ref()
+                        .map_or("", crate::domain::StoreId::as_str),
+                ),
             ],
         ),
     }
@@ -720,25 +740,40 @@ fn transfer_to_pb(event: &TransferEvent) -> pb::inventory_event::Kind {
         TransferEvent::TransferReceived {
             transfer_id,
             quantity,
+            from_store,
         } => Kind::TransferReceived(pb::TransferReceived {
             transfer_id: transfer_id.to_string(),
             quantity: quantity.get() as i64,
+            from_store_id: from_store
+                .as_ref()
+                .map(crate::domain::StoreId::to_string)
+                .unwrap_or_default(),
         }),
         TransferEvent::TransferLost {
             transfer_id,
             quantity,
+            from_store,
         } => Kind::TransferLost(pb::TransferLost {
             transfer_id: transfer_id.to_string(),
             quantity: quantity.get() as i64,
+            from_store_id: from_store
+                .as_ref()
+                .map(crate::domain::StoreId::to_string)
+                .unwrap_or_default(),
         }),
         TransferEvent::TransferCancelled {
             transfer_id,
             quantity,
             reason,
+            from_store,
         } => Kind::TransferCancelled(pb::TransferCancelled {
             transfer_id: transfer_id.to_string(),
             quantity: quantity.get() as i64,
             reason: reason.as_str().to_owned(),
+            from_store_id: from_store
+                .as_ref()
+                .map(crate::domain::StoreId::to_string)
+                .unwrap_or_default(),
         }),
         TransferEvent::TransferReturned {
             transfer_id,

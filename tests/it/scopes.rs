@@ -585,3 +585,126 @@ async fn two_stores_may_use_the_same_reservation_id() {
     assert_eq!(server.stock(&admin, "p1", "store-b").await, (40, 0));
     server.stop().await;
 }
+
+/// Transfer ids are unique per source store (finding 4): store-a and store-c may each ship a
+/// transfer `move-1`, even to the same destination; each source cancels or reads its own, and
+/// the destination, which sees both, names the source it means.
+#[tokio::test]
+async fn two_sources_may_use_the_same_transfer_id() {
+    let admin = credential("admin", Role::Admin, &[], None);
+    let ops_a = credential("ops-a", Role::Operator, &["store-a"], None);
+    let ops_b = credential("ops-b", Role::Operator, &["store-b"], None);
+    let ops_c = credential("ops-c", Role::Operator, &["store-c"], None);
+    let server = Server::start_tls(&[&admin, &ops_a, &ops_b, &ops_c]).await;
+    stocked(&server, &admin).await;
+    for product in ["p1", "p2"] {
+        server
+            .commands()
+            .add_stock(as_(&admin.token, add_stock(product, "store-c", 20)))
+            .await
+            .unwrap();
+    }
+    let named = |from: &str, to: &str, product: &str| {
+        let mut request = ship(from, to, &[product]);
+        request.transfer_id = "move-1".to_owned();
+        request
+    };
+    server
+        .commands()
+        .ship_transfer(as_(&ops_a.token, named("store-a", "store-b", "p1")))
+        .await
+        .unwrap();
+    server
+        .commands()
+        .ship_transfer(as_(&ops_c.token, named("store-c", "store-b", "p2")))
+        .await
+        .expect("another source may use the same transfer id");
+    let status = server
+        .commands()
+        .ship_transfer(as_(&ops_a.token, named("store-a", "store-c", "p2")))
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::AlreadyExists, "TRANSFER_EXISTS");
+    assert!(!status.message().contains("store-"), "{status:?}");
+
+    let get = |from: &str| pb::GetTransferRequest {
+        transfer_id: "move-1".to_owned(),
+        from_store_id: from.to_owned(),
+        ..Default::default()
+    };
+    let source_of = |found: pb::GetTransferResponse| found.transfer.unwrap().from_store_id;
+    let found = server
+        .queries()
+        .get_transfer(as_(&ops_c.token, get("")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(source_of(found), "store-c");
+    // Store-b receives from both: it names the source, or is told to.
+    let status = server
+        .queries()
+        .get_transfer(as_(&ops_b.token, get("")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::bad_fields(&status),
+        ["from_store_id"],
+        "{status:?}"
+    );
+    assert!(status.message().contains("store-a, store-c"), "{status:?}");
+    let receive = |from: &str| pb::ReceiveTransferRequest {
+        transfer_id: "move-1".to_owned(),
+        from_store_id: from.to_owned(),
+        lines: vec![pb::TransferLine {
+            product_id: "p2".to_owned(),
+            quantity: 2,
+        }],
+        ..Default::default()
+    };
+    let status = server
+        .commands()
+        .receive_transfer(as_(&ops_b.token, receive("")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::bad_fields(&status),
+        ["from_store_id"],
+        "{status:?}"
+    );
+    server
+        .commands()
+        .receive_transfer(as_(&ops_b.token, receive("store-c")))
+        .await
+        .unwrap();
+    // Store-a cancels its own, still in transit; store-c's was received.
+    let cancel = pb::CancelTransferRequest {
+        transfer_id: "move-1".to_owned(),
+        reason: "wrong truck".to_owned(),
+        ..Default::default()
+    };
+    server
+        .commands()
+        .cancel_transfer(as_(&ops_a.token, cancel))
+        .await
+        .unwrap();
+    let status_of = |found: pb::GetTransferResponse| found.transfer.unwrap().status;
+    let a = server
+        .queries()
+        .get_transfer(as_(&admin.token, get("store-a")))
+        .await
+        .unwrap()
+        .into_inner();
+    let c = server
+        .queries()
+        .get_transfer(as_(&admin.token, get("store-c")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status_of(a), pb::TransferStatus::Cancelled as i32);
+    assert_eq!(status_of(c), pb::TransferStatus::Received as i32);
+    // p1 went back to store-a; p2 (2 units) arrived in store-b from store-c.
+    assert_eq!(server.stock(&admin, "p1", "store-a").await, (10, 0));
+    assert_eq!(server.stock(&admin, "p2", "store-b").await, (47, 0));
+    assert_eq!(server.stock(&admin, "p2", "store-c").await, (18, 0));
+    server.stop().await;
+}

@@ -879,6 +879,7 @@ proptest! {
                     }
                     let command = Command::ReceiveTransfer(ReceiveTransfer {
                         transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
+                        from_store: None,
                         lines: transfer_lines(transfer.item, units),
                         close,
                     });
@@ -900,6 +901,7 @@ proptest! {
                     }
                     let command = Command::CancelTransfer(CancelTransfer {
                         transfer_id: TransferId::parse(&format!("t{at}")).unwrap(),
+                        from_store: None,
                         reason: Reason::default(),
                     });
                     (command, ok.then(|| vec![(transfer.item + 2, destination), (transfer.item, source)]))
@@ -1113,6 +1115,7 @@ mod transfers {
     fn receive(transfer: &str, arrived: &[(&str, u64)], close: bool) -> Command {
         Command::ReceiveTransfer(ReceiveTransfer {
             transfer_id: id(transfer),
+            from_store: None,
             lines: lines(arrived),
             close,
         })
@@ -1121,6 +1124,7 @@ mod transfers {
     fn cancel(transfer: &str) -> Command {
         Command::CancelTransfer(CancelTransfer {
             transfer_id: id(transfer),
+            from_store: None,
             reason: Reason::default(),
         })
     }
@@ -1216,10 +1220,12 @@ mod transfers {
                 StockEvent::Transfer(TransferEvent::TransferReceived {
                     transfer_id: id("t1"),
                     quantity: quantity(3),
+                    from_store: Some(StoreId::parse("store-1").unwrap()),
                 }),
                 StockEvent::Transfer(TransferEvent::TransferLost {
                     transfer_id: id("t1"),
                     quantity: quantity(1),
+                    from_store: Some(StoreId::parse("store-1").unwrap()),
                 }),
                 // After the item's last event of the command: it had an event before (the
                 // incoming goods), so its first units for sale are "back".
@@ -1227,6 +1233,7 @@ mod transfers {
                 StockEvent::Transfer(TransferEvent::TransferLost {
                     transfer_id: id("t1"),
                     quantity: quantity(2),
+                    from_store: Some(StoreId::parse("store-1").unwrap()),
                 }),
             ]
         );

@@ -69,6 +69,7 @@ async fn transfer(queries: &mut Queries, transfer_id: &str, position: u64) -> pb
         .get_transfer(pb::GetTransferRequest {
             transfer_id: transfer_id.to_owned(),
             min_position: Some(position),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -351,6 +352,7 @@ async fn bad_transfer_commands_are_refused_naming_the_field_and_store_nothing() 
         .get_transfer(pb::GetTransferRequest {
             transfer_id: "t-9".to_owned(),
             min_position: Some(head),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -126,9 +126,11 @@ pub(super) fn fingerprint(
         }
         Command::ReceiveTransfer(ReceiveTransfer {
             transfer_id,
+            from_store,
             lines,
             close,
         }) => {
+            store_hint(&mut hasher, from_store);
             hasher.text("ReceiveTransfer");
             hasher.text(transfer_id.as_str());
             hasher.number(u64::from(*close));
@@ -140,8 +142,10 @@ pub(super) fn fingerprint(
         }
         Command::CancelTransfer(CancelTransfer {
             transfer_id,
+            from_store,
             reason,
         }) => {
+            store_hint(&mut hasher, from_store);
             hasher.text("CancelTransfer");
             hasher.text(transfer_id.as_str());
             hasher.text(reason.as_str());
@@ -278,7 +282,7 @@ pub(super) fn fingerprint(
     hasher.finish()
 }
 
-/// The store a command on a reservation names, when it names one: hashed first, and only then,
+/// The store a command on a reservation or a transfer names, when it names one: hashed first, and only then,
 /// so that a request without one hashes as it did before requests could name one.
 fn store_hint(hasher: &mut Fnv64, store_id: &Option<StoreId>) {
     if let Some(store_id) = store_id {

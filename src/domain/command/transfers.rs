@@ -9,7 +9,7 @@ use crate::domain::error::{DomainError, LineRule, LineViolation};
 use crate::domain::event::{StockEvent, TransferEvent};
 use crate::domain::ids::{ProductId, StoreId, StreamKey, TransferId};
 use crate::domain::inventory::{Decision, Inventory};
-use crate::domain::transfer::TransferStatus;
+use crate::domain::transfer::{Transfer, TransferStatus};
 use crate::domain::values::{MAX_ON_HAND, Quantity, Reason, Timestamp};
 
 /// Goods leave `from_store` for `to_store`: each line's quantity leaves the source's on-hand
@@ -29,6 +29,9 @@ pub struct ShipTransfer {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ReceiveTransfer {
     pub transfer_id: TransferId,
+    /// The transfer's source store: needed only when the id names transfers from several
+    /// stores (ids are unique per source store). See [`Decide::narrow`].
+    pub from_store: Option<StoreId>,
     pub lines: Vec<TransferLine>,
     pub close: bool,
 }
@@ -37,6 +40,8 @@ pub struct ReceiveTransfer {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct CancelTransfer {
     pub transfer_id: TransferId,
+    /// As [`ReceiveTransfer::from_store`].
+    pub from_store: Option<StoreId>,
     pub reason: Reason,
 }
 
@@ -51,7 +56,10 @@ impl Decide for ShipTransfer {
     /// Per line: the source's `TransferShipped` (from its unreserved good units, never what is
     /// reserved) and the destination's `TransferIncoming`. All or nothing.
     fn decide(&self, inventory: &Inventory, _now: Timestamp) -> Result<Vec<Decision>, DomainError> {
-        if inventory.transfer(&self.transfer_id).is_some() {
+        if inventory
+            .find_transfer(&self.transfer_id, Some(&self.from_store))?
+            .is_some()
+        {
             return Err(DomainError::TransferAlreadyExists {
                 transfer_id: self.transfer_id.clone(),
             });
@@ -140,7 +148,8 @@ impl Decide for ReceiveTransfer {
     /// Over 70 lines: the checks of each line, then the losses of a close, read best whole.
     fn decide(&self, inventory: &Inventory, _now: Timestamp) -> Result<Vec<Decision>, DomainError> {
         let transfer_id = &self.transfer_id;
-        let transfer = inventory.open_transfer(transfer_id)?;
+        let transfer = inventory.open_transfer(transfer_id, self.from_store.as_ref())?;
+        let source = Some(transfer.from_store.clone());
         if self.lines.is_empty() && !self.close {
             return Err(DomainError::NothingReceived {
                 transfer_id: transfer_id.clone(),
@@ -184,6 +193,7 @@ impl Decide for ReceiveTransfer {
                 event: StockEvent::Transfer(TransferEvent::TransferReceived {
                     transfer_id: transfer_id.clone(),
                     quantity: arrived.quantity,
+                    from_store: source.clone(),
                 }),
             });
         }
@@ -198,6 +208,7 @@ impl Decide for ReceiveTransfer {
                         event: StockEvent::Transfer(TransferEvent::TransferLost {
                             transfer_id: transfer_id.clone(),
                             quantity,
+                            from_store: source.clone(),
                         }),
                     });
                 }
@@ -211,7 +222,7 @@ impl Decide for ReceiveTransfer {
         inventory: &'a Inventory,
         refused: &mut dyn FnMut(&StoreId) -> bool,
     ) -> Option<&'a StoreId> {
-        let transfer = inventory.transfer(&self.transfer_id)?;
+        let transfer = self.named(inventory)?;
         refused(&transfer.to_store).then_some(&transfer.to_store)
     }
 
@@ -221,8 +232,8 @@ impl Decide for ReceiveTransfer {
 
     fn item_bound(&self, inventory: &Inventory) -> usize {
         self.lines.len()
-            + inventory
-                .transfer(&self.transfer_id)
+            + self
+                .named(inventory)
                 .map_or(0, |transfer| transfer.lines.len())
     }
 
@@ -231,14 +242,22 @@ impl Decide for ReceiveTransfer {
         inventory: &Inventory,
         sees: &mut dyn FnMut(&StoreId) -> bool,
     ) -> Option<DomainError> {
-        unseen_transfer(&self.transfer_id, inventory, sees)
+        unseen_transfer(self.named(inventory), &self.transfer_id, sees)
+    }
+
+    fn narrow(
+        &mut self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Result<(), DomainError> {
+        narrow_transfer(&self.transfer_id, &mut self.from_store, inventory, sees)
     }
 }
 
 impl Decide for CancelTransfer {
     fn decide(&self, inventory: &Inventory, _now: Timestamp) -> Result<Vec<Decision>, DomainError> {
         let transfer_id = &self.transfer_id;
-        let transfer = inventory.open_transfer(transfer_id)?;
+        let transfer = inventory.open_transfer(transfer_id, self.from_store.as_ref())?;
         if transfer.status != TransferStatus::InTransit {
             return Err(DomainError::TransferNotOpen {
                 transfer_id: transfer_id.clone(),
@@ -256,6 +275,7 @@ impl Decide for CancelTransfer {
                     transfer_id: transfer_id.clone(),
                     quantity,
                     reason: self.reason.clone(),
+                    from_store: Some(transfer.from_store.clone()),
                 }),
             });
             decisions.push(Decision {
@@ -274,13 +294,13 @@ impl Decide for CancelTransfer {
         inventory: &'a Inventory,
         refused: &mut dyn FnMut(&StoreId) -> bool,
     ) -> Option<&'a StoreId> {
-        let transfer = inventory.transfer(&self.transfer_id)?;
+        let transfer = self.named(inventory)?;
         refused(&transfer.from_store).then_some(&transfer.from_store)
     }
 
     fn item_bound(&self, inventory: &Inventory) -> usize {
-        2 * inventory
-            .transfer(&self.transfer_id)
+        2 * self
+            .named(inventory)
             .map_or(1, |transfer| transfer.lines.len())
     }
 
@@ -289,17 +309,76 @@ impl Decide for CancelTransfer {
         inventory: &Inventory,
         sees: &mut dyn FnMut(&StoreId) -> bool,
     ) -> Option<DomainError> {
-        unseen_transfer(&self.transfer_id, inventory, sees)
+        unseen_transfer(self.named(inventory), &self.transfer_id, sees)
+    }
+
+    fn narrow(
+        &mut self,
+        inventory: &Inventory,
+        sees: &mut dyn FnMut(&StoreId) -> bool,
+    ) -> Result<(), DomainError> {
+        narrow_transfer(&self.transfer_id, &mut self.from_store, inventory, sees)
+    }
+}
+
+impl ReceiveTransfer {
+    /// The transfer the command names, if it names one.
+    fn named<'a>(&self, inventory: &'a Inventory) -> Option<&'a Transfer> {
+        inventory
+            .find_transfer(&self.transfer_id, self.from_store.as_ref())
+            .ok()
+            .flatten()
+    }
+}
+
+impl CancelTransfer {
+    /// The transfer the command names, if it names one.
+    fn named<'a>(&self, inventory: &'a Inventory) -> Option<&'a Transfer> {
+        inventory
+            .find_transfer(&self.transfer_id, self.from_store.as_ref())
+            .ok()
+            .flatten()
+    }
+}
+
+/// Picks the transfer a caller means when its id names transfers from several stores and no
+/// source was given: the one it may see an end of, if there is one and only one. Otherwise
+/// the caller learns of none it may not see: none seen is not found, several seen must be
+/// told apart by `from_store_id`.
+fn narrow_transfer(
+    transfer_id: &TransferId,
+    from_store: &mut Option<StoreId>,
+    inventory: &Inventory,
+    sees: &mut dyn FnMut(&StoreId) -> bool,
+) -> Result<(), DomainError> {
+    if from_store.is_some() {
+        return Ok(());
+    }
+    let Some(mut seen) = inventory.transfer_sources_seen(transfer_id, sees) else {
+        return Ok(());
+    };
+    match seen.len() {
+        0 => Err(DomainError::TransferNotFound {
+            transfer_id: transfer_id.clone(),
+        }),
+        1 => {
+            *from_store = seen.pop();
+            Ok(())
+        }
+        _ => Err(DomainError::TransferIdAmbiguous {
+            transfer_id: transfer_id.clone(),
+            stores: seen,
+        }),
     }
 }
 
 /// A transfer is both stores' business: unseen only by a caller that sees neither.
 fn unseen_transfer(
+    transfer: Option<&Transfer>,
     transfer_id: &TransferId,
-    inventory: &Inventory,
     sees: &mut dyn FnMut(&StoreId) -> bool,
 ) -> Option<DomainError> {
-    let transfer = inventory.transfer(transfer_id)?;
+    let transfer = transfer?;
     (!sees(&transfer.from_store) && !sees(&transfer.to_store)).then(|| {
         DomainError::TransferNotFound {
             transfer_id: transfer_id.clone(),

@@ -97,8 +97,9 @@ impl Inventory {
     pub(in crate::domain) fn open_transfer(
         &self,
         transfer_id: &TransferId,
+        from_store: Option<&StoreId>,
     ) -> Result<&Transfer, DomainError> {
-        let Some(transfer) = self.transfers.get(transfer_id) else {
+        let Some(transfer) = self.find_transfer(transfer_id, from_store)? else {
             return Err(DomainError::TransferNotFound {
                 transfer_id: transfer_id.clone(),
             });

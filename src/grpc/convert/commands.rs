@@ -327,9 +327,11 @@ pub fn receive_transfer(
     let mut fields = Fields::new();
     let transfer_id = transfer_id(&mut fields, &request.transfer_id);
     let lines = transfer_lines(&mut fields, &request.lines, !request.close);
+    let from_store = fields.optional_store_id("from_store_id", &request.from_store_id);
     let command = (|| {
         Some(ReceiveTransfer {
             transfer_id: transfer_id?,
+            from_store: from_store?,
             lines: lines?,
             close: request.close,
         })
@@ -343,9 +345,11 @@ pub fn cancel_transfer(
     let mut fields = Fields::new();
     let transfer_id = transfer_id(&mut fields, &request.transfer_id);
     let reason = fields.reason("reason", &request.reason);
+    let from_store = fields.optional_store_id("from_store_id", &request.from_store_id);
     let command = (|| {
         Some(CancelTransfer {
             transfer_id: transfer_id?,
+            from_store: from_store?,
             reason: reason?,
         })
     })();

@@ -16,11 +16,12 @@ use super::commands::transfer_id;
 
 pub fn get_transfer(
     request: &pb::GetTransferRequest,
-) -> Result<(TransferId, LogPosition), tonic::Status> {
+) -> Result<(TransferId, Option<StoreId>, LogPosition), tonic::Status> {
     let mut fields = Fields::new();
     let transfer_id = transfer_id(&mut fields, &request.transfer_id);
+    let from_store = fields.optional_store_id("from_store_id", &request.from_store_id);
     let min_position = fields.min_position(request.min_position);
-    let query = (|| Some((transfer_id?, min_position?)))();
+    let query = (|| Some((transfer_id?, from_store?, min_position?)))();
     fields.finish(query)
 }
 

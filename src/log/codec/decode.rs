@@ -34,6 +34,17 @@ fn stored_timestamp(
         .ok_or_else(|| invalid(field, "missing or out of range"))
 }
 
+/// A transfer's source store on a destination's event: empty in events written before it was
+/// recorded.
+fn stored_source(field: &'static str, value: &str) -> Result<Option<StoreId>, EventDecodeError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    StoreId::parse(value)
+        .map(Some)
+        .map_err(|error| invalid(field, error))
+}
+
 fn stored_transfer_id(field: &'static str, value: &str) -> Result<TransferId, EventDecodeError> {
     TransferId::parse(value).map_err(|error| invalid(field, error))
 }
@@ -356,6 +367,7 @@ mod transfers {
                 &received.transfer_id,
             )?,
             quantity: stored_quantity("transfer_received.quantity", received.quantity)?,
+            from_store: stored_source("transfer_received.from_store_id", &received.from_store_id)?,
         })
     }
 
@@ -363,6 +375,7 @@ mod transfers {
         Ok(TransferEvent::TransferLost {
             transfer_id: stored_transfer_id("transfer_lost.transfer_id", &lost.transfer_id)?,
             quantity: stored_quantity("transfer_lost.quantity", lost.quantity)?,
+            from_store: stored_source("transfer_lost.from_store_id", &lost.from_store_id)?,
         })
     }
 
@@ -374,6 +387,10 @@ mod transfers {
             )?,
             quantity: stored_quantity("transfer_cancelled.quantity", cancelled.quantity)?,
             reason: stored_reason("transfer_cancelled.reason", &cancelled.reason)?,
+            from_store: stored_source(
+                "transfer_cancelled.from_store_id",
+                &cancelled.from_store_id,
+            )?,
         })
     }
 

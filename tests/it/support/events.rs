@@ -105,15 +105,19 @@ pub fn any_event() -> impl Strategy<Value = RecordedEvent> {
                     17 => StockEvent::Transfer(TransferEvent::TransferReceived {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
+                        from_store: Some(StoreId::parse(&order).unwrap()),
                     }),
+                    // Also as written before the source was recorded.
                     18 => StockEvent::Transfer(TransferEvent::TransferLost {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
+                        from_store: None,
                     }),
                     19 => StockEvent::Transfer(TransferEvent::TransferCancelled {
                         transfer_id: TransferId::parse(&customer).unwrap(),
                         quantity,
                         reason,
+                        from_store: Some(StoreId::parse(&order).unwrap()),
                     }),
                     20 => StockEvent::Transfer(TransferEvent::TransferReturned {
                         transfer_id: TransferId::parse(&customer).unwrap(),
