@@ -19,8 +19,8 @@ use super::shutdown::Shutdown;
 use crate::domain::{EventKind, LogPosition, ProductId, RecordedEvent, StoreId};
 use crate::log::{EventLog, LogError};
 
-/// How many items may wait between a subscription's reader task and its consumer: with the
-/// read batch, what a stalled consumer can make the server hold.
+/// How many items may wait between a subscription's reader task and its consumer: what a
+/// stalled consumer can make the server hold (a read takes no more than the room left).
 pub const SUBSCRIPTION_BUFFER: usize = 256;
 
 /// A consumer that takes nothing for this long while items wait for it is cut off: its reader
@@ -160,7 +160,10 @@ async fn run(
         let head_now = *head.borrow_and_update();
         if position < head_now {
             metrics.read(head_now, position);
-            let events = match log.read_all(position, SUBSCRIPTION_READ_BATCH).await {
+            // No more than the consumer has room for: a consumer that stopped taking makes the
+            // server hold its buffer's items, not a whole read batch besides.
+            let room = sender.capacity().clamp(1, SUBSCRIPTION_READ_BATCH);
+            let events = match log.read_all(position, room).await {
                 Ok(events) => events,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;
