@@ -625,7 +625,7 @@ fn write_replay(out: &mut String, replay: &ReplayResult) {
 }
 
 /// The rows of the replay and memory table: what, and its value.
-fn replay_rows(replay: &ReplayResult) -> [(&'static str, String); 13] {
+fn replay_rows(replay: &ReplayResult) -> [(&'static str, String); 15] {
     [
         ("events in the replayed log", replay.log.events.to_string()),
         (
@@ -655,6 +655,18 @@ fn replay_rows(replay: &ReplayResult) -> [(&'static str, String); 13] {
         (
             "RSS after replay",
             format!("{:.1} MiB", mebibytes(replay.log.rss_after_replay_bytes)),
+        ),
+        (
+            "`inventory snapshot` of that log (open, fold, write)",
+            format!("{:.2} s", replay.log.snapshot_taken_in.as_secs_f64()),
+        ),
+        (
+            "spawn → first answer, from that snapshot at the head",
+            format!(
+                "{:.3} s (RSS {:.1} MiB)",
+                replay.log.from_snapshot_ready_after.as_secs_f64(),
+                mebibytes(replay.log.rss_after_snapshot_start_bytes)
+            ),
         ),
         (
             "RSS, empty log",

@@ -127,6 +127,9 @@ fn replay() -> ReplayResult {
             listening_after: Duration::from_millis(20),
             ready_after: Duration::from_millis(800),
             rss_after_replay_bytes: 50 << 20,
+            snapshot_taken_in: Duration::from_millis(900),
+            from_snapshot_ready_after: Duration::from_millis(100),
+            rss_after_snapshot_start_bytes: 50 << 20,
         },
         memory: MemoryFigures {
             items: 100,

@@ -32,6 +32,11 @@ pub struct LogReplay {
     pub listening_after: Duration,
     pub ready_after: Duration,
     pub rss_after_replay_bytes: u64,
+    /// `inventory snapshot` on that log: open it, fold it, write the snapshot.
+    pub snapshot_taken_in: Duration,
+    /// A start from that snapshot at the head (the issue's `replay` figure).
+    pub from_snapshot_ready_after: Duration,
+    pub rss_after_snapshot_start_bytes: u64,
 }
 
 /// Part two: an empty server, then `items` distinct items, then one active reservation on
@@ -89,6 +94,9 @@ impl ReplayResult {
             "ready_after_seconds": log.ready_after.as_secs_f64(),
             "events_per_second": self.events_per_second(),
             "rss_after_replay_bytes": log.rss_after_replay_bytes,
+            "snapshot_taken_seconds": log.snapshot_taken_in.as_secs_f64(),
+            "from_snapshot_ready_after_seconds": log.from_snapshot_ready_after.as_secs_f64(),
+            "rss_after_snapshot_start_bytes": log.rss_after_snapshot_start_bytes,
             "items": memory.items,
             "empty_ready_after_seconds": memory.empty_ready_after.as_secs_f64(),
             "replay_only_events_per_second": self.replay_only_events_per_second(),
@@ -104,9 +112,20 @@ impl ReplayResult {
     }
 }
 
-/// Starts a server on `data_dir`; returns it once it answers, with its start-up time.
+/// Starts a server on `data_dir`, loading no snapshot and writing none (a replay of the whole
+/// log, whatever the server wrote before); returns it once it answers, with its start-up time.
 async fn start(binary: &Path, data_dir: &DataDir) -> Result<(ServerProcess, Duration), BenchError> {
-    let server = ServerProcess::spawn(binary, &data_dir.path).await?;
+    start_with(binary, data_dir, &["--snapshot-keep", "0"]).await
+}
+
+async fn start_with(
+    binary: &Path,
+    data_dir: &DataDir,
+    arguments: &[&str],
+) -> Result<(ServerProcess, Duration), BenchError> {
+    let arguments: Vec<&std::ffi::OsStr> =
+        arguments.iter().map(|argument| argument.as_ref()).collect();
+    let server = ServerProcess::spawn_with(binary, &data_dir.path, &arguments).await?;
     let ready_after = server.wait_ready().await?;
     Ok((server, ready_after))
 }
@@ -119,6 +138,24 @@ async fn restart(
 ) -> Result<(ServerProcess, Duration), BenchError> {
     server.stop()?;
     start(binary, data_dir).await
+}
+
+/// Takes a snapshot of the log in `data_dir` at its head with `inventory snapshot`.
+fn take_snapshot(binary: &Path, data_dir: &DataDir) -> Result<Duration, BenchError> {
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(binary)
+        .arg("snapshot")
+        .arg("--log")
+        .arg(&data_dir.path)
+        .output()
+        .map_err(BenchError::io("running inventory snapshot"))?;
+    if !output.status.success() {
+        return Err(BenchError::Server(format!(
+            "binary's `inventory snapshot` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(started.elapsed())
 }
 
 pub async fn run(config: &BenchConfig, binary: &Path) -> Result<ReplayResult, BenchError> {
@@ -160,11 +197,20 @@ async fn time_replay(config: &BenchConfig, binary: &Path) -> Result<LogReplay, B
     let listening_after = server.listening_after;
     let rss_after_replay_bytes = machine::resident_bytes(server.pid())?;
     server.stop()?;
-    drop(data_dir);
     eprintln!(
         "  replayed {events} events in {:.2} s ({:.0} events/s)",
         ready_after.as_secs_f64(),
         events as f64 / ready_after.as_secs_f64()
+    );
+    let snapshot_taken_in = take_snapshot(binary, &data_dir)?;
+    let (server, from_snapshot_ready_after) = start_with(binary, &data_dir, &[]).await?;
+    let rss_after_snapshot_start_bytes = machine::resident_bytes(server.pid())?;
+    server.stop()?;
+    drop(data_dir);
+    eprintln!(
+        "  snapshot taken in {:.2} s; a start from it took {:.2} s",
+        snapshot_taken_in.as_secs_f64(),
+        from_snapshot_ready_after.as_secs_f64()
     );
     Ok(LogReplay {
         events,
@@ -172,6 +218,9 @@ async fn time_replay(config: &BenchConfig, binary: &Path) -> Result<LogReplay, B
         listening_after,
         ready_after,
         rss_after_replay_bytes,
+        snapshot_taken_in,
+        from_snapshot_ready_after,
+        rss_after_snapshot_start_bytes,
     })
 }
 
