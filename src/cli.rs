@@ -199,6 +199,8 @@ enum Mode {
         limits: LimitArgs,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        snapshots: SnapshotArgs,
     },
     #[command(flatten)]
     Tool(Tool),
@@ -537,9 +539,10 @@ async fn run(
             limits,
             tls,
             metrics_addr,
+            snapshots,
         } => {
-            let source =
-                query_source(follow, (upstream_ca, upstream_token), log, &pg_schema, data)?;
+            let upstream = (upstream_ca, upstream_token);
+            let source = query_source(follow, upstream, log, &pg_schema, (data, snapshots))?;
             tls.check_exposure(&[query_addr], &auth)?;
             let insecure = tls.insecure;
             let tls = tls.load()?;
@@ -558,7 +561,7 @@ fn query_source(
     (upstream_ca, upstream_token): (Option<PathBuf>, Option<String>),
     log: Option<String>,
     pg_schema: &str,
-    data: PathBuf,
+    (data, snapshots): (PathBuf, SnapshotArgs),
 ) -> Result<QuerySource, String> {
     match (follow, log) {
         (Some(upstream), None) => Ok(QuerySource::Follow {
@@ -566,6 +569,7 @@ fn query_source(
             data_dir: data,
             upstream_ca,
             upstream_token,
+            snapshots: snapshots.policy(),
         }),
         (None, Some(log)) => match LogConfig::parse(&log, pg_schema) {
             LogConfig::Postgres { url, schema } => Ok(QuerySource::Postgres { url, schema }),

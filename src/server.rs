@@ -5,6 +5,8 @@
 //! Over 600 lines: the wiring of the three modes (combined, command, query with its two
 //! sources) and the layers and limits every server shares.
 
+mod snapshots;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use tonic_health::server::HealthReporter;
 use crate::app::access::Authenticator;
 use crate::app::command::CommandState;
 use crate::app::query::Queries;
-use crate::app::snapshot::{self, SnapshotPolicy};
+use crate::app::snapshot::SnapshotPolicy;
 use crate::app::{BreakerState, Clock, CommandSide, ReadModel, Shutdown};
 use crate::delivery::postgres::PgClaims;
 use crate::delivery::{Claims, Deliveries, FileCursors, SinkConfig};
@@ -33,7 +35,7 @@ use crate::grpc::query_service::QueryApi;
 use crate::grpc::tls::{self, ServerTls};
 use crate::grpc::{FILE_DESCRIPTOR_SET, pb};
 use crate::grpc::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, oversized_request_as_invalid_argument};
-use crate::log::{EmbeddedLog, EventLog, LogError, OpenReport, PostgresLog, TailCache};
+use crate::log::{EventLog, LogError, OpenReport, PostgresLog, TailCache};
 
 type CommandServiceServer = pb::command_service_server::CommandServiceServer<CommandApi>;
 type QueryServiceServer = pb::query_service_server::QueryServiceServer<QueryApi>;
@@ -152,6 +154,8 @@ pub enum QuerySource {
         upstream_ca: Option<PathBuf>,
         /// An API token the upstream accepts (a `replica` role suffices).
         upstream_token: Option<String>,
+        /// When the copy's state is written as a snapshot (as a command server's).
+        snapshots: SnapshotPolicy,
     },
     /// Read a shared PostgreSQL log directly.
     Postgres { url: String, schema: String },
@@ -168,7 +172,7 @@ pub async fn run_combined(
     let model = Arc::new(ReadModel::new());
     let (log, state) = open_command_log(&config, Some(&model)).await?;
     let command_side = CommandSide::start(state, log.clone(), config.clock.clone());
-    let snapshots = start_snapshots(&config, log.clone(), shutdown.clone());
+    let snapshots = snapshots::periodic(&config, log.clone(), shutdown.clone());
     report_reachability(model.clone(), log.reachable());
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
     let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
@@ -198,7 +202,7 @@ pub async fn run_combined(
     writer.await.expect("command writer panicked");
     deliveries.stopped().await;
     projection_result(projection.await);
-    final_snapshot(&config, snapshots, log_for_snapshot).await;
+    snapshots::at_shutdown(&config, snapshots, log_for_snapshot).await;
     command_result?;
     query_result?;
     Ok(())
@@ -216,7 +220,7 @@ pub async fn run_command_server(
         writer,
         breaker,
     } = CommandSide::start(state, log.clone(), config.clock.clone());
-    let snapshots = start_snapshots(&config, log.clone(), shutdown.clone());
+    let snapshots = snapshots::periodic(&config, log.clone(), shutdown.clone());
     let deliveries = start_deliveries(&config, log.clone(), shutdown.clone())?;
     let result = serve_command(
         listener.into(),
@@ -230,7 +234,7 @@ pub async fn run_command_server(
     .await;
     writer.await.expect("command writer panicked");
     deliveries.stopped().await;
-    final_snapshot(&config, snapshots, log).await;
+    snapshots::at_shutdown(&config, snapshots, log).await;
     result
 }
 
@@ -247,19 +251,21 @@ pub async fn run_query_server(
     let listener = listener.into();
     let model = Arc::new(ReadModel::new());
     let (follower_state, follower_watch) = watch::channel(FollowerState::Connecting);
+    let mut replica_snapshots = None;
     let (log, background): (Arc<dyn EventLog>, tokio::task::JoinHandle<()>) = match source {
         QuerySource::Follow {
             upstream,
             data_dir,
             upstream_ca,
             upstream_token,
+            snapshots: policy,
         } => {
             let endpoint = upstream_endpoint(&upstream, upstream_ca.as_deref())?;
             let credential = upstream_token.map(|token| bearer(&token)).transpose()?;
             let directory = data_dir.clone();
             let opened_model = model.clone();
             let (log, report) = tokio::task::spawn_blocking(move || {
-                EmbeddedLog::open(&directory, |event| opened_model.apply(event))
+                crate::app::replay::open_replica(&directory, &opened_model, policy)
             })
             .await
             .expect("opening the log panicked")?;
@@ -285,6 +291,11 @@ pub async fn run_query_server(
                 follower_state,
                 shutdown.clone(),
             ));
+            replica_snapshots = Some((
+                data_dir.clone(),
+                policy,
+                snapshots::every(&data_dir, policy, log.clone(), shutdown.clone()),
+            ));
             (log, follower)
         }
         QuerySource::Postgres { url, schema } => {
@@ -306,10 +317,22 @@ pub async fn run_query_server(
         }
     };
     let projection = tokio::spawn(model.clone().follow(log.clone(), shutdown.clone()));
-    let result = serve_query(listener, model, log, Some(follower_watch), limits, shutdown).await;
+    let result = serve_query(
+        listener,
+        model,
+        log.clone(),
+        Some(follower_watch),
+        limits,
+        shutdown,
+    )
+    .await;
     background.abort();
     let _ = background.await;
     projection_result(projection.await);
+    // The follower, the copy's only writer, has stopped: a snapshot at its head.
+    if let Some((data_dir, policy, periodic)) = replica_snapshots {
+        snapshots::finish(&data_dir, policy, periodic, log).await;
+    }
     result
 }
 
@@ -440,95 +463,6 @@ async fn open_command_log(
             tracing::info!(schema, head = state.head().0, "PostgreSQL event log loaded");
             Ok((Arc::new(log), state))
         }
-    }
-}
-
-/// Takes a snapshot of the embedded log's state every `every_events` events, in the
-/// background, until `shutdown`. `None` for a database log or when periodic snapshots are off.
-fn start_snapshots(
-    config: &CommandConfig,
-    log: Arc<dyn EventLog>,
-    mut shutdown: Shutdown,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let LogConfig::Embedded { data_dir } = &config.log else {
-        return None;
-    };
-    let policy = config.snapshots;
-    if !policy.enabled() || policy.every_events == 0 {
-        return None;
-    }
-    let data_dir = data_dir.clone();
-    Some(tokio::spawn(async move {
-        let mut last = snapshot::list(&data_dir)
-            .first()
-            .map_or(crate::domain::LogPosition::START, |(position, _)| *position);
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.wait() => return,
-            }
-            let head = log.head();
-            if head.0.saturating_sub(last.0) < policy.every_events {
-                continue;
-            }
-            take_snapshot(&data_dir, policy, log.clone(), head).await;
-            last = head;
-        }
-    }))
-}
-
-/// Takes a snapshot at `until` on a blocking thread, and says what it did.
-async fn take_snapshot(
-    data_dir: &std::path::Path,
-    policy: SnapshotPolicy,
-    log: Arc<dyn EventLog>,
-    until: crate::domain::LogPosition,
-) {
-    let directory = data_dir.to_owned();
-    let runtime = tokio::runtime::Handle::current();
-    let started = std::time::Instant::now();
-    let taken = tokio::task::spawn_blocking(move || {
-        snapshot::take(
-            &directory,
-            until,
-            policy.keep,
-            snapshot::read_through(runtime, log),
-        )
-    })
-    .await
-    .expect("taking a snapshot panicked");
-    match taken {
-        Ok(Some(taken)) => tracing::info!(
-            position = taken.position.0,
-            folded_from = taken.from.0,
-            bytes = taken.bytes,
-            seconds = started.elapsed().as_secs_f64(),
-            path = %taken.path.display(),
-            "snapshot written"
-        ),
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "a snapshot could not be taken; the log is intact"),
-    }
-}
-
-/// At a clean shutdown, once nothing appends any more: stops the periodic snapshots and takes
-/// one at the head, so the next start folds nothing.
-async fn final_snapshot(
-    config: &CommandConfig,
-    periodic: Option<tokio::task::JoinHandle<()>>,
-    log: Arc<dyn EventLog>,
-) {
-    // The shutdown signal stops it; a snapshot it is writing is finished first.
-    if let Some(periodic) = periodic {
-        let _ = periodic.await;
-    }
-    let LogConfig::Embedded { data_dir } = &config.log else {
-        return;
-    };
-    if config.snapshots.enabled() {
-        take_snapshot(data_dir, config.snapshots, log.clone(), log.head()).await;
     }
 }
 

@@ -119,6 +119,48 @@ pub fn open_embedded(
     Ok((log, state, report))
 }
 
+/// Opens (or creates) a following query server's copy of the log in `directory` and folds it
+/// into `model`: from the newest usable snapshot's read model and the events after it, with
+/// `snapshots` enabled. Blocking: call it on a blocking thread.
+pub fn open_replica(
+    directory: &Path,
+    model: &ReadModel,
+    snapshots: SnapshotPolicy,
+) -> Result<(EmbeddedLog, OpenReport), LogError> {
+    let anchor = match snapshots
+        .enabled()
+        .then(|| snapshot::load_newest(directory))
+        .flatten()
+    {
+        Some((snapshot, _, model_state)) => {
+            model.restore_state(model_state);
+            Some(Anchor {
+                position: snapshot.position,
+                event_id: snapshot.event_id,
+                path: snapshot.path.display().to_string(),
+            })
+        }
+        None => None,
+    };
+    let (log, mut report) = EmbeddedLog::open_batched(directory, |events| {
+        let events = match &anchor {
+            Some(anchor) => {
+                if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
+                    anchor.check(at)?;
+                }
+                events
+                    .into_iter()
+                    .filter(|event| event.position > anchor.position)
+                    .collect()
+            }
+            None => events,
+        };
+        model.apply_batch(&events)
+    })?;
+    finish(&anchor, &mut report)?;
+    Ok((log, report))
+}
+
 /// Where a loaded snapshot stands in the log.
 struct Anchor {
     position: LogPosition,

@@ -492,3 +492,54 @@ async fn the_snapshot_tool_takes_one_and_verify_checks_it() {
     assert_eq!(verified.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not match this log"), "{stderr}");
 }
+
+/// A following query server snapshots its copy of the log at a clean shutdown, and its next
+/// start loads the read model from that snapshot and folds only what it copied after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_query_server_starts_from_its_own_snapshot() {
+    use crate::support::{Running, add_stock, get_stock, level};
+    use inventory::grpc::pb::query_service_client::QueryServiceClient;
+    let command_dir = tempfile::tempdir().unwrap();
+    let replica_dir = tempfile::tempdir().unwrap();
+    let command_server = Running::command(command_dir.path()).await;
+    let mut commands = inventory::grpc::pb::command_service_client::CommandServiceClient::new(
+        crate::support::channel(command_server.address).await,
+    );
+    for _ in 0..5 {
+        commands.add_stock(add_stock("p1", "s", 2)).await.unwrap();
+    }
+    let replica = Running::query(replica_dir.path(), command_server.address).await;
+    let mut queries = QueryServiceClient::new(crate::support::channel(replica.address).await);
+    let stock = queries
+        .get_stock(get_stock("p1", "s", 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(level(stock.item.unwrap().stock).0, 10);
+    replica.stop().await;
+    assert_eq!(
+        snapshot::list(replica_dir.path())
+            .first()
+            .map(|(position, _)| position.0),
+        Some(5),
+        "the replica's clean shutdown left a snapshot of its copy"
+    );
+    let model = ReadModel::detached();
+    let (_, report) =
+        inventory::app::replay::open_replica(replica_dir.path(), &model, SnapshotPolicy::DEFAULT)
+            .unwrap();
+    assert_eq!(report.snapshot, Some(LogPosition(5)));
+    assert_eq!(model.position(), LogPosition(5));
+
+    commands.add_stock(add_stock("p1", "s", 1)).await.unwrap();
+    let replica = Running::query(replica_dir.path(), command_server.address).await;
+    let mut queries = QueryServiceClient::new(crate::support::channel(replica.address).await);
+    let stock = queries
+        .get_stock(get_stock("p1", "s", 6))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(level(stock.item.unwrap().stock).0, 11);
+    replica.stop().await;
+    command_server.stop().await;
+}

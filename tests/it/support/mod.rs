@@ -185,6 +185,7 @@ impl Running {
             data_dir: data_dir.to_owned(),
             upstream_ca: None,
             upstream_token: None,
+            snapshots: inventory::app::snapshot::SnapshotPolicy::DEFAULT,
         };
         let task = tokio::spawn(server::run_query_server(
             source,
