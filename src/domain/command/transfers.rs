@@ -321,25 +321,21 @@ impl Decide for CancelTransfer {
     }
 }
 
-impl ReceiveTransfer {
-    /// The transfer the command names, if it names one.
-    fn named<'a>(&self, inventory: &'a Inventory) -> Option<&'a Transfer> {
-        inventory
-            .find_transfer(&self.transfer_id, self.from_store.as_ref())
-            .ok()
-            .flatten()
-    }
+/// The transfer a command on an existing transfer names, if it names one.
+macro_rules! named_transfer {
+    ($($command:ident),*) => {$(
+        impl $command {
+            fn named<'a>(&self, inventory: &'a Inventory) -> Option<&'a Transfer> {
+                inventory
+                    .find_transfer(&self.transfer_id, self.from_store.as_ref())
+                    .ok()
+                    .flatten()
+            }
+        }
+    )*};
 }
 
-impl CancelTransfer {
-    /// The transfer the command names, if it names one.
-    fn named<'a>(&self, inventory: &'a Inventory) -> Option<&'a Transfer> {
-        inventory
-            .find_transfer(&self.transfer_id, self.from_store.as_ref())
-            .ok()
-            .flatten()
-    }
-}
+named_transfer!(ReceiveTransfer, CancelTransfer);
 
 /// Picks the transfer a caller means when its id names transfers from several stores and no
 /// source was given: the one it may see an end of, if there is one and only one. Otherwise
