@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use super::projection::{ReadModel, ReservationCommands};
 use crate::domain::{
-    ActiveReservation, LogPosition, MAX_ALERTS_PER_ITEM, ProductId, Quantity, RecordedEvent,
-    ReservationId, ReservationView, StockItem, StockLevel, StoreId, StreamKey, StreamVersion,
-    Timestamp, Transfer, TransferId, TransferStatus,
+    ActiveReservation, DomainError, LogPosition, MAX_ALERTS_PER_ITEM, ProductId, Quantity,
+    RecordedEvent, ReservationId, ReservationView, StockItem, StockLevel, StoreId, StreamKey,
+    StreamVersion, Timestamp, Transfer, TransferId, TransferStatus,
 };
 use crate::log::{EventLog, LogError, MAX_READ_EVENTS};
 
@@ -30,28 +30,13 @@ pub enum QueryError {
     NotFound { stream: StreamKey },
     #[error("reservation {reservation_id} not found")]
     ReservationNotFound { reservation_id: ReservationId },
-    /// The id names reservations in several stores the caller may see (reservation ids are
-    /// unique per store), and the query named none of them.
-    #[error(
-        "reservation id {reservation_id} names reservations in several stores ({}): set store_id to one of them",
-        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
-    )]
-    ReservationIdAmbiguous {
-        reservation_id: ReservationId,
-        stores: Vec<StoreId>,
-    },
+    /// The id names reservations or transfers of several stores the caller may see (ids are
+    /// unique per store), and the query named none of them: the domain's own refusal
+    /// (`ReservationIdAmbiguous`, `TransferIdAmbiguous`), as a command naming it gets.
+    #[error(transparent)]
+    Ambiguous(DomainError),
     #[error("transfer {transfer_id} not found")]
     TransferNotFound { transfer_id: TransferId },
-    /// The id names transfers from several stores the caller may see an end of (transfer ids
-    /// are unique per source store), and the query named none of them.
-    #[error(
-        "transfer id {transfer_id} names transfers from several stores ({}): set from_store_id to one of them",
-        stores.iter().map(|store| store.as_str()).collect::<Vec<_>>().join(", ")
-    )]
-    TransferIdAmbiguous {
-        transfer_id: TransferId,
-        stores: Vec<StoreId>,
-    },
     #[error(
         "the read model had applied position {applied} when the deadline passed, \
          min_position is {min_position}"
@@ -212,13 +197,13 @@ impl Queries {
             .filter(|transfer| from_store.is_none_or(|from| &transfer.from_store == from))
             .collect();
         if seen.len() > 1 {
-            return Err(QueryError::TransferIdAmbiguous {
+            return Err(QueryError::Ambiguous(DomainError::TransferIdAmbiguous {
                 transfer_id: transfer_id.clone(),
                 stores: seen
                     .iter()
                     .map(|transfer| transfer.from_store.clone())
                     .collect(),
-            });
+            }));
         }
         let transfer = seen.pop().ok_or_else(|| QueryError::TransferNotFound {
             transfer_id: transfer_id.clone(),
@@ -358,7 +343,7 @@ impl Queries {
             }
         }
         if views.len() > 1 {
-            return Err(QueryError::ReservationIdAmbiguous {
+            return Err(QueryError::Ambiguous(DomainError::ReservationIdAmbiguous {
                 reservation_id: reservation_id.clone(),
                 stores: views
                     .iter()
@@ -370,7 +355,7 @@ impl Queries {
                             .cloned()
                     })
                     .collect(),
-            });
+            }));
         }
         let view = views.pop().ok_or_else(not_found)?;
         Ok(self.answer(view, read_position))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use super::command::CommandState;
-use super::projection::ReadModel;
+use super::projection::{ReadModel, ReadModelState};
 use super::snapshot::{self, SnapshotPolicy};
 use crate::domain::{LogPosition, RecordedEvent, Timestamp};
 use crate::log::{EmbeddedLog, LogError, OpenReport};
@@ -29,48 +29,16 @@ pub fn open_embedded(
     now: Timestamp,
     snapshots: SnapshotPolicy,
 ) -> Result<(EmbeddedLog, CommandState, OpenReport), LogError> {
-    let loaded = if snapshots.enabled() {
-        snapshot::load_newest(directory)
-    } else {
-        None
-    };
-    let (mut state, anchor) = match loaded {
-        Some((snapshot, state, model_state)) => {
+    let (mut state, anchor) = match Anchor::load(directory, snapshots) {
+        Some((anchor, state, model_state)) => {
             if let Some(model) = model {
                 model.restore_state(model_state);
             }
-            let anchor = Anchor {
-                position: snapshot.position,
-                event_id: snapshot.event_id,
-                path: snapshot.path.display().to_string(),
-            };
             (state, Some(anchor))
         }
         None => (CommandState::new(), None),
     };
-    // The events a snapshot covers are read (the log indexes them) but not folded again; the
-    // one at its position must be the one it names.
-    let after_snapshot = |events: Vec<RecordedEvent>| -> Result<Vec<RecordedEvent>, LogError> {
-        let Some(anchor) = &anchor else {
-            return Ok(events);
-        };
-        if events
-            .last()
-            .is_none_or(|last| last.position <= anchor.position)
-        {
-            if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
-                anchor.check(at)?;
-            }
-            return Ok(Vec::new());
-        }
-        if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
-            anchor.check(at)?;
-        }
-        Ok(events
-            .into_iter()
-            .filter(|event| event.position > anchor.position)
-            .collect())
-    };
+    let after_snapshot = |events| Anchor::after(&anchor, events);
     let Some(model) = model else {
         let (log, mut report) = EmbeddedLog::open_batched(directory, |events| {
             after_snapshot(events)?
@@ -127,35 +95,12 @@ pub fn open_replica(
     model: &ReadModel,
     snapshots: SnapshotPolicy,
 ) -> Result<(EmbeddedLog, OpenReport), LogError> {
-    let anchor = match snapshots
-        .enabled()
-        .then(|| snapshot::load_newest(directory))
-        .flatten()
-    {
-        Some((snapshot, _, model_state)) => {
-            model.restore_state(model_state);
-            Some(Anchor {
-                position: snapshot.position,
-                event_id: snapshot.event_id,
-                path: snapshot.path.display().to_string(),
-            })
-        }
-        None => None,
-    };
+    let anchor = Anchor::load(directory, snapshots).map(|(anchor, _, model_state)| {
+        model.restore_state(model_state);
+        anchor
+    });
     let (log, mut report) = EmbeddedLog::open_batched(directory, |events| {
-        let events = match &anchor {
-            Some(anchor) => {
-                if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
-                    anchor.check(at)?;
-                }
-                events
-                    .into_iter()
-                    .filter(|event| event.position > anchor.position)
-                    .collect()
-            }
-            None => events,
-        };
-        model.apply_batch(&events)
+        model.apply_batch(&Anchor::after(&anchor, events)?)
     })?;
     finish(&anchor, &mut report)?;
     Ok((log, report))
@@ -169,6 +114,49 @@ struct Anchor {
 }
 
 impl Anchor {
+    /// The newest usable snapshot in `directory` when `snapshots` are enabled: where it
+    /// stands, and the states it holds.
+    fn load(
+        directory: &Path,
+        snapshots: SnapshotPolicy,
+    ) -> Option<(Anchor, CommandState, ReadModelState)> {
+        if !snapshots.enabled() {
+            return None;
+        }
+        let (snapshot, state, model_state) = snapshot::load_newest(directory)?;
+        let anchor = Anchor {
+            position: snapshot.position,
+            event_id: snapshot.event_id,
+            path: snapshot.path.display().to_string(),
+        };
+        Some((anchor, state, model_state))
+    }
+
+    /// The events of a replayed batch that a snapshot does not cover: those it covers are read
+    /// (the log indexes them) but not folded again, and the one at its position must be the
+    /// one it names.
+    fn after(
+        anchor: &Option<Anchor>,
+        events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let Some(anchor) = anchor else {
+            return Ok(events);
+        };
+        if let Some(at) = events.iter().find(|e| e.position == anchor.position) {
+            anchor.check(at)?;
+        }
+        if events
+            .last()
+            .is_none_or(|last| last.position <= anchor.position)
+        {
+            return Ok(Vec::new());
+        }
+        Ok(events
+            .into_iter()
+            .filter(|event| event.position > anchor.position)
+            .collect())
+    }
+
     fn check(&self, event: &RecordedEvent) -> Result<(), LogError> {
         if event.event_id.0 == self.event_id {
             return Ok(());

@@ -158,6 +158,36 @@ pub trait Decide {
     }
 }
 
+/// What [`Decide::narrow`] does with the stores a caller may see of the reservations (or the
+/// transfers' sources) an id names, when it names several (`seen` is `None` when it names at
+/// most one): nothing when the command already names a store or there is nothing to choose;
+/// otherwise the one seen goes into `store`, and none seen or several seen are the error.
+pub(super) fn pick_seen(
+    store: &mut Option<StoreId>,
+    seen: impl FnOnce() -> Option<Vec<StoreId>>,
+) -> Result<(), PickRefused> {
+    if store.is_some() {
+        return Ok(());
+    }
+    let Some(mut seen) = seen() else {
+        return Ok(());
+    };
+    match seen.len() {
+        0 => Err(PickRefused::NoneSeen),
+        1 => {
+            *store = seen.pop();
+            Ok(())
+        }
+        _ => Err(PickRefused::Several(seen)),
+    }
+}
+
+/// Why [`pick_seen`] chose no store.
+pub(super) enum PickRefused {
+    NoneSeen,
+    Several(Vec<StoreId>),
+}
+
 impl Command {
     /// See [`Decide::narrow`].
     pub fn narrow(

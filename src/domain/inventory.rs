@@ -352,6 +352,13 @@ impl Inventory {
                     .filter(|(id, _)| id == *reservation_id)
                     .map(|(_, first)| *first);
             }
+            // Most ids name one reservation: no store to tell apart.
+            if !self.more_reservations.contains_key(*reservation_id) {
+                return self
+                    .reservations
+                    .get(reservation_id)
+                    .map(|entry| entry.item);
+            }
             self.entries_of(reservation_id)
                 .find(|entry| self.entry_holds(reservation_id, entry, store))
                 .or_else(|| self.reservations.get(reservation_id))

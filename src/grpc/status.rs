@@ -509,12 +509,7 @@ pub fn query_error(error: &QueryError) -> Status {
             ],
             &[],
         ),
-        QueryError::ReservationIdAmbiguous { .. } => {
-            invalid_argument(&[FieldViolation::new("store_id", error.to_string())])
-        }
-        QueryError::TransferIdAmbiguous { .. } => {
-            invalid_argument(&[FieldViolation::new("from_store_id", error.to_string())])
-        }
+        QueryError::Ambiguous(refused) => domain_error(refused, Lines::Single),
         QueryError::ReservationNotFound { reservation_id } => error_info(
             Code::NotFound,
             error.to_string(),

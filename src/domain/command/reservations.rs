@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use super::{Decide, one_item_per_line};
+use super::{Decide, PickRefused, one_item_per_line, pick_seen};
 use crate::dense_map::FastHash;
 use crate::domain::error::{DomainError, LineRule, LineViolation};
 use crate::domain::event::{ReservationEvent, StockEvent};
@@ -305,25 +305,18 @@ fn narrow_reservation(
     inventory: &Inventory,
     sees: &mut dyn FnMut(&StoreId) -> bool,
 ) -> Result<(), DomainError> {
-    if store_id.is_some() {
-        return Ok(());
-    }
-    let Some(mut seen) = inventory.reservation_stores_seen(reservation_id, sees) else {
-        return Ok(());
-    };
-    match seen.len() {
-        0 => Err(DomainError::ReservationNotFound {
+    pick_seen(store_id, || {
+        inventory.reservation_stores_seen(reservation_id, sees)
+    })
+    .map_err(|refused| match refused {
+        PickRefused::NoneSeen => DomainError::ReservationNotFound {
             reservation_id: reservation_id.clone(),
-        }),
-        1 => {
-            *store_id = seen.pop();
-            Ok(())
-        }
-        _ => Err(DomainError::ReservationIdAmbiguous {
+        },
+        PickRefused::Several(stores) => DomainError::ReservationIdAmbiguous {
             reservation_id: reservation_id.clone(),
-            stores: seen,
-        }),
-    }
+            stores,
+        },
+    })
 }
 
 /// One decision per line of `held`, each with the event `event` makes of its reservation.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::Decide;
+use super::{Decide, PickRefused, pick_seen};
 use crate::dense_map::FastHash;
 use crate::domain::error::{DomainError, LineRule, LineViolation};
 use crate::domain::event::{StockEvent, TransferEvent};
@@ -347,25 +347,18 @@ fn narrow_transfer(
     inventory: &Inventory,
     sees: &mut dyn FnMut(&StoreId) -> bool,
 ) -> Result<(), DomainError> {
-    if from_store.is_some() {
-        return Ok(());
-    }
-    let Some(mut seen) = inventory.transfer_sources_seen(transfer_id, sees) else {
-        return Ok(());
-    };
-    match seen.len() {
-        0 => Err(DomainError::TransferNotFound {
+    pick_seen(from_store, || {
+        inventory.transfer_sources_seen(transfer_id, sees)
+    })
+    .map_err(|refused| match refused {
+        PickRefused::NoneSeen => DomainError::TransferNotFound {
             transfer_id: transfer_id.clone(),
-        }),
-        1 => {
-            *from_store = seen.pop();
-            Ok(())
-        }
-        _ => Err(DomainError::TransferIdAmbiguous {
+        },
+        PickRefused::Several(stores) => DomainError::TransferIdAmbiguous {
             transfer_id: transfer_id.clone(),
-            stores: seen,
-        }),
-    }
+            stores,
+        },
+    })
 }
 
 /// A transfer is both stores' business: unseen only by a caller that sees neither.
